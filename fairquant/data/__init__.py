@@ -1,0 +1,1 @@
+"""Datasets: the generated default and loaders for real on-disk layouts."""

@@ -1,0 +1,294 @@
+"""Loaders for real on-disk dataset layouts, all returning one :class:`RawDataset` shape.
+
+Each loader reads the layout exactly as the dataset ships it (no conversion step for the user), resolves
+the target and protected attributes named in params, and says which file is missing when the layout is
+wrong. Images are not decoded here: ``prepare`` decodes each one once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairquant.errors import FairquantError
+from fairquant.params import DataParams
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Samples with split, binary target and protected attributes (as readable strings).
+
+    Images are either ``paths`` (files to decode) or ``arrays`` (uint8 N x H x W x C, for datasets
+    that ship pixels in one file). ``skipped`` counts entries dropped for malformed metadata.
+    """
+
+    table: pd.DataFrame  # sample_id, split, y_true, one column per protected attribute
+    paths: list[Path] | None = None
+    arrays: np.ndarray | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FairquantError(f"{path}: missing ({what}); check data.root and data.source in params.yaml")
+    return path
+
+
+def _check_attribute(name: str, valid: list[str], role: str) -> None:
+    if name not in valid:
+        raise FairquantError(f"unknown {role} attribute '{name}'; valid attributes: {', '.join(valid)}")
+
+
+def _binary_target(values: pd.Series, name: str, positive: list[str] | None, natural: str | None) -> np.ndarray:
+    """1 where the target value is positive. ``natural`` is the positive value of an already binary attribute."""
+    values = values.astype(str)
+    if positive is None:
+        if natural is None:
+            raise FairquantError(
+                f"target '{name}' is not binary; set data.positive to the values counted as positive "
+                f"(found values: {', '.join(sorted(values.unique())[:12])})")
+        positive = [natural]
+    unknown = sorted(set(positive) - set(values.unique()))
+    if unknown:
+        raise FairquantError(f"data.positive {unknown} never occurs in target '{name}'; "
+                             f"found values: {', '.join(sorted(values.unique())[:12])}")
+    return values.isin(positive).to_numpy().astype(np.int8)
+
+
+def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural_positive: dict[str, str]) -> pd.DataFrame:
+    _check_attribute(params.target, valid, "target")
+    for name in params.protected:
+        _check_attribute(name, valid, "protected")
+    table = pd.DataFrame({"sample_id": frame["sample_id"].astype(str), "split": frame["split"].astype(str)})
+    table["y_true"] = _binary_target(frame[params.target], params.target, params.positive,
+                                     natural_positive.get(params.target))
+    for name in params.protected:
+        table[name] = frame[name].astype(str).to_numpy()
+    return table.reset_index(drop=True)
+
+
+def _random_split(n: int, val_share: float, test_share: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    return np.where(u < test_share, "test", np.where(u < test_share + val_share, "val", "train"))
+
+
+# --- CelebA (and the generated default, written in the same layout) ---------------------------------
+
+def _celeba_value_names(attribute: str) -> tuple[str, str]:
+    return ("Male", "Female") if attribute == "Male" else (attribute, f"not {attribute}")
+
+
+def load_celeba(root: Path, params: DataParams) -> RawDataset:
+    """CelebA: ``img_align_celeba/``, ``list_attr_celeba.txt`` (count, names, -1/1), ``list_eval_partition.txt``.
+
+    torchvision's ``CelebA`` checks MD5 sums of the official files, so a copy re-encoded elsewhere (or the
+    generated default) would be refused; this parser reads the same files without that check.
+    """
+    images = _require(root / "img_align_celeba", "CelebA image folder img_align_celeba/")
+    attr_path = _require(root / "list_attr_celeba.txt", "CelebA attribute file")
+    part_path = _require(root / "list_eval_partition.txt", "CelebA partition file")
+    lines = attr_path.read_text().splitlines()
+    if len(lines) < 3 or not lines[0].strip().isdigit():
+        raise FairquantError(f"{attr_path}: expected a count line, an attribute-name line and one row per image")
+    names = lines[1].split()
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    if len(rows) != int(lines[0]) or any(len(r) != len(names) + 1 for r in rows):
+        raise FairquantError(f"{attr_path}: count line says {lines[0].strip()} images of {len(names)} attributes, "
+                             f"rows do not match; the file is truncated or not CelebA's")
+    attrs = pd.DataFrame([r[1:] for r in rows], columns=names, index=[r[0] for r in rows]).astype(int)
+    partition = pd.read_csv(part_path, sep=r"\s+", header=None, names=["file", "part"], index_col="file")
+    missing = attrs.index.difference(partition.index)
+    if len(missing):
+        raise FairquantError(f"{part_path}: no partition for {len(missing)} images (first: {missing[0]})")
+    _check_attribute(params.target, names, "target")
+    for name in params.protected:
+        _check_attribute(name, names, "protected")
+    frame = pd.DataFrame({"sample_id": attrs.index, "split": [SPLITS[p] for p in partition.loc[attrs.index, "part"]]})
+    for name in {params.target, *params.protected}:
+        yes, no = _celeba_value_names(name)
+        frame[name] = np.where(attrs[name].to_numpy() == 1, yes, no)
+    natural = {name: _celeba_value_names(name)[0] for name in names}
+    table = _assemble(frame, params, names, natural)
+    return RawDataset(table, paths=[images / f for f in attrs.index])
+
+
+# --- UTKFace ------------------------------------------------------------------------------------------
+
+UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+UTK_GENDERS = ("Male", "Female")
+UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
+AGE_BINS = [0, 20, 40, 60, 200]
+AGE_LABELS = ["0-19", "20-39", "40-59", "60+"]
+
+
+def load_utkface(root: Path, params: DataParams) -> RawDataset:
+    """UTKFace: ``[age]_[gender]_[race]_[date].jpg.chip.jpg``; gender 0 male / 1 female; race 0-4."""
+    folder = root / "UTKFace" if (root / "UTKFace").is_dir() else _require(root, "UTKFace folder")
+    files = sorted(folder.glob("*.jpg"))
+    if not files:
+        raise FairquantError(f"{folder}: no *.jpg.chip.jpg images; point data.root at the UTKFace folder")
+    parsed, malformed = [], 0
+    for path in files:
+        match = UTK_NAME.match(path.name)
+        if match is None:
+            malformed += 1
+            continue
+        age, gender, race, _ = match.groups()
+        parsed.append((path, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
+    if not parsed:
+        raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg")
+    frame = pd.DataFrame(parsed, columns=["path", "age", "gender", "race"])
+    frame["age_group"] = pd.cut(frame["age"], AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
+    frame["sample_id"] = [p.name for p in frame["path"]]
+    frame["split"] = _random_split(len(frame), params.val_share, 0.2, params.seed)
+    table = _assemble(frame, params, ["age", "age_group", "gender", "race"], {"gender": "Female"})
+    return RawDataset(table, paths=list(frame["path"]), skipped={"malformed_names": malformed})
+
+
+# --- FairFace -----------------------------------------------------------------------------------------
+
+def load_fairface(root: Path, params: DataParams) -> RawDataset:
+    """FairFace: ``fairface_label_{train,val}.csv`` with ``file,age,gender,race,service_test``.
+
+    The official val split is the test split here; validation is held out of the train CSV.
+    """
+    frames = []
+    for csv_name, split in (("fairface_label_train.csv", "train"), ("fairface_label_val.csv", "test")):
+        frame = pd.read_csv(_require(root / csv_name, "FairFace label file"))
+        expected = {"file", "age", "gender", "race"}
+        if not expected <= set(frame.columns):
+            raise FairquantError(f"{root / csv_name}: expected columns file,age,gender,race,service_test; "
+                                 f"found {','.join(frame.columns)}")
+        frame["split"] = split
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    is_train = frame["split"] == "train"
+    frame.loc[is_train, "split"] = _random_split(int(is_train.sum()), params.val_share, 0.0, params.seed)
+    frame["sample_id"] = frame["file"]
+    paths = [root / f for f in frame["file"]]
+    table = _assemble(frame.rename(columns={}), params, ["age", "gender", "race"], {"gender": "Female"})
+    return RawDataset(table, paths=paths)
+
+
+# --- MNIST / Fashion-MNIST / CIFAR-10 in torchvision's raw formats ------------------------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08:
+        raise FairquantError(f"{path}: not an IDX file of unsigned bytes (magic {magic:#x})")
+    ndim = magic & 0xFF
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_file(raw: Path, stem: str) -> Path:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise FairquantError(f"{raw / stem}: missing (IDX file, plain or .gz); check data.root")
+
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str],
+                   params: DataParams) -> RawDataset:
+    """The class is both the group ('class') and, through data.positive, the binary target."""
+    rng = np.random.default_rng(params.seed)
+    train_keep = np.ones(labels["train"].size, dtype=bool)
+    if params.class_imbalance < 1:
+        for c in params.minority_classes:
+            idx = np.flatnonzero(labels["train"] == c)
+            drop = rng.permutation(idx)[round(idx.size * params.class_imbalance):]
+            train_keep[drop] = False
+    train_split = np.where(rng.random(labels["train"].size) < params.val_share, "val", "train")
+    parts, arrays = [], []
+    for split_name, keep, splits in (("train", train_keep, train_split), ("test", None, None)):
+        y = labels[split_name] if keep is None else labels[split_name][keep]
+        x = images[split_name] if keep is None else images[split_name][keep]
+        split = np.full(y.size, "test") if splits is None else splits[keep]
+        parts.append(pd.DataFrame({"sample_id": [f"{split_name}-{i}" for i in np.flatnonzero(keep) ]
+                                   if keep is not None else [f"test-{i}" for i in range(y.size)],
+                                   "split": split, "class": [classes[k] for k in y]}))
+        arrays.append(x)
+    frame = pd.concat(parts, ignore_index=True)
+    pixels = np.concatenate(arrays)
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    table = _assemble(frame, params, ["class"], {})
+    return RawDataset(table, arrays=pixels)
+
+
+def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[str]) -> RawDataset:
+    raw = next((p for p in (root / folder / "raw", root / "raw", root) if p.is_dir() and any(p.glob("*idx*"))), None)
+    if raw is None:
+        raise FairquantError(f"{root}: no {folder}/raw/ folder with IDX files (torchvision's layout); check data.root")
+    images = {"train": _idx_file(raw, "train-images-idx3-ubyte"), "test": _idx_file(raw, "t10k-images-idx3-ubyte")}
+    labels = {"train": _idx_file(raw, "train-labels-idx1-ubyte"), "test": _idx_file(raw, "t10k-labels-idx1-ubyte")}
+    return _class_dataset({k: _read_idx(v) for k, v in images.items()}, {k: _read_idx(v) for k, v in labels.items()},
+                          classes, params)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; allow only what they contain (numpy arrays, builtins), never code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(_require(path, "CIFAR-10 python batch"), "rb") as handle:
+        try:
+            batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise FairquantError(f"{path}: not a CIFAR-10 python batch ({exc})") from None
+    data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return data, np.asarray(batch["labels"], dtype=np.int64)
+
+
+def load_cifar10(root: Path, params: DataParams) -> RawDataset:
+    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch")
+    images = {"train": np.concatenate([x for x, _ in train]), "test": test_x}
+    labels = {"train": np.concatenate([y for _, y in train]), "test": test_y}
+    return _class_dataset(images, labels, CIFAR10_CLASSES, params)
+
+
+def load_dataset(params: DataParams) -> RawDataset:
+    """Read the dataset named by ``data.source`` at ``data.root``."""
+    root = Path(params.root)
+    if not root.exists():
+        raise FairquantError(f"{root}: dataset root not found; set data.root in params.yaml "
+                             f"(the default 'data/raw/synthetic' is written by the generate stage)")
+    if params.source in ("synthetic", "celeba"):
+        return load_celeba(root, params)
+    if params.source == "utkface":
+        return load_utkface(root, params)
+    if params.source == "fairface":
+        return load_fairface(root, params)
+    if params.source == "mnist":
+        return load_mnist_like(root, params, "MNIST", MNIST_CLASSES)
+    if params.source == "fashion_mnist":
+        return load_mnist_like(root, params, "FashionMNIST", FASHION_CLASSES)
+    return load_cifar10(root, params)

@@ -1,0 +1,94 @@
+"""Fine-tuning of the fp32 model: seeded, deterministic on CPU, logged per epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from fairquant.models import to_input
+from fairquant.params import FinetuneParams
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random shift of up to 1/16 of the side (reflect padding)."""
+    n, _, h, w = batch.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+    pad = max(1, h // 16)
+    padded = nn.functional.pad(batch, (pad, pad, pad, pad), mode="reflect")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    return padded[:, :, dy:dy + h, dx:dx + w]
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu") -> np.ndarray:
+    """Positive-class probability for every image, in order."""
+    model.eval()
+    scores = []
+    for start in range(0, len(images), batch_size):
+        batch = to_input(images[start:start + batch_size]).to(device)
+        scores.append(torch.sigmoid(model(batch).flatten().float()).cpu())
+    return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    val_group_accuracy: dict[str, float]
+
+
+def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
+                     val_labels: np.ndarray, val_groups: np.ndarray, params: FinetuneParams, device: torch.device,
+                     on_epoch: Callable[[EpochLog], None] | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> nn.Module:
+    """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy."""
+    generator = torch.Generator().manual_seed(params.seed)
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,
+                                weight_decay=params.weight_decay)
+    steps_per_epoch = (len(images) + params.batch_size - 1) // params.batch_size
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    targets = torch.as_tensor(labels, dtype=torch.float32)
+    for epoch in range(params.epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=generator).numpy()
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(order), params.batch_size):
+            idx = np.sort(order[start:start + params.batch_size])  # sorted reads are faster on a memmap
+            batch = to_input(images[idx])
+            if params.augment:
+                batch = augment(batch, generator)
+            y = targets[idx].to(device)
+            logits = model(batch.to(device)).flatten()
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss) * len(idx)
+            correct += int(((logits > 0).float() == y).sum())
+            if on_batch:
+                on_batch(len(idx))
+        val_pred = predict_scores(model, val_images, 512, device) > 0.5
+        hits = val_pred == val_labels.astype(bool)
+        log = EpochLog(epoch, total_loss / len(order), correct / len(order), float(hits.mean()),
+                       {str(g): float(hits[val_groups == g].mean()) for g in np.unique(val_groups)})
+        if on_epoch:
+            on_epoch(log)
+    return model.cpu().eval()
