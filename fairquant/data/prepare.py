@@ -114,3 +114,11 @@ def assert_not_test(table: pd.DataFrame, rows: np.ndarray) -> None:
     if leaked:
         raise FairquantError(f"calibration set contains {len(leaked)} test images (first row {leaked[0]}); "
                              f"calibration data must come from the training split")
+
+
+def load_prepared(folder: str | Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The prepare stage's outputs: samples table, memory-mapped image store, info."""
+    from fairquant.io import read_images, read_json, read_table
+
+    folder = Path(folder)
+    return read_table(folder / "samples.parquet"), read_images(folder / "images.npy"), read_json(folder / "info.json")

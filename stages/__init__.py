@@ -1,0 +1,1 @@
+"""One thin Typer command per DVC stage: load validated params, call the library, write outputs."""

@@ -1,0 +1,44 @@
+"""Predict the val and test splits with one variant; measure its latency."""
+
+from pathlib import Path
+
+import typer
+
+from fairquant.data.prepare import load_prepared
+from fairquant.io import atomic_dir, predictions_schema, write_json, write_table
+from fairquant.params import load_params
+from fairquant.variants import load_variant
+from stages._cli import run
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(data: Path = typer.Option(..., help="prepared data folder"),
+         model_dir: Path = typer.Option(..., "--model", help="model folder of the variant"),
+         out: Path = typer.Option(..., help="predictions folder to write"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    params = load_params(params_file)
+    table, images, info = load_prepared(data)
+    variant = load_variant(model_dir, batch_size=params.evaluate.batch_size,
+                           repeats=params.quantize_ptq.latency_repeats, latency_batch=params.quantize_ptq.latency_batch)
+    protected = params.data.protected
+    schema = predictions_schema(protected).with_metadata(
+        {"fairquant.variant": variant.name, "fairquant.synthetic": str(info["synthetic"]).lower()})
+    with atomic_dir(out) as tmp:
+        for split in ("val", "test"):
+            part = table[table["split"] == split].reset_index(drop=True)
+            scores = variant.score(images[part["row"].to_numpy()])
+            frame = part[["sample_id", "y_true", *protected]].copy()
+            frame["y_score"] = scores.astype("float32")
+            frame["y_pred"] = (scores > 0.5).astype("int8")
+            write_table(tmp / f"{split}.parquet", frame, schema)
+        latency = variant.latency()
+        write_json(tmp / "info.json", {"name": variant.name, "kind": variant.kind, "size_bytes": variant.size_bytes,
+                                       "latency": latency, "synthetic": info["synthetic"]})
+    print(f"{variant.name}: predicted val and test; " +
+          ", ".join(f"{mode} {v['median_ms']:.1f} ms/batch of {v['batch_size']}" for mode, v in latency.items()))
+
+
+if __name__ == "__main__":
+    run(app)
