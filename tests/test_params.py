@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from fairquant.errors import FairquantError
+from fairquant.params import load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "synthetic" and params.model.arch == "resnet18"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"finetune": {"epoch": 3}}, "params.yaml: unknown key 'finetune.epoch' (found 3); remove it or fix its spelling"),
+    ({"finetune": {"epochs": 0}}, "params.yaml: 'finetune.epochs': expected greater than or equal to 1; found 0"),
+    ({"model": {"arch": "vgg"}}, "params.yaml: 'model.arch': expected 'resnet18', 'resnet50', 'mobilenet_v2', "
+                                 "'mobilenet_v3_small', 'efficientnet_b0' or 'squeezenet1_1'; found 'vgg'"),
+    ({"generate": {"minority_share": 1.5}}, "params.yaml: 'generate.minority_share': expected less than 1; found 1.5"),
+    ({"data": {"protected": []}}, "params.yaml: 'data.protected': List should have at least 1 item after validation, not 0; found []"),
+    ({"nonsense": {}}, "params.yaml: unknown key 'nonsense' (found {}); remove it or fix its spelling"),
+])
+def test_errors_name_the_key_expected_and_found(raw, message):
+    with pytest.raises(FairquantError) as info:
+        parse_params(raw)
+    assert str(info.value) == message
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(FairquantError, match="expected a mapping of sections, found list"):
+        load_params(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FairquantError, match="params file not found"):
+        load_params(tmp_path / "params.yaml")
