@@ -1,0 +1,124 @@
+"""Measured speed and size figures for the issue's targets. A script, not a timed test (machines are noisy).
+
+    python benchmarks/run.py            # component figures on the current data/ (run `dvc repro` first)
+    python benchmarks/run.py --full     # also the wall time of the whole default `dvc repro` in a fresh copy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fairquant import quantization  # noqa: E402
+from fairquant.data.loaders import load_dataset  # noqa: E402
+from fairquant.data.prepare import build_image_store, load_prepared  # noqa: E402
+from fairquant.metrics import fairness_metrics  # noqa: E402
+from fairquant.models import build_model, to_input  # noqa: E402
+from fairquant.params import FinetuneParams, load_params  # noqa: E402
+from fairquant.training import train_classifier  # noqa: E402
+
+
+def line(name: str, value: str, target: str = "") -> None:
+    print(f"{name:<48} {value:<28} {target}")
+
+
+def bench_prepare(params) -> None:
+    raw = load_dataset(params.data)
+    start = time.perf_counter()
+    build_image_store(raw, params.prepare.image_size, params.prepare.workers, 1.0)
+    elapsed = time.perf_counter() - start
+    line("prepare throughput", f"{len(raw.table) / elapsed:.0f} images/s", f"({len(raw.table)} JPEGs, {params.prepare.workers} workers)")
+
+
+def bench_finetune(params) -> None:
+    table, images, _ = load_prepared(ROOT / "data" / "prepared")
+    train = table[table["split"] == "train"].iloc[:1024]
+    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
+    start = time.perf_counter()
+    train_classifier(model, images[train["row"].to_numpy()], train["y_true"].to_numpy(), images[:8],
+                     np.zeros(8), np.zeros(8), FinetuneParams(epochs=1, batch_size=params.finetune.batch_size),
+                     torch.device("cpu"))
+    line("finetune throughput", f"{len(train) / (time.perf_counter() - start):.0f} images/s",
+         f"({params.model.arch}, {images.shape[1]} px, batch {params.finetune.batch_size})")
+
+
+def bench_int8(arch: str, image_size: int, batch: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, small_input_stem=True).eval()
+    calibration = np.random.default_rng(0).integers(0, 256, (batch * 2, image_size, image_size, 3), dtype=np.uint8)
+    state = quantization.calibrate_int8(model, calibration, batch, image_size)
+    int8 = quantization.convert_int8(model, state, batch, image_size)
+    eager = quantization.measure_latency(model, batch, image_size, repeats, "eager")
+    fp32_compiled = quantization.measure_latency(quantization.compile_for_cpu(model), batch, image_size, repeats, "c")
+    int8_compiled = quantization.measure_latency(quantization.compile_for_cpu(int8), batch, image_size, repeats, "c")
+    size_ratio = quantization.fp32_size_bytes(model) / quantization.stored_size_bytes(int8)
+    line(f"{arch} int8 vs fp32 compiled (batch {batch}, {image_size}px)",
+         f"{fp32_compiled.median_ms / int8_compiled.median_ms:.2f}x", f"({fp32_compiled.median_ms:.1f} -> "
+         f"{int8_compiled.median_ms:.1f} ms; target >= 3.5x)")
+    line(f"{arch} int8 compiled vs fp32 eager", f"{eager.median_ms / int8_compiled.median_ms:.2f}x",
+         f"(eager fp32 {eager.median_ms:.1f} ms)")
+    line(f"{arch} size ratio fp32 / int8", f"{size_ratio:.2f}x", "(target >= 3.9x)")
+
+
+def bench_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    n = 20_000
+    groups = rng.choice(list("abcdefgh"), n)
+    y_true = rng.integers(0, 2, n)
+    y_pred = np.where(rng.random(n) < 0.85, y_true, 1 - y_true)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        fairness_metrics(y_true, y_pred, groups, n_boot=1000)
+        times.append(time.perf_counter() - start)
+    line("bootstrap CI, 1000 resamples x 20k rows x 8 groups", f"{np.median(times) * 1e3:.1f} ms", "(target <= 1 s)")
+
+
+def bench_dvc(full: bool) -> None:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    start = time.perf_counter()
+    out = subprocess.run(["dvc", "repro"], cwd=ROOT, env=env, capture_output=True, text=True)
+    noop = time.perf_counter() - start
+    state = "up to date" if "up to date" in out.stdout.lower() else "RAN STAGES (was not up to date)"
+    line("no-op dvc repro", f"{noop:.1f} s", f"({state}; target <= 3 s)")
+    if not full:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvcignore"):
+            src = ROOT / name
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / name)
+        subprocess.run("git init -q && dvc init -q", cwd=tmp, shell=True, env=env, check=True)
+        start = time.perf_counter()
+        subprocess.run(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, check=True, capture_output=True)
+        line("default dvc repro, whole graph, cold", f"{time.perf_counter() - start:.0f} s", "(target <= 300 s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true", help="also time the whole default dvc repro (~4 min)")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    params = load_params(ROOT / "params.yaml")
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
+    bench_prepare(params)
+    bench_finetune(params)
+    bench_int8("resnet18", 32, 64, 10)
+    bench_int8("mobilenet_v2", 32, 64, 10)
+    bench_bootstrap()
+    bench_dvc(args.full)
+
+
+if __name__ == "__main__":
+    main()
