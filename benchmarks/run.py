@@ -101,7 +101,9 @@ def bench_dvc(full: bool) -> None:
             (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / name)
         subprocess.run("git init -q && dvc init -q", cwd=tmp, shell=True, env=env, check=True)
         start = time.perf_counter()
-        subprocess.run(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, check=True, capture_output=True)
+        result = subprocess.run(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"dvc repro failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
         line("default dvc repro, whole graph, cold", f"{time.perf_counter() - start:.0f} s", "(target <= 300 s)")
 
 

@@ -64,7 +64,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     steps_per_epoch = (len(images) + params.batch_size - 1) // params.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs,
                                                    steps_per_epoch=steps_per_epoch, pct_start=0.25)
-    targets = torch.as_tensor(labels, dtype=torch.float32)
+    targets = torch.tensor(np.asarray(labels, dtype=np.float32))
     for epoch in range(params.epochs):
         model.train()
         order = torch.randperm(len(images), generator=generator).numpy()
@@ -81,7 +81,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             correct += int(((logits > 0).float() == y).sum())
             if on_batch:
                 on_batch(len(idx))

@@ -175,7 +175,7 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     frame.loc[is_train, "split"] = _random_split(int(is_train.sum()), params.val_share, 0.0, params.seed)
     frame["sample_id"] = frame["file"]
     paths = [root / f for f in frame["file"]]
-    table = _assemble(frame.rename(columns={}), params, ["age", "gender", "race"], {"gender": "Female"})
+    table = _assemble(frame, params, ["age", "gender", "race"], {"gender": "Female"})
     return RawDataset(table, paths=paths)
 
 
