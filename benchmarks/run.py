@@ -99,7 +99,8 @@ def bench_dvc(full: bool) -> None:
         for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvcignore"):
             src = ROOT / name
             (shutil.copytree if src.is_dir() else shutil.copy)(src, Path(tmp) / name)
-        subprocess.run("git init -q && dvc init -q", cwd=tmp, shell=True, env=env, check=True)
+        subprocess.run("git init -q && dvc init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm bench",
+                       cwd=tmp, shell=True, env=env, check=True)  # dvclive needs a commit
         start = time.perf_counter()
         result = subprocess.run(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, capture_output=True, text=True)
         if result.returncode != 0:
