@@ -22,7 +22,8 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: d
                "min_group_size": params.min_group_size}
     y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
     result = {
-        "variant": info["name"], "kind": info["kind"], "split": "test", "synthetic": info["synthetic"],
+        "variant": info["name"], "kind": info["kind"], "kernels": info["kernels"],
+        "details": info.get("details", {}), "split": "test", "synthetic": info["synthetic"],
         "protected": protected, "size_bytes": info["size_bytes"],
         "latency_ms": {mode: v["median_ms"] for mode, v in info.get("latency", {}).items()},
         **fairness_metrics(y_true, y_pred, groups, **options),

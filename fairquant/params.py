@@ -7,7 +7,7 @@ values are rejected with a message that names the dotted key, what was expected 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -92,12 +92,104 @@ class FinetuneParams(_Section):
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads; 0 = all cores")
 
 
-class QuantizePTQParams(_Section):
-    calibration: Literal["train"] = "train"
-    calibration_size: int = Field(512, ge=1)
+Bits = Annotated[int, Field(ge=2, le=16)]
+CalibrationSet = Literal["train", "balanced", "synthetic", "distilled"]
+
+
+class FacesParams(_Section):
+    """Unlabelled generated faces: the default stand-in for a folder of StyleGAN faces used as a calibration set."""
+
+    count: int = Field(512, ge=1, le=100000)
+    seed: int = Field(1, description="differs from generate.seed: new faces, not copies of training images")
+    minority_share: float = Field(0.5, gt=0, lt=1, description="group mix of the folder; differs from training on purpose")
+
+
+class CalibrationParams(_Section):
+    """The calibration sets any compressor can name; none ever takes a test image."""
+
+    size: int = Field(512, ge=1, description="images in the train and balanced sets")
     seed: int = 0
+    synthetic_folder: str = Field("data/raw/synthetic_faces", description="every image in it is the synthetic set")
+    distilled_size: int = Field(64, ge=1, le=4096)
+    distilled_iterations: int = Field(100, ge=1, le=100000)
+    distilled_lr: float = Field(0.1, gt=0, le=10)
+
+
+class QuantSchemeParams(_Section):
+    """How weights and activations are quantized; shared by quantize_ptq and quantize_qat."""
+
+    bits: Bits = Field(8, description="weight bits, 2-16")
+    activation_bits: Bits | None = Field(8, description="bits of every quantized layer's input; null keeps them float")
+    granularity: Literal["per_channel", "per_tensor"] = Field("per_channel", description="of the weight scales")
+    weight_symmetric: bool = True
+    activation_symmetric: bool = False
+    weight_observer: Literal["minmax", "mse"] = "minmax"
+    observer: Literal["minmax", "moving_average", "percentile", "histogram"] = Field(
+        "histogram", description="activation range observer; histogram minimises the L2 quantization error")
+    percentile: float = Field(0.9999, gt=0.5, le=1, description="observer=percentile: range kept, per batch")
+    fold_bn: bool = True
+    layers: dict[str, Bits | None] = Field(
+        default_factory=dict,
+        description="mixed precision: module name (or prefix) -> bits for its weights and input, null = float")
+    calibration: CalibrationSet = "train"
+    calibration_size: int | None = Field(None, ge=1, description="images taken from the calibration set; null = all")
+
+    def int8_mismatches(self) -> list[str]:
+        """Keys whose values the x86 int8 kernels cannot run (W8A8, per-channel symmetric weights, uint8 inputs)."""
+        wanted = {"bits": 8, "activation_bits": 8, "granularity": "per_channel", "weight_symmetric": True,
+                  "activation_symmetric": False, "weight_observer": "minmax", "fold_bn": True, "layers": {}}
+        return [key for key, value in wanted.items() if getattr(self, key) != value]
+
+    def uses_int8_kernels(self) -> bool:
+        return not self.int8_mismatches()
+
+
+class QuantizePTQParams(QuantSchemeParams):
+    kernels: Literal["auto", "int8", "simulated"] = Field(
+        "auto", description="int8: real x86 kernels (W8A8 scheme only); auto: int8 where the scheme allows")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _kernels_can_run_scheme(self) -> "QuantizePTQParams":
+        if self.kernels == "int8" and not self.uses_int8_kernels():
+            raise ValueError(
+                "kernels=int8 runs only the x86 int8 scheme (bits 8, activation_bits 8, per_channel, "
+                "weight_symmetric true, activation_symmetric false, weight_observer minmax, fold_bn true, no layers "
+                f"map); this scheme differs in {', '.join(self.int8_mismatches())}: set kernels to auto or simulated")
+        return self
     latency_batch: int = Field(64, ge=1, le=4096)
     latency_repeats: int = Field(10, ge=1, le=1000)
+
+
+class TrainingParams(_Section):
+    """Fine-tuning after compression: quantization-aware, centroid or post-pruning."""
+
+    seed: int = 0
+    epochs: int = Field(1, ge=0, le=1000)
+    batch_size: int = Field(128, ge=1, le=4096)
+    lr: float = Field(0.005, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    augment: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256)
+
+
+class QuantizeQATParams(QuantSchemeParams, TrainingParams):
+    bits: Bits = 4
+    activation_bits: Bits | None = 4
+    observer: Literal["minmax", "moving_average", "percentile", "histogram"] = "histogram"
+
+
+class QuantizeKmeansParams(TrainingParams):
+    clusters: int = Field(16, ge=2, le=256, description="shared weights per layer; indices are stored in at most 8 bits")
+    iterations: int = Field(30, ge=1, le=1000, description="Lloyd iterations")
+    epochs: int = Field(0, ge=0, le=1000, description="centroid fine-tuning epochs, assignments fixed")
+
+
+class PruneParams(TrainingParams):
+    sparsity: float = Field(0.8, ge=0, lt=1, description="share of conv/linear weights set to zero")
+    schedule: Literal["one_shot", "iterative"] = "one_shot"
+    steps: int = Field(3, ge=1, le=100, description="iterative: pruning rounds, each followed by `epochs` of fine-tuning")
 
 
 class EvaluateParams(_Section):
@@ -114,7 +206,12 @@ class Params(_Section):
     prepare: PrepareParams = PrepareParams()
     model: ModelParams = ModelParams()
     finetune: FinetuneParams = FinetuneParams()
+    faces: FacesParams = FacesParams()
+    calibration: CalibrationParams = CalibrationParams()
     quantize_ptq: QuantizePTQParams = QuantizePTQParams()
+    quantize_qat: QuantizeQATParams = QuantizeQATParams()
+    quantize_kmeans: QuantizeKmeansParams = QuantizeKmeansParams()
+    prune: PruneParams = PruneParams()
     evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
@@ -137,6 +234,8 @@ def _format_error(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
         return f"params.yaml: {message}"
+    if error["type"] == "value_error":  # a cross-field check: the message names the values itself
+        return f"params.yaml: '{key}': {message}"
     message = message.replace("Input should be", "expected").replace("Input should", "expected to")
     return f"params.yaml: '{key}': {message}; found {found!r}"
 

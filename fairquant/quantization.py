@@ -22,13 +22,29 @@ from torch import nn
 from fairquant.models import to_input
 
 
-def _quantizer():
+def _quantizer(observer: str = "histogram", percentile: float = 1.0):
+    """x86's int8 scheme (uint8 inputs per tensor, int8 per-channel symmetric weights) with the chosen
+    activation observer; torchao's default config is the same with a histogram observer."""
+    import dataclasses
+
+    from torchao.quantization.pt2e import observer as observers
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
 
-    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    from fairquant.fakequant import _percentile_observer_class
+
+    constructors = {"minmax": observers.MinMaxObserver, "moving_average": observers.MovingAverageMinMaxObserver,
+                    "histogram": observers.HistogramObserver}
+    if observer == "percentile":
+        constructor = _percentile_observer_class().with_args(percentile=percentile, eps=2 ** -12)
+    else:
+        constructor = constructors[observer].with_args(eps=2 ** -12)
+    config = get_default_x86_inductor_quantization_config()
+    activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=constructor)
+    config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return X86InductorQuantizer().set_global(config)
 
 
 def _export(model: nn.Module, batch_size: int, image_size: int) -> torch.fx.GraphModule:
@@ -38,10 +54,11 @@ def _export(model: nn.Module, batch_size: int, image_size: int) -> torch.fx.Grap
         return torch.export.export(model.eval(), (example,), strict=True).module()
 
 
-def prepare_int8(model: nn.Module, batch_size: int, image_size: int) -> torch.fx.GraphModule:
+def prepare_int8(model: nn.Module, batch_size: int, image_size: int, observer: str = "histogram",
+                 percentile: float = 1.0) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    return prepare_pt2e(_export(model, batch_size, image_size), _quantizer())
+    return prepare_pt2e(_export(model, batch_size, image_size), _quantizer(observer, percentile))
 
 
 @torch.no_grad()
@@ -57,19 +74,20 @@ def run_fixed_batches(module: nn.Module, images: np.ndarray, batch_size: int) ->
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
-def calibrate_int8(model: nn.Module, calibration: np.ndarray, batch_size: int, image_size: int) -> dict[str, torch.Tensor]:
+def calibrate_int8(model: nn.Module, calibration: np.ndarray, batch_size: int, image_size: int,
+                   observer: str = "histogram", percentile: float = 1.0) -> dict[str, torch.Tensor]:
     """Observe activation ranges on the calibration images; return the prepared state to store."""
-    prepared = prepare_int8(model, batch_size, image_size)
+    prepared = prepare_int8(model, batch_size, image_size, observer, percentile)
     run_fixed_batches(prepared, calibration, batch_size)
     return {k: v.detach().clone() for k, v in prepared.state_dict().items()}
 
 
 def convert_int8(model: nn.Module, prepared_state: dict[str, torch.Tensor], batch_size: int,
-                 image_size: int) -> torch.fx.GraphModule:
+                 image_size: int, observer: str = "histogram", percentile: float = 1.0) -> torch.fx.GraphModule:
     """Rebuild the int8 model (reference q/dq representation) from a stored prepared state."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    prepared = prepare_int8(model, batch_size, image_size)
+    prepared = prepare_int8(model, batch_size, image_size, observer, percentile)
     prepared.load_state_dict(prepared_state, strict=True)
     return convert_pt2e(prepared)
 

@@ -100,7 +100,39 @@ def _ci(gap: dict) -> str:
     return f"{_num(gap['value'])} [{_num(gap['ci_low'])}, {_num(gap['ci_high'])}]"
 
 
-def markdown_report(results: dict[str, dict], figures: list[Path]) -> str:
+def _latency(r: dict) -> str:
+    compiled = r["latency_ms"].get("compiled")
+    return r["kernels"] if compiled is None else f"{compiled:.1f}"
+
+
+def _verdict(change: dict) -> str:
+    if change["ci_low"] is None or change["ci_low"] != change["ci_low"]:
+        return "undefined"
+    if change["ci_low"] > 0:
+        return "WIDENS"
+    if change["ci_high"] < 0:
+        return "narrows"
+    return "no detectable change"
+
+
+def calibration_table(sets: dict[str, dict]) -> list[str]:
+    if not sets:
+        return []
+    lines = ["", "## Calibration sets", "",
+             "Estimated composition: a group classifier (logistic regression on fp32 features) fitted on the "
+             "training split; its validation accuracy is in the last column. True composition where labels exist.", "",
+             "| set | images | source | estimated groups | true groups | skipped unreadable | classifier val acc (balanced) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, info in sets.items():
+        shares = lambda d: ", ".join(f"{g}: {v:.2f}" for g, v in d.items()) if d else "unlabelled"  # noqa: E731
+        quality = info["group_classifier"]
+        lines.append(f"| {name} | {info['size']} | {info['source']} | {shares(info['estimated_composition'])} | "
+                     f"{shares(info.get('true_composition'))} | {info.get('skipped_unreadable', 0)} | "
+                     f"{_num(quality['val_accuracy'])} ({_num(quality['val_balanced_accuracy'])}) |")
+    return lines
+
+
+def markdown_report(results: dict[str, dict], figures: list[Path], calibration_sets: dict[str, dict] | None = None) -> str:
     first = next(iter(results.values()))
     groups = list(first["groups"])
     lines = ["# fairquant report", ""]
@@ -109,15 +141,18 @@ def markdown_report(results: dict[str, dict], figures: list[Path]) -> str:
     lines += [f"Test split, {first['n']} samples; protected attribute(s): {', '.join(first['protected'])}; "
               f"gaps are largest minus smallest group value (fairlearn's definitions), with 95% bootstrap CIs.", ""]
     lines += ["## Table 1: overall accuracy and gaps", "",
-              "| variant | accuracy (%) | EO (TPR gap) | FPR gap | equalized odds | DP gap | worst group acc (%) | size (KB) | latency (ms/batch) | collapsed |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| variant | accuracy (%) | EO (TPR gap) | FPR gap | equalized odds | DP gap | worst group acc (%) | size (KB) | smaller than fp32 | latency (ms/batch) | collapsed |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    fp32_size = first["size_bytes"]
     for r in results.values():
         g = r["gaps"]
-        latency = r["latency_ms"].get("compiled")
         lines.append(f"| {r['variant']} | {_pct(r['overall']['accuracy'])} | {_ci(g['tpr_gap'])} | {_ci(g['fpr_gap'])} | "
                      f"{_ci(g['eq_odds'])} | {_ci(g['dp_gap'])} | {_pct(r['worst_group_accuracy'])} | "
-                     f"{r['size_bytes'] / 1000:,.1f} | {'simulated' if latency is None else f'{latency:.1f}'} | "
+                     f"{r['size_bytes'] / 1000:,.1f} | {fp32_size / r['size_bytes']:.2f}x | {_latency(r)} | "
                      f"{'YES' if r['collapsed'] else 'no'} |")
+    lines += ["", "Latency: median compiled time per batch where real kernels ran (fp32, int8); *simulated* = fake "
+              "quantization (integers simulated in fp32, no speed claim); *dense-decoded* = shared or sparse weights "
+              "decoded to dense fp32 kernels (no speed claim)."]
     lines += ["", "## Table 2: accuracy per group (%)", "",
               "| variant | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for r in results.values():
@@ -130,6 +165,15 @@ def markdown_report(results: dict[str, dict], figures: list[Path]) -> str:
                      + " | ".join(_num(r['groups'][g]['fpr']) for g in groups) + " |")
     compared = [r for r in results.values() if "vs_fp32" in r]
     if compared:
+        lines += ["", "## Does compression widen the minority's gap?", "",
+                  "Paired bootstrap of the change vs fp32 on the same test samples: WIDENS when the whole 95% CI is "
+                  "above 0, narrows when it is below, otherwise no detectable change.", "",
+                  "| variant | accuracy gap change [95% CI] | verdict | TPR gap change [95% CI] | verdict |",
+                  "|---|---|---|---|---|"]
+        for r in compared:
+            a, t = r["vs_fp32"]["gaps"]["accuracy_gap"], r["vs_fp32"]["gaps"]["tpr_gap"]
+            lines.append(f"| {r['variant']} | {_num(a['delta'])} [{_num(a['ci_low'])}, {_num(a['ci_high'])}] | "
+                         f"{_verdict(a)} | {_num(t['delta'])} [{_num(t['ci_low'])}, {_num(t['ci_high'])}] | {_verdict(t)} |")
         lines += ["", "## Change vs fp32 (paired bootstrap on the same test samples)", "",
                   "| variant | gap | change | 95% CI | p |", "|---|---|---|---|---|"]
         for r in compared:
@@ -144,16 +188,26 @@ def markdown_report(results: dict[str, dict], figures: list[Path]) -> str:
             for g, f in r["vs_fp32"]["groups"].items():
                 lines.append(f"| {r['variant']} | {g} | {f['n']} | {_num(f['flip_rate'])} | {f['correct_to_wrong']} | "
                              f"{f['wrong_to_correct']} | {_num(f['accuracy_delta'])} | {_num(f['mcnemar_p'])} |")
+    lines += calibration_table(calibration_sets or {})
+    mixed = [(r["variant"], layer) for r in results.values() for layer in r["details"].get("layers", [])
+             if (layer["weight_bits"], layer["activation_bits"]) != (r["details"]["scheme"]["bits"],
+                                                                     r["details"]["scheme"]["activation_bits"])]
+    if mixed:
+        lines += ["", "## Mixed precision: layers at their own bit-width", "", "| variant | layer | weight bits | input bits |",
+                  "|---|---|---|---|"]
+        lines += [f"| {v} | {layer['layer']} | {layer['weight_bits'] or 'float'} | {layer['activation_bits'] or 'float'} |"
+                  for v, layer in mixed]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, dict], summary_path: Path, plots_dir: Path) -> None:
+def write_report(results: dict[str, dict], summary_path: Path, plots_dir: Path,
+                 calibration_sets: dict[str, dict] | None = None) -> None:
     per_group, gaps = per_group_table(results), gaps_table(results)
     synthetic = any(r["synthetic"] for r in results.values())
     figures = draw_figures(per_group, gaps, plots_dir, synthetic)
     write_csv(plots_dir / "per_group.csv", per_group)
     write_csv(plots_dir / "gaps.csv", gaps)
     with atomic_path(plots_dir / "report.md") as tmp:
-        tmp.write_text(markdown_report(results, figures))
+        tmp.write_text(markdown_report(results, figures, calibration_sets))
     write_json(summary_path, summary(results))

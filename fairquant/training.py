@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fairquant.models import to_input
-from fairquant.params import FinetuneParams
+from fairquant.params import FinetuneParams, TrainingParams
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -53,10 +53,13 @@ class EpochLog:
 
 
 def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-                     val_labels: np.ndarray, val_groups: np.ndarray, params: FinetuneParams, device: torch.device,
+                     val_labels: np.ndarray, val_groups: np.ndarray, params: FinetuneParams | TrainingParams, device: torch.device,
                      on_epoch: Callable[[EpochLog], None] | None = None,
-                     on_batch: Callable[[int], None] | None = None) -> nn.Module:
-    """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy."""
+                     on_batch: Callable[[int], None] | None = None, freeze_bn: bool = False) -> nn.Module:
+    """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy.
+
+    ``params`` is a FinetuneParams or a TrainingParams (compression fine-tuning). ``freeze_bn`` keeps
+    BatchNorm statistics fixed, as fine-tuning a compressed model (QAT, pruning, shared weights) needs."""
     generator = torch.Generator().manual_seed(params.seed)
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,
@@ -67,6 +70,10 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     targets = torch.tensor(np.asarray(labels, dtype=np.float32))
     for epoch in range(params.epochs):
         model.train()
+        if freeze_bn:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         order = torch.randperm(len(images), generator=generator).numpy()
         total_loss, correct = 0.0, 0
         for start in range(0, len(order), params.batch_size):

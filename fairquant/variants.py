@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fairquant import quantization
+from fairquant import fakequant, kmeans, pruning, quantization
+from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
 from fairquant.models import build_model
+from fairquant.params import QuantSchemeParams
 from fairquant.training import predict_scores
 
 CHECKPOINT = "model.pt"
@@ -21,7 +23,8 @@ CHECKPOINT = "model.pt"
 @dataclass
 class LoadedVariant:
     name: str
-    kind: str  # "fp32" | "ptq-int8"
+    kind: str  # "fp32" | "ptq-int8" | "fakequant" | "kmeans" | "pruned"
+    kernels: str  # what ran it: "fp32", "int8" (real kernels), "simulated", "dense-decoded"
     config: dict
     model: nn.Module
     size_bytes: int
@@ -35,27 +38,63 @@ def build_fp32(config: dict, state_dict: dict) -> nn.Module:
     return model.eval()
 
 
+def variant_name(method: str, params) -> str:
+    """What a variant is, in its name: ptq-w4a8-balanced, qat-w4a4, kmeans-k16, prune-s90."""
+    if method in ("ptq", "qat"):
+        activations = "f" if params.activation_bits is None else params.activation_bits
+        name = f"{method}-w{params.bits}a{activations}"
+        name += "-pt" if params.granularity == "per_tensor" else ""
+        name += "-mixed" if params.layers else ""
+        return name + (f"-{params.calibration}" if method == "ptq" else "")
+    if method == "kmeans":
+        return f"kmeans-k{params.clusters}" + ("-ft" if params.epochs else "")
+    if method == "prune":
+        return f"prune-s{round(params.sparsity * 100)}" + ("-iter" if params.schedule == "iterative" else "")
+    raise ValueError(method)
+
+
+def _untrained(config: dict) -> nn.Module:
+    return build_model(config["arch"], small_input_stem=config["small_input_stem"]).eval()
+
+
+def rebuild(config: dict, state_dict: dict) -> nn.Module:
+    """The eager module of a stored simulated, clustered or pruned variant (not the int8 graph)."""
+    kind = config["kind"]
+    if kind in ("fp32", "pruned"):
+        return build_fp32(config, state_dict)
+    if kind == "fakequant":
+        model = fakequant.quantize_model(_untrained(config), QuantSchemeParams(**config["scheme"]))
+    elif kind == "kmeans":
+        model = kmeans.empty_clustered(_untrained(config), config["clusters"])
+    else:
+        raise FairquantError(f"unknown variant kind {kind!r}; the model folder was written by another fairquant version")
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def size_bytes(config: dict, model: nn.Module) -> int:
+    kind = config["kind"]
+    if kind == "fp32":
+        return quantization.fp32_size_bytes(model)
+    if kind == "pruned":
+        return pruning.sparse_size_bytes(model)
+    if kind == "fakequant":
+        return fakequant.quantized_size_bytes(model)
+    if kind == "kmeans":
+        return kmeans.clustered_size_bytes(model, config["clusters"])
+    return quantization.stored_size_bytes(model)
+
+
 def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int) -> LoadedVariant:
     checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
     config = checkpoint["config"]
     image_size = config["image_size"]
-    if config["kind"] == "fp32":
-        model = build_fp32(config, checkpoint["state_dict"])
-
-        def latency() -> dict:
-            eager = quantization.measure_latency(model, latency_batch, image_size, repeats, "eager")
-            compiled = quantization.measure_latency(quantization.compile_for_cpu(model), latency_batch, image_size,
-                                                    repeats, "compiled")
-            return {"eager": asdict(eager), "compiled": asdict(compiled)}
-
-        return LoadedVariant(config["name"], "fp32", config, model, quantization.fp32_size_bytes(model),
-                             lambda images: predict_scores(model, images, batch_size), latency)
     if config["kind"] == "ptq-int8":
         # The prepared state holds every weight and observer range, so an untrained model of the same
         # architecture is enough to rebuild the graph it is loaded into.
-        untrained = build_model(config["arch"], small_input_stem=config["small_input_stem"]).eval()
         export_batch = config["export_batch"]
-        reference = quantization.convert_int8(untrained, checkpoint["state_dict"], export_batch, image_size)
+        reference = quantization.convert_int8(_untrained(config), checkpoint["state_dict"], export_batch, image_size,
+                                              config["scheme"]["observer"], config["scheme"]["percentile"])
         compiled = quantization.compile_for_cpu(reference)
 
         def score(images: np.ndarray) -> np.ndarray:
@@ -66,7 +105,45 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
             measured = quantization.measure_latency(compiled, export_batch, image_size, repeats, "compiled")
             return {"compiled": asdict(measured)}
 
-        return LoadedVariant(config["name"], "ptq-int8", config, reference,
+        return LoadedVariant(config["name"], "ptq-int8", "int8", config, reference,
                              quantization.stored_size_bytes(reference), score, latency)
-    raise ValueError(f"unknown variant kind {config['kind']!r} in {model_dir}")
 
+    model = rebuild(config, checkpoint["state_dict"])
+    if config["kind"] == "fp32":
+        def latency() -> dict:
+            eager = quantization.measure_latency(model, latency_batch, image_size, repeats, "eager")
+            compiled = quantization.measure_latency(quantization.compile_for_cpu(model), latency_batch, image_size,
+                                                    repeats, "compiled")
+            return {"eager": asdict(eager), "compiled": asdict(compiled)}
+
+        kernels = "fp32"
+    else:
+        # No kernels for these formats here: fake quantization only simulates the integers, and shared or
+        # sparse weights are decoded to dense fp32. A latency would be fp32's or worse, so none is claimed.
+        def latency() -> dict:
+            return {}
+
+        kernels = "simulated" if config["kind"] == "fakequant" else "dense-decoded"
+    return LoadedVariant(config["name"], config["kind"], kernels, config, model, size_bytes(config, model),
+                         lambda images: predict_scores(model, images, batch_size), latency)
+
+
+def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
+    checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
+    if checkpoint["config"]["kind"] != "fp32":
+        raise FairquantError(f"{model_dir} holds a {checkpoint['config']['kind']} model; compressors start from fp32")
+    return build_fp32(checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
+
+
+def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
+    """A compressed variant's config: the fp32 model's identity (minus its training log) plus its own."""
+    keep = {k: v for k, v in fp32_config.items() if k not in ("finetune", "kind", "name")}
+    return {**keep, "kind": kind, "name": name, **extra}
+
+
+def save_variant(out: str | Path, state_dict: dict, config: dict) -> None:
+    from fairquant.io import atomic_dir, save_checkpoint, write_json
+
+    with atomic_dir(out) as tmp:
+        save_checkpoint(tmp / CHECKPOINT, state_dict, config)
+        write_json(tmp / "info.json", config)

@@ -11,6 +11,7 @@ from fairquant.variants import load_variant
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
+DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes")
 
 
 @app.command()
@@ -34,10 +35,12 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
             frame["y_pred"] = (scores > 0.5).astype("int8")
             write_table(tmp / f"{split}.parquet", frame, schema)
         latency = variant.latency()
-        write_json(tmp / "info.json", {"name": variant.name, "kind": variant.kind, "size_bytes": variant.size_bytes,
+        write_json(tmp / "info.json", {"name": variant.name, "kind": variant.kind, "kernels": variant.kernels,
+                                       "details": {k: v for k, v in variant.config.items() if k in DETAILS},
+                                       "size_bytes": variant.size_bytes,
                                        "latency": latency, "synthetic": info["synthetic"]})
-    print(f"{variant.name}: predicted val and test; " +
-          ", ".join(f"{mode} {v['median_ms']:.1f} ms/batch of {v['batch_size']}" for mode, v in latency.items()))
+    timing = ", ".join(f"{mode} {v['median_ms']:.1f} ms/batch of {v['batch_size']}" for mode, v in latency.items())
+    print(f"{variant.name}: predicted val and test; {timing or variant.kernels + ' (no latency measured)'}")
 
 
 if __name__ == "__main__":

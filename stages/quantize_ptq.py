@@ -1,42 +1,47 @@
-"""Static post-training int8 quantization, calibrated on training images only."""
+"""Post-training quantization at any bit-width: real x86 int8 kernels for the W8A8 scheme, simulated otherwise."""
 
 from pathlib import Path
 
 import typer
 
-from fairquant import quantization
-from fairquant.data.prepare import calibration_indices, load_prepared
-from fairquant.io import atomic_dir, load_checkpoint, save_checkpoint, write_json
-from fairquant.params import load_params
-from fairquant.variants import CHECKPOINT, build_fp32
+from fairquant import calibration, fakequant, quantization
+from fairquant.params import QuantSchemeParams, load_params
+from fairquant.training import seed_everything
+from fairquant.variants import base_config, load_fp32, save_variant, variant_name
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(data: Path = typer.Option(..., help="prepared data folder"),
-         model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+def main(model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+         calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set folder"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file).quantize_ptq
-    table, images, info = load_prepared(data)
-    rows = calibration_indices(table, params.calibration_size, params.seed)
-    checkpoint = load_checkpoint(model_dir / CHECKPOINT)
-    fp32_config = checkpoint["config"]
-    model = build_fp32(fp32_config, checkpoint["state_dict"])
-    batch = params.latency_batch
-    state = quantization.calibrate_int8(model, images[rows], batch, info["image_size"])
-    converted = quantization.convert_int8(model, state, batch, info["image_size"])
-    config = {**fp32_config, "kind": "ptq-int8", "name": "ptq-int8", "export_batch": batch,
-              "calibration": {"set": params.calibration, "size": int(rows.size), "seed": params.seed},
-              "size_bytes": quantization.stored_size_bytes(converted),
+    seed_everything(params.seed)
+    model, fp32_config = load_fp32(model_dir)
+    images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size")
+    scheme = QuantSchemeParams(**params.model_dump(include=set(QuantSchemeParams.model_fields)))
+    name = variant_name("ptq", params)
+    common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": quantization.fp32_size_bytes(model)}
-    with atomic_dir(out) as tmp:
-        save_checkpoint(tmp / CHECKPOINT, state, config)
-        write_json(tmp / "info.json", {k: v for k, v in config.items() if k != "finetune"})
-    print(f"int8: {config['size_bytes'] / 1e6:.2f} MB stored vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32 "
-          f"({config['fp32_size_bytes'] / config['size_bytes']:.2f}x); calibrated on {rows.size} training images")
+    if params.kernels != "simulated" and params.uses_int8_kernels():
+        batch, size = params.latency_batch, fp32_config["image_size"]
+        state = quantization.calibrate_int8(model, images, batch, size, params.observer, params.percentile)
+        converted = quantization.convert_int8(model, state, batch, size, params.observer, params.percentile)
+        config = base_config(fp32_config, "ptq-int8", name, kernels="int8", export_batch=batch,
+                             size_bytes=quantization.stored_size_bytes(converted), **common)
+    else:
+        quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
+        state = quantized.state_dict()
+        config = base_config(fp32_config, "fakequant", name, kernels="simulated",
+                             size_bytes=fakequant.quantized_size_bytes(quantized),
+                             layers=fakequant.describe(quantized), **common)
+    save_variant(out, state, config)
+    print(f"{name} ({config['kernels']}): {config['size_bytes'] / 1e6:.2f} MB vs {common['fp32_size_bytes'] / 1e6:.2f} MB "
+          f"fp32 ({common['fp32_size_bytes'] / config['size_bytes']:.2f}x); calibrated on {len(images)} "
+          f"'{set_info['set']}' images")
 
 
 if __name__ == "__main__":

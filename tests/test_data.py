@@ -166,5 +166,5 @@ def test_calibration_comes_from_training_split_only(tiny_celeba):
     with pytest.raises(FairquantError, match="calibration set contains 1 test images"):
         assert_not_test(table, np.append(rows, test_row))
     n_train = int((table["split"] == "train").sum())
-    with pytest.raises(FairquantError, match=f"calibration_size={n_train + 1} is larger than the training split"):
+    with pytest.raises(FairquantError, match=f"calibration.size={n_train + 1} is larger than the training split"):
         calibration_indices(table, n_train + 1, seed=0)

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "generate": {"identities": 60, "images_per_identity": 4, "render_size": 32, "workers": 1},
+    "faces": {"count": 12},
     "prepare": {"image_size": 16, "workers": 1},
     "finetune": {"epochs": 1, "batch_size": 64},
-    "quantize_ptq": {"calibration_size": 32, "latency_batch": 16, "latency_repeats": 1},
+    "calibration": {"size": 32, "distilled_size": 8, "distilled_iterations": 3},
+    "quantize_ptq": {"latency_batch": 16, "latency_repeats": 1},
+    "quantize_qat": {"batch_size": 64},
+    "quantize_kmeans": {"iterations": 10},
+    "prune": {"batch_size": 64},
     "evaluate": {"bootstrap": 200},
 }
+SLOTS = {"fp32", "ptq", "qat", "kmeans", "prune"}
 
 
 def sh(cmd, cwd, env):
@@ -45,13 +52,19 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
 
     sh("dvc repro", repo, env)
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary) == {"fp32", "ptq", "synthetic_data"} and summary["synthetic_data"] is True
-    for slot in ("fp32", "ptq"):
+    assert set(summary) == SLOTS | {"synthetic_data"} and summary["synthetic_data"] is True
+    for slot in SLOTS:
         assert 0 <= summary[slot]["accuracy"] <= 1 and summary[slot]["size_bytes"] > 0
     assert summary["fp32"]["size_bytes"] / summary["ptq"]["size_bytes"] > 3.9
+    assert summary["fp32"]["size_bytes"] / summary["kmeans"]["size_bytes"] > 7.5
+    assert summary["ptq"]["latency_ms"] > 0 and summary["qat"]["latency_ms"] is None
+    names = {slot: json.loads((repo / "metrics" / f"{slot}.json").read_text())["variant"] for slot in SLOTS - {"fp32"}}
+    assert names == {"ptq": "ptq-w8a8-train", "qat": "qat-w4a4", "kmeans": "kmeans-k16", "prune": "prune-s80"}
     variant = json.loads((repo / "metrics" / "ptq.json").read_text())
-    assert variant["variant"] == "ptq-int8" and variant["split"] == "test" and "vs_fp32" in variant
-    assert "SYNTHETIC" in (repo / "plots" / "report.md").read_text()
+    assert variant["kernels"] == "int8" and variant["split"] == "test" and "vs_fp32" in variant
+    report = (repo / "plots" / "report.md").read_text()
+    assert "SYNTHETIC" in report and "| qat-w4a4 |" in report and "simulated" in report
+    assert "## Calibration sets" in report and "| distilled |" in report
     import pyarrow.parquet as pq
 
     table = pq.read_table(repo / "data" / "predictions" / "ptq" / "test.parquet")
@@ -61,9 +74,34 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     sh("git add -A && git commit -qm baseline", repo, env)
 
     # A quantize key re-runs quantization and after, never prepare or finetune.
-    out = sh("sed -i 's/calibration_size: 32/calibration_size: 16/' params.yaml && dvc status", repo, env)
-    assert "quantize_ptq" in out and "finetune" not in out and "prepare" not in out
+    out = sh("sed -i 's/  bits: 8/  bits: 6/' params.yaml && dvc status", repo, env)
+    assert "quantize_ptq" in out and "finetune" not in out and "prepare" not in out and "quantize_qat" not in out
     sh("git checkout params.yaml", repo, env)
+
+    # A two-value sweep through the experiment queue, two workers, as the README shows.
+    sh("dvc exp run --queue -S 'quantize_ptq.bits=8,4' -S 'quantize_ptq.calibration=balanced'", repo, env)
+    sh("dvc queue start -j 2 > queue.log 2>&1", repo, env)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = sh("dvc queue status", repo, env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    rows = json.loads(sh("dvc exp show --json", repo, env))
+    experiments = [e for row in rows for e in (row.get("experiments") or [])]
+    names = sorted(e["revs"][0]["name"] for e in experiments)
+    assert len(names) == 2, names
+    for name in names:
+        logs = sh(f"dvc queue logs {name}", repo, env)
+        assert "Running stage 'finetune'" not in logs and "Running stage 'prepare'" not in logs
+        assert "Running stage 'quantize_ptq'" in logs and "Running stage 'quantize_qat'" not in logs
+    diff = json.loads(sh(f"dvc metrics diff {names[0]} {names[1]} --json", repo, env))
+    changed = diff["metrics/summary.json"]
+    assert "ptq.size_bytes" in changed and "fp32.accuracy" not in changed
+    table = sh("dvc exp show --md --drop '.*' --keep 'Experiment|quantize_ptq.bits|ptq.tpr_gap|ptq.size_bytes'", repo, env)
+    assert "quantize_ptq.bits" in table and "ptq.tpr_gap" in table
+    sh("dvc queue stop", repo, env)
 
     sh("dvc exp run -S finetune.epochs=2", repo, env)
     diff = json.loads(sh("dvc metrics diff --json", repo, env))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -63,18 +64,100 @@ def prepared(tmp_path_factory, tiny_celeba):
     return cwd / "prepared"
 
 
-def test_quantize_rejects_calibration_larger_than_train(tmp_path, prepared):
-    fake_model = tmp_path / "fp32"
-    fake_model.mkdir()
-    result = run_stage("quantize_ptq", ["--data", str(prepared), "--model", str(fake_model), "--out",
-                                        str(tmp_path / "ptq")], tmp_path, {"quantize_ptq.calibration_size": 10_000})
-    assert_clean_failure(result, "quantize_ptq.calibration_size=10000 is larger than the training split", tmp_path / "ptq")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared):
+    """A tiny fp32 model, the unlabelled faces folder and all four calibration sets, built by the stages."""
+    cwd = tmp_path_factory.mktemp("trained")
+    tiny = {"finetune.epochs": 1, "finetune.batch_size": 32, "faces.count": 6, "generate.workers": 1,
+            "calibration.size": 8, "calibration.distilled_size": 4, "calibration.distilled_iterations": 2,
+            "calibration.synthetic_folder": str(cwd / "faces")}
+    for stage, args in [("finetune", ["--data", str(prepared), "--out", str(cwd / "fp32"), "--live", str(cwd / "live")]),
+                        ("faces", ["--out", str(cwd / "faces")]),
+                        ("calibration", ["--data", str(prepared), "--model", str(cwd / "fp32"), "--out", str(cwd / "cal")])]:
+        result = run_stage(stage, args, cwd, tiny)
+        assert result.returncode == 0, result.stderr
+    return cwd
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path, prepared):
-    result = run_stage("quantize_ptq", ["--data", str(prepared), "--model", str(tmp_path / "nothing"), "--out",
-                                        str(tmp_path / "ptq")], tmp_path, {"quantize_ptq.calibration_size": 8})
+def test_calibration_sets_are_built_with_their_composition(trained):
+    import json
+
+    for name, size in (("train", 8), ("balanced", 8), ("synthetic", 6), ("distilled", 4)):
+        info = json.loads((trained / "cal" / name / "info.json").read_text())
+        assert info["set"] == name and info["size"] == size
+        assert sum(info["estimated_composition"].values()) == pytest.approx(1.0)
+        assert 0 <= info["group_classifier"]["val_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"calibration.synthetic_folder": "no/such/faces"}, "synthetic calibration folder no/such/faces does not exist"),
+    ({"calibration.size": 10_000}, "calibration.size=10000 is larger than the training split"),
+])
+def test_calibration_rejects_bad_input(tmp_path, prepared, trained, params, message):
+    params = {"calibration.synthetic_folder": str(trained / "faces"), "calibration.distilled_iterations": 1,
+              "calibration.size": 8, **params}
+    result = run_stage("calibration", ["--data", str(prepared), "--model", str(trained / "fp32"), "--out",
+                                       str(tmp_path / "cal")], tmp_path, params)
+    assert_clean_failure(result, message, tmp_path / "cal")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"quantize_ptq.bits": 1}, "'quantize_ptq.bits': expected greater than or equal to 2; found 1"),
+    ({"quantize_ptq.activation_bits": 17}, "'quantize_ptq.activation_bits': expected less than or equal to 16"),
+    ({"quantize_ptq.bits": 4, "quantize_ptq.kernels": "int8"}, "kernels=int8 runs only the x86 int8 scheme"),
+    ({"quantize_ptq.layers": {"fcc": None}}, "the layers map names 'fcc', which this model does not have (close names: fc)"),
+    ({"quantize_ptq.calibration_size": 9}, "quantize_ptq.calibration_size=9 is larger than the 'train' calibration set (8"),
+])
+def test_quantize_ptq_rejects_bad_input(tmp_path, trained, params, message):
+    result = run_stage("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "train"),
+                                        "--out", str(tmp_path / "ptq")], tmp_path, params)
+    assert_clean_failure(result, message, tmp_path / "ptq")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, trained):
+    result = run_stage("quantize_ptq", ["--model", str(tmp_path / "nothing"), "--calibration",
+                                        str(trained / "cal" / "train"), "--out", str(tmp_path / "ptq")], tmp_path)
     assert_clean_failure(result, "checkpoint not found; run the stage that writes it first", tmp_path / "ptq")
+
+
+@pytest.mark.parametrize("stage, params, message", [
+    ("prune", {"prune.sparsity": 1.0}, "'prune.sparsity': expected less than 1; found 1.0"),
+    ("prune", {"prune.sparsity": -0.1}, "'prune.sparsity': expected greater than or equal to 0"),
+    ("quantize_kmeans", {"quantize_kmeans.clusters": 1}, "'quantize_kmeans.clusters': expected greater than or equal to 2"),
+])
+def test_compressors_reject_bad_settings(tmp_path, prepared, trained, stage, params, message):
+    result = run_stage(stage, ["--data", str(prepared), "--model", str(trained / "fp32"), "--out", str(tmp_path / "m"),
+                               "--live", str(tmp_path / "live")], tmp_path, params)
+    assert_clean_failure(result, message, tmp_path / "m")
+
+
+def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
+    from fairquant.variants import load_variant
+
+    tiny = {"quantize_qat.epochs": 1, "quantize_qat.batch_size": 32, "prune.epochs": 1, "prune.batch_size": 32,
+            "quantize_kmeans.epochs": 1, "quantize_kmeans.batch_size": 32, "quantize_ptq.latency_batch": 8}
+    runs = {
+        "ptq": ("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "balanced")],
+                {"quantize_ptq.bits": 4, "quantize_ptq.calibration": "balanced"}, "ptq-w4a8-balanced", "simulated"),
+        "int8": ("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "train")],
+                 {}, "ptq-w8a8-train", "int8"),
+        "qat": ("quantize_qat", ["--data", str(prepared), "--model", str(trained / "fp32"), "--calibration",
+                                 str(trained / "cal" / "distilled"), "--live", str(tmp_path / "qat-live")],
+                {"quantize_qat.layers": {"fc": None}}, "qat-w4a4-mixed", "simulated"),
+        "kmeans": ("quantize_kmeans", ["--data", str(prepared), "--model", str(trained / "fp32"), "--live",
+                                       str(tmp_path / "km-live")], {}, "kmeans-k16-ft", "dense-decoded"),
+        "prune": ("prune", ["--data", str(prepared), "--model", str(trained / "fp32"), "--live", str(tmp_path / "pr-live")],
+                  {"prune.schedule": "iterative", "prune.steps": 2}, "prune-s80-iter", "dense-decoded"),
+    }
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    for slot, (stage, args, params, name, kernels) in runs.items():
+        result = run_stage(stage, [*args, "--out", str(tmp_path / slot)], tmp_path, {**tiny, **params})
+        assert result.returncode == 0, result.stderr
+        variant = load_variant(tmp_path / slot, batch_size=4, repeats=1, latency_batch=8)
+        assert (variant.name, variant.kernels) == (name, kernels)
+        scores = variant.score(images)
+        assert scores.shape == (5,) and np.all((scores >= 0) & (scores <= 1))
+    assert (tmp_path / "qat-live" / "metrics.json").is_file()
 
 
 def test_finetune_missing_pretrained_file_says_no_download(tmp_path, prepared):

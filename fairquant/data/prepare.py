@@ -96,11 +96,11 @@ def check_splits(table: pd.DataFrame, protected: list[str]) -> None:
                                  f"the target needs both classes in every split (check data.target / data.positive)")
 
 
-def calibration_indices(table: pd.DataFrame, size: int, seed: int) -> np.ndarray:
+def calibration_indices(table: pd.DataFrame, size: int, seed: int, key: str = "calibration.size") -> np.ndarray:
     """Rows of ``size`` random training images for calibration. Never val or test: enforced, not assumed."""
     train_rows = table.loc[table["split"] == "train", "row"].to_numpy()
     if size > train_rows.size:
-        raise FairquantError(f"quantize_ptq.calibration_size={size} is larger than the training split "
+        raise FairquantError(f"{key}={size} is larger than the training split "
                              f"({train_rows.size} images); lower it")
     rows = np.sort(np.random.default_rng(seed).choice(train_rows, size, replace=False))
     assert_not_test(table, rows)

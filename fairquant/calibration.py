@@ -1,0 +1,195 @@
+"""Calibration sets any compressor can name, and an estimate of each set's protected-group composition.
+
+- ``train``: random training images.
+- ``balanced``: equal counts per protected group x label cell, from the training split.
+- ``synthetic``: every image in a folder, unlabelled (seed 001's StyleGAN faces; the default folder holds the
+  generator's unlabelled faces, drawn with another seed and another group mix).
+- ``distilled``: data-free, ZeroQ (Cai et al. 2020): inputs optimised so that the statistics they produce at
+  every BatchNorm match the fp32 model's running statistics.
+
+No set ever takes a validation or test image: the labelled sets draw from the training split and are checked.
+The composition of every set is estimated by a group classifier (logistic regression on the fp32 model's
+penultimate features) trained on the training split, as seed 001 did for its synthetic faces; its accuracy
+on the validation split is reported next to the estimate, and the true mix where labels exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fairquant.data.prepare import assert_not_test, calibration_indices, decode_image
+from fairquant.errors import FairquantError
+from fairquant.metrics import group_labels
+from fairquant.models import INPUT_MEAN, INPUT_STD, to_input
+
+SETS = ("train", "balanced", "synthetic", "distilled")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def train_rows(table: pd.DataFrame, size: int, seed: int) -> np.ndarray:
+    return calibration_indices(table, size, seed)
+
+
+def balanced_rows(table: pd.DataFrame, protected: list[str], size: int, seed: int) -> np.ndarray:
+    """``size // cells`` random training images from every protected group x label cell."""
+    train = table[table["split"] == "train"]
+    cells = pd.Series(group_labels(train, protected), index=train.index) + " & y=" + train["y_true"].astype(str)
+    names = sorted(cells.unique())
+    per_cell = size // len(names)
+    if per_cell == 0:
+        raise FairquantError(f"calibration.size={size} is smaller than the {len(names)} group x label cells of "
+                             f"the balanced set; raise it to at least {len(names)}")
+    counts = cells.value_counts()
+    short = [f"'{name}' has {counts[name]}" for name in names if counts[name] < per_cell]
+    if short:
+        raise FairquantError(f"the balanced set needs {per_cell} training images per group x label cell but "
+                             f"{', '.join(short)}; lower calibration.size to at most {counts.min() * len(names)}")
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(train.loc[cells == name, "row"].to_numpy(), per_cell, replace=False)
+                           for name in names])
+    rows = np.sort(rows)
+    assert_not_test(table, rows)
+    return rows
+
+
+def folder_images(folder: str | Path, image_size: int) -> tuple[np.ndarray, dict]:
+    """Every image file under ``folder`` (sorted), decoded and resized; unreadable files are skipped and counted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FairquantError(f"synthetic calibration folder {folder} does not exist; set calibration.synthetic_folder "
+                             f"to a folder of face images (for example StyleGAN samples)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FairquantError(f"synthetic calibration folder {folder} has no image files "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}); put the faces there or choose another set")
+    decoded = [decode_image(path, image_size) for path in files]
+    good = [pixels for pixels in decoded if pixels is not None]
+    skipped = [str(path.relative_to(folder)) for path, pixels in zip(files, decoded) if pixels is None]
+    if not good:
+        raise FairquantError(f"none of the {len(files)} image files in {folder} could be decoded "
+                             f"(first: {skipped[0]}); replace them")
+    return np.stack(good), {"files": len(files), "skipped_unreadable": len(skipped), "skipped_first": skipped[:5]}
+
+
+class _BatchNormStatistics:
+    """Forward hooks that record, at every BatchNorm2d, the batch mean and std of its input."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.observed: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
+
+    def _hook(self, module, inputs, output) -> None:
+        x = inputs[0]
+        self.observed.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False).add(module.eps).sqrt()))
+
+    def loss(self) -> torch.Tensor:
+        total = 0.0
+        for layer, (mean, std) in zip(self.layers, self.observed):
+            total = total + torch.norm(mean - layer.running_mean) + torch.norm(std - (layer.running_var + layer.eps).sqrt())
+        self.observed.clear()
+        return total
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def distilled_images(model: nn.Module, size: int, image_size: int, iterations: int, lr: float, seed: int,
+                     batch_size: int = 64, progress=None) -> tuple[np.ndarray, dict]:
+    """ZeroQ's distilled data: start from noise, optimise the pixels so every BatchNorm's input statistics
+    match its running statistics. Pixels are parametrised through a sigmoid so they stay images in [0, 1],
+    and the result is stored as uint8 like every other set."""
+    stats = _BatchNormStatistics(model)
+    if not stats.layers:
+        raise FairquantError("the distilled set needs BatchNorm layers in the model (ZeroQ matches their statistics); "
+                             "choose another calibration set for this architecture")
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(seed)
+    out, final_losses = [], []
+    try:
+        for start in range(0, size, batch_size):
+            n = min(batch_size, size - start)
+            logits = torch.randn(n, 3, image_size, image_size, generator=generator).requires_grad_(True)
+            optimiser = torch.optim.Adam([logits], lr=lr)
+            for _ in range(iterations):
+                model((torch.sigmoid(logits) - INPUT_MEAN) / INPUT_STD)
+                loss = stats.loss()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                if progress:
+                    progress(1)
+            final_losses.append(loss.item())
+            pixels = torch.sigmoid(logits.detach()).permute(0, 2, 3, 1)
+            out.append((pixels * 255).round().clamp(0, 255).to(torch.uint8).numpy())
+    finally:
+        stats.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return np.concatenate(out), {"iterations": iterations, "lr": lr, "final_bn_loss": float(np.mean(final_losses))}
+
+
+@torch.no_grad()
+def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inputs of the model's last Linear layer: the features the classifier head sees."""
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    captured = []
+    handle = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))
+    try:
+        model.eval()
+        for start in range(0, len(images), batch_size):
+            model(to_input(images[start:start + batch_size]))
+    finally:
+        handle.remove()
+    return torch.cat(captured).numpy() if captured else np.zeros((0, head.in_features), np.float32)
+
+
+class GroupClassifier:
+    """Predicts the protected group from fp32 features; fitted on the training split, scored on validation."""
+
+    def __init__(self, model: nn.Module, table: pd.DataFrame, images: np.ndarray, protected: list[str], seed: int):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import balanced_accuracy_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.model = model
+        train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+        self.classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+        self.classifier.fit(penultimate_features(model, images[train["row"].to_numpy()]), group_labels(train, protected))
+        predicted = self.classifier.predict(penultimate_features(model, images[val["row"].to_numpy()]))
+        truth = group_labels(val, protected)
+        self.groups = [str(g) for g in self.classifier.classes_]
+        self.quality = {"fitted_on": "train", "val_accuracy": float(np.mean(predicted == truth)),
+                        "val_balanced_accuracy": float(balanced_accuracy_score(truth, predicted))}
+
+    def composition(self, images: np.ndarray) -> dict[str, float]:
+        predicted = self.classifier.predict(penultimate_features(self.model, images))
+        return {g: float(np.mean(predicted == g)) for g in self.groups}
+
+
+def true_composition(table: pd.DataFrame, rows: np.ndarray, protected: list[str]) -> dict[str, float]:
+    groups = group_labels(table.set_index("row").loc[rows].reset_index(), protected)
+    return {str(g): float(np.mean(groups == g)) for g in sorted(set(groups))}
+
+
+def load_set(folder: str | Path, size: int | None, key: str) -> tuple[np.ndarray, dict]:
+    """A built calibration set (``images.npy`` + ``info.json``), its first ``size`` images (all when None)."""
+    from fairquant.io import read_images, read_json
+
+    folder = Path(folder)
+    if not (folder / "images.npy").is_file():
+        raise FairquantError(f"calibration set {folder} is missing; run `dvc repro calibration` first")
+    images, info = read_images(folder / "images.npy"), read_json(folder / "info.json")
+    if size is not None and size > len(images):
+        raise FairquantError(f"{key}={size} is larger than the '{info['set']}' calibration set ({len(images)} "
+                             f"images); lower it or set it to null to use the whole set")
+    return np.asarray(images[:size] if size is not None else images), info

@@ -1,0 +1,69 @@
+"""Global magnitude pruning (torch.nn.utils.prune), one-shot or iterative with fine-tuning.
+
+Pruning is global over every Conv2d/Linear weight: the smallest-magnitude share of all of them is zeroed,
+so layers lose different fractions, as in seed 004's study. The masks stay attached while fine-tuning
+(pruned weights get no update) and are made permanent at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from torch import nn
+from torch.nn.utils import prune
+
+from fairquant.fakequant import quantizable_layers
+
+
+def sparsity_schedule(target: float, steps: int) -> list[float]:
+    """Cumulative sparsity after each round: the cubic schedule of Zhu & Gupta (2017), ending at ``target``."""
+    return [target * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
+
+
+def prune_global(model: nn.Module, sparsity: float) -> None:
+    """Zero the globally smallest-magnitude weights until ``sparsity`` of all conv/linear weights are zero.
+
+    Weights already masked stay masked; the count passed to ``global_unstructured`` is the number of
+    further weights to remove, so rounds compose to the cumulative target."""
+    layers = list(quantizable_layers(model).values())
+    total = sum(layer.weight.numel() for layer in layers)
+    wanted = round(sparsity * total) - sum(int((layer.weight == 0).sum()) for layer in layers)
+    if wanted > 0:
+        prune.global_unstructured([(layer, "weight") for layer in layers], pruning_method=prune.L1Unstructured,
+                                  amount=wanted)
+
+
+def prune_model(model: nn.Module, sparsity: float, schedule: str, steps: int,
+                finetune: Callable[[nn.Module, int], nn.Module] | None) -> nn.Module:
+    """Prune to ``sparsity``; with ``finetune``, train after the (last) round, or after every round."""
+    rounds = [sparsity] if schedule == "one_shot" else sparsity_schedule(sparsity, steps)
+    for k, target in enumerate(rounds):
+        prune_global(model, target)
+        if finetune is not None:
+            model = finetune(model, k)
+    for layer in quantizable_layers(model).values():
+        if prune.is_pruned(layer):
+            prune.remove(layer, "weight")
+    return model
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    layers = list(quantizable_layers(model).values())
+    total = sum(layer.weight.numel() for layer in layers)
+    return sum(int((layer.weight == 0).sum()) for layer in layers) / max(total, 1)
+
+
+def sparse_size_bytes(model: nn.Module) -> int:
+    """A bitmap sparse format: per conv/linear weight one bit per position plus the fp32 non-zeros; every
+    other floating tensor dense at 32 bits. Dense storage is counted instead where it is smaller."""
+    total, counted = 0, set()
+    for layer in quantizable_layers(model).values():
+        weight = layer.weight
+        counted.add(id(weight))
+        nonzero = int((weight != 0).sum())
+        total += min(math.ceil(weight.numel() / 8) + 4 * nonzero, 4 * weight.numel())
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) not in counted and tensor.is_floating_point():
+            total += tensor.numel() * tensor.element_size()
+    return total

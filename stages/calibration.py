@@ -1,0 +1,61 @@
+"""Build every calibration set (train, balanced, synthetic, distilled) with its estimated group composition."""
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress
+
+from fairquant import calibration
+from fairquant.data.prepare import load_prepared
+from fairquant.io import atomic_dir, write_images, write_json
+from fairquant.params import load_params
+from fairquant.training import seed_everything
+from fairquant.variants import load_fp32
+from stages._cli import run
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(data: Path = typer.Option(..., help="prepared data folder"),
+         model_dir: Path = typer.Option(..., "--model", help="fp32 model folder (distillation, group classifier)"),
+         out: Path = typer.Option(..., help="folder that receives one sub-folder per set"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    params = load_params(params_file)
+    cal = params.calibration
+    table, images, info = load_prepared(data)
+    model, _ = load_fp32(model_dir)
+    seed_everything(cal.seed)
+    protected = params.data.protected
+    # Everything is computed before anything is written: a bad folder or size leaves no partial sets.
+    train_rows = calibration.train_rows(table, cal.size, cal.seed)
+    balanced_rows = calibration.balanced_rows(table, protected, cal.size, cal.seed)
+    synthetic, synthetic_info = calibration.folder_images(cal.synthetic_folder, info["image_size"])
+    with Progress(transient=True) as progress:
+        task = progress.add_task("distilling (ZeroQ)", total=cal.distilled_iterations * -(-cal.distilled_size // 64))
+        distilled, distilled_info = calibration.distilled_images(
+            model, cal.distilled_size, info["image_size"], cal.distilled_iterations, cal.distilled_lr, cal.seed,
+            progress=lambda n: progress.advance(task, n))
+    sets = {
+        "train": (images[train_rows], {"source": "random training images",
+                                       "true_composition": calibration.true_composition(table, train_rows, protected)}),
+        "balanced": (images[balanced_rows], {"source": "equal training images per group x label cell",
+                                             "true_composition": calibration.true_composition(table, balanced_rows, protected)}),
+        "synthetic": (synthetic, {"source": f"every image in {cal.synthetic_folder}", **synthetic_info}),
+        "distilled": (distilled, {"source": "ZeroQ: noise optimised to match the fp32 BatchNorm statistics", **distilled_info}),
+    }
+    groups = calibration.GroupClassifier(model, table, images, protected, cal.seed)
+    for name, (pixels, details) in sets.items():
+        summary = {"set": name, "size": int(len(pixels)), "image_size": info["image_size"], **details,
+                   "estimated_composition": groups.composition(pixels), "group_classifier": groups.quality}
+        with atomic_dir(out / name) as tmp:
+            write_images(tmp / "images.npy", pixels)
+            write_json(tmp / "info.json", summary)
+        estimate = ", ".join(f"{g} {share:.2f}" for g, share in summary["estimated_composition"].items())
+        print(f"{name}: {len(pixels)} images; estimated groups {estimate}")
+    print(f"group classifier on val: accuracy {groups.quality['val_accuracy']:.3f}, "
+          f"balanced accuracy {groups.quality['val_balanced_accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    run(app)

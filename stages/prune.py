@@ -1,0 +1,49 @@
+"""Global magnitude pruning to a target sparsity, one-shot or iterative, with fine-tuning."""
+
+from pathlib import Path
+
+import typer
+
+from fairquant import pruning, quantization
+from fairquant.data.prepare import load_prepared
+from fairquant.params import load_params
+from fairquant.training import seed_everything
+from fairquant.variants import base_config, load_fp32, save_variant, variant_name
+from stages._cli import fit_logged, no_training_log, run
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(data: Path = typer.Option(..., help="prepared data folder"),
+         model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+         out: Path = typer.Option(..., help="pruned model folder to write"),
+         live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    all_params = load_params(params_file)
+    params = all_params.prune
+    seed_everything(params.seed, params.threads)
+    model, fp32_config = load_fp32(model_dir)
+    fp32_bytes = quantization.fp32_size_bytes(model)
+    finetune = None
+    if params.epochs:
+        table, images, _ = load_prepared(data)
+
+        def finetune(pruned, round_index):
+            return fit_logged(pruned, table, images, all_params.data.protected, params, live_dir,
+                              f"prune round {round_index + 1}", resume=round_index > 0)
+
+    else:
+        no_training_log(live_dir)
+    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)
+    name = variant_name("prune", params)
+    config = base_config(fp32_config, "pruned", name, kernels="dense-decoded", training=params.model_dump(),
+                         sparsity=pruning.weight_sparsity(pruned), size_bytes=pruning.sparse_size_bytes(pruned),
+                         fp32_size_bytes=fp32_bytes)
+    save_variant(out, pruned.eval().state_dict(), config)
+    print(f"{name}: sparsity {config['sparsity']:.3f}; {config['size_bytes'] / 1e6:.2f} MB sparse vs "
+          f"{fp32_bytes / 1e6:.2f} MB fp32 ({fp32_bytes / config['size_bytes']:.2f}x)")
+
+
+if __name__ == "__main__":
+    run(app)

@@ -1,0 +1,45 @@
+"""Per-layer weight sharing by k-means (Deep Compression), with optional centroid fine-tuning."""
+
+from pathlib import Path
+
+import typer
+
+from fairquant import kmeans, quantization
+from fairquant.data.prepare import load_prepared
+from fairquant.params import load_params
+from fairquant.training import seed_everything
+from fairquant.variants import base_config, load_fp32, save_variant, variant_name
+from stages._cli import fit_logged, no_training_log, run
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(data: Path = typer.Option(..., help="prepared data folder"),
+         model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+         out: Path = typer.Option(..., help="clustered model folder to write"),
+         live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    all_params = load_params(params_file)
+    params = all_params.quantize_kmeans
+    seed_everything(params.seed, params.threads)
+    model, fp32_config = load_fp32(model_dir)
+    fp32_bytes = quantization.fp32_size_bytes(model)
+    clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
+    if params.epochs:
+        table, images, _ = load_prepared(data)
+        clustered = fit_logged(clustered, table, images, all_params.data.protected, params, live_dir, "kmeans",
+                               freeze_bn=True)
+    else:
+        no_training_log(live_dir)
+    name = variant_name("kmeans", params)
+    config = base_config(fp32_config, "kmeans", name, kernels="dense-decoded", clusters=params.clusters,
+                         training=params.model_dump(), size_bytes=kmeans.clustered_size_bytes(clustered, params.clusters),
+                         fp32_size_bytes=fp32_bytes)
+    save_variant(out, clustered.eval().state_dict(), config)
+    print(f"{name}: {config['size_bytes'] / 1e6:.2f} MB vs {fp32_bytes / 1e6:.2f} MB fp32 "
+          f"({fp32_bytes / config['size_bytes']:.2f}x)")
+
+
+if __name__ == "__main__":
+    run(app)

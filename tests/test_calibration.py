@@ -1,0 +1,122 @@
+"""Calibration sets: never test images, balanced counts, synthetic folders, ZeroQ distillation, composition."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fairquant import calibration
+from fairquant.errors import FairquantError
+from fairquant.models import build_model
+
+
+@pytest.fixture
+def table():
+    """40 rows: train 0-23, val 24-31, test 32-39; group Male and label in a known pattern."""
+    rows = np.arange(40)
+    split = np.where(rows < 24, "train", np.where(rows < 32, "val", "test"))
+    return pd.DataFrame({"row": rows, "split": split, "y_true": rows % 2, "Male": (rows // 2) % 2,
+                         "sample_id": [f"{r:03d}" for r in rows]})
+
+
+def test_train_and_balanced_sets_never_take_a_test_or_val_image(table):
+    test_rows = set(table.loc[table["split"] != "train", "row"])
+    for seed in range(20):
+        assert not set(calibration.train_rows(table, 24, seed)) & test_rows
+        assert not set(calibration.balanced_rows(table, ["Male"], 24, seed)) & test_rows
+
+
+def test_a_leaked_test_row_is_caught(table):
+    from fairquant.data.prepare import assert_not_test
+
+    with pytest.raises(FairquantError, match="contains 1 test images"):
+        assert_not_test(table, np.array([0, 5, 35]))
+
+
+def test_balanced_set_has_equal_counts_per_group_and_label(table):
+    rows = calibration.balanced_rows(table, ["Male"], 20, 0)
+    chosen = table.set_index("row").loc[rows]
+    counts = chosen.groupby(["Male", "y_true"]).size()
+    assert len(counts) == 4 and (counts == 5).all()  # 20 // 4 cells
+    assert calibration.true_composition(table, rows, ["Male"]) == {"0": 0.5, "1": 0.5}
+
+
+def test_balanced_set_larger_than_a_cell_is_a_clear_error(table):
+    with pytest.raises(FairquantError, match=r"needs 7 training images per group x label cell.*at most 24"):
+        calibration.balanced_rows(table, ["Male"], 28, 0)
+    with pytest.raises(FairquantError, match="larger than the training split"):
+        calibration.train_rows(table, 25, 0)
+
+
+def test_synthetic_folder_reads_every_image_and_counts_unreadable(tmp_path):
+    folder = tmp_path / "faces"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png", "sub/c.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "notes.txt").write_text("not an image: ignored")
+    images, info = calibration.folder_images(folder, 16)
+    assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
+    assert info == {"files": 4, "skipped_unreadable": 1, "skipped_first": ["broken.jpg"]}
+
+
+def test_missing_or_empty_synthetic_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FairquantError, match="does not exist; set calibration.synthetic_folder"):
+        calibration.folder_images(tmp_path / "nope", 16)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.txt").write_text("x")
+    with pytest.raises(FairquantError, match="has no image files"):
+        calibration.folder_images(tmp_path / "empty", 16)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
+    with pytest.raises(FairquantError, match="none of the 1 image files"):
+        calibration.folder_images(tmp_path / "bad", 16)
+
+
+def test_distilled_images_match_batchnorm_statistics_better_than_noise():
+    torch.manual_seed(0)
+    model = build_model("resnet18", small_input_stem=True)
+    model.train()
+    with torch.no_grad():  # give the BatchNorms non-trivial running statistics to match
+        for _ in range(5):
+            model(torch.randn(16, 3, 16, 16) * 0.5 + 0.3)
+    model.eval()
+    stats = calibration._BatchNormStatistics(model)
+    noise = torch.rand(8, 3, 16, 16)
+    with torch.no_grad():
+        model((noise - 0.5) / 0.25)
+    noise_loss = float(stats.loss())
+    stats.remove()
+    images, info = calibration.distilled_images(model, 8, 16, iterations=30, lr=0.1, seed=0)
+    assert images.shape == (8, 16, 16, 3) and images.dtype == np.uint8
+    assert info["final_bn_loss"] < 0.7 * noise_loss  # measured: 271 -> 143 after 30 steps
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
+
+
+def test_group_classifier_reports_validation_accuracy_and_a_composition():
+    rng = np.random.default_rng(0)
+    n = 120
+    male = rng.integers(0, 2, n)
+    images = rng.integers(0, 60, (n, 8, 8, 3), dtype=np.uint8)
+    images[male == 1] += 150  # the groups differ visibly, so features separate them
+    table = pd.DataFrame({"row": np.arange(n), "split": np.where(np.arange(n) < 80, "train", "val"),
+                          "y_true": rng.integers(0, 2, n), "Male": male})
+    torch.manual_seed(0)
+    model = build_model("resnet18", small_input_stem=True).eval()
+    groups = calibration.GroupClassifier(model, table, images, ["Male"], seed=0)
+    assert groups.quality["val_accuracy"] > 0.9
+    composition = groups.composition(images[male == 1])
+    assert set(composition) == {"0", "1"} and composition["1"] > 0.9
+    assert sum(composition.values()) == pytest.approx(1.0)
+
+
+def test_load_set_rejects_a_size_larger_than_the_set(tmp_path):
+    from fairquant.io import write_images, write_json
+
+    write_images(tmp_path / "images.npy", np.zeros((5, 8, 8, 3), np.uint8))
+    write_json(tmp_path / "info.json", {"set": "synthetic"})
+    assert calibration.load_set(tmp_path, None, "k")[0].shape[0] == 5
+    with pytest.raises(FairquantError, match="quantize_ptq.calibration_size=6 is larger than the 'synthetic' calibration set"):
+        calibration.load_set(tmp_path, 6, "quantize_ptq.calibration_size")

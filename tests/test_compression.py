@@ -1,0 +1,222 @@
+"""Fake quantization, k-means sharing and pruning: grids, scales, sizes by hand, and cross-checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fairquant import fakequant, kmeans, pruning, quantization
+from fairquant.errors import FairquantError
+from fairquant.models import build_model
+from fairquant.params import QuantSchemeParams
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
+
+
+def images(n=16, size=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8, 16])
+def test_symmetric_per_channel_weights_land_on_each_channels_grid(bits):
+    weight = torch.tensor([[-1.0, -0.5, 0.2, 1.0], [-0.01, 0.003, 0.02, 0.04]]).reshape(2, 4, 1, 1)
+    q = fakequant.WeightQuantizer(weight, bits, symmetric=True, per_channel=True, search="minmax")
+    qmax_abs = 2 ** (bits - 1) - 1 + 0.5  # (qmax - qmin) / 2
+    # per-channel scale = max |w| / ((qmax - qmin) / 2), by hand
+    assert torch.allclose(q.scale, torch.tensor([1.0 / qmax_abs, 0.04 / qmax_abs]), rtol=1e-6)
+    assert torch.equal(q.zero_point, torch.zeros(2, dtype=torch.int32))
+    out = q(weight)
+    codes = out / q.scale.reshape(-1, 1, 1, 1)
+    assert torch.allclose(codes, codes.round(), atol=1e-4)  # every value is an integer multiple of its channel's scale
+    assert codes.round().min() >= -(2 ** (bits - 1)) and codes.round().max() <= 2 ** (bits - 1) - 1
+    assert torch.equal(q.integer_codes(weight).float(), codes.round())
+
+
+def test_asymmetric_per_tensor_has_a_zero_point_and_represents_zero_exactly():
+    x = torch.tensor([0.1, 0.5, 1.3, 2.9])  # all positive: asymmetric keeps the lower bound at 0
+    q = fakequant.WeightQuantizer(x, 4, symmetric=False, per_channel=False, search="minmax")
+    # range [min(x, 0), max(x, 0)] = [0, 2.9] over 15 steps; zero point 0 maps exactly to 0.0
+    assert q.scale.item() == pytest.approx(2.9 / 15, rel=1e-6)
+    assert q.zero_point.item() == 0
+    shifted = x - 1.0  # [-0.9, 1.9]: the zero point moves so that 0.0 stays representable
+    q2 = fakequant.WeightQuantizer(shifted, 4, symmetric=False, per_channel=False, search="minmax")
+    assert q2.scale.item() == pytest.approx(2.8 / 15, rel=1e-6)
+    assert q2.zero_point.item() == round(0.9 / (2.8 / 15))
+    zero = torch.fake_quantize_per_tensor_affine(torch.zeros(1), q2.scale, q2.zero_point, 0, 15)
+    assert zero.item() == 0.0
+    codes = q2.integer_codes(shifted)
+    assert codes.min() >= 0 and codes.max() <= 15
+
+
+def test_mse_range_search_never_does_worse_than_minmax():
+    torch.manual_seed(0)
+    weight = torch.randn(8, 16, 3, 3)
+    weight[0, 0, 0, 0] = 12.0  # an outlier that min-max would stretch the grid for
+    errors = {}
+    for search in ("minmax", "mse"):
+        q = fakequant.WeightQuantizer(weight, 3, True, True, search)
+        errors[search] = ((q(weight) - weight) ** 2).sum().item()
+    assert errors["mse"] < errors["minmax"]
+
+
+def test_activation_observers_give_their_ranges():
+    x = torch.cat([torch.linspace(0, 1, 10001), torch.tensor([100.0])])
+    ranges = {}
+    for kind in ("minmax", "percentile"):
+        q = fakequant.ActivationQuantizer(8, symmetric=False, observer=kind, percentile=0.999)
+        q.observing = True
+        q(x)
+        q.freeze()
+        ranges[kind] = q.scale.item() * 255
+    assert ranges["minmax"] == pytest.approx(100.0, rel=1e-3)
+    assert ranges["percentile"] < 2.0  # the outlier is clipped away
+
+
+def test_toy_simulated_size_computed_by_hand():
+    model = Toy().eval()
+    scheme = QuantSchemeParams(bits=4, activation_bits=8, fold_bn=True)
+    q = fakequant.calibrate(fakequant.quantize_model(model, scheme), images())
+    # BN folded: conv gains a bias. conv: 108 weights at 4 bits = 54 B, 4 fp32 scales (symmetric: no zero
+    # point), 4 fp32 bias; input qparams 8 B. fc: 4 weights at 4 bits = 2 B, 1 scale, 1 bias, 8 B.
+    assert fakequant.quantized_size_bytes(q) == (54 + 16 + 16 + 8) + (2 + 4 + 4 + 8)
+    mixed = fakequant.quantize_model(model, QuantSchemeParams(bits=4, activation_bits=8, fold_bn=False,
+                                                              granularity="per_tensor", weight_symmetric=False,
+                                                              layers={"fc": None}))
+    fakequant.calibrate(mixed, images())
+    # conv 54 B + 1 scale + 1 int32 zero point + 8 B input; BN weight, bias, mean, var (4 x 4 x 4 B); fc float 5 x 4 B
+    assert fakequant.quantized_size_bytes(mixed) == 54 + 4 + 4 + 8 + 64 + 20
+    assert [(d["layer"], d["weight_bits"]) for d in fakequant.describe(mixed)] == [("conv", 4)]
+
+
+def test_folding_batchnorm_keeps_the_float_function():
+    torch.manual_seed(0)
+    model = Toy().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(4, 3, 8, 8)
+    folded = fakequant.fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(folded(x), model(x), atol=1e-5)
+
+
+def test_simulated_w8a8_matches_torch_int8_kernels():
+    """Our simulation of the x86 scheme against torch's own quantized int8 model on the same weights."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", small_input_stem=True).eval()
+    calib, test = images(32, 16, 0), images(32, 16, 1)
+    scheme = QuantSchemeParams(observer="minmax")
+    simulated = fakequant.calibrate(fakequant.quantize_model(model, scheme), calib)
+    state = quantization.calibrate_int8(model, calib, 16, 16, "minmax")
+    int8 = quantization.compile_for_cpu(quantization.convert_int8(model, state, 16, 16, "minmax"))
+    fp32 = quantization.run_fixed_batches(model, test, 16)
+    sim = quantization.run_fixed_batches(simulated, test, 16)
+    real = quantization.run_fixed_batches(int8, test, 16)
+    quant_noise = (sim - fp32).abs().mean()
+    # The graphs quantize at slightly different points (x86 also quantizes residual adds), so the two agree
+    # to within the size of quantization noise itself, and far better than fp32 vs a wrong model would.
+    assert (sim - real).abs().mean() < 2 * quant_noise + 1e-3
+    assert np.corrcoef(sim.numpy(), real.numpy())[0, 1] > 0.99
+
+
+def test_layers_map_with_unknown_name_lists_close_names():
+    model = build_model("resnet18", small_input_stem=True)
+    with pytest.raises(FairquantError, match=r"names 'layer5'.*close names: layer4"):
+        fakequant.quantize_model(model, QuantSchemeParams(layers={"layer5": 4}))
+    bits = fakequant.layer_bits(["conv1", "layer4.0.conv1", "layer4.0.downsample.0", "fc"],
+                                QuantSchemeParams(bits=4, layers={"layer4": 8, "layer4.0.downsample": None, "fc": None}))
+    assert bits == {"conv1": (4, 8), "layer4.0.conv1": (8, 8), "layer4.0.downsample.0": (None, None), "fc": (None, None)}
+
+
+def test_qat_gradients_pass_straight_through_and_keep_the_grid():
+    torch.manual_seed(0)
+    model = fakequant.calibrate(fakequant.quantize_model(Toy(), QuantSchemeParams(bits=3, activation_bits=4)), images())
+    model.train()
+    x = torch.randn(8, 3, 8, 8)
+    before = model.conv.layer.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    assert model.conv.layer.weight.grad is not None and model.conv.layer.weight.grad.abs().sum() > 0
+    optimizer.step()
+    assert not torch.equal(before, model.conv.layer.weight)
+    model.eval()
+    q = model.conv.weight_quant
+    codes = q(model.conv.layer.weight) / q.scale.reshape(-1, 1, 1, 1)
+    assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.abs().max() <= 4
+
+
+@pytest.mark.parametrize("k", [2, 16, 256])
+def test_kmeans_codebook_and_packed_size(k):
+    torch.manual_seed(0)
+    model = Toy().eval()
+    clustered = kmeans.cluster_model(model, k, 30)
+    layers = kmeans.shared_layers(clustered)
+    assert len(layers) == 2
+    for layer in layers:
+        assert layer.codebook.shape == (k,) and int(layer.indices.max()) < k
+        assert len(torch.unique(layer.weight())) <= k
+    bits = math.ceil(math.log2(k))
+    # conv 108 indices + fc 4 indices, bit-packed per layer, + two fp32 codebooks; BN (4 x 4 tensors) and fc bias float
+    expected = math.ceil(108 * bits / 8) + math.ceil(4 * bits / 8) + 2 * 4 * k + 4 * 4 * 4 + 4
+    assert kmeans.clustered_size_bytes(clustered, k) == expected
+
+
+def test_lloyd_finds_obvious_clusters_and_centroid_finetuning_moves_codebooks_only():
+    values = torch.tensor([0.0, 0.1, 0.05, 5.0, 5.1, 4.9, -3.0, -3.1])
+    codebook, indices = kmeans.lloyd_1d(values, 3, 30)
+    assert torch.allclose(codebook, torch.tensor([-3.05, 0.05, 5.0]), atol=1e-5)
+    assert indices.tolist() == [1, 1, 1, 2, 2, 2, 0, 0]
+    model = kmeans.cluster_model(Toy().eval(), 4, 30)
+    indices_before = [layer.indices.clone() for layer in kmeans.shared_layers(model)]
+    codebook_before = [layer.codebook.detach().clone() for layer in kmeans.shared_layers(model)]
+    model(torch.randn(4, 3, 8, 8)).sum().backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    for layer, idx, book in zip(kmeans.shared_layers(model), indices_before, codebook_before):
+        assert torch.equal(layer.indices, idx) and not torch.equal(layer.codebook, book)
+        assert len(torch.unique(layer.weight())) <= 4
+
+
+def test_global_pruning_reaches_the_target_and_sparse_size_by_hand():
+    torch.manual_seed(0)
+    model = Toy().eval()
+    magnitudes = torch.cat([model.conv.weight.detach().flatten(), model.fc.weight.detach().flatten()]).abs()
+    pruned = pruning.prune_model(model, 0.5, "one_shot", 1, None)
+    assert pruning.weight_sparsity(pruned) == pytest.approx(56 / 112)
+    conv_nonzero, fc_nonzero = int((pruned.conv.weight != 0).sum()), int((pruned.fc.weight != 0).sum())
+    # bitmap (1 bit per position) + fp32 non-zeros, or dense where smaller; BN and bias dense
+    expected = (min(14 + 4 * conv_nonzero, 432) + min(1 + 4 * fc_nonzero, 16) + 4 * 4 * 4 + 4)
+    assert pruning.sparse_size_bytes(pruned) == expected
+    # global: exactly the 56 smallest magnitudes across both layers were removed
+    kept = torch.cat([pruned.conv.weight.flatten(), pruned.fc.weight.flatten()]) != 0
+    assert torch.equal(kept, magnitudes > magnitudes.sort().values[55])
+
+
+def test_iterative_pruning_keeps_masks_through_finetuning():
+    torch.manual_seed(0)
+    model = Toy().eval()
+    rounds = []
+
+    def finetune(m, k):
+        m.train()
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.5)
+        m(torch.randn(4, 3, 8, 8)).pow(2).sum().backward()
+        optimizer.step()  # masked weights get gradients on weight_orig, yet stay zero through the mask
+        rounds.append(pruning.weight_sparsity(m))
+        return m
+
+    pruned = pruning.prune_model(model, 0.5, "iterative", 3, finetune)
+    assert rounds == pytest.approx(pruning.sparsity_schedule(0.5, 3), abs=1 / 112)
+    assert pruning.weight_sparsity(pruned) == pytest.approx(0.5, abs=1 / 112)
+    assert pruning.sparsity_schedule(0.9, 3)[-1] == pytest.approx(0.9)
