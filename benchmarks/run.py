@@ -72,6 +72,46 @@ def bench_int8(arch: str, image_size: int, batch: int, repeats: int) -> None:
     line(f"{arch} size ratio fp32 / int8", f"{size_ratio:.2f}x", "(target >= 3.9x)")
 
 
+def bench_compressors(params) -> None:
+    """Each compressor on the default fp32 checkpoint and calibration set: wall time and size ratio."""
+    from fairquant import calibration, fakequant, kmeans, pruning
+    from fairquant.params import QuantSchemeParams
+    from fairquant.variants import load_fp32
+
+    model, config = load_fp32(ROOT / "data" / "models" / "fp32")
+    images, _ = calibration.load_set(ROOT / "data" / "calibration" / "train", None, "size")
+    fp32 = quantization.fp32_size_bytes(model)
+    size = config["image_size"]
+
+    def timed(label: str, build, size_of, target: str = "") -> None:
+        start = time.perf_counter()
+        built = build()
+        elapsed = time.perf_counter() - start
+        line(f"{label}: time / size ratio", f"{elapsed:.1f} s / {fp32 / size_of(built):.2f}x", target)
+
+    timed("ptq int8 (x86 kernels, 512 images)", lambda: quantization.convert_int8(
+        model, quantization.calibrate_int8(model, images, 64, size), 64, size), quantization.stored_size_bytes,
+        "(size target >= 3.9x)")
+    for bits, activation_bits in ((4, 8), (4, 4), (2, 8)):
+        scheme = QuantSchemeParams(bits=bits, activation_bits=activation_bits)
+        timed(f"ptq w{bits}a{activation_bits} simulated (512 images)",
+              lambda: fakequant.calibrate(fakequant.quantize_model(model, scheme), images),
+              fakequant.quantized_size_bytes, "(size target >= 7.5x at 4 bits)" if bits == 4 else "")
+    import copy
+
+    timed("kmeans k=16 (30 Lloyd iterations)", lambda: kmeans.cluster_model(copy.deepcopy(model), 16, 30),
+          lambda m: kmeans.clustered_size_bytes(m, 16), "(size target >= 7.5x)")
+    timed("kmeans k=256", lambda: kmeans.cluster_model(copy.deepcopy(model), 256, 30),
+          lambda m: kmeans.clustered_size_bytes(m, 256))
+    timed("prune s=0.8 one-shot (no fine-tuning)", lambda: pruning.prune_model(copy.deepcopy(model), 0.8, "one_shot", 1, None),
+          pruning.sparse_size_bytes)
+    timed("prune s=0.9 one-shot (no fine-tuning)", lambda: pruning.prune_model(copy.deepcopy(model), 0.9, "one_shot", 1, None),
+          pruning.sparse_size_bytes)
+    start = time.perf_counter()
+    calibration.distilled_images(copy.deepcopy(model), 64, size, 100, 0.1, 0)
+    line("distilled set (ZeroQ, 64 images x 100 steps)", f"{time.perf_counter() - start:.1f} s")
+
+
 def bench_bootstrap() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
@@ -102,15 +142,24 @@ def bench_dvc(full: bool) -> None:
         subprocess.run("git init -q && dvc init -q && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm bench",
                        cwd=tmp, shell=True, env=env, check=True)  # dvclive needs a commit
         start = time.perf_counter()
-        result = subprocess.run(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"dvc repro failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-        line("default dvc repro, whole graph, cold", f"{time.perf_counter() - start:.0f} s", "(target <= 300 s)")
+        process = subprocess.Popen(["dvc", "repro"], cwd=tmp, env={**env, "PYTHONPATH": tmp}, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stages, output = [], []
+        for text in process.stdout:  # time each stage from dvc's own "Running stage" lines
+            output.append(text)
+            if text.startswith("Running stage"):
+                stages.append((text.split("'")[1], time.perf_counter()))
+        if process.wait() != 0:
+            raise SystemExit("dvc repro failed:\n" + "".join(output[-40:]))
+        end = time.perf_counter()
+        for (name, began), (_, finished) in zip(stages, stages[1:] + [("", end)]):
+            line(f"  stage {name}", f"{finished - began:.0f} s")
+        line("default dvc repro, whole graph, cold", f"{end - start:.0f} s", "(target <= 300 s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--full", action="store_true", help="also time the whole default dvc repro (~4 min)")
+    parser.add_argument("--full", action="store_true", help="also time the whole default dvc repro (~5 min)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     params = load_params(ROOT / "params.yaml")
@@ -118,7 +167,9 @@ def main() -> None:
     bench_prepare(params)
     bench_finetune(params)
     bench_int8("resnet18", 32, 64, 10)
+    bench_int8("resnet18", 64, 64, 10)
     bench_int8("mobilenet_v2", 32, 64, 10)
+    bench_compressors(params)
     bench_bootstrap()
     bench_dvc(args.full)
 

@@ -110,7 +110,7 @@ class CalibrationParams(_Section):
     size: int = Field(512, ge=1, description="images in the train and balanced sets")
     seed: int = 0
     synthetic_folder: str = Field("data/raw/synthetic_faces", description="every image in it is the synthetic set")
-    distilled_size: int = Field(64, ge=1, le=4096)
+    distilled_size: int = Field(32, ge=1, le=4096)
     distilled_iterations: int = Field(100, ge=1, le=100000)
     distilled_lr: float = Field(0.1, gt=0, le=10)
 
