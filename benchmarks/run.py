@@ -107,9 +107,12 @@ def bench_compressors(params) -> None:
           pruning.sparse_size_bytes)
     timed("prune s=0.9 one-shot (no fine-tuning)", lambda: pruning.prune_model(copy.deepcopy(model), 0.9, "one_shot", 1, None),
           pruning.sparse_size_bytes)
+    cal = params.calibration
     start = time.perf_counter()
-    calibration.distilled_images(copy.deepcopy(model), 64, size, 100, 0.1, 0)
-    line("distilled set (ZeroQ, 64 images x 100 steps)", f"{time.perf_counter() - start:.1f} s")
+    calibration.distilled_images(copy.deepcopy(model), cal.distilled_size, size, cal.distilled_iterations,
+                                 cal.distilled_lr, 0)
+    line(f"distilled set (ZeroQ, {cal.distilled_size} images x {cal.distilled_iterations} steps)",
+         f"{time.perf_counter() - start:.1f} s")
 
 
 def bench_bootstrap() -> None:

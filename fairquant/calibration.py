@@ -155,7 +155,8 @@ def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int =
 class GroupClassifier:
     """Predicts the protected group from fp32 features; fitted on the training split, scored on validation."""
 
-    def __init__(self, model: nn.Module, table: pd.DataFrame, images: np.ndarray, protected: list[str], seed: int):
+    def __init__(self, model: nn.Module, table: pd.DataFrame, images: np.ndarray, protected: list[str], seed: int,
+                 max_train: int = 2000):
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import balanced_accuracy_score
         from sklearn.pipeline import make_pipeline
@@ -163,6 +164,8 @@ class GroupClassifier:
 
         self.model = model
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+        if len(train) > max_train:  # a linear probe needs few examples; features of thousands cost seconds each
+            train = train.sample(max_train, random_state=seed).sort_values("row")
         self.classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
         self.classifier.fit(penultimate_features(model, images[train["row"].to_numpy()]), group_labels(train, protected))
         predicted = self.classifier.predict(penultimate_features(model, images[val["row"].to_numpy()]))

@@ -5,7 +5,8 @@ gradients, so QAT needs nothing more) and torchao's observers (min-max, moving a
 percentile observer and an MSE weight-range search written here. Every Conv2d/Linear is wrapped: its input is
 quantized per tensor (activation bits) and its weight per channel or per tensor (weight bits). BatchNorm can
 be folded into the preceding convolution first, as int8 deployment does. A per-layer map gives mixed
-precision. Eager and device-agnostic (CPU or CUDA), unlike the exported int8 graph.
+precision. Eager, any batch size, and written for any device (run on CPU only so far: no GPU was lent),
+unlike the exported int8 graph with its fixed batch.
 
 What is stored is the wrapped model's state dict: float weights plus every scale and zero point; the integer
 codes are a deterministic function of them, and :func:`quantized_size_bytes` counts what a packed format
@@ -17,6 +18,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+
 import numpy as np
 import torch
 from torch import nn

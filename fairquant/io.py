@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from fairquant.errors import FairquantError
 
@@ -156,10 +155,12 @@ def code_revision() -> str:
     return rev + ("+dirty" if dirty else "")
 
 
-def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+def save_checkpoint(path: str | Path, state_dict: dict, config: dict[str, Any]) -> None:
     """A self-describing checkpoint: weights, the config that built them, and the code revision."""
     payload = {"state_dict": state_dict, "config": config, "code_revision": code_revision()}
     with atomic_path(path) as tmp:
+        import torch  # imported here: stages without models (evaluate, report) start 4 s faster
+
         torch.save(payload, tmp)
 
 
@@ -169,6 +170,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FairquantError(f"{path}: checkpoint not found; run the stage that writes it first (dvc repro)")
     try:
+        import torch
+
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or unsafe file
         raise FairquantError(f"{path}: not a loadable fairquant checkpoint ({type(exc).__name__}); re-run its stage") from None

@@ -220,3 +220,15 @@ def test_iterative_pruning_keeps_masks_through_finetuning():
     assert rounds == pytest.approx(pruning.sparsity_schedule(0.5, 3), abs=1 / 112)
     assert pruning.weight_sparsity(pruned) == pytest.approx(0.5, abs=1 / 112)
     assert pruning.sparsity_schedule(0.9, 3)[-1] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("observer", ["minmax", "percentile"])
+def test_int8_kernels_accept_every_activation_observer(observer):
+    torch.manual_seed(0)
+    model = Toy().eval()
+    calib = images(16, 8)
+    state = quantization.calibrate_int8(model, calib, 8, 8, observer, 0.999)
+    reference = quantization.convert_int8(model, state, 8, 8, observer, 0.999)
+    fp32 = quantization.run_fixed_batches(model, calib, 8)
+    int8 = quantization.run_fixed_batches(reference, calib, 8)
+    assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max() + 1e-3
