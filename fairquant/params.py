@@ -111,7 +111,7 @@ class CalibrationParams(_Section):
     seed: int = 0
     synthetic_folder: str = Field("data/raw/synthetic_faces", description="every image in it is the synthetic set")
     distilled_size: int = Field(32, ge=1, le=4096)
-    distilled_iterations: int = Field(100, ge=1, le=100000)
+    distilled_iterations: int = Field(60, ge=1, le=100000)
     distilled_lr: float = Field(0.1, gt=0, le=10)
 
 
@@ -165,7 +165,7 @@ class TrainingParams(_Section):
     """Fine-tuning after compression: quantization-aware, centroid or post-pruning."""
 
     seed: int = 0
-    epochs: int = Field(1, ge=0, le=1000)
+    epochs: float = Field(1, ge=0, le=1000, description="may be fractional: 0.5 = half an epoch of steps")
     batch_size: int = Field(128, ge=1, le=4096)
     lr: float = Field(0.005, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -183,7 +183,7 @@ class QuantizeQATParams(QuantSchemeParams, TrainingParams):
 class QuantizeKmeansParams(TrainingParams):
     clusters: int = Field(16, ge=2, le=256, description="shared weights per layer; indices are stored in at most 8 bits")
     iterations: int = Field(30, ge=1, le=1000, description="Lloyd iterations")
-    epochs: int = Field(0, ge=0, le=1000, description="centroid fine-tuning epochs, assignments fixed")
+    epochs: float = Field(0, ge=0, le=1000, description="centroid fine-tuning epochs, assignments fixed")
 
 
 class PruneParams(TrainingParams):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -66,17 +68,20 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,
                                 weight_decay=params.weight_decay)
     steps_per_epoch = (len(images) + params.batch_size - 1) // params.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    # epochs may be fractional for compression fine-tuning (0.5 = half an epoch of steps)
+    total_steps = max(1, math.ceil(params.epochs * steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=total_steps,
+                                                   pct_start=0.25)
     targets = torch.tensor(np.asarray(labels, dtype=np.float32))
-    for epoch in range(params.epochs):
+    step = 0
+    for epoch in range(math.ceil(params.epochs)):
         model.train()
         if freeze_bn:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         order = torch.randperm(len(images), generator=generator).numpy()
-        total_loss, correct = 0.0, 0
+        total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), params.batch_size):
             idx = np.sort(order[start:start + params.batch_size])  # sorted reads are faster on a memmap
             batch = to_input(images[idx])
@@ -89,13 +94,17 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             loss.backward()
             optimizer.step()
             schedule.step()
+            step += 1
             total_loss += loss.item() * len(idx)
             correct += int(((logits > 0).float() == y).sum())
+            seen += len(idx)
             if on_batch:
                 on_batch(len(idx))
+            if step == total_steps:
+                break
         val_pred = predict_scores(model, val_images, 512, device) > 0.5
         hits = val_pred == val_labels.astype(bool)
-        log = EpochLog(epoch, total_loss / len(order), correct / len(order), float(hits.mean()),
+        log = EpochLog(epoch, total_loss / seen, correct / seen, float(hits.mean()),
                        {str(g): float(hits[val_groups == g].mean()) for g in np.unique(val_groups)})
         if on_epoch:
             on_epoch(log)

@@ -48,7 +48,7 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
     device = pick_device(params.device)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume) as live, \
             Progress(transient=True) as progress:
-        task = progress.add_task(f"{label} on {device}", total=len(train) * params.epochs)
+        task = progress.add_task(f"{label} on {device}", total=int(len(train) * params.epochs))
 
         def log_epoch(log) -> None:
             live.log_metric("train/loss", log.train_loss)

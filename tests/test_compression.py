@@ -232,3 +232,19 @@ def test_int8_kernels_accept_every_activation_observer(observer):
     fp32 = quantization.run_fixed_batches(model, calib, 8)
     int8 = quantization.run_fixed_batches(reference, calib, 8)
     assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max() + 1e-3
+
+
+def test_fractional_epochs_train_that_share_of_the_steps():
+    from fairquant.params import TrainingParams
+    from fairquant.training import train_classifier
+
+    torch.manual_seed(0)
+    data, labels = images(40, 8), np.arange(40) % 2
+    steps = []
+    train_classifier(Toy(), data, labels, data[:4], labels[:4], np.zeros(4), TrainingParams(epochs=0.5, batch_size=8),
+                     torch.device("cpu"), on_batch=steps.append)
+    assert len(steps) == 3  # ceil(0.5 x 5 steps per epoch)
+    steps.clear()
+    train_classifier(Toy(), data, labels, data[:4], labels[:4], np.zeros(4), TrainingParams(epochs=2, batch_size=8),
+                     torch.device("cpu"), on_batch=steps.append)
+    assert len(steps) == 10
