@@ -30,8 +30,11 @@ def prune_global(model: nn.Module, sparsity: float) -> None:
     total = sum(layer.weight.numel() for layer in layers)
     wanted = round(sparsity * total) - sum(int((layer.weight == 0).sum()) for layer in layers)
     if wanted > 0:
+        # contiguous scores: after channels-last fine-tuning a pruned layer's recomputed weight keeps that layout,
+        # which global_unstructured's flattening cannot view
         prune.global_unstructured([(layer, "weight") for layer in layers], pruning_method=prune.L1Unstructured,
-                                  amount=wanted)
+                                  amount=wanted,
+                                  importance_scores={(layer, "weight"): layer.weight.detach().contiguous() for layer in layers})
 
 
 def prune_model(model: nn.Module, sparsity: float, schedule: str, steps: int,

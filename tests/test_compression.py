@@ -248,3 +248,16 @@ def test_fractional_epochs_train_that_share_of_the_steps():
     train_classifier(Toy(), data, labels, data[:4], labels[:4], np.zeros(4), TrainingParams(epochs=2, batch_size=8),
                      torch.device("cpu"), on_batch=steps.append)
     assert len(steps) == 10
+
+
+def test_iterative_pruning_with_the_real_trainer():
+    """Rounds after channels-last fine-tuning (the trainer's layout) must still prune to the target."""
+    from fairquant.params import TrainingParams
+    from fairquant.training import train_classifier
+
+    torch.manual_seed(0)
+    data, labels = images(16, 8), np.arange(16) % 2
+    params = TrainingParams(epochs=0.5, batch_size=8)
+    pruned = pruning.prune_model(Toy(), 0.6, "iterative", 2, lambda m, k: train_classifier(
+        m, data, labels, data[:4], labels[:4], np.zeros(4), params, torch.device("cpu")))
+    assert pruning.weight_sparsity(pruned) == pytest.approx(0.6, abs=1 / 112)
