@@ -25,7 +25,7 @@ from fairquant import quantization  # noqa: E402
 from fairquant.data.loaders import load_dataset  # noqa: E402
 from fairquant.data.prepare import build_image_store, load_prepared  # noqa: E402
 from fairquant.metrics import fairness_metrics  # noqa: E402
-from fairquant.models import build_model, to_input  # noqa: E402
+from fairquant.models import build_model  # noqa: E402
 from fairquant.params import FinetuneParams, load_params  # noqa: E402
 from fairquant.training import train_classifier  # noqa: E402
 

@@ -25,17 +25,16 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     seed_everything(params.seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
     fp32_bytes = quantization.fp32_size_bytes(model)
-    finetune = None
-    if params.epochs:
-        table, images, _ = load_prepared(data)
+    table, images, _ = load_prepared(data)
 
-        def finetune(pruned, round_index):
-            return fit_logged(pruned, table, images, all_params.data.protected, params, live_dir,
-                              f"prune round {round_index + 1}", resume=round_index > 0)
+    def finetune(pruned, round_index):
+        return fit_logged(pruned, table, images, all_params.data.protected, params, live_dir,
+                          f"prune round {round_index + 1}", resume=round_index > 0)
 
-    else:
+    if not params.epochs:
         no_training_log(live_dir)
-    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)
+    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps,
+                                 finetune if params.epochs else None)
     name = variant_name("prune", params)
     config = base_config(fp32_config, "pruned", name, kernels="dense-decoded", training=params.model_dump(),
                          sparsity=pruning.weight_sparsity(pruned), size_bytes=pruning.sparse_size_bytes(pruned),
