@@ -1,6 +1,6 @@
 """Calibration sets any compressor can name, and an estimate of each set's protected-group composition.
 
-- ``train``: random training images.
+- ``train``: random training images (:func:`fairquant.data.prepare.calibration_indices`).
 - ``balanced``: equal counts per protected group x label cell, from the training split.
 - ``synthetic``: every image in a folder, unlabelled (seed 001's StyleGAN faces; the default folder holds the
   generator's unlabelled faces, drawn with another seed and another group mix).
@@ -22,17 +22,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fairquant.data.prepare import assert_not_test, calibration_indices, decode_image
+from fairquant.data.prepare import assert_not_test, decode_image
 from fairquant.errors import FairquantError
 from fairquant.metrics import group_labels
 from fairquant.models import INPUT_MEAN, INPUT_STD, to_input
 
 SETS = ("train", "balanced", "synthetic", "distilled")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-
-
-def train_rows(table: pd.DataFrame, size: int, seed: int) -> np.ndarray:
-    return calibration_indices(table, size, seed)
 
 
 def balanced_rows(table: pd.DataFrame, protected: list[str], size: int, seed: int) -> np.ndarray:

@@ -134,6 +134,10 @@ class QuantSchemeParams(_Section):
     calibration: CalibrationSet = "train"
     calibration_size: int | None = Field(None, ge=1, description="images taken from the calibration set; null = all")
 
+    def scheme(self) -> "QuantSchemeParams":
+        """Just the quantization scheme of a section that also holds other settings (QAT's training, PTQ's kernels)."""
+        return QuantSchemeParams(**self.model_dump(include=set(QuantSchemeParams.model_fields)))
+
     def int8_mismatches(self) -> list[str]:
         """Keys whose values the x86 int8 kernels cannot run (W8A8, per-channel symmetric weights, uint8 inputs)."""
         wanted = {"bits": 8, "activation_bits": 8, "granularity": "per_channel", "weight_symmetric": True,

@@ -66,9 +66,21 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
             on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n), freeze_bn=freeze_bn)
 
 
-def no_training_log(live_dir) -> None:
-    """A compressor run without fine-tuning still leaves its (declared) log folder, saying so."""
+def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool):
+    """``finetune(model, round_index=0) -> model`` on the training split, logged to ``live_dir``; None when
+    ``params.epochs`` is 0, and then the (declared) log folder is written saying no fine-tuning ran."""
+    from fairquant.data.prepare import load_prepared
     from fairquant.io import atomic_dir, write_json
 
-    with atomic_dir(live_dir) as tmp:
-        write_json(tmp / "metrics.json", {"fine_tuned": False})
+    if not params.epochs:
+        with atomic_dir(live_dir) as tmp:
+            write_json(tmp / "metrics.json", {"fine_tuned": False})
+        return None
+    table, images, _ = load_prepared(data)
+
+    def finetune(model, round_index: int = 0):
+        return fit_logged(model, table, images, protected, params, live_dir,
+                          label if round_index == 0 else f"{label} round {round_index + 1}",
+                          freeze_bn=freeze_bn, resume=round_index > 0)
+
+    return finetune

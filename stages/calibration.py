@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress
 
 from fairquant import calibration
-from fairquant.data.prepare import load_prepared
+from fairquant.data.prepare import calibration_indices, load_prepared
 from fairquant.io import atomic_dir, write_images, write_json
 from fairquant.params import load_params
 from fairquant.training import seed_everything
@@ -28,7 +28,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     seed_everything(cal.seed)
     protected = params.data.protected
     # Everything is computed before anything is written: a bad folder or size leaves no partial sets.
-    train_rows = calibration.train_rows(table, cal.size, cal.seed)
+    train_rows = calibration_indices(table, cal.size, cal.seed)
     balanced_rows = calibration.balanced_rows(table, protected, cal.size, cal.seed)
     synthetic, synthetic_info = calibration.folder_images(cal.synthetic_folder, info["image_size"])
     with Progress(transient=True) as progress:

@@ -5,11 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant.data.prepare import load_prepared
-from fairquant.io import atomic_dir, save_checkpoint, write_json
 from fairquant.models import build_model, load_pretrained
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.variants import CHECKPOINT
+from fairquant.variants import CHECKPOINT, save_variant
 from stages._cli import fit_logged, run
 
 app = typer.Typer(add_completion=False)
@@ -32,9 +31,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
               "small_input_stem": params.model.small_input_stem, "image_size": info["image_size"],
               "synthetic": info["synthetic"], "target": info["target"], "protected": info["protected"],
               "finetune": params.finetune.model_dump()}
-    with atomic_dir(out) as tmp:
-        save_checkpoint(tmp / CHECKPOINT, model.state_dict(), config)
-        write_json(tmp / "info.json", config)
+    save_variant(out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 
 

@@ -5,11 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant import pruning, quantization
-from fairquant.data.prepare import load_prepared
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.variants import base_config, load_fp32, save_variant, variant_name
-from stages._cli import fit_logged, no_training_log, run
+from stages._cli import compression_finetuner, run
 
 app = typer.Typer(add_completion=False)
 
@@ -25,16 +24,8 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     seed_everything(params.seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
     fp32_bytes = quantization.fp32_size_bytes(model)
-    table, images, _ = load_prepared(data)
-
-    def finetune(pruned, round_index):
-        return fit_logged(pruned, table, images, all_params.data.protected, params, live_dir,
-                          f"prune round {round_index + 1}", resume=round_index > 0)
-
-    if not params.epochs:
-        no_training_log(live_dir)
-    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps,
-                                 finetune if params.epochs else None)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "prune", freeze_bn=False)
+    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)
     name = variant_name("prune", params)
     config = base_config(fp32_config, "pruned", name, kernels="dense-decoded", training=params.model_dump(),
                          sparsity=pruning.weight_sparsity(pruned), size_bytes=pruning.sparse_size_bytes(pruned),

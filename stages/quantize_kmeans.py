@@ -5,11 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant import kmeans, quantization
-from fairquant.data.prepare import load_prepared
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.variants import base_config, load_fp32, save_variant, variant_name
-from stages._cli import fit_logged, no_training_log, run
+from stages._cli import compression_finetuner, run
 
 app = typer.Typer(add_completion=False)
 
@@ -26,12 +25,9 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     model, fp32_config = load_fp32(model_dir)
     fp32_bytes = quantization.fp32_size_bytes(model)
     clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
-    if params.epochs:
-        table, images, _ = load_prepared(data)
-        clustered = fit_logged(clustered, table, images, all_params.data.protected, params, live_dir, "kmeans",
-                               freeze_bn=True)
-    else:
-        no_training_log(live_dir)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True)
+    if finetune:
+        clustered = finetune(clustered)
     name = variant_name("kmeans", params)
     config = base_config(fp32_config, "kmeans", name, kernels="dense-decoded", clusters=params.clusters,
                          training=params.model_dump(), size_bytes=kmeans.clustered_size_bytes(clustered, params.clusters),

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant import calibration, fakequant, quantization
-from fairquant.params import QuantSchemeParams, load_params
+from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.variants import base_config, load_fp32, save_variant, variant_name
 from stages._cli import run
@@ -22,7 +22,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"
     seed_everything(params.seed)
     model, fp32_config = load_fp32(model_dir)
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size")
-    scheme = QuantSchemeParams(**params.model_dump(include=set(QuantSchemeParams.model_fields)))
+    scheme = params.scheme()
     name = variant_name("ptq", params)
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": quantization.fp32_size_bytes(model)}

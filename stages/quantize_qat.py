@@ -5,11 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant import calibration, fakequant, quantization
-from fairquant.data.prepare import load_prepared
 from fairquant.params import QuantSchemeParams, load_params
 from fairquant.training import seed_everything
 from fairquant.variants import base_config, load_fp32, save_variant, variant_name
-from stages._cli import fit_logged, no_training_log, run
+from stages._cli import compression_finetuner, run
 
 app = typer.Typer(add_completion=False)
 
@@ -26,16 +25,13 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     seed_everything(params.seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_qat.calibration_size")
-    table, train_images, _ = load_prepared(data)
-    scheme = QuantSchemeParams(**params.model_dump(include=set(QuantSchemeParams.model_fields)))
+    scheme = params.scheme()
     name = variant_name("qat", params)
     # Activation ranges come from calibration and stay fixed; weights and their ranges train (STE).
     quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
-    if params.epochs:
-        quantized = fit_logged(quantized, table, train_images, all_params.data.protected, params, live_dir, "qat",
-                               freeze_bn=True)
-    else:
-        no_training_log(live_dir)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "qat", freeze_bn=True)
+    if finetune:
+        quantized = finetune(quantized)
     quantized.eval()
     config = base_config(fp32_config, "fakequant", name, kernels="simulated", scheme=scheme.model_dump(),
                          calibration={"set": set_info["set"], "size": len(images)},

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from fairquant import calibration
+from fairquant.data.prepare import calibration_indices
 from fairquant.errors import FairquantError
 from fairquant.models import build_model
 
@@ -23,7 +24,7 @@ def table():
 def test_train_and_balanced_sets_never_take_a_test_or_val_image(table):
     test_rows = set(table.loc[table["split"] != "train", "row"])
     for seed in range(20):
-        assert not set(calibration.train_rows(table, 24, seed)) & test_rows
+        assert not set(calibration_indices(table, 24, seed)) & test_rows
         assert not set(calibration.balanced_rows(table, ["Male"], 24, seed)) & test_rows
 
 
@@ -46,7 +47,7 @@ def test_balanced_set_larger_than_a_cell_is_a_clear_error(table):
     with pytest.raises(FairquantError, match=r"needs 7 training images per group x label cell.*at most 24"):
         calibration.balanced_rows(table, ["Male"], 28, 0)
     with pytest.raises(FairquantError, match="larger than the training split"):
-        calibration.train_rows(table, 25, 0)
+        calibration_indices(table, 25, 0)
 
 
 def test_synthetic_folder_reads_every_image_and_counts_unreadable(tmp_path):
