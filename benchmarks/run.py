@@ -21,10 +21,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fairquant import quantization  # noqa: E402
+from fairquant.compress import int8  # noqa: E402
 from fairquant.data.loaders import load_dataset  # noqa: E402
 from fairquant.data.prepare import build_image_store, load_prepared  # noqa: E402
-from fairquant.metrics import fairness_metrics  # noqa: E402
+from fairquant.fairness.metrics import fairness_metrics  # noqa: E402
 from fairquant.models import build_model  # noqa: E402
 from fairquant.params import FinetuneParams, load_params  # noqa: E402
 from fairquant.training import train_classifier  # noqa: E402
@@ -58,12 +58,12 @@ def bench_int8(arch: str, image_size: int, batch: int, repeats: int) -> None:
     torch.manual_seed(0)
     model = build_model(arch, small_input_stem=True).eval()
     calibration = np.random.default_rng(0).integers(0, 256, (batch * 2, image_size, image_size, 3), dtype=np.uint8)
-    state = quantization.calibrate_int8(model, calibration, batch, image_size)
-    int8 = quantization.convert_int8(model, state, batch, image_size)
-    eager = quantization.measure_latency(model, batch, image_size, repeats, "eager")
-    fp32_compiled = quantization.measure_latency(quantization.compile_for_cpu(model), batch, image_size, repeats, "c")
-    int8_compiled = quantization.measure_latency(quantization.compile_for_cpu(int8), batch, image_size, repeats, "c")
-    size_ratio = quantization.fp32_size_bytes(model) / quantization.stored_size_bytes(int8)
+    state = int8.calibrate_int8(model, calibration, batch, image_size)
+    reference = int8.convert_int8(model, state, batch, image_size)
+    eager = int8.measure_latency(model, batch, image_size, repeats, "eager")
+    fp32_compiled = int8.measure_latency(int8.compile_for_cpu(model), batch, image_size, repeats, "c")
+    int8_compiled = int8.measure_latency(int8.compile_for_cpu(reference), batch, image_size, repeats, "c")
+    size_ratio = int8.fp32_size_bytes(model) / int8.stored_size_bytes(reference)
     line(f"{arch} int8 vs fp32 compiled (batch {batch}, {image_size}px)",
          f"{fp32_compiled.median_ms / int8_compiled.median_ms:.2f}x", f"({fp32_compiled.median_ms:.1f} -> "
          f"{int8_compiled.median_ms:.1f} ms; target >= 3.5x)")
@@ -74,13 +74,13 @@ def bench_int8(arch: str, image_size: int, batch: int, repeats: int) -> None:
 
 def bench_compressors(params) -> None:
     """Each compressor on the default fp32 checkpoint and calibration set: wall time and size ratio."""
-    from fairquant import calibration, fakequant, kmeans, pruning
+    from fairquant.compress import calibration, fakequant, kmeans, pruning
     from fairquant.params import QuantSchemeParams
-    from fairquant.variants import load_fp32
+    from fairquant.compress.variants import load_fp32
 
     model, config = load_fp32(ROOT / "data" / "models" / "fp32")
     images, _ = calibration.load_set(ROOT / "data" / "calibration" / "train", None, "size")
-    fp32 = quantization.fp32_size_bytes(model)
+    fp32 = int8.fp32_size_bytes(model)
     size = config["image_size"]
 
     def timed(label: str, build, size_of, target: str = "") -> None:
@@ -89,8 +89,8 @@ def bench_compressors(params) -> None:
         elapsed = time.perf_counter() - start
         line(f"{label}: time / size ratio", f"{elapsed:.1f} s / {fp32 / size_of(built):.2f}x", target)
 
-    timed("ptq int8 (x86 kernels, 512 images)", lambda: quantization.convert_int8(
-        model, quantization.calibrate_int8(model, images, 64, size), 64, size), quantization.stored_size_bytes,
+    timed("ptq int8 (x86 kernels, 512 images)", lambda: int8.convert_int8(
+        model, int8.calibrate_int8(model, images, 64, size), 64, size), int8.stored_size_bytes,
         "(size target >= 3.9x)")
     for bits, activation_bits in ((4, 8), (4, 4), (2, 8)):
         scheme = QuantSchemeParams(bits=bits, activation_bits=activation_bits)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from fairquant.evaluation import evaluate_variant
+from fairquant.fairness.evaluation import evaluate_variant
 from fairquant.io import read_json, read_table, write_json
 from fairquant.params import load_params
 from stages._cli import run

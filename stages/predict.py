@@ -7,7 +7,7 @@ import typer
 from fairquant.data.prepare import load_prepared
 from fairquant.io import atomic_dir, predictions_schema, write_json, write_table
 from fairquant.params import load_params
-from fairquant.variants import load_variant
+from fairquant.compress.variants import load_variant
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)

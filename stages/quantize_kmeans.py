@@ -4,11 +4,12 @@ from pathlib import Path
 
 import typer
 
-from fairquant import kmeans, quantization
+from fairquant.compress import kmeans, int8
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.variants import base_config, load_fp32, save_variant, variant_name
-from stages._cli import compression_finetuner, run
+from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
+from fairquant.training import compression_finetuner
+from stages._cli import run
 
 app = typer.Typer(add_completion=False)
 
@@ -23,7 +24,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     params = all_params.quantize_kmeans
     seed_everything(params.seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    fp32_bytes = quantization.fp32_size_bytes(model)
+    fp32_bytes = int8.fp32_size_bytes(model)
     clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True)
     if finetune:

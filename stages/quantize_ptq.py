@@ -4,10 +4,10 @@ from pathlib import Path
 
 import typer
 
-from fairquant import calibration, fakequant, quantization
+from fairquant.compress import calibration, fakequant, int8
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.variants import base_config, load_fp32, save_variant, variant_name
+from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -25,13 +25,13 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"
     scheme = params.scheme()
     name = variant_name("ptq", params)
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
-              "fp32_size_bytes": quantization.fp32_size_bytes(model)}
+              "fp32_size_bytes": int8.fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
         batch, size = params.latency_batch, fp32_config["image_size"]
-        state = quantization.calibrate_int8(model, images, batch, size, params.observer, params.percentile)
-        converted = quantization.convert_int8(model, state, batch, size, params.observer, params.percentile)
+        state = int8.calibrate_int8(model, images, batch, size, params.observer, params.percentile)
+        converted = int8.convert_int8(model, state, batch, size, params.observer, params.percentile)
         config = base_config(fp32_config, "ptq-int8", name, kernels="int8", export_batch=batch,
-                             size_bytes=quantization.stored_size_bytes(converted), **common)
+                             size_bytes=int8.stored_size_bytes(converted), **common)
     else:
         quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
         state = quantized.state_dict()

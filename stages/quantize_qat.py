@@ -4,11 +4,12 @@ from pathlib import Path
 
 import typer
 
-from fairquant import calibration, fakequant, quantization
+from fairquant.compress import calibration, fakequant, int8
 from fairquant.params import QuantSchemeParams, load_params
 from fairquant.training import seed_everything
-from fairquant.variants import base_config, load_fp32, save_variant, variant_name
-from stages._cli import compression_finetuner, run
+from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
+from fairquant.training import compression_finetuner
+from stages._cli import run
 
 app = typer.Typer(add_completion=False)
 
@@ -37,7 +38,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
                          calibration={"set": set_info["set"], "size": len(images)},
                          training=params.model_dump(exclude=set(QuantSchemeParams.model_fields)),
                          size_bytes=fakequant.quantized_size_bytes(quantized),
-                         fp32_size_bytes=quantization.fp32_size_bytes(model), layers=fakequant.describe(quantized))
+                         fp32_size_bytes=int8.fp32_size_bytes(model), layers=fakequant.describe(quantized))
     save_variant(out, quantized.state_dict(), config)
     print(f"{name} (simulated): {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32")
 

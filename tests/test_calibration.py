@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fairquant import calibration
+from fairquant.compress import calibration
 from fairquant.data.prepare import calibration_indices
 from fairquant.errors import FairquantError
 from fairquant.models import build_model

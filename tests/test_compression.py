@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fairquant import fakequant, kmeans, pruning, quantization
+from fairquant.compress import fakequant, int8, kmeans, pruning
 from fairquant.errors import FairquantError
 from fairquant.models import build_model
 from fairquant.params import QuantSchemeParams
@@ -118,11 +118,11 @@ def test_simulated_w8a8_matches_torch_int8_kernels():
     calib, test = images(32, 16, 0), images(32, 16, 1)
     scheme = QuantSchemeParams(observer="minmax")
     simulated = fakequant.calibrate(fakequant.quantize_model(model, scheme), calib)
-    state = quantization.calibrate_int8(model, calib, 16, 16, "minmax")
-    int8 = quantization.compile_for_cpu(quantization.convert_int8(model, state, 16, 16, "minmax"))
-    fp32 = quantization.run_fixed_batches(model, test, 16)
-    sim = quantization.run_fixed_batches(simulated, test, 16)
-    real = quantization.run_fixed_batches(int8, test, 16)
+    state = int8.calibrate_int8(model, calib, 16, 16, "minmax")
+    compiled = int8.compile_for_cpu(int8.convert_int8(model, state, 16, 16, "minmax"))
+    fp32 = int8.run_fixed_batches(model, test, 16)
+    sim = int8.run_fixed_batches(simulated, test, 16)
+    real = int8.run_fixed_batches(compiled, test, 16)
     quant_noise = (sim - fp32).abs().mean()
     # The graphs quantize at slightly different points (x86 also quantizes residual adds), so the two agree
     # to within the size of quantization noise itself, and far better than fp32 vs a wrong model would.
@@ -227,11 +227,11 @@ def test_int8_kernels_accept_every_activation_observer(observer):
     torch.manual_seed(0)
     model = Toy().eval()
     calib = images(16, 8)
-    state = quantization.calibrate_int8(model, calib, 8, 8, observer, 0.999)
-    reference = quantization.convert_int8(model, state, 8, 8, observer, 0.999)
-    fp32 = quantization.run_fixed_batches(model, calib, 8)
-    int8 = quantization.run_fixed_batches(reference, calib, 8)
-    assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max() + 1e-3
+    state = int8.calibrate_int8(model, calib, 8, 8, observer, 0.999)
+    reference = int8.convert_int8(model, state, 8, 8, observer, 0.999)
+    fp32 = int8.run_fixed_batches(model, calib, 8)
+    quantized = int8.run_fixed_batches(reference, calib, 8)
+    assert (quantized - fp32).abs().max() < 0.1 * fp32.abs().max() + 1e-3
 
 
 def test_fractional_epochs_train_that_share_of_the_steps():

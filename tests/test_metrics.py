@@ -9,7 +9,7 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 
-from fairquant.metrics import GroupCounts, fairness_metrics, group_labels, paired_comparison
+from fairquant.fairness.metrics import GroupCounts, fairness_metrics, group_labels, paired_comparison
 
 # Group a: TP 1, FN 1, FP 0, TN 2 -> TPR .5, FPR 0, accuracy .75, selection .25
 # Group b: TP 2, FN 0, FP 1, TN 1 -> TPR 1, FPR .5, accuracy .75, selection .75

@@ -132,7 +132,7 @@ def test_compressors_reject_bad_settings(tmp_path, prepared, trained, stage, par
 
 
 def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
-    from fairquant.variants import load_variant
+    from fairquant.compress.variants import load_variant
 
     tiny = {"quantize_qat.epochs": 1, "quantize_qat.batch_size": 32, "prune.epochs": 1, "prune.batch_size": 32,
             "quantize_kmeans.epochs": 1, "quantize_kmeans.batch_size": 32, "quantize_ptq.latency_batch": 8}

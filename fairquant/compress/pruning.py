@@ -13,7 +13,7 @@ from typing import Callable
 from torch import nn
 from torch.nn.utils import prune
 
-from fairquant.fakequant import quantizable_layers
+from fairquant.compress.fakequant import quantizable_layers
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:

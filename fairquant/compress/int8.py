@@ -33,7 +33,7 @@ def _quantizer(observer: str = "histogram", percentile: float = 1.0):
         get_default_x86_inductor_quantization_config,
     )
 
-    from fairquant.fakequant import _percentile_observer_class
+    from fairquant.compress.fakequant import _percentile_observer_class
 
     constructors = {"minmax": observers.MinMaxObserver, "moving_average": observers.MovingAverageMinMaxObserver,
                     "histogram": observers.HistogramObserver}

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fairquant.fakequant import quantizable_layers
+from fairquant.compress.fakequant import quantizable_layers
 
 
 @torch.no_grad()

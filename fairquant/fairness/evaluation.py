@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.errors import FairquantError
-from fairquant.metrics import fairness_metrics, group_labels, paired_comparison
+from fairquant.fairness.metrics import fairness_metrics, group_labels, paired_comparison
 from fairquant.params import EvaluateParams
 
 

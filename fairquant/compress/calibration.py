@@ -24,7 +24,7 @@ from torch import nn
 
 from fairquant.data.prepare import assert_not_test, decode_image
 from fairquant.errors import FairquantError
-from fairquant.metrics import group_labels
+from fairquant.fairness.metrics import group_labels
 from fairquant.models import INPUT_MEAN, INPUT_STD, to_input
 
 SETS = ("train", "balanced", "synthetic", "distilled")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fairquant import fakequant, kmeans, pruning, quantization
+from fairquant.compress import fakequant, int8, kmeans, pruning, registry
+from fairquant.compress.registry import VariantKind
 from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
 from fairquant.models import build_model
@@ -57,74 +58,74 @@ def _untrained(config: dict) -> nn.Module:
     return build_model(config["arch"], small_input_stem=config["small_input_stem"]).eval()
 
 
-def rebuild(config: dict, state_dict: dict) -> nn.Module:
-    """The eager module of a stored simulated, clustered or pruned variant (not the int8 graph)."""
-    kind = config["kind"]
-    if kind in ("fp32", "pruned"):
-        return build_fp32(config, state_dict)
-    if kind == "fakequant":
-        model = fakequant.quantize_model(_untrained(config), QuantSchemeParams(**config["scheme"]))
-    elif kind == "kmeans":
-        model = kmeans.empty_clustered(_untrained(config), config["clusters"])
-    else:
-        raise FairquantError(f"unknown variant kind {kind!r}; the model folder was written by another fairquant version")
+def _load_into(model: nn.Module, state_dict: dict) -> nn.Module:
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
+registry.register(VariantKind("fp32", build_fp32, lambda config, model: int8.fp32_size_bytes(model), "fp32"))
+registry.register(VariantKind("pruned", build_fp32, lambda config, model: pruning.sparse_size_bytes(model),
+                              "dense-decoded"))
+registry.register(VariantKind(
+    "fakequant",
+    lambda config, state: _load_into(
+        fakequant.quantize_model(_untrained(config), QuantSchemeParams(**config["scheme"])), state),
+    lambda config, model: fakequant.quantized_size_bytes(model), "simulated"))
+registry.register(VariantKind(
+    "kmeans", lambda config, state: _load_into(kmeans.empty_clustered(_untrained(config), config["clusters"]), state),
+    lambda config, model: kmeans.clustered_size_bytes(model, config["clusters"]), "dense-decoded"))
+registry.register(VariantKind(
+    "ptq-int8",
+    lambda config, state: int8.convert_int8(_untrained(config), state, config["export_batch"], config["image_size"],
+                                            config["scheme"]["observer"], config["scheme"]["percentile"]),
+    lambda config, model: int8.stored_size_bytes(model), "int8"))
+
+
+def rebuild(config: dict, state_dict: dict) -> nn.Module:
+    """The module of a stored variant (for ptq-int8, the reference q/dq graph, not yet compiled)."""
+    return registry.lookup(config["kind"]).rebuild(config, state_dict)
+
+
 def size_bytes(config: dict, model: nn.Module) -> int:
-    kind = config["kind"]
-    if kind == "fp32":
-        return quantization.fp32_size_bytes(model)
-    if kind == "pruned":
-        return pruning.sparse_size_bytes(model)
-    if kind == "fakequant":
-        return fakequant.quantized_size_bytes(model)
-    if kind == "kmeans":
-        return kmeans.clustered_size_bytes(model, config["clusters"])
-    return quantization.stored_size_bytes(model)
+    return registry.lookup(config["kind"]).size_bytes(config, model)
 
 
 def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int) -> LoadedVariant:
     checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
     config = checkpoint["config"]
     image_size = config["image_size"]
-    if config["kind"] == "ptq-int8":
-        # The prepared state holds every weight and observer range, so an untrained model of the same
-        # architecture is enough to rebuild the graph it is loaded into.
+    kind = registry.lookup(config["kind"])
+    # For ptq-int8 the prepared state holds every weight and observer range, so an untrained model of the same
+    # architecture is enough to rebuild the graph it is loaded into.
+    model = kind.rebuild(config, checkpoint["state_dict"])
+    size = kind.size_bytes(config, model)
+    if kind.kernels == "int8":
         export_batch = config["export_batch"]
-        reference = quantization.convert_int8(_untrained(config), checkpoint["state_dict"], export_batch, image_size,
-                                              config["scheme"]["observer"], config["scheme"]["percentile"])
-        compiled = quantization.compile_for_cpu(reference)
+        compiled = int8.compile_for_cpu(model)
 
         def score(images: np.ndarray) -> np.ndarray:
-            logits = quantization.run_fixed_batches(compiled, images, export_batch)
+            logits = int8.run_fixed_batches(compiled, images, export_batch)
             return torch.sigmoid(logits).numpy()
 
         def latency() -> dict:
-            measured = quantization.measure_latency(compiled, export_batch, image_size, repeats, "compiled")
+            measured = int8.measure_latency(compiled, export_batch, image_size, repeats, "compiled")
             return {"compiled": asdict(measured)}
 
-        return LoadedVariant(config["name"], "ptq-int8", "int8", config, reference,
-                             quantization.stored_size_bytes(reference), score, latency)
+        return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size, score, latency)
 
-    model = rebuild(config, checkpoint["state_dict"])
-    if config["kind"] == "fp32":
+    if kind.kernels == "fp32":
         def latency() -> dict:
-            eager = quantization.measure_latency(model, latency_batch, image_size, repeats, "eager")
-            compiled = quantization.measure_latency(quantization.compile_for_cpu(model), latency_batch, image_size,
-                                                    repeats, "compiled")
+            eager = int8.measure_latency(model, latency_batch, image_size, repeats, "eager")
+            compiled = int8.measure_latency(int8.compile_for_cpu(model), latency_batch, image_size, repeats,
+                                            "compiled")
             return {"eager": asdict(eager), "compiled": asdict(compiled)}
-
-        kernels = "fp32"
     else:
         # No kernels for these formats here: fake quantization only simulates the integers, and shared or
         # sparse weights are decoded to dense fp32. A latency would be fp32's or worse, so none is claimed.
         def latency() -> dict:
             return {}
 
-        kernels = "simulated" if config["kind"] == "fakequant" else "dense-decoded"
-    return LoadedVariant(config["name"], config["kind"], kernels, config, model, size_bytes(config, model),
+    return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size,
                          lambda images: predict_scores(model, images, batch_size), latency)
 
 
