@@ -40,7 +40,10 @@ def _replace_head(model: nn.Module, arch: str) -> None:
         last = model.classifier[-1]
         model.classifier[-1] = nn.Linear(last.in_features, 1)
     elif arch.startswith("squeezenet"):
+        # torchvision's head is dropout, 1x1 conv, ReLU, pooling: a ReLU after a logit would clamp it to >= 0
+        # (every score >= 0.5), so the ReLU goes.
         model.classifier[1] = nn.Conv2d(512, 1, kernel_size=1)
+        model.classifier[2] = nn.Identity()
 
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1")
@@ -74,9 +77,10 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
     return sorted(set(own) - set(usable))
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "finetune.device") -> torch.device:
+    """``key`` is the params key that chose ``name``, for the error message."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise FairquantError("finetune.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+        raise FairquantError(f"{key} is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -45,6 +45,10 @@ class GenerateParams(_Section):
     difficulty_majority: GroupDifficulty = GroupDifficulty()
     difficulty_minority: GroupDifficulty = GroupDifficulty()
     label_noise: float = Field(0.02, ge=0, lt=0.5)
+    cue_strength: float = Field(1.0, gt=0, le=3, description="scales the mouth's curvature and line width: how "
+                                                              "visible the label cue is at the prepared size")
+    cue_overlap: float = Field(0.15, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
+                                                               "(share of the curvature range): ambiguity of the cue")
     rare_cue_share: float = Field(
         0.0, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
     )
@@ -68,6 +72,15 @@ class DataParams(_Section):
     minority_classes: list[int] = Field(default_factory=list)
     val_share: float = Field(0.1, gt=0, lt=0.5, description="share of the training identities held out when the dataset has no validation split")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _protected_names_are_distinct(self) -> "DataParams":
+        repeated = sorted({name for name in self.protected if self.protected.count(name) > 1})
+        if repeated:
+            raise ValueError(f"data.protected names {', '.join(repeated)} more than once; list each attribute once")
+        if self.target in self.protected:
+            raise ValueError(f"data.target '{self.target}' is also in data.protected; a target cannot be its own group")
+        return self
 
 
 class PrepareParams(_Section):
@@ -202,9 +215,16 @@ class EvaluateParams(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = 0
     min_group_size: int = Field(1, ge=1, description="groups smaller than this in the test split are reported but excluded from gaps")
+    privileged_group: str | None = Field(
+        None, description="the reference group that signed differences and disparate impact are taken against, as it "
+                          "appears in the group labels, e.g. Female; intersectional labels join values with ' & '"
+    )
 
 
 class Params(_Section):
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], min_length=1,
+        description="training seeds: the fp32 model, every compressed variant and its evaluation are made per seed")
     generate: GenerateParams = GenerateParams()
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
@@ -217,6 +237,12 @@ class Params(_Section):
     quantize_kmeans: QuantizeKmeansParams = QuantizeKmeansParams()
     prune: PruneParams = PruneParams()
     evaluate: EvaluateParams = EvaluateParams()
+
+    @model_validator(mode="after")
+    def _seeds_are_distinct(self) -> "Params":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
+        return self
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "Params":

@@ -13,6 +13,16 @@ import pandas as pd  # noqa: E402
 from fairquant.io import atomic_path, write_csv, write_json  # noqa: E402
 
 HEADLINE_GAPS = ("tpr_gap", "fpr_gap", "eq_odds", "dp_gap")
+SIGNED_RATES = {"accuracy": "accuracy", "tpr": "TPR", "fpr": "FPR", "selection_rate": "selection rate"}
+
+
+def worst_difference(r: dict, rate: str) -> tuple[str | None, dict]:
+    """The non-reference group whose ``rate`` is farthest from the privileged group's, and its signed difference."""
+    defined = {g: d for g, d in r["signed"].get(rate, {}).items() if not _undefined(d["value"])}
+    if not defined:
+        return None, {}
+    group = max(defined, key=lambda g: abs(defined[g]["value"]))
+    return group, defined[group]
 
 
 def summary(results: dict[str, dict]) -> dict:
@@ -24,6 +34,7 @@ def summary(results: dict[str, dict]) -> dict:
     out = {}
     for slot, r in results.items():
         compiled = r["latency_ms"].get("compiled")
+        group, tpr = worst_difference(r, "tpr")
         out[slot] = {
             "accuracy": r["overall"]["accuracy"],
             **{k: r["gaps"][k]["value"] for k in HEADLINE_GAPS},
@@ -31,6 +42,8 @@ def summary(results: dict[str, dict]) -> dict:
             "size_bytes": r["size_bytes"],
             "latency_ms": compiled,
             "flip_rate": r.get("vs_fp32", {}).get("flip_rate", 0.0),
+            "tpr_diff": tpr.get("value"), "tpr_diff_ci_low": tpr.get("ci_low"), "tpr_diff_ci_high": tpr.get("ci_high"),
+            "tpr_diff_group": group,
         }
     out["synthetic_data"] = any(r["synthetic"] for r in results.values())
     return out
@@ -50,7 +63,7 @@ def gaps_table(results: dict[str, dict]) -> pd.DataFrame:
             rows.append({"variant": r["variant"], "gap": gap, "value": v["value"], "ci_low": v["ci_low"],
                          "ci_high": v["ci_high"], "delta_vs_fp32": change.get("delta"),
                          "delta_ci_low": change.get("ci_low"), "delta_ci_high": change.get("ci_high"),
-                         "p_value": change.get("p_value")})
+                         "p_value": change.get("p_value"), "interval_method": v.get("interval_method")})
     return pd.DataFrame(rows)
 
 
@@ -60,7 +73,8 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def draw_figures(per_group: pd.DataFrame, gaps: pd.DataFrame, folder: Path, synthetic: bool) -> list[Path]:
+def draw_figures(per_group: pd.DataFrame, gaps: pd.DataFrame, folder: Path, synthetic: bool,
+                 confidence: float) -> list[Path]:
     note = " (SYNTHETIC data)" if synthetic else ""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, metric in zip(axes, ("accuracy", "tpr", "fpr")):
@@ -81,7 +95,7 @@ def draw_figures(per_group: pd.DataFrame, gaps: pd.DataFrame, folder: Path, synt
         errors = [(part["value"] - part["ci_low"]).clip(lower=0), (part["ci_high"] - part["value"]).clip(lower=0)]
         ax.bar(x, part["value"], width, yerr=errors, capsize=3, label=variant)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(HEADLINE_GAPS))], HEADLINE_GAPS)
-    ax.set_title(f"fairness gaps with 95% bootstrap CI{note}")
+    ax.set_title(f"fairness gaps with {_level(confidence)} simultaneous bootstrap CI{note}")
     ax.legend()
     gaps_png = folder / "gaps.png"
     _save(fig, gaps_png)
@@ -89,15 +103,25 @@ def draw_figures(per_group: pd.DataFrame, gaps: pd.DataFrame, folder: Path, synt
 
 
 def _pct(value) -> str:
-    return "undefined" if value is None or value != value else f"{100 * value:.2f}"
+    return "undefined" if _undefined(value) else f"{100 * value:.2f}"
 
 
 def _num(value) -> str:
-    return "undefined" if value is None or value != value else f"{value:.3f}"
+    return "undefined" if _undefined(value) else f"{value:.3f}"
 
 
-def _ci(gap: dict) -> str:
-    return f"{_num(gap['value'])} [{_num(gap['ci_low'])}, {_num(gap['ci_high'])}]"
+def _undefined(value) -> bool:
+    return value is None or value != value
+
+
+def _level(confidence: float) -> str:
+    return f"{100 * confidence:g}%"
+
+
+def _ci(interval: dict | None, key: str = "value") -> str:
+    if not interval:
+        return "undefined"
+    return f"{_num(interval[key])} [{_num(interval['ci_low'])}, {_num(interval['ci_high'])}]"
 
 
 def _latency(r: dict) -> str:
@@ -105,8 +129,14 @@ def _latency(r: dict) -> str:
     return r["kernels"] if compiled is None else f"{compiled:.1f}"
 
 
+def _excludes_zero(interval: dict) -> bool | None:
+    if _undefined(interval["ci_low"]) or _undefined(interval["ci_high"]):
+        return None
+    return interval["ci_low"] > 0 or interval["ci_high"] < 0
+
+
 def _verdict(change: dict) -> str:
-    if change["ci_low"] is None or change["ci_low"] != change["ci_low"]:
+    if _excludes_zero(change) is None:
         return "undefined"
     if change["ci_low"] > 0:
         return "WIDENS"
@@ -132,29 +162,108 @@ def calibration_table(sets: dict[str, dict]) -> list[str]:
     return lines
 
 
-def markdown_report(results: dict[str, dict], figures: list[Path], calibration_sets: dict[str, dict] | None = None) -> str:
-    first = next(iter(results.values()))
-    groups = list(first["groups"])
+def methods_note(confidence: float) -> list[str]:
+    """How every interval in the report is made (each metrics file names its method in `interval_method`)."""
+    return [f"Intervals are {_level(confidence)}. Differences between groups, pairwise or against the privileged "
+            "group, are simultaneous max-t bootstrap intervals: d ± c·se, se the bootstrap SD, c the quantile of "
+            "the largest |d* - d|/se over the family, so the whole family is covered together. A gap (largest minus "
+            "smallest group value, fairlearn's definition) runs from the largest distance of any pairwise interval "
+            "from 0 to the farthest end of any pairwise interval: it always contains its estimate, and reaches 0 "
+            "when no pair of groups differs detectably; DP ratio and disparate impact the same on log selection "
+            "rates. The bootstrap is stratified (TPR, FPR: each group's positives and negatives kept; accuracy, "
+            "selection rate: each group's size kept) and draws from Jeffreys-smoothed cell shares, so a small "
+            "group keeps its uncertainty. Changes vs fp32 are Wald intervals, change ± z·se with se from a paired "
+            "bootstrap of the same samples, and p = 2Φ(-|change|/se): an interval excludes 0 exactly when "
+            f"p < {1 - confidence:g}. Each interval's method is named in metrics/<variant>.json (`interval_method`)."]
+
+
+def signed_sentence(r: dict, rate: str) -> str:
+    """'Male's TPR is 0.150 lower than Female's [0.060, 0.240]: the CI excludes 0, ...', for the farthest group."""
+    label, reference = SIGNED_RATES[rate], r["privileged_group"]
+    group, d = worst_difference(r, rate)
+    if group is None:
+        return f"No {label} difference to {reference} is defined."
+    value = d["value"]
+    low, high = (-d["ci_high"], -d["ci_low"]) if value < 0 else (d["ci_low"], d["ci_high"])
+    text = (f"{group}'s {label} is {_num(abs(value))} {'lower' if value < 0 else 'higher'} than {reference}'s "
+            f"[{_num(low)}, {_num(high)}]")
+    excludes = _excludes_zero(d)
+    if excludes is None:
+        return text + ": its CI is undefined."
+    if not excludes:
+        return text + ": the CI includes 0 (no detectable difference)."
+    return text + f": the CI excludes 0, so {group if value < 0 else reference} is disadvantaged on {label}."
+
+
+def headline_lines(r: dict) -> list[str]:
+    return [f"- **{r['variant']}**: {signed_sentence(r, 'tpr')} {signed_sentence(r, 'accuracy')}"]
+
+
+def gaps_row(r: dict, fp32_size: int) -> str:
+    g = r["gaps"]
+    return (f"| {r['variant']} | {_pct(r['overall']['accuracy'])} | {_ci(g['tpr_gap'])} | {_ci(g['fpr_gap'])} | "
+            f"{_ci(g['eq_odds'])} | {_ci(g['dp_gap'])} | {_pct(r['worst_group_accuracy'])} | "
+            f"{r['size_bytes'] / 1000:,.1f} | {fp32_size / r['size_bytes']:.2f}x | {_latency(r)} | "
+            f"{'YES' if r['collapsed'] else 'no'} |")
+
+
+def signed_row(r: dict, group: str) -> str:
+    """One variant's signed differences of ``group`` against the privileged group, with CIs."""
+    return (f"| {r['variant']} | {group} | "
+            + " | ".join(_ci(r["signed"].get(rate, {}).get(group)) for rate in SIGNED_RATES) + " |")
+
+
+def signed_change_row(r: dict, group: str) -> str:
+    """One variant's paired change vs fp32 of ``group``'s signed differences, with CIs and p-values."""
+    changes = r["vs_fp32"]["signed"]
+    cells = []
+    for rate in SIGNED_RATES:
+        change = changes.get(rate, {}).get(group)
+        cells.append(f"{_ci(change, 'delta')} p {_num(change['p_value'])}" if change else "undefined")
+    return f"| {r['variant']} | {group} | " + " | ".join(cells) + " |"
+
+
+def _intro(first: dict) -> list[str]:
     lines = ["# fairquant report", ""]
     if first["synthetic"]:
         lines += ["**Data: SYNTHETIC** (fairquant's generated CelebA-layout default, not photographs).", ""]
-    lines += [f"Test split, {first['n']} samples; protected attribute(s): {', '.join(first['protected'])}; "
-              f"gaps are largest minus smallest group value (fairlearn's definitions), with 95% bootstrap CIs.", ""]
-    lines += ["## Table 1: overall accuracy and gaps", "",
-              "| variant | accuracy (%) | EO (TPR gap) | FPR gap | equalized odds | DP gap | worst group acc (%) | size (KB) | smaller than fp32 | latency (ms/batch) | collapsed |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    fp32_size = first["size_bytes"]
-    for r in results.values():
-        g = r["gaps"]
-        lines.append(f"| {r['variant']} | {_pct(r['overall']['accuracy'])} | {_ci(g['tpr_gap'])} | {_ci(g['fpr_gap'])} | "
-                     f"{_ci(g['eq_odds'])} | {_ci(g['dp_gap'])} | {_pct(r['worst_group_accuracy'])} | "
-                     f"{r['size_bytes'] / 1000:,.1f} | {fp32_size / r['size_bytes']:.2f}x | {_latency(r)} | "
-                     f"{'YES' if r['collapsed'] else 'no'} |")
-    lines += ["", "Latency: median compiled time per batch where real kernels ran (fp32, int8); *simulated* = fake "
-              "quantization (integers simulated in fp32, no speed claim); *dense-decoded* = shared or sparse weights "
-              "decoded to dense fp32 kernels (no speed claim)."]
-    lines += ["", "## Table 2: accuracy per group (%)", "",
-              "| variant | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    return lines + [f"Test split, {first['n']} samples; protected attribute(s): {', '.join(first['protected'])}; "
+                    f"reference (privileged) group: {first['privileged_group']}; gaps are largest minus smallest group "
+                    f"value (fairlearn's definitions).", ""] + methods_note(first["confidence"]) + [""]
+
+
+def _signed_sections(results: dict[str, dict], level: str) -> list[str]:
+    first = next(iter(results.values()))
+    reference = first["privileged_group"]
+    others = list(dict.fromkeys(g for r in results.values() for g in r["signed"].get("tpr", {})))
+    header = " | ".join(SIGNED_RATES.values())
+    lines = ["## Headline", "", *[line for r in results.values() for line in headline_lines(r)], "",
+             f"## Signed differences vs {reference} ({level} simultaneous CIs)", "",
+             "Each group's rate minus the reference group's: below 0 means lower than the reference.", "",
+             f"| variant | group | {header} |", "|---|---|" + "---|" * len(SIGNED_RATES)]
+    lines += [signed_row(r, g) for r in results.values() for g in others]
+    compared = [r for r in results.values() if "vs_fp32" in r]
+    if compared:
+        lines += ["", f"## Change of the signed differences vs fp32 (paired, {level} Wald CIs, p-values)", "",
+                  f"| variant | group | {header} |", "|---|---|" + "---|" * len(SIGNED_RATES)]
+        lines += [signed_change_row(r, g) for r in compared for g in others]
+    return lines + [""]
+
+
+def _table1(results: dict[str, dict], level: str) -> list[str]:
+    fp32_size = next(iter(results.values()))["size_bytes"]
+    return [f"## Table 1: overall accuracy and gaps ({level} CIs)", "",
+            "| variant | accuracy (%) | EO (TPR gap) | FPR gap | equalized odds | DP gap | worst group acc (%) | size (KB) | smaller than fp32 | latency (ms/batch) | collapsed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *[gaps_row(r, fp32_size) for r in results.values()], "",
+            "Latency: median compiled time per batch where real kernels ran (fp32, int8); *simulated* = fake "
+            "quantization (integers simulated in fp32, no speed claim); *dense-decoded* = shared or sparse weights "
+            "decoded to dense fp32 kernels (no speed claim)."]
+
+
+def _per_group_tables(results: dict[str, dict]) -> list[str]:
+    groups = list(next(iter(results.values()))["groups"])
+    lines = ["", "## Table 2: accuracy per group (%)", "",
+             "| variant | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for r in results.values():
         lines.append(f"| {r['variant']} | " + " | ".join(_pct(r['groups'][g]['accuracy']) for g in groups) + " |")
     lines += ["", "## Table 3: TPR and FPR per group", "",
@@ -163,40 +272,56 @@ def markdown_report(results: dict[str, dict], figures: list[Path], calibration_s
     for r in results.values():
         lines.append(f"| {r['variant']} | " + " | ".join(_num(r['groups'][g]['tpr']) for g in groups) + " | "
                      + " | ".join(_num(r['groups'][g]['fpr']) for g in groups) + " |")
-    compared = [r for r in results.values() if "vs_fp32" in r]
-    if compared:
-        lines += ["", "## Does compression widen the minority's gap?", "",
-                  "Paired bootstrap of the change vs fp32 on the same test samples: WIDENS when the whole 95% CI is "
-                  "above 0, narrows when it is below, otherwise no detectable change.", "",
-                  "| variant | accuracy gap change [95% CI] | verdict | TPR gap change [95% CI] | verdict |",
-                  "|---|---|---|---|---|"]
-        for r in compared:
-            a, t = r["vs_fp32"]["gaps"]["accuracy_gap"], r["vs_fp32"]["gaps"]["tpr_gap"]
-            lines.append(f"| {r['variant']} | {_num(a['delta'])} [{_num(a['ci_low'])}, {_num(a['ci_high'])}] | "
-                         f"{_verdict(a)} | {_num(t['delta'])} [{_num(t['ci_low'])}, {_num(t['ci_high'])}] | {_verdict(t)} |")
-        lines += ["", "## Change vs fp32 (paired bootstrap on the same test samples)", "",
-                  "| variant | gap | change | 95% CI | p |", "|---|---|---|---|---|"]
-        for r in compared:
-            for gap in HEADLINE_GAPS:
-                c = r["vs_fp32"]["gaps"][gap]
-                lines.append(f"| {r['variant']} | {gap} | {_num(c['delta'])} | [{_num(c['ci_low'])}, "
-                             f"{_num(c['ci_high'])}] | {_num(c['p_value'])} |")
-        lines += ["", "## Per-sample flips vs fp32, by group", "",
-                  "| variant | group | n | flip rate | correct->wrong | wrong->correct | accuracy change | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in compared:
-            for g, f in r["vs_fp32"]["groups"].items():
-                lines.append(f"| {r['variant']} | {g} | {f['n']} | {_num(f['flip_rate'])} | {f['correct_to_wrong']} | "
-                             f"{f['wrong_to_correct']} | {_num(f['accuracy_delta'])} | {_num(f['mcnemar_p'])} |")
-    lines += calibration_table(calibration_sets or {})
+    return lines
+
+
+def _compression_sections(compared: list[dict], level: str) -> list[str]:
+    if not compared:
+        return []
+    lines = ["", "## Does compression widen the minority's gap?", "",
+             f"Paired bootstrap of the change vs fp32 on the same test samples: WIDENS when the whole {level} CI is "
+             "above 0, narrows when it is below, otherwise no detectable change.", "",
+             f"| variant | accuracy gap change [{level} CI] | verdict | TPR gap change [{level} CI] | verdict |",
+             "|---|---|---|---|---|"]
+    for r in compared:
+        a, t = r["vs_fp32"]["gaps"]["accuracy_gap"], r["vs_fp32"]["gaps"]["tpr_gap"]
+        lines.append(f"| {r['variant']} | {_ci(a, 'delta')} | {_verdict(a)} | {_ci(t, 'delta')} | {_verdict(t)} |")
+    lines += ["", "## Change vs fp32 (paired bootstrap on the same test samples)", "",
+              f"| variant | gap | change | {level} CI | p |", "|---|---|---|---|---|"]
+    for r in compared:
+        for gap in HEADLINE_GAPS:
+            c = r["vs_fp32"]["gaps"][gap]
+            lines.append(f"| {r['variant']} | {gap} | {_num(c['delta'])} | [{_num(c['ci_low'])}, "
+                         f"{_num(c['ci_high'])}] | {_num(c['p_value'])} |")
+    lines += ["", "## Per-sample flips vs fp32, by group", "",
+              "| variant | group | n | flip rate | correct->wrong | wrong->correct | accuracy change | McNemar p |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in compared:
+        for g, f in r["vs_fp32"]["groups"].items():
+            lines.append(f"| {r['variant']} | {g} | {f['n']} | {_num(f['flip_rate'])} | {f['correct_to_wrong']} | "
+                         f"{f['wrong_to_correct']} | {_num(f['accuracy_delta'])} | {_num(f['mcnemar_p'])} |")
+    return lines
+
+
+def _mixed_precision(results: dict[str, dict]) -> list[str]:
     mixed = [(r["variant"], layer) for r in results.values() for layer in r["details"].get("layers", [])
              if (layer["weight_bits"], layer["activation_bits"]) != (r["details"]["scheme"]["bits"],
                                                                      r["details"]["scheme"]["activation_bits"])]
-    if mixed:
-        lines += ["", "## Mixed precision: layers at their own bit-width", "", "| variant | layer | weight bits | input bits |",
-                  "|---|---|---|---|"]
-        lines += [f"| {v} | {layer['layer']} | {layer['weight_bits'] or 'float'} | {layer['activation_bits'] or 'float'} |"
-                  for v, layer in mixed]
+    if not mixed:
+        return []
+    rows = [f"| {v} | {layer['layer']} | {layer['weight_bits'] or 'float'} | {layer['activation_bits'] or 'float'} |"
+            for v, layer in mixed]
+    return ["", "## Mixed precision: layers at their own bit-width", "",
+            "| variant | layer | weight bits | input bits |", "|---|---|---|---|", *rows]
+
+
+def markdown_report(results: dict[str, dict], figures: list[Path],
+                    calibration_sets: dict[str, dict] | None = None) -> str:
+    first = next(iter(results.values()))
+    level = _level(first["confidence"])
+    lines = _intro(first) + _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
+    lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
+    lines += calibration_table(calibration_sets or {}) + _mixed_precision(results)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
 
@@ -205,7 +330,8 @@ def write_report(results: dict[str, dict], summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None) -> None:
     per_group, gaps = per_group_table(results), gaps_table(results)
     synthetic = any(r["synthetic"] for r in results.values())
-    figures = draw_figures(per_group, gaps, plots_dir, synthetic)
+    confidence = next(iter(results.values()))["confidence"]
+    figures = draw_figures(per_group, gaps, plots_dir, synthetic, confidence)
     write_csv(plots_dir / "per_group.csv", per_group)
     write_csv(plots_dir / "gaps.csv", gaps)
     with atomic_path(plots_dir / "report.md") as tmp:

@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from fairlearn.metrics import (
     MetricFrame,
@@ -9,7 +12,18 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 
-from fairquant.fairness.metrics import GroupCounts, fairness_metrics, group_labels, paired_comparison
+from fairquant.errors import FairquantError
+from fairquant.fairness.metrics import (
+    GroupCounts,
+    _stratified_resamples,
+    fairness_metrics,
+    group_labels,
+    paired_comparison,
+)
+from fairquant.io import predictions_schema, write_table
+from fairquant.params import EvaluateParams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Group a: TP 1, FN 1, FP 0, TN 2 -> TPR .5, FPR 0, accuracy .75, selection .25
 # Group b: TP 2, FN 0, FP 1, TN 1 -> TPR 1, FPR .5, accuracy .75, selection .75
@@ -19,7 +33,7 @@ GROUPS = np.array(list("aaaabbbb"))
 
 
 def test_rates_and_gaps_by_hand():
-    m = fairness_metrics(Y_TRUE, Y_PRED, GROUPS, n_boot=200)
+    m = fairness_metrics(Y_TRUE, Y_PRED, GROUPS, privileged_group="a", n_boot=200)
     assert m["groups"]["a"] == pytest.approx({"accuracy": 0.75, "tpr": 0.5, "fpr": 0.0, "selection_rate": 0.25,
                                               "n": 4, "positives": 2, "in_gaps": True})
     assert m["groups"]["b"]["tpr"] == 1.0 and m["groups"]["b"]["fpr"] == 0.5
@@ -27,7 +41,13 @@ def test_rates_and_gaps_by_hand():
     assert gaps["tpr_gap"] == 0.5 and gaps["fpr_gap"] == 0.5 and gaps["eq_odds"] == 0.5
     assert gaps["dp_gap"] == 0.5 and gaps["dp_ratio"] == pytest.approx(1 / 3)
     assert gaps["accuracy_gap"] == 0.0
-    assert gaps["disparate_impact"] == pytest.approx(3.0)  # b's selection over the privileged (first largest) a
+    assert gaps["disparate_impact"] == pytest.approx(3.0)  # b's selection over the declared privileged group a
+    assert m["signed"]["tpr"]["b"]["value"] == 0.5 and m["signed"]["fpr"]["b"]["value"] == 0.5
+    assert m["signed"]["accuracy"]["b"]["value"] == 0.0 and m["signed"]["selection_rate"]["b"]["value"] == 0.5
+    assert set(m["signed"]["tpr"]) == {"b"}  # the reference group has no difference to itself
+    flipped = fairness_metrics(Y_TRUE, Y_PRED, GROUPS, privileged_group="b", n_boot=200)
+    assert flipped["gaps"]["disparate_impact"]["value"] == pytest.approx(1 / 3)
+    assert flipped["signed"]["tpr"]["a"]["value"] == -0.5
     assert m["overall"]["accuracy"] == 0.75 and m["worst_group_accuracy"] == 0.75
 
 
@@ -80,24 +100,54 @@ def test_intersectional_groups_match_fairlearn_with_two_columns():
     assert ours == pytest.approx(equalized_odds_difference(y_true, y_pred, sensitive_features=frame))
 
 
-def test_bootstrap_interval_matches_row_resampling():
-    """The multinomial shortcut must give the same CI as resampling rows explicitly."""
+def _tpr_difference(cells):
+    """b's TPR minus a's from (..., 2, 4) counts."""
+    tpr = cells[..., 3] / (cells[..., 2] + cells[..., 3])
+    return tpr[..., 1] - tpr[..., 0]
+
+
+def test_stratified_resample_matches_explicit_stratified_row_resampling():
+    """The multinomial shortcut must be resampling rows with replacement within each group x label stratum."""
     rng = np.random.default_rng(7)
     n = 1500
     groups = rng.choice(["a", "b"], n, p=[0.75, 0.25])
     y_true = rng.integers(0, 2, n)
     y_pred = np.where(rng.random(n) < np.where(groups == "b", 0.7, 0.9), y_true, 1 - y_true)
-    ours = fairness_metrics(y_true, y_pred, groups, n_boot=4000, seed=1)["gaps"]["tpr_gap"]
+    cells = GroupCounts.from_predictions(y_true, y_pred, groups).cells
+    by_label, by_group = _stratified_resamples(cells, 4000, np.random.default_rng(1))
     explicit = []
+    strata = [np.flatnonzero((groups == g) & (y_true == y)) for g in ("a", "b") for y in (0, 1)]
     for _ in range(2000):
-        idx = rng.integers(0, n, n)
-        g, t, p = groups[idx], y_true[idx], y_pred[idx]
-        tpr = [p[(g == k) & (t == 1)].mean() for k in ("a", "b")]
-        explicit.append(abs(tpr[0] - tpr[1]))
-    low, high = np.percentile(explicit, [2.5, 97.5])
-    assert ours["ci_low"] == pytest.approx(low, abs=0.012)
-    assert ours["ci_high"] == pytest.approx(high, abs=0.012)
-    assert ours["ci_low"] < ours["value"] < ours["ci_high"]
+        idx = np.concatenate([rng.choice(rows, rows.size) for rows in strata])
+        explicit.append(GroupCounts.from_predictions(y_true[idx], y_pred[idx], groups[idx]).cells)
+    ours, theirs = _tpr_difference(by_label), _tpr_difference(np.array(explicit))
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.06)
+    assert np.percentile(ours, [2.5, 97.5]) == pytest.approx(np.percentile(theirs, [2.5, 97.5]), abs=0.012)
+    assert (by_group.sum(axis=-1) == cells.sum(axis=-1)).all()  # group sizes fixed
+    # the published interval is the point +- c se with c about z for two groups, se as in explicit resampling
+    signed = fairness_metrics(y_true, y_pred, groups, privileged_group="a", n_boot=4000, seed=1)["signed"]["tpr"]["b"]
+    assert signed["value"] == pytest.approx(_tpr_difference(cells))
+    assert (signed["ci_high"] - signed["ci_low"]) / 2 == pytest.approx(1.96 * theirs.std(), rel=0.08)
+
+
+def test_small_group_keeps_its_positives_in_every_resample():
+    """Groups of 1000, 1000 and 30 rows, 3 positives in the small one: its TPR (0) must stay in every gap."""
+    # (tn, fp, fn, tp): TPRs 410/450 = 0.911, 400/450 = 0.889 and 0/3
+    cells = np.array([[500, 50, 40, 410], [500, 50, 50, 400], [25, 2, 3, 0]])
+    names = np.array(["a", "b", "c"])
+    flat = np.repeat(np.tile(np.arange(4), 3), cells.ravel())
+    groups = np.repeat(np.repeat(names, 4), cells.ravel())
+    m = fairness_metrics(flat // 2, flat % 2, groups, privileged_group="a", n_boot=1000)
+    gap = m["gaps"]["tpr_gap"]
+    assert gap["value"] == pytest.approx(410 / 450)
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"]
+    assert gap["ci_low"] > 0.3  # the row bootstrap reported [0.017, 0.935]: a and b alone in some resamples
+    by_label, by_group = _stratified_resamples(cells, 1000, np.random.default_rng(0))
+    assert (by_label[..., 2:].sum(axis=-1) == cells[:, 2:].sum(axis=-1)).all()  # positives per group fixed
+    assert (by_group.sum(axis=-1) == cells.sum(axis=-1)).all()
+    # the unstratified row bootstrap this replaced does drop the small group's positives in some resamples
+    rows = np.random.default_rng(0).multinomial(cells.sum(), cells.ravel() / cells.sum(), size=1000).reshape(1000, 3, 4)
+    assert (rows[:, 2, 2:].sum(axis=-1) == 0).any()
 
 
 def test_collapse_is_flagged():
@@ -138,3 +188,67 @@ def test_paired_test_detects_a_real_change():
     assert result["gaps"]["tpr_gap"]["delta"] > 0
     assert result["gaps"]["tpr_gap"]["ci_low"] > 0 and result["gaps"]["tpr_gap"]["p_value"] < 0.01
     assert result["groups"]["b"]["mcnemar_p"] < 1e-6
+
+
+def _evaluate(params, groups, y_true, y_pred):
+    from fairquant.fairness.evaluation import evaluate_variant
+
+    table = pd.DataFrame({"sample_id": [str(i) for i in range(len(groups))], "y_true": y_true, "y_pred": y_pred,
+                          "Male": groups})
+    info = {"name": "fp32", "kind": "fp32", "kernels": "fp32", "synthetic": True, "size_bytes": 1}
+    return evaluate_variant(table, table, info, ["Male"], params)
+
+
+@pytest.mark.parametrize("privileged, message", [
+    (None, "evaluate.privileged_group is null; set it to the reference group, one of ['Female', 'Male']"),
+    ("Woman", "evaluate.privileged_group is 'Woman', not one of the groups in gaps ['Female', 'Male'] (groups under "
+              "evaluate.min_group_size=1 are left out); set it to one of them"),
+])
+def test_privileged_group_must_be_declared_and_exist(privileged, message):
+    groups = np.array(["Female"] * 6 + ["Male"] * 4)
+    with pytest.raises(FairquantError) as info:
+        params = EvaluateParams(privileged_group=privileged, bootstrap=100)
+        _evaluate(params, groups, np.arange(10) % 2, np.zeros(10, int))
+    assert str(info.value) == message
+
+
+def test_min_group_size_above_every_group_is_one_clear_error():
+    groups = np.array(["Female"] * 6 + ["Male"] * 4)
+    params = EvaluateParams(privileged_group="Female", min_group_size=50, bootstrap=100)
+    with pytest.raises(FairquantError) as info:
+        _evaluate(params, groups, np.arange(10) % 2, np.zeros(10, int))
+    assert str(info.value) == ("evaluate.min_group_size is 50 but the largest group has 6 test samples, so no group is "
+                               "left for gaps; set evaluate.min_group_size to at most 6")
+
+
+def test_gaps_over_fewer_than_two_usable_groups_stay_null():
+    groups = np.array(["Female"] * 60 + ["Male"] * 4)
+    y_true = np.arange(64) % 2
+    params = EvaluateParams(privileged_group="Female", min_group_size=10, bootstrap=100)
+    m = _evaluate(params, groups, y_true, y_true)
+    assert m["groups"]["Male"]["in_gaps"] is False
+    for gap in m["gaps"].values():
+        assert np.isnan(gap["value"]) and np.isnan(gap["ci_low"]) and np.isnan(gap["ci_high"])
+    assert m["signed"]["tpr"] == {}
+
+
+def test_stage_turns_a_missing_privileged_group_into_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from fairquant.io import write_json
+
+    groups = np.array(["Female"] * 6 + ["Male"] * 4)
+    table = pd.DataFrame({"sample_id": [str(i) for i in range(10)], "y_true": np.arange(10) % 2,
+                          "y_score": np.zeros(10, np.float32), "y_pred": np.zeros(10, int), "Male": groups})
+    folder = tmp_path / "fp32"
+    write_table(folder / "test.parquet", table, predictions_schema(["Male"]))
+    write_json(folder / "info.json", {"name": "fp32", "kind": "fp32", "kernels": "fp32", "synthetic": True,
+                                      "size_bytes": 1})
+    (tmp_path / "params.yaml").write_text("evaluate:\n  privileged_group: null\n")
+    result = subprocess.run([sys.executable, "-m", "stages.evaluate", str(folder), "--out", str(tmp_path / "metrics"),
+                             "--params", str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: evaluate.privileged_group is null; set it to the reference group, "
+                                     "one of ['Female', 'Male']")
+    assert not (tmp_path / "metrics").exists()

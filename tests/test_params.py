@@ -21,6 +21,10 @@ def test_project_params_are_valid():
     ({"generate": {"minority_share": 1.5}}, "params.yaml: 'generate.minority_share': expected less than 1; found 1.5"),
     ({"data": {"protected": []}}, "params.yaml: 'data.protected': List should have at least 1 item after validation, not 0; found []"),
     ({"nonsense": {}}, "params.yaml: unknown key 'nonsense' (found {}); remove it or fix its spelling"),
+    ({"data": {"protected": ["Male", "Young", "Male"]}},
+     "params.yaml: 'data': data.protected names Male more than once; list each attribute once"),
+    ({"data": {"protected": ["Smiling"]}},
+     "params.yaml: 'data': data.target 'Smiling' is also in data.protected; a target cannot be its own group"),
 ])
 def test_errors_name_the_key_expected_and_found(raw, message):
     with pytest.raises(FairquantError) as info:
@@ -38,3 +42,4 @@ def test_not_a_mapping(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FairquantError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
+

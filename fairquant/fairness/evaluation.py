@@ -18,8 +18,11 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: d
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
         raise FairquantError(f"predictions of {info['name']} and fp32 cover different test samples; re-run predict")
     groups = group_labels(predictions, protected)
-    options = {"n_boot": params.bootstrap, "confidence": params.confidence, "seed": params.seed,
-               "min_group_size": params.min_group_size}
+    if params.privileged_group is None:
+        raise FairquantError(f"evaluate.privileged_group is null; set it to the reference group, one of "
+                             f"{sorted(set(groups.tolist()))}")
+    options = {"privileged_group": params.privileged_group, "n_boot": params.bootstrap,
+               "confidence": params.confidence, "seed": params.seed, "min_group_size": params.min_group_size}
     y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
     result = {
         "variant": info["name"], "kind": info["kind"], "kernels": info["kernels"],

@@ -1,12 +1,30 @@
 """Group fairness metrics with bootstrap confidence intervals and paired tests, on one vocabulary.
 
-Every metric is a function of per-group confusion counts (TN, FP, FN, TP). That makes the bootstrap
-exact and fast: resampling n rows with replacement is a multinomial draw over the G x 4 cells, so 1000
-resamples of 20k rows cost a few milliseconds instead of minutes. Definitions match fairlearn's:
-a gap is the largest minus the smallest group value; ``eq_odds`` is the larger of the TPR and FPR gaps;
-``dp_ratio`` is the smallest over the largest selection rate. A group whose rate is undefined (no
-positives for TPR, no negatives for FPR) is left out of that gap; a gap over fewer than two groups is
-undefined (null in JSON), never an error.
+Every metric is a function of per-group confusion counts (TN, FP, FN, TP), so the bootstrap draws counts,
+not rows: 1000 resamples of 20k rows cost milliseconds. The resample is stratified so that a rate defined
+on the test set stays defined in every resample, and a gap is never computed over fewer groups than its
+point estimate: TPR and FPR (and equalized odds) come from a resample that keeps each group's positives
+and negatives (group x label strata), accuracy and selection rates from one that keeps each group's size.
+
+Definitions match fairlearn's: a gap is the largest minus the smallest group value; ``eq_odds`` is the
+larger of the TPR and FPR gaps; ``dp_ratio`` is the smallest over the largest selection rate. A group whose
+rate is undefined (no positives for TPR, no negatives for FPR) is left out of that gap; a gap over fewer
+than two groups is undefined (null in JSON), never an error.
+
+Intervals (``INTERVAL_METHODS`` names them in the output):
+
+- differences between groups, pairwise or against the privileged group, are simultaneous max-t intervals
+  d +- c se: se is each difference's bootstrap SD, c the confidence quantile over resamples of the largest
+  |d* - d| / se in the family, so the whole family covers together (for two groups c is about z);
+- a gap is max |d_ij|; its interval runs from the largest distance of any pairwise interval from 0 to the
+  farthest end of any pairwise interval. It holds the gap by construction and reaches 0 when every pair's
+  interval covers 0. ``dp_ratio`` and disparate impact are the same on log selection rates;
+- the single-model resample draws from Jeffreys-smoothed cell shares, (count + 1/2) / (n + cells/2): with
+  plain shares a group with 0 of 3 positives found would have a TPR of exactly 0 in every resample and an
+  interval of zero width. On large groups the smoothing changes nothing visible. The paired resample is not
+  smoothed: a cell where the two models disagree and no row falls is empty by construction, not by chance;
+- changes against a reference model (fp32) are Wald intervals delta +- z se from a paired bootstrap of the
+  same rows, with p = 2 Phi(-|delta| / se): the interval excludes 0 exactly when p < 1 - confidence.
 """
 
 from __future__ import annotations
@@ -15,10 +33,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
+
+from fairquant.errors import FairquantError
 
 GAPS = ("accuracy_gap", "tpr_gap", "fpr_gap", "eq_odds", "dp_gap", "dp_ratio", "disparate_impact")
 RATES = ("accuracy", "tpr", "fpr", "selection_rate")
+BY_LABEL = ("tpr", "fpr")  # rates taken from the group x label resample; the others from the group resample
+GAP_RATES = {"accuracy_gap": ("accuracy",), "tpr_gap": ("tpr",), "fpr_gap": ("fpr",), "eq_odds": ("tpr", "fpr"),
+             "dp_gap": ("selection_rate",)}
+JEFFREYS = 0.5
+_MAXT = "simultaneous max-t over {}, bootstrap stratified by {}"
+INTERVAL_METHODS = {
+    "accuracy_gap": _MAXT.format("pairwise differences", "group"),
+    "tpr_gap": _MAXT.format("pairwise differences", "group x label"),
+    "fpr_gap": _MAXT.format("pairwise differences", "group x label"),
+    "eq_odds": _MAXT.format("pairwise TPR and FPR differences", "group x label"),
+    "dp_gap": _MAXT.format("pairwise differences", "group"),
+    "dp_ratio": _MAXT.format("pairwise log ratios", "group"),
+    "disparate_impact": _MAXT.format("log ratios to the privileged group", "group"),
+    "signed_by_group": _MAXT.format("differences to the privileged group", "group"),
+    "signed_by_label": _MAXT.format("differences to the privileged group", "group x label"),
+    "paired": "Wald, paired bootstrap SE (stratified like the statistic), p = 2 Phi(-|delta|/se)",
+}
 
 
 def group_labels(frame: pd.DataFrame, protected: list[str]) -> np.ndarray:
@@ -40,7 +77,7 @@ class GroupCounts:
         names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
         cell = 2 * np.asarray(y_true, dtype=np.int64) + np.asarray(y_pred, dtype=np.int64)
         counts = np.bincount(index * 4 + cell, minlength=4 * len(names)).reshape(len(names), 4)
-        return cls(list(names), counts)
+        return cls([str(name) for name in names], counts)
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -56,6 +93,12 @@ def rates(cells: np.ndarray) -> dict[str, np.ndarray]:
             "selection_rate": _divide(tp + fp, n), "n": n, "positives": tp + fn}
 
 
+def _rate_table(by_label: np.ndarray, by_group: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rate from the counts whose stratification keeps it defined (pass the same counts twice for points)."""
+    label_rates, group_rates = rates(by_label), rates(by_group)
+    return {k: (label_rates if k in BY_LABEL else group_rates)[k] for k in RATES}
+
+
 def _spread(values: np.ndarray) -> np.ndarray:
     """Largest minus smallest over the groups axis, ignoring undefined groups; NaN with < 2 defined."""
     defined = np.isfinite(values)
@@ -65,21 +108,26 @@ def _spread(values: np.ndarray) -> np.ndarray:
     return np.where(enough, high - low, np.nan)
 
 
-def gaps(cells: np.ndarray, privileged: int) -> dict[str, np.ndarray]:
-    """Every gap from (..., G, 4) counts. ``privileged`` indexes the reference group for disparate impact."""
-    r = rates(cells)
+def _disparate_impact(selection: np.ndarray, reference: int | None) -> np.ndarray:
+    """Smallest selection rate of another group over the reference group's; NaN without a reference."""
+    if reference is None:
+        return np.full(selection.shape[:-1], np.nan)
+    others = np.delete(selection, reference, axis=-1)
+    base = selection[..., reference, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(base > 0, others / base, np.nan)
+    defined = np.isfinite(ratio)
+    return np.where(defined.any(-1), np.where(defined, ratio, np.inf).min(-1, initial=np.inf), np.nan)
+
+
+def gaps(r: dict[str, np.ndarray], reference: int | None) -> dict[str, np.ndarray]:
+    """Every gap from per-group rates (..., G); ``reference`` indexes the group disparate impact is taken against."""
     selection = r["selection_rate"]
     defined = np.isfinite(selection)
     high = np.where(defined, selection, -np.inf).max(axis=-1)
     low = np.where(defined, selection, np.inf).min(axis=-1)
-    others = np.delete(selection, privileged, axis=-1)
-    reference = selection[..., privileged][..., None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio_to_reference = np.where(reference > 0, others / reference, np.nan)
         dp_ratio = np.where((defined.sum(-1) >= 2) & (high > 0), low / np.where(high > 0, high, 1), np.nan)
-    defined_ratio = np.isfinite(ratio_to_reference)
-    disparate_impact = np.where(defined_ratio.any(-1), np.where(defined_ratio, ratio_to_reference, np.inf).min(-1),
-                                np.nan)
     tpr_gap, fpr_gap = _spread(r["tpr"]), _spread(r["fpr"])
     return {
         "accuracy_gap": _spread(r["accuracy"]),
@@ -88,41 +136,150 @@ def gaps(cells: np.ndarray, privileged: int) -> dict[str, np.ndarray]:
         "eq_odds": np.fmax(tpr_gap, fpr_gap),  # fmax: one undefined gap leaves the other
         "dp_gap": _spread(selection),
         "dp_ratio": dp_ratio,
-        "disparate_impact": disparate_impact,
+        "disparate_impact": _disparate_impact(selection, reference),
     }
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    finite = samples[np.isfinite(samples)]
-    if finite.size < 0.5 * samples.size:  # undefined in most resamples: no honest interval
+def _resample_within(strata: np.ndarray, n_boot: int, rng: np.random.Generator, prior: float = 0.0) -> np.ndarray:
+    """(..., K) counts, each leading index a stratum of fixed size -> (n_boot, ..., K) multinomial resamples.
+
+    With ``prior`` 0 this is exactly resampling rows with replacement within each stratum; ``prior``
+    pseudo-counts per cell smooth the shares the rows are drawn with.
+    """
+    totals = strata.sum(axis=-1)
+    shares = (strata + prior) / np.maximum(totals + prior * strata.shape[-1], 1e-12)[..., None]
+    return rng.multinomial(totals, shares, size=(n_boot,) + totals.shape)
+
+
+def _stratified_resamples(cells: np.ndarray, n_boot: int, rng: np.random.Generator,
+                          prior: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two resamples of counts shaped (G, 2 labels, ...): group x label totals kept, and group totals kept."""
+    groups, shape = cells.shape[0], (n_boot,) + cells.shape
+    by_label = _resample_within(cells.reshape(groups, 2, -1), n_boot, rng, prior).reshape(shape)
+    by_group = _resample_within(cells.reshape(groups, -1), n_boot, rng, prior).reshape(shape)
+    return by_label, by_group
+
+
+def _pairwise(values: np.ndarray) -> np.ndarray:
+    """(..., G) -> (..., G(G-1)/2) differences r_i - r_j over pairs i < j."""
+    i, j = np.triu_indices(values.shape[-1], 1)
+    return values[..., i] - values[..., j]
+
+
+def _versus(values: np.ndarray, reference: int) -> np.ndarray:
+    """(..., G) -> (..., G-1) differences r_g - r_reference for every other group g."""
+    return np.delete(values, reference, axis=-1) - values[..., reference, None]
+
+
+def _log(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(values)
+
+
+def _simultaneous(point: np.ndarray, boot: np.ndarray, confidence: float,
+                  bound: float | None = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Max-t intervals point +- c se for a family of differences: point (P,), boot (n_boot, P).
+
+    NaN where a difference is undefined (a group without positives) or its bootstrap is not finite (the log
+    of a zero rate); ``bound`` clips the ends to [-bound, bound] (differences of rates lie in [-1, 1]).
+    """
+    with np.errstate(invalid="ignore"):
+        se = boot.std(axis=0)
+    usable = np.isfinite(point) & np.isfinite(se)
+    t = np.abs(boot[:, usable] - point[usable]) / np.where(se[usable] > 0, se[usable], np.inf)
+    c = float(np.quantile(t.max(axis=1), confidence)) if usable.any() else 0.0
+    half = np.where(usable, c * se, np.nan)
+    low, high = point - half, point + half
+    if bound is not None:
+        low, high = np.clip(low, -bound, bound), np.clip(high, -bound, bound)
+    return low, high
+
+
+def _max_abs_interval(point: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
+    """Interval for max |d| over a family, from the family's simultaneous intervals; NaN with nothing defined."""
+    used = ~np.isnan(point)
+    if not used.any() or not np.isfinite(low[used]).all() or not np.isfinite(high[used]).all():
         return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
+    nearest = np.maximum(np.maximum(low, -high), 0.0)[used]
+    farthest = np.maximum(np.abs(low), np.abs(high))[used]
+    return float(nearest.max()), float(farthest.max())
 
 
-def _multinomial_resamples(cells: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Row bootstrap as a multinomial draw over the flattened cells; returns (n_boot, *cells.shape)."""
-    flat = cells.reshape(-1).astype(np.int64)
-    total = int(flat.sum())
-    draws = np.random.default_rng(seed).multinomial(total, flat / total, size=n_boot)
-    return draws.reshape((n_boot,) + cells.shape)
+def _family(point: dict, boot: dict, keys: tuple[str, ...], contrast, confidence: float,
+            bound: float | None = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point contrasts of the rates ``keys`` (concatenated) with their simultaneous intervals."""
+    with np.errstate(invalid="ignore"):  # log ratios of two zero rates: NaN, their interval null
+        d = np.concatenate([contrast(point[k]) for k in keys], axis=-1)
+        d_boot = np.concatenate([contrast(boot[k]) for k in keys], axis=-1)
+    return (d, *_simultaneous(d, d_boot, confidence, bound))
 
 
-def _usable(counts: GroupCounts, min_group_size: int) -> np.ndarray:
-    return counts.cells.sum(axis=1) >= min_group_size
+def _gap_intervals(point: dict, boot: dict, reference: int | None, confidence: float) -> dict[str, tuple]:
+    out = {gap: _max_abs_interval(*_family(point, boot, keys, _pairwise, confidence))
+           for gap, keys in GAP_RATES.items()}
+    log_pairs = _family(point, boot, ("selection_rate",), lambda v: _pairwise(_log(v)), confidence, None)
+    low, high = _max_abs_interval(*log_pairs)
+    out["dp_ratio"] = (float(np.exp(-high)), float(np.exp(-low)))  # min/max = exp(-max |log ratio|)
+    out["disparate_impact"] = (float("nan"), float("nan"))
+    if reference is not None:
+        log_ratios = lambda v: _versus(_log(v), reference)  # noqa: E731
+        d, low, high = _family(point, boot, ("selection_rate",), log_ratios, confidence, None)
+        used = ~np.isnan(d)
+        if used.any() and np.isfinite(low[used]).all() and np.isfinite(high[used]).all():
+            out["disparate_impact"] = (float(np.exp(low[used]).min()), float(np.exp(high[used]).min()))
+    return out
 
 
-def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, *, n_boot: int = 1000,
-                     confidence: float = 0.95, seed: int = 0, min_group_size: int = 1) -> dict:
-    """Overall and per-group rates, every gap with a bootstrap CI, worst group, and collapse."""
+def _signed_method(rate: str) -> str:
+    return INTERVAL_METHODS["signed_by_label" if rate in BY_LABEL else "signed_by_group"]
+
+
+def _signed_differences(point: dict, boot: dict, names: list[str], reference: int | None, confidence: float) -> dict:
+    """Per rate, each group's value minus the privileged group's, with intervals simultaneous over the groups."""
+    if reference is None:
+        return {}
+    others = names[:reference] + names[reference + 1:]
+    out = {}
+    for rate in RATES:
+        d, low, high = _family(point, boot, (rate,), lambda v: _versus(v, reference), confidence)
+        out[rate] = {name: {"value": float(d[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
+                            "interval_method": _signed_method(rate)} for k, name in enumerate(others)}
+    return out
+
+
+def _usable(sizes: np.ndarray, min_group_size: int) -> np.ndarray:
+    largest = int(sizes.max(initial=0))
+    if largest < min_group_size:
+        raise FairquantError(f"evaluate.min_group_size is {min_group_size} but the largest group has {largest} test "
+                             f"samples, so no group is left for gaps; set evaluate.min_group_size to at most {largest}")
+    return sizes >= min_group_size
+
+
+def _reference_index(names: list[str], privileged_group: str | None, min_group_size: int) -> int | None:
+    if privileged_group is None:
+        return None
+    if privileged_group not in names:
+        raise FairquantError(f"evaluate.privileged_group is {privileged_group!r}, not one of the groups in gaps "
+                             f"{names} (groups under evaluate.min_group_size={min_group_size} are left out); "
+                             "set it to one of them")
+    return names.index(privileged_group)
+
+
+def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, *, privileged_group: str | None = None,
+                     n_boot: int = 1000, confidence: float = 0.95, seed: int = 0, min_group_size: int = 1) -> dict:
+    """Overall and per-group rates, every gap and signed difference with a bootstrap CI, worst group, collapse.
+
+    Signed differences and disparate impact are taken against ``privileged_group``; without one they are
+    left out (an empty ``signed`` block, null disparate impact).
+    """
     counts = GroupCounts.from_predictions(y_true, y_pred, groups)
-    usable = _usable(counts, min_group_size)
+    usable = _usable(counts.cells.sum(axis=1), min_group_size)
     cells = counts.cells[usable]
     names = [name for name, keep in zip(counts.names, usable) if keep]
-    privileged = int(np.argmax(cells.sum(axis=1))) if len(names) else 0
-    point = gaps(cells, privileged)
-    boot = gaps(_multinomial_resamples(cells, n_boot, seed), privileged)
+    reference = _reference_index(names, privileged_group, min_group_size)
+    point = _rate_table(cells, cells)
+    boot = _rate_table(*_stratified_resamples(cells, n_boot, np.random.default_rng(seed), JEFFREYS))
+    values, intervals = gaps(point, reference), _gap_intervals(point, boot, reference, confidence)
     per_group = rates(counts.cells)
     overall = rates(counts.cells.sum(axis=0, keepdims=True))
     group_accuracy = np.where(usable, per_group["accuracy"], np.nan)
@@ -133,9 +290,12 @@ def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
         "groups": {name: {**{k: float(per_group[k][g]) for k in RATES}, "n": int(per_group["n"][g]),
                           "positives": int(per_group["positives"][g]), "in_gaps": bool(usable[g])}
                    for g, name in enumerate(counts.names)},
-        "gaps": {k: {"value": float(point[k]), **dict(zip(("ci_low", "ci_high"), _interval(boot[k], confidence)))}
-                 for k in GAPS},
-        "privileged_group": names[privileged] if names else None,
+        "confidence": confidence,
+        "bootstrap": n_boot,
+        "privileged_group": privileged_group,
+        "gaps": {k: {"value": float(values[k]), "ci_low": intervals[k][0], "ci_high": intervals[k][1],
+                     "interval_method": INTERVAL_METHODS[k]} for k in GAPS},
+        "signed": _signed_differences(point, boot, names, reference, confidence),
         "worst_group": counts.names[int(np.nanargmin(group_accuracy))] if np.isfinite(group_accuracy).any() else None,
         "worst_group_accuracy": float(np.nanmin(group_accuracy)) if np.isfinite(group_accuracy).any() else float("nan"),
         # A model that predicts one class for nearly everything makes every gap look fair: flag it.
@@ -143,44 +303,37 @@ def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
     }
 
 
-def _p_value(deltas: np.ndarray) -> float:
-    finite = deltas[np.isfinite(deltas)]
-    if finite.size == 0:
-        return float("nan")
-    return float(min(1.0, 2 * min((finite <= 0).mean(), (finite >= 0).mean())))
+def _wald(delta: np.ndarray, boot: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """delta +- z se and p = 2 Phi(-|delta| / se), se the bootstrap SD.
 
-
-def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_variant: np.ndarray, groups: np.ndarray, *,
-                      n_boot: int = 1000, confidence: float = 0.95, seed: int = 0, min_group_size: int = 1) -> dict:
-    """How each gap and group accuracy moved from the reference (fp32) to a variant, on the same samples.
-
-    Paired bootstrap over the joint cells (group, label, reference prediction, variant prediction): both
-    models are resampled on the same rows, so the interval is for the change, not for two separate runs.
-    Per group, an exact McNemar test on the discordant pairs says whether accuracy changed.
+    One rule for both: the interval excludes 0 exactly when p < 1 - confidence.
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    a, b = np.asarray(pred_reference, dtype=np.int64), np.asarray(pred_variant, dtype=np.int64)
-    names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    joint = np.bincount(index * 8 + 4 * y_true + 2 * a + b, minlength=8 * len(names)).reshape(len(names), 2, 2, 2)
-    usable = joint.sum(axis=(1, 2, 3)) >= min_group_size
-    joint_used = joint[usable]
-    privileged = int(np.argmax(joint_used.sum(axis=(1, 2, 3)))) if usable.any() else 0
+    with np.errstate(invalid="ignore"):
+        se = boot.std(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(se > 0, np.abs(delta) / se, np.where(delta == 0, 0.0, np.inf))
+    defined = np.isfinite(delta) & np.isfinite(se)
+    z = norm.ppf(0.5 + confidence / 2)
+    return {"delta": delta, "ci_low": delta - z * se, "ci_high": delta + z * se,
+            "p_value": np.where(defined, 2 * norm.sf(score), np.nan)}
 
-    def cells_of(j: np.ndarray, which: int) -> np.ndarray:  # (..., G, 2, 2, 2) -> (..., G, 4)
-        per_model = j.sum(axis=-1) if which == 0 else j.sum(axis=-2)
-        return per_model.reshape(per_model.shape[:-2] + (4,))
 
-    resampled = _multinomial_resamples(joint_used, n_boot, seed)
-    point_ref, point_var = gaps(cells_of(joint_used, 0), privileged), gaps(cells_of(joint_used, 1), privileged)
-    boot_ref, boot_var = gaps(cells_of(resampled, 0), privileged), gaps(cells_of(resampled, 1), privileged)
-    gap_changes = {}
-    for k in GAPS:
-        delta = boot_var[k] - boot_ref[k]
-        low, high = _interval(delta, confidence)
-        gap_changes[k] = {"delta": float(point_var[k] - point_ref[k]), "ci_low": low, "ci_high": high,
-                          "p_value": _p_value(delta)}
-    correct_ref = (a == y_true)
-    correct_var = (b == y_true)
+def _change(delta: np.ndarray, boot: np.ndarray, confidence: float) -> list[dict]:
+    """One JSON-ready dict per entry of the last axis."""
+    wald = _wald(np.atleast_1d(delta), boot.reshape(boot.shape[0], -1), confidence)
+    return [{**{k: float(v[i]) for k, v in wald.items()}, "interval_method": INTERVAL_METHODS["paired"]}
+            for i in range(wald["delta"].size)]
+
+
+def _model_cells(joint: np.ndarray, which: int) -> np.ndarray:
+    """(..., G, 2 labels, 2 reference preds, 2 variant preds) -> (..., G, 4) counts of one model."""
+    per_model = joint.sum(axis=-1) if which == 0 else joint.sum(axis=-2)
+    return per_model.reshape(per_model.shape[:-2] + (4,))
+
+
+def _flips(y_true: np.ndarray, a: np.ndarray, b: np.ndarray, index: np.ndarray, names: list[str]) -> dict:
+    """Per group, how predictions moved between the two models, with an exact McNemar test on accuracy."""
+    correct_ref, correct_var = (a == y_true), (b == y_true)
     flips = {}
     for g, name in enumerate(names):
         mask = index == g
@@ -198,6 +351,39 @@ def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
             "accuracy_delta": (gained - lost) / max(int(mask.sum()), 1),
             "mcnemar_p": float(binomtest(lost, lost + gained, 0.5).pvalue) if lost + gained else 1.0,
         }
+    return flips
+
+
+def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_variant: np.ndarray, groups: np.ndarray, *,
+                      privileged_group: str | None = None, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                      min_group_size: int = 1) -> dict:
+    """How each gap and signed difference moved from the reference (fp32) to a variant, on the same samples.
+
+    Paired bootstrap over the joint cells (group, label, reference prediction, variant prediction), stratified
+    like the single-model one: both models are resampled on the same rows, so the interval is for the
+    change, not for two separate runs. Per group, an exact McNemar test says whether accuracy changed.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    a, b = np.asarray(pred_reference, dtype=np.int64), np.asarray(pred_variant, dtype=np.int64)
+    names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    joint = np.bincount(index * 8 + 4 * y_true + 2 * a + b, minlength=8 * len(names)).reshape(len(names), 2, 2, 2)
+    usable = _usable(joint.sum(axis=(1, 2, 3)), min_group_size)
+    used_names = [str(name) for name, keep in zip(names, usable) if keep]
+    reference = _reference_index(used_names, privileged_group, min_group_size)
+    joint_used = joint[usable]
+    by_label, by_group = _stratified_resamples(joint_used, n_boot, np.random.default_rng(seed))
+    point = [_rate_table(_model_cells(joint_used, m), _model_cells(joint_used, m)) for m in (0, 1)]
+    boot = [_rate_table(_model_cells(by_label, m), _model_cells(by_group, m)) for m in (0, 1)]
+    point_gaps, boot_gaps = [gaps(p, reference) for p in point], [gaps(r, reference) for r in boot]
+    gap_changes = {k: _change(point_gaps[1][k] - point_gaps[0][k], boot_gaps[1][k] - boot_gaps[0][k], confidence)[0]
+                   for k in GAPS}
+    signed = {}
+    if reference is not None:
+        others = used_names[:reference] + used_names[reference + 1:]
+        for rate in RATES:
+            delta = _versus(point[1][rate], reference) - _versus(point[0][rate], reference)
+            delta_boot = _versus(boot[1][rate], reference) - _versus(boot[0][rate], reference)
+            signed[rate] = dict(zip(others, _change(delta, delta_boot, confidence)))
     total_flipped = int((a != b).sum())
-    return {"gaps": gap_changes, "groups": flips,
+    return {"gaps": gap_changes, "signed": signed, "groups": _flips(y_true, a, b, index, [str(n) for n in names]),
             "flip_rate": total_flipped / max(len(a), 1), "flipped": total_flipped}

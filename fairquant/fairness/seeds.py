@@ -1,0 +1,73 @@
+"""Training seeds as part of the study: does a gap change survive training randomness?
+
+Each training seed gives its own fp32 model, its own compressed variants and its own paired comparison on the
+same test split. Per variant and gap this module collects the per-seed values, their mean and between-seed
+standard deviation, and a verdict on the change vs fp32 that must hold across seeds: a one-sample t-test of the
+per-seed changes (n - 1 degrees of freedom, at the study's confidence). The between-seed spread of the changes
+carries training randomness (and, since every seed is scored on the same test images, only part of the
+test-sampling noise, which each seed's paired bootstrap CI reports). With a single seed there is no across-seed
+verdict, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, between-seed standard deviation (ddof 1; null for one seed), min and max of the defined values."""
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return {"values": values, "mean": None, "sd": None, "min": None, "max": None}
+    return {"values": values, "mean": float(finite.mean()), "sd": float(finite.std(ddof=1)) if finite.size > 1 else None,
+            "min": float(finite.min()), "max": float(finite.max())}
+
+
+def across_seeds(changes: list[float], confidence: float) -> dict:
+    """t-interval of the mean per-seed change and its verdict: 'widens' / 'narrows' when the whole interval is
+    above / below 0, 'no consistent change' otherwise; 'one seed' when there is nothing to test across."""
+    finite = np.array([c for c in changes if c is not None and math.isfinite(c)], dtype=float)
+    n = int(finite.size)
+    if n < 2:
+        return {"test": "one seed: no across-seed test", "n": n, "mean": float(finite.mean()) if n else None,
+                "ci_low": None, "ci_high": None, "p_value": None, "verdict": "one seed"}
+    mean, sd = float(finite.mean()), float(finite.std(ddof=1))
+    if sd == 0.0:  # every seed gave the same change: the interval is that point
+        low = high = mean
+        p_value = 1.0 if mean == 0 else 0.0
+    else:
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+        low, high = mean - half, mean + half
+        p_value = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    verdict = "widens" if low > 0 else "narrows" if high < 0 else "no consistent change"
+    return {"test": f"one-sample t-test over {n} seeds", "n": n, "mean": mean, "ci_low": low, "ci_high": high,
+            "p_value": p_value, "verdict": verdict}
+
+
+def seed_table(per_seed: dict[int, dict[str, dict]], gaps: tuple[str, ...], confidence: float) -> dict[str, dict]:
+    """Per variant slot: accuracy and each gap across seeds, and each gap's change vs fp32 across seeds.
+
+    ``per_seed`` maps a training seed to that seed's metrics by slot (the evaluate stage's JSON files)."""
+    seeds = sorted(per_seed)
+    slots = list(per_seed[seeds[0]])
+    out = {}
+    for slot in slots:
+        runs = [per_seed[s][slot] for s in seeds]
+        entry = {"variant": runs[0]["variant"], "seeds": seeds,
+                 "accuracy": spread([r["overall"]["accuracy"] for r in runs]),
+                 "worst_group_accuracy": spread([r["worst_group_accuracy"] for r in runs]),
+                 "gaps": {k: spread([r["gaps"][k]["value"] for r in runs]) for k in gaps}}
+        if all("vs_fp32" in r for r in runs):
+            entry["changes"] = {}
+            for k in gaps:
+                per_seed_change = [r["vs_fp32"]["gaps"][k] for r in runs]
+                deltas = [c["delta"] for c in per_seed_change]
+                excluding = sum(1 for c in per_seed_change if c["ci_low"] is not None and c["ci_high"] is not None
+                                and (c["ci_low"] > 0 or c["ci_high"] < 0))
+                entry["changes"][k] = {**spread(deltas), "seeds_whose_paired_ci_excludes_0": excluding,
+                                       "across_seeds": across_seeds(deltas, confidence)}
+        out[slot] = entry
+    return out

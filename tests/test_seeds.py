@@ -1,0 +1,44 @@
+"""Across-seed aggregation: spread by hand, and a t-test verdict that needs the change to hold across seeds."""
+
+import math
+
+import pytest
+from scipy import stats
+
+from fairquant.fairness.seeds import across_seeds, seed_table, spread
+
+
+def test_spread_by_hand():
+    s = spread([0.1, 0.2, 0.3, None])
+    assert s["mean"] == pytest.approx(0.2) and s["sd"] == pytest.approx(0.1)
+    assert (s["min"], s["max"]) == (0.1, 0.3)
+    assert spread([0.5])["sd"] is None
+
+
+def test_t_interval_by_hand_and_verdicts():
+    changes = [0.02, 0.04, 0.03]
+    result = across_seeds(changes, 0.95)
+    half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
+    assert result["ci_low"] == pytest.approx(0.03 - half) and result["ci_high"] == pytest.approx(0.03 + half)
+    assert result["verdict"] == "widens" and result["p_value"] < 0.05
+    assert across_seeds([-0.02, -0.04, -0.03], 0.95)["verdict"] == "narrows"
+    # large in one seed, opposite in another: a single seed's effect is not a finding
+    assert across_seeds([0.10, -0.02, 0.01], 0.95)["verdict"] == "no consistent change"
+    assert across_seeds([0.10], 0.95)["verdict"] == "one seed"
+
+
+def test_seed_table_collects_values_and_counts_seeds_whose_ci_excludes_zero():
+    def metrics(acc, gap, delta, low, high):
+        r = {"variant": "ptq-w8a8", "overall": {"accuracy": acc}, "worst_group_accuracy": acc - 0.1,
+             "gaps": {"tpr_gap": {"value": gap}}}
+        if delta is not None:
+            r["vs_fp32"] = {"gaps": {"tpr_gap": {"delta": delta, "ci_low": low, "ci_high": high}}}
+        return r
+
+    per_seed = {0: {"fp32": metrics(0.9, 0.1, None, None, None), "ptq": metrics(0.88, 0.15, 0.05, 0.01, 0.09)},
+                1: {"fp32": metrics(0.8, 0.2, None, None, None), "ptq": metrics(0.79, 0.21, 0.01, -0.02, 0.04)}}
+    table = seed_table(per_seed, ("tpr_gap",), 0.95)
+    assert table["fp32"]["accuracy"]["values"] == [0.9, 0.8] and "changes" not in table["fp32"]
+    change = table["ptq"]["changes"]["tpr_gap"]
+    assert change["values"] == [0.05, 0.01] and change["seeds_whose_paired_ci_excludes_0"] == 1
+    assert change["across_seeds"]["verdict"] == "no consistent change"
