@@ -7,11 +7,12 @@ Every writer goes to a temporary name in the destination folder and is moved int
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import mmap
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,6 +138,65 @@ def write_images(path: str | Path, images: np.ndarray) -> None:
             np.save(handle, images)
 
 
+class ImageStoreWriter:
+    """Appends rows to an image store file created by :func:`image_store_writer`.
+
+    Rows go through the file (ordinary writes), never through a mapping: pages written through a mapping
+    stay in the writing process's resident set, which would grow to the size of the whole store."""
+
+    def __init__(self, handle, offset: int, capacity: int, image_shape: tuple[int, ...]) -> None:
+        self._handle, self._offset, self.capacity, self.image_shape = handle, offset, capacity, image_shape
+        self.rows = 0
+        handle.seek(offset)
+
+    def append(self, pixels: np.ndarray) -> None:
+        """Write ``pixels`` (n, *image_shape) uint8 as the next n rows."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.image_shape:
+            raise ValueError(f"rows must be uint8 (n, {', '.join(map(str, self.image_shape))}), "
+                             f"found {pixels.dtype} {pixels.shape}")
+        if self.rows + len(pixels) > self.capacity:
+            raise ValueError(f"image store holds {self.capacity} rows; cannot append {len(pixels)} after {self.rows}")
+        self._handle.write(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+        self.rows += len(pixels)
+
+    def _finish(self) -> None:
+        """Shrink the store to the rows written: rewrite the header's row count in place and truncate.
+
+        numpy pads every header so that the first dimension can grow to 21 digits in place, so the new header
+        is exactly as long as the old one and the rows need not move."""
+        handle = self._handle
+        handle.flush()
+        handle.seek(0)
+        version = np.lib.format.read_magic(handle)
+        handle.seek(0)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": (self.rows, *self.image_shape)}
+        write_header = {(1, 0): np.lib.format.write_array_header_1_0,
+                        (2, 0): np.lib.format.write_array_header_2_0}[version]
+        write_header(handle, header)
+        if handle.tell() != self._offset:
+            raise RuntimeError(f"rewritten .npy header is {handle.tell()} bytes, expected {self._offset}")
+        handle.truncate(self._offset + self.rows * int(np.prod(self.image_shape)))
+
+
+@contextlib.contextmanager
+def image_store_writer(path: str | Path, capacity: int, image_shape: tuple[int, ...]) -> Iterator[ImageStoreWriter]:
+    """Create the image store at ``path`` for up to ``capacity`` uint8 images and append rows to it.
+
+    The file is created with ``np.lib.format.open_memmap`` (header and size, nothing held in memory) under a
+    temporary name; when the block ends it is shrunk to the rows appended and moved into place. If the block
+    raises, nothing is left at ``path``."""
+    image_shape = tuple(int(d) for d in image_shape)
+    with atomic_path(path) as tmp:
+        store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(capacity, *image_shape))
+        offset = store.offset
+        del store
+        with open(tmp, "r+b") as handle:
+            writer = ImageStoreWriter(handle, offset, capacity, image_shape)
+            yield writer
+            writer._finish()
+
+
 def read_images(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
@@ -144,19 +204,75 @@ def read_images(path: str | Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``images[rows]`` as a new array, reading the store in ascending row order (what a memory map reads fastest).
+
+    Only the requested rows are read; the result is in the order of ``rows``. A read-only memory map is then
+    unmapped from this process (see :func:`release_mapped_pages`), so reading a whole epoch batch by batch
+    does not grow the resident set to the size of the store."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size < 2 or bool(np.all(rows[1:] >= rows[:-1])):
+        out = np.asarray(images[rows])
+    else:
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((rows.size, *images.shape[1:]), dtype=images.dtype)
+        out[order] = images[rows[order]]
+    release_mapped_pages(images)
+    return out
+
+
+def release_mapped_pages(images: np.ndarray) -> None:
+    """Drop the pages of a read-only memory-mapped store from this process's resident set.
+
+    Pages read through a mapping stay mapped, and the kernel maps whole large page-cache folios at a time, so
+    random batches soon make the resident set as large as the store. The pages stay in the page cache; the
+    next read maps them again. Only read-only maps (``mmap_mode="r"``) are released: for a copy-on-write map
+    this would discard changes. Anything else is left alone."""
+    owner = images
+    while isinstance(owner, np.ndarray) and not isinstance(owner.base, mmap.mmap):
+        owner = owner.base
+    if isinstance(owner, np.memmap) and owner.mode == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        owner.base.madvise(mmap.MADV_DONTNEED)
+
+
+class ImageRows:
+    """A read-only view of the rows ``rows`` of an image store, read batch by batch on demand.
+
+    Stands in for ``images[rows]`` where code only takes ``len()``, ``.shape`` and slices (batch loops), so
+    a split is never copied out of the memory map as a whole."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray) -> None:
+        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.shape = (self.rows.size, *images.shape[1:])
+        self.dtype = images.dtype
+
+    def __len__(self) -> int:
+        return self.rows.size
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return np.asarray(self.images[self.rows[index]])
+        return read_rows(self.images, self.rows[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        pixels = read_rows(self.images, self.rows)
+        return pixels if dtype is None else pixels.astype(dtype, copy=False)
+
+
 def code_revision() -> str:
-    """The git commit of the code that produced an artifact, with '+dirty' for uncommitted changes."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fairquant", "stages"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
+    """A hash of the project's source (fairquant/ and stages/), stamped into every checkpoint.
+
+    Not the git commit: identical code must give identical bytes, so that a re-run after an unrelated commit
+    (or after a killed stage) reproduces the same checkpoint hash and DVC re-runs nothing downstream."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in ("fairquant", "stages") for p in (root / folder).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 def save_checkpoint(path: str | Path, state_dict: dict, config: dict[str, Any]) -> None:
-    """A self-describing checkpoint: weights, the config that built them, and the code revision."""
+    """A self-describing checkpoint: weights, the config that built them, and a hash of the code that ran."""
     payload = {"state_dict": state_dict, "config": config, "code_revision": code_revision()}
     with atomic_path(path) as tmp:
         import torch  # imported here: stages without models (evaluate, report) start 4 s faster

@@ -45,9 +45,9 @@ class GenerateParams(_Section):
     difficulty_majority: GroupDifficulty = GroupDifficulty()
     difficulty_minority: GroupDifficulty = GroupDifficulty()
     label_noise: float = Field(0.02, ge=0, lt=0.5)
-    cue_strength: float = Field(1.0, gt=0, le=3, description="scales the mouth's curvature and line width: how "
+    cue_strength: float = Field(1.5, gt=0, le=3, description="scales the mouth's curvature and line width: how "
                                                               "visible the label cue is at the prepared size")
-    cue_overlap: float = Field(0.15, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
+    cue_overlap: float = Field(0.0, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
                                                                "(share of the curvature range): ambiguity of the cue")
     rare_cue_share: float = Field(
         0.0, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
@@ -78,8 +78,6 @@ class DataParams(_Section):
         repeated = sorted({name for name in self.protected if self.protected.count(name) > 1})
         if repeated:
             raise ValueError(f"data.protected names {', '.join(repeated)} more than once; list each attribute once")
-        if self.target in self.protected:
-            raise ValueError(f"data.target '{self.target}' is also in data.protected; a target cannot be its own group")
         return self
 
 
@@ -95,7 +93,8 @@ class ModelParams(_Section):
 
 
 class FinetuneParams(_Section):
-    seed: int = 0
+    """fp32 training; its seed is each entry of the top-level ``seeds`` list."""
+
     epochs: int = Field(8, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=4096)
     lr: float = Field(0.05, gt=0, le=10)
@@ -176,6 +175,12 @@ class QuantizePTQParams(QuantSchemeParams):
         return self
     latency_batch: int = Field(64, ge=1, le=4096)
     latency_repeats: int = Field(10, ge=1, le=1000)
+    int8_reduce_range: Literal["auto", True, False] = Field(
+        "auto", description="int8 kernels: 7-bit activations (0..127); auto = exactly on CPUs without VNNI, whose "
+                            "u8 x s8 kernels saturate int16 sums on full-range inputs")
+    int8_tolerance_db: float = Field(
+        5.0, ge=0, le=60, description="the compiled int8 model is refused when its SQNR against its own q/dq reference "
+                                      "falls more than this below the SQNR of that reference against fp32")
 
 
 class TrainingParams(_Section):

@@ -49,6 +49,61 @@ def summary(results: dict[str, dict]) -> dict:
     return out
 
 
+def summary_over_seeds(per_seed: dict[int, dict[str, dict]]) -> dict:
+    """The headline keys of :func:`summary`, each the mean over training seeds (labels from the first seed)."""
+    seeds = sorted(per_seed)
+    per_seed_summary = [summary(per_seed[s]) for s in seeds]
+    out = {}
+    for slot, first in per_seed_summary[0].items():
+        if not isinstance(first, dict):
+            out[slot] = first
+            continue
+        out[slot] = {}
+        for key, value in first.items():
+            values = [run[slot][key] for run in per_seed_summary]
+            numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not _undefined(v)]
+            out[slot][key] = sum(numeric) / len(numeric) if numeric and len(numeric) == len(values) else (
+                value if not isinstance(value, (int, float)) or isinstance(value, bool) else None)
+    out["seeds"] = len(seeds)
+    return out
+
+
+def seeds_section(table: dict[str, dict], confidence: float) -> list[str]:
+    """Per variant: accuracy and gaps over training seeds, and each gap change's verdict across seeds."""
+    level = _level(confidence)
+    seeds = next(iter(table.values()))["seeds"]
+    gaps = list(next(iter(table.values()))["gaps"])
+    spread = lambda s: "-" if s["mean"] is None else (  # noqa: E731
+        f"{_num(s['mean'])}" + ("" if s["sd"] is None else f" ± {_num(s['sd'])}"))
+    lines = ["", f"## Across training seeds ({len(seeds)}: {', '.join(map(str, seeds))})", "",
+             "Each training seed trains its own fp32 model and compresses it; every number below is per seed, then "
+             "mean ± between-seed standard deviation.", "",
+             "| variant | accuracy | worst-group acc | " + " | ".join(gaps) + " |",
+             "|---|---|---|" + "---|" * len(gaps)]
+    for entry in table.values():
+        lines.append(f"| {entry['variant']} | {spread(entry['accuracy'])} | {spread(entry['worst_group_accuracy'])} | "
+                     + " | ".join(spread(entry["gaps"][k]) for k in gaps) + " |")
+    changed = [entry for entry in table.values() if "changes" in entry]
+    if not changed:
+        return lines
+    test = next(iter(changed[0]["changes"].values()))["across_seeds"]["test"]
+    lines += ["", f"Change of each gap vs the same seed's fp32 model. Per seed: the change and whether its paired "
+              f"{level} CI excludes 0. Across seeds ({test}): the {level} t-interval of the mean change; "
+              "WIDENS / narrows only when that whole interval is above / below 0.", "",
+              "| variant | gap | per-seed change | seeds with CI excluding 0 | mean change [t-interval] | verdict |",
+              "|---|---|---|---|---|---|"]
+    for entry in changed:
+        for k in gaps:
+            c = entry["changes"][k]
+            a = c["across_seeds"]
+            interval = "-" if a["ci_low"] is None else f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]"
+            verdict = {"widens": "**WIDENS**", "narrows": "narrows"}.get(a["verdict"], a["verdict"])
+            lines.append(f"| {entry['variant']} | {k} | {', '.join(_num(v) for v in c['values'])} | "
+                         f"{c['seeds_whose_paired_ci_excludes_0']} of {len(c['values'])} | {_num(a['mean'])} "
+                         f"{interval} | {verdict} |")
+    return lines
+
+
 def per_group_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = [{"variant": r["variant"], "group": g, **{k: v[k] for k in ("accuracy", "tpr", "fpr", "selection_rate", "n")}}
             for r in results.values() for g, v in r["groups"].items()]
@@ -316,24 +371,37 @@ def _mixed_precision(results: dict[str, dict]) -> list[str]:
 
 
 def markdown_report(results: dict[str, dict], figures: list[Path],
-                    calibration_sets: dict[str, dict] | None = None) -> str:
+                    calibration_sets: dict[str, dict] | None = None, seeds: dict[str, dict] | None = None,
+                    seed: int | None = None) -> str:
+    """``results`` are one training seed's metrics (``seed``); ``seeds`` the across-seed table of all seeds."""
     first = next(iter(results.values()))
     level = _level(first["confidence"])
-    lines = _intro(first) + _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
+    lines = _intro(first)
+    if seeds is not None:
+        lines += seeds_section(seeds, first["confidence"])
+        lines += ["", f"The sections below are training seed {seed}'s models in detail."]
+    lines += _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
     lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
     lines += calibration_table(calibration_sets or {}) + _mixed_precision(results)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, dict], summary_path: Path, plots_dir: Path,
+def write_report(per_seed: dict[int, dict[str, dict]], summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None) -> None:
+    """``per_seed`` maps each training seed to its metrics by slot. Summary keys are means over seeds; the
+    report's detail tables and figures show the first seed."""
+    from fairquant.fairness.seeds import seed_table
+
+    seed = min(per_seed)
+    results = per_seed[seed]
     per_group, gaps = per_group_table(results), gaps_table(results)
     synthetic = any(r["synthetic"] for r in results.values())
     confidence = next(iter(results.values()))["confidence"]
     figures = draw_figures(per_group, gaps, plots_dir, synthetic, confidence)
     write_csv(plots_dir / "per_group.csv", per_group)
     write_csv(plots_dir / "gaps.csv", gaps)
+    table = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, confidence)
     with atomic_path(plots_dir / "report.md") as tmp:
-        tmp.write_text(markdown_report(results, figures, calibration_sets))
-    write_json(summary_path, summary(results))
+        tmp.write_text(markdown_report(results, figures, calibration_sets, table, seed))
+    write_json(summary_path, summary_over_seeds(per_seed))

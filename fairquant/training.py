@@ -11,8 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from fairquant.io import ImageRows, read_rows
 from fairquant.models import to_input
 from fairquant.params import FinetuneParams, TrainingParams
+
+
+def derived_seed(training_seed: int, own_seed: int) -> int:
+    """The seed a stage of one training seed's chain uses: its own params seed mixed with the training seed, so
+    that every seed's compression fine-tuning is as independent as its fp32 training."""
+    return int(np.random.SeedSequence([training_seed, own_seed]).generate_state(1)[0] % 2 ** 31)
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -35,9 +42,13 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu") -> np.ndarray:
-    """Positive-class probability for every image, in order."""
+def predict_scores(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu", *,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """Positive-class probability for every image of ``images`` in order, or for ``images[rows]`` when given
+    (read batch by batch, never copied out as a whole)."""
     model.eval()
+    if rows is not None:
+        images = ImageRows(images, rows)
     scores = []
     for start in range(0, len(images), batch_size):
         batch = to_input(images[start:start + batch_size]).to(device)
@@ -57,17 +68,26 @@ class EpochLog:
 def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
                      val_labels: np.ndarray, val_groups: np.ndarray, params: FinetuneParams | TrainingParams, device: torch.device,
                      on_epoch: Callable[[EpochLog], None] | None = None,
-                     on_batch: Callable[[int], None] | None = None, freeze_bn: bool = False) -> nn.Module:
+                     on_batch: Callable[[int], None] | None = None, freeze_bn: bool = False, *,
+                     rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
+                     seed: int | None = None) -> nn.Module:
     """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy.
 
     ``params`` is a FinetuneParams or a TrainingParams (compression fine-tuning). ``freeze_bn`` keeps
-    BatchNorm statistics fixed, as fine-tuning a compressed model (QAT, pruning, shared weights) needs."""
-    generator = torch.Generator().manual_seed(params.seed)
+    BatchNorm statistics fixed, as fine-tuning a compressed model (QAT, pruning, shared weights) needs.
+    ``seed`` seeds the data order and augmentation (``params.seed`` when None).
+    ``rows`` (``val_rows``) are the rows of ``images`` (``val_images``) to train (validate) on, with ``labels``
+    (``val_labels``, ``val_groups``) in the same order; None means every image. Each batch is read from the
+    store by its rows, so a memory-mapped store is never copied whole."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(labels) != len(rows):
+        raise ValueError(f"{len(labels)} labels for {len(rows)} training images; pass one label per row")
+    generator = torch.Generator().manual_seed(params.seed if seed is None else seed)
     # channels-last: oneDNN's convolutions train ~20-30% faster in it on CPU (measured, ResNet-18 at 32 px)
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,
                                 weight_decay=params.weight_decay)
-    steps_per_epoch = (len(images) + params.batch_size - 1) // params.batch_size
+    steps_per_epoch = (len(rows) + params.batch_size - 1) // params.batch_size
     # epochs may be fractional for compression fine-tuning (0.5 = half an epoch of steps)
     total_steps = max(1, math.ceil(params.epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=total_steps,
@@ -80,11 +100,11 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        order = torch.randperm(len(images), generator=generator).numpy()
+        order = torch.randperm(len(rows), generator=generator).numpy()
         total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), params.batch_size):
-            idx = np.sort(order[start:start + params.batch_size])  # sorted reads are faster on a memmap
-            batch = to_input(images[idx])
+            idx = np.sort(order[start:start + params.batch_size])  # ascending rows: sequential reads of the store
+            batch = to_input(read_rows(images, rows[idx]))
             if params.augment:
                 batch = augment(batch, generator)
             y = targets[idx].to(device)
@@ -102,7 +122,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                 on_batch(len(idx))
             if step == total_steps:
                 break
-        val_pred = predict_scores(model, val_images, 512, device) > 0.5
+        # validated in training-size batches: a fixed 512 would add ~1 GB of activations at 64 px
+        val_pred = predict_scores(model, val_images, params.batch_size, device, rows=val_rows) > 0.5
         hits = val_pred == val_labels.astype(bool)
         log = EpochLog(epoch, total_loss / seen, correct / seen, float(hits.mean()),
                        {str(g): float(hits[val_groups == g].mean()) for g in np.unique(val_groups)})
@@ -112,9 +133,10 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
 
 
 def fit_logged(model, table, images, protected: list[str], params, live_dir, label: str, freeze_bn: bool = False,
-               resume: bool = False):
+               resume: bool = False, *, seed: int, section: str):
     """Train ``model`` on the training split with per-epoch curves in dvclive and a rich progress bar.
 
+    ``seed`` seeds data order and augmentation; ``section`` is the params section of ``params`` (for messages).
     ``resume`` continues the curves of an earlier call (iterative pruning's rounds) instead of replacing them."""
     from dvclive import Live
     from rich.progress import Progress
@@ -123,7 +145,7 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
     from fairquant.models import pick_device
 
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
-    device = pick_device(params.device)
+    device = pick_device(params.device, key=f"{section}.device")
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume) as live, \
             Progress(transient=True) as progress:
         task = progress.add_task(f"{label} on {device}", total=int(len(train) * params.epochs))
@@ -139,12 +161,13 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
                                    f"val accuracy {log.val_accuracy:.3f}")
 
         return train_classifier(
-            model, images[train["row"].to_numpy()], train["y_true"].to_numpy(), images[val["row"].to_numpy()],
-            val["y_true"].to_numpy(), group_labels(val, protected), params, device,
-            on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n), freeze_bn=freeze_bn)
+            model, images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(), group_labels(val, protected),
+            params, device, on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n), freeze_bn=freeze_bn,
+            rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed)
 
 
-def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool):
+def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool, *,
+                          seed: int, section: str):
     """``finetune(model, round_index=0) -> model`` on the training split, logged to ``live_dir``; None when
     ``params.epochs`` is 0, and then the (declared) log folder is written saying no fine-tuning ran."""
     from fairquant.data.prepare import load_prepared
@@ -159,6 +182,6 @@ def compression_finetuner(data, protected: list[str], params, live_dir, label: s
     def finetune(model, round_index: int = 0):
         return fit_logged(model, table, images, protected, params, live_dir,
                           label if round_index == 0 else f"{label} round {round_index + 1}",
-                          freeze_bn=freeze_bn, resume=round_index > 0)
+                          freeze_bn=freeze_bn, resume=round_index > 0, seed=seed, section=section)
 
     return finetune

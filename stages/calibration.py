@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.progress import Progress
 
@@ -29,8 +30,12 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     protected = params.data.protected
     # Everything is computed before anything is written: a bad folder or size leaves no partial sets.
     train_rows = calibration_indices(table, cal.size, cal.seed)
+    calibration.assert_training_rows(table, train_rows)
     balanced_rows = calibration.balanced_rows(table, protected, cal.size, cal.seed)
-    synthetic, synthetic_info = calibration.folder_images(cal.synthetic_folder, info["image_size"])
+    synthetic, synthetic_info = calibration.folder_images(cal.synthetic_folder, info["image_size"],
+                                                          calibration.held_out_hashes(table, images))
+    # Each balanced image's group x label cell, so that a compressor taking fewer images keeps the cells equal.
+    cell_names, cell_codes = np.unique(calibration.cells_of(table, balanced_rows, protected), return_inverse=True)
     with Progress(transient=True) as progress:
         task = progress.add_task("distilling (ZeroQ)", total=cal.distilled_iterations * -(-cal.distilled_size // 64))
         distilled, distilled_info = calibration.distilled_images(
@@ -40,7 +45,8 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
         "train": (images[train_rows], {"source": "random training images",
                                        "true_composition": calibration.true_composition(table, train_rows, protected)}),
         "balanced": (images[balanced_rows], {"source": "equal training images per group x label cell",
-                                             "true_composition": calibration.true_composition(table, balanced_rows, protected)}),
+                                             "true_composition": calibration.true_composition(table, balanced_rows, protected),
+                                             "cells": cell_names.tolist()}),
         "synthetic": (synthetic, {"source": f"every image in {cal.synthetic_folder}", **synthetic_info}),
         "distilled": (distilled, {"source": "ZeroQ: noise optimised to match the fp32 BatchNorm statistics", **distilled_info}),
     }
@@ -51,6 +57,8 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
         with atomic_dir(out / name) as tmp:
             write_images(tmp / "images.npy", pixels)
             write_json(tmp / "info.json", summary)
+            if name == "balanced":
+                np.save(tmp / "cells.npy", cell_codes.astype(np.int16))  # index into info.json's "cells"
         estimate = ", ".join(f"{g} {share:.2f}" for g, share in summary["estimated_composition"].items())
         print(f"{name}: {len(pixels)} images; estimated groups {estimate}")
     print(f"group classifier on val: accuracy {groups.quality['val_accuracy']:.3f}, "

@@ -16,22 +16,24 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(data: Path = typer.Option(..., help="prepared data folder"),
+def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's seeds)"),
+         data: Path = typer.Option(..., help="prepared data folder"),
          out: Path = typer.Option(..., help="model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     table, images, info = load_prepared(data)
-    seed_everything(params.finetune.seed, params.finetune.threads)
+    seed_everything(seed, params.finetune.threads)
     model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
     if params.model.pretrained:
         skipped = load_pretrained(model, params.model.pretrained)
         print(f"loaded {params.model.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
-    model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir, "finetune")
+    model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir, f"finetune (seed {seed})",
+                       seed=seed, section="finetune")
     config = {"kind": "fp32", "name": "fp32", "arch": params.model.arch,
               "small_input_stem": params.model.small_input_stem, "image_size": info["image_size"],
               "synthetic": info["synthetic"], "target": info["target"], "protected": info["protected"],
-              "finetune": params.finetune.model_dump()}
+              "finetune": params.finetune.model_dump(), "training_seed": seed}
     save_variant(out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.data.prepare import load_prepared
-from fairquant.io import atomic_dir, predictions_schema, write_json, write_table
+from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_json, write_table
 from fairquant.params import load_params
 from fairquant.compress.variants import load_variant
 from stages._cli import run
@@ -29,7 +29,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     with atomic_dir(out) as tmp:
         for split in ("val", "test"):
             part = table[table["split"] == split].reset_index(drop=True)
-            scores = variant.score(images[part["row"].to_numpy()])
+            scores = variant.score(ImageRows(images, part["row"].to_numpy()))  # read batch by batch
             frame = part[["sample_id", "y_true", *protected]].copy()
             frame["y_score"] = scores.astype("float32")
             frame["y_pred"] = (scores > 0.5).astype("int8")

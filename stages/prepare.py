@@ -7,7 +7,7 @@ from rich.progress import Progress
 
 from fairquant.data.loaders import load_dataset
 from fairquant.data.prepare import build_image_store, check_splits
-from fairquant.io import atomic_dir, samples_schema, write_images, write_json, write_table
+from fairquant.io import atomic_dir, samples_schema, write_json, write_table
 from fairquant.params import load_params
 from stages._cli import run
 
@@ -19,22 +19,21 @@ def main(out: Path = typer.Option(..., help="prepared folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     raw = load_dataset(params.data)
-    with Progress(transient=True) as progress:
+    # The store is decoded straight into the output folder; an error anywhere leaves no output behind.
+    with atomic_dir(out) as tmp, Progress(transient=True) as progress:
         task = progress.add_task("decoding images", total=len(raw.table))
-        table, images, dropped = build_image_store(
+        table, _, dropped = build_image_store(
             raw, params.prepare.image_size, params.prepare.workers, params.data.max_corrupt_fraction,
-            progress=lambda n: progress.advance(task, n))
-    check_splits(table, params.data.protected)
-    counts = table.groupby(["split", *params.data.protected])["y_true"].agg(["size", "sum"])
-    info = {
-        "synthetic": params.data.source == "synthetic",
-        "source": params.data.source, "target": params.data.target, "protected": params.data.protected,
-        "image_size": params.prepare.image_size, "samples": len(table), **dropped,
-        "counts": [{"split": k[0], "group": " & ".join(k[1:]), "n": int(v["size"]), "positives": int(v["sum"])}
-                   for k, v in counts.iterrows()],
-    }
-    with atomic_dir(out) as tmp:
-        write_images(tmp / "images.npy", images)
+            out=tmp / "images.npy", progress=lambda n: progress.advance(task, n))
+        check_splits(table, params.data.protected)
+        counts = table.groupby(["split", *params.data.protected])["y_true"].agg(["size", "sum"])
+        info = {
+            "synthetic": params.data.source == "synthetic",
+            "source": params.data.source, "target": params.data.target, "protected": params.data.protected,
+            "image_size": params.prepare.image_size, "samples": len(table), **dropped,
+            "counts": [{"split": k[0], "group": " & ".join(k[1:]), "n": int(v["size"]), "positives": int(v["sum"])}
+                       for k, v in counts.iterrows()],
+        }
         write_table(tmp / "samples.parquet", table, samples_schema(params.data.protected))
         write_json(tmp / "info.json", info)
     print(f"prepared {len(table)} images at {params.prepare.image_size}px; dropped: {dropped}")

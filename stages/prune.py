@@ -4,28 +4,30 @@ from pathlib import Path
 
 import typer
 
-from fairquant.compress import pruning, int8
-from fairquant.params import load_params
-from fairquant.training import seed_everything
+from fairquant.compress import int8, pruning
 from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
-from fairquant.training import compression_finetuner
+from fairquant.params import load_params
+from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(data: Path = typer.Option(..., help="prepared data folder"),
+def main(seed: int = typer.Option(..., help="training seed of the fp32 model (one of params.yaml's seeds)"),
+         data: Path = typer.Option(..., help="prepared data folder"),
          model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
          out: Path = typer.Option(..., help="pruned model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
     params = all_params.prune
-    seed_everything(params.seed, params.threads)
+    run_seed = derived_seed(seed, params.seed)
+    seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
     fp32_bytes = int8.fp32_size_bytes(model)
-    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "prune", freeze_bn=False)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "prune", freeze_bn=False,
+                                     seed=run_seed, section="prune")
     pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)
     name = variant_name("prune", params)
     config = base_config(fp32_config, "pruned", name, kernels="dense-decoded", training=params.model_dump(),

@@ -6,7 +6,7 @@ import typer
 
 from fairquant.compress import kmeans, int8
 from fairquant.params import load_params
-from fairquant.training import seed_everything
+from fairquant.training import derived_seed, seed_everything
 from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
 from fairquant.training import compression_finetuner
 from stages._cli import run
@@ -15,20 +15,23 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(data: Path = typer.Option(..., help="prepared data folder"),
+def main(seed: int = typer.Option(..., help="training seed of the fp32 model (one of params.yaml's seeds)"),
+         data: Path = typer.Option(..., help="prepared data folder"),
          model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
          out: Path = typer.Option(..., help="clustered model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
     params = all_params.quantize_kmeans
-    seed_everything(params.seed, params.threads)
+    run_seed = derived_seed(seed, params.seed)  # this training seed's chain
+    seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
     fp32_bytes = int8.fp32_size_bytes(model)
     clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
-    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True,
+                                     seed=run_seed, section="quantize_kmeans")
     if finetune:
-        clustered = finetune(clustered)
+        clustered = finetune(kmeans.train_codebooks_only(clustered))
     name = variant_name("kmeans", params)
     config = base_config(fp32_config, "kmeans", name, kernels="dense-decoded", clusters=params.clusters,
                          training=params.model_dump(), size_bytes=kmeans.clustered_size_bytes(clustered, params.clusters),

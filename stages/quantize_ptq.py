@@ -1,12 +1,13 @@
 """Post-training quantization at any bit-width: real x86 int8 kernels for the W8A8 scheme, simulated otherwise."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from fairquant.compress import calibration, fakequant, int8
 from fairquant.params import load_params
-from fairquant.training import seed_everything
+from fairquant.training import derived_seed, seed_everything
 from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
 from stages._cli import run
 
@@ -14,24 +15,29 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+def main(seed: int = typer.Option(..., help="training seed of the fp32 model (one of params.yaml's seeds)"),
+         model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set folder"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file).quantize_ptq
-    seed_everything(params.seed)
+    run_seed = derived_seed(seed, params.seed)  # this training seed's chain
+    seed_everything(run_seed)
     model, fp32_config = load_fp32(model_dir)
-    images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size")
+    images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
+                                            run_seed)
     scheme = params.scheme()
     name = variant_name("ptq", params)
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": int8.fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
         batch, size = params.latency_batch, fp32_config["image_size"]
-        state = int8.calibrate_int8(model, images, batch, size, params.observer, params.percentile)
-        converted = int8.convert_int8(model, state, batch, size, params.observer, params.percentile)
+        # Compiled and checked against its own q/dq reference here: a model whose kernels disagree is refused.
+        state, reference, check = int8.quantize_int8(
+            model, images, batch, size, params.observer, params.percentile,
+            int8.reduce_range_for(params.int8_reduce_range), params.int8_tolerance_db)
         config = base_config(fp32_config, "ptq-int8", name, kernels="int8", export_batch=batch,
-                             size_bytes=int8.stored_size_bytes(converted), **common)
+                             size_bytes=int8.stored_size_bytes(reference), int8_check=asdict(check), **common)
     else:
         quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
         state = quantized.state_dict()
@@ -42,6 +48,9 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"
     print(f"{name} ({config['kernels']}): {config['size_bytes'] / 1e6:.2f} MB vs {common['fp32_size_bytes'] / 1e6:.2f} MB "
           f"fp32 ({common['fp32_size_bytes'] / config['size_bytes']:.2f}x); calibrated on {len(images)} "
           f"'{set_info['set']}' images")
+    if "int8_check" in config:
+        print(f"int8 kernels on {check.cpu_capability} (reduce_range {str(check.reduce_range).lower()}): "
+              f"{check.summary()}")
 
 
 if __name__ == "__main__":

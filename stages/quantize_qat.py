@@ -6,7 +6,7 @@ import typer
 
 from fairquant.compress import calibration, fakequant, int8
 from fairquant.params import QuantSchemeParams, load_params
-from fairquant.training import seed_everything
+from fairquant.training import derived_seed, seed_everything
 from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
 from fairquant.training import compression_finetuner
 from stages._cli import run
@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(data: Path = typer.Option(..., help="prepared data folder"),
+def main(seed: int = typer.Option(..., help="training seed of the fp32 model (one of params.yaml's seeds)"),
+         data: Path = typer.Option(..., help="prepared data folder"),
          model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set for the initial ranges"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
@@ -23,14 +24,17 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
     params = all_params.quantize_qat
-    seed_everything(params.seed, params.threads)
+    run_seed = derived_seed(seed, params.seed)  # this training seed's chain
+    seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_qat.calibration_size")
+    images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_qat.calibration_size",
+                                            run_seed)
     scheme = params.scheme()
     name = variant_name("qat", params)
     # Activation ranges come from calibration and stay fixed; weights and their ranges train (STE).
     quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
-    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "qat", freeze_bn=True)
+    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "qat", freeze_bn=True,
+                                     seed=run_seed, section="quantize_qat")
     if finetune:
         quantized = finetune(quantized)
     quantized.eval()

@@ -121,3 +121,65 @@ def test_load_set_rejects_a_size_larger_than_the_set(tmp_path):
     assert calibration.load_set(tmp_path, None, "k")[0].shape[0] == 5
     with pytest.raises(FairquantError, match="quantize_ptq.calibration_size=6 is larger than the 'synthetic' calibration set"):
         calibration.load_set(tmp_path, 6, "quantize_ptq.calibration_size")
+
+
+def test_a_leaked_validation_row_is_caught(table):
+    with pytest.raises(FairquantError, match=r"contains 1 val images \(first row 26\); calibration data must come "
+                                             r"from the training split"):
+        calibration.assert_training_rows(table, np.array([0, 5, 26]))
+    with pytest.raises(FairquantError, match="contains 1 test images"):
+        calibration.assert_training_rows(table, np.array([0, 35]))
+    calibration.assert_training_rows(table, np.arange(24))
+
+
+def test_cells_of_names_group_and_label(table):
+    assert calibration.cells_of(table, np.array([0, 3, 2]), ["Male"]).tolist() == ["0 & y=0", "1 & y=1", "1 & y=0"]
+
+
+def test_a_folder_image_with_the_pixels_of_a_test_image_is_refused(tmp_path, table):
+    store = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    Image.fromarray(store[3]).save(folder / "a.png")  # a training image: allowed
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(folder / "b.png")
+    held_out = calibration.held_out_hashes(table, store)
+    assert len(held_out) == 16  # val rows 24-31 and test rows 32-39
+    assert calibration.folder_images(folder, 16, held_out)[0].shape == (2, 16, 16, 3)
+    Image.fromarray(store[35]).save(folder / "c.png")  # a copy of test row 35 (sample_id 035)
+    with pytest.raises(FairquantError, match=r"synthetic calibration image .*c\.png has exactly the pixels of test "
+                                             r"image 035; remove it from .*faces"):
+        calibration.folder_images(folder, 16, held_out)
+
+
+def _built_set(folder, n, cells=None):
+    from fairquant.io import write_images, write_json
+
+    folder.mkdir()
+    pixels = np.zeros((n, 2, 2, 3), np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(n)  # image i is recognisable by its first pixel
+    write_images(folder / "images.npy", pixels)
+    write_json(folder / "info.json", {"set": "balanced" if cells is not None else "train"})
+    if cells is not None:
+        np.save(folder / "cells.npy", cells)
+    return folder
+
+
+def test_a_smaller_calibration_size_is_a_seeded_random_subset(tmp_path):
+    folder = _built_set(tmp_path / "train", 64)
+    ids = {seed: calibration.load_set(folder, 16, "k", seed)[0][:, 0, 0, 0].tolist() for seed in (0, 1)}
+    assert ids[0] == calibration.load_set(folder, 16, "k", 0)[0][:, 0, 0, 0].tolist()  # same seed, same subset
+    assert ids[0] != ids[1] and ids[0] != list(range(16)) and len(set(ids[0])) == 16
+    assert calibration.load_set(folder, None, "k")[0].shape[0] == 64
+
+
+def test_a_smaller_balanced_set_keeps_its_cells_equal(tmp_path):
+    """64 images sorted by row, the first 32 in one cell: the first 16 would all be from that cell."""
+    folder = _built_set(tmp_path / "balanced", 64, np.repeat(np.arange(2, dtype=np.int16), 32))
+    for seed in range(5):
+        ids = calibration.load_set(folder, 16, "k", seed)[0][:, 0, 0, 0]
+        assert (ids < 32).sum() == 8 and (ids >= 32).sum() == 8
+    ids = calibration.load_set(folder, 15, "k", 0)[0][:, 0, 0, 0]
+    assert sorted([(ids < 32).sum(), (ids >= 32).sum()]) == [7, 8]  # cells differ by at most one
+    with pytest.raises(FairquantError, match=r"quantize_ptq.calibration_size=1 is smaller than the 2 group x label "
+                                             r"cells of the 'balanced' set"):
+        calibration.load_set(folder, 1, "quantize_ptq.calibration_size", 0)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fairquant.data.loaders import load_dataset
-from fairquant.data.prepare import assert_not_test, build_image_store, calibration_indices
+from fairquant.data.prepare import assert_not_test, build_image_store, calibration_indices, decode_image
 from fairquant.data.synthetic import CELEBA_ATTRIBUTES, generate_celeba_like
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams, GenerateParams
@@ -168,3 +168,61 @@ def test_calibration_comes_from_training_split_only(tiny_celeba):
     n_train = int((table["split"] == "train").sum())
     with pytest.raises(FairquantError, match=f"calibration.size={n_train + 1} is larger than the training split"):
         calibration_indices(table, n_train + 1, seed=0)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 16 images: the tiny set then spans several chunks, several in flight at once."""
+    import fairquant.data.prepare as prepare
+
+    monkeypatch.setattr(prepare, "CHUNK", 16)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_store_written_to_disk_equals_the_in_memory_decode(tiny_celeba, tmp_path, small_chunks, workers):
+    raw = load_dataset(DataParams(root=str(tiny_celeba)))
+    expected = np.stack([decode_image(path, 16) for path in raw.paths])
+    table, in_memory, _ = build_image_store(raw, 16, workers, 0.0)
+    disk_table, on_disk, dropped = build_image_store(raw, 16, workers, 0.0, out=tmp_path / "images.npy")
+    assert isinstance(on_disk, np.memmap) and not on_disk.flags.writeable
+    assert np.array_equal(in_memory, expected) and np.array_equal(on_disk, expected)
+    pd.testing.assert_frame_equal(table, disk_table)
+    assert dropped["corrupt_images"] == 0 and table["row"].tolist() == list(range(120))
+    assert list(tmp_path.iterdir()) == [tmp_path / "images.npy"]  # no temporary file left beside it
+
+
+def test_corrupt_files_leave_the_store_compact_and_rows_consistent(tiny_celeba, tmp_path, small_chunks):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_celeba, root)
+    corrupt = ["000003.jpg", "000040.jpg", "000120.jpg"]  # in the first, third and last chunk
+    for name in corrupt:
+        (root / "img_align_celeba" / name).write_bytes(b"\xff\xd8 truncated")
+    raw = load_dataset(DataParams(root=str(root)))
+    store = tmp_path / "images.npy"
+    table, images, dropped = build_image_store(raw, 16, 2, max_corrupt_fraction=0.05, out=store)
+    assert dropped["corrupt_images"] == 3 and images.shape == (117, 16, 16, 3)
+    assert store.stat().st_size == images.offset + 117 * 16 * 16 * 3  # truncated to the rows kept
+    assert not set(corrupt) & set(table["sample_id"]) and table["row"].tolist() == list(range(117))
+    for sample_id, row in zip(table["sample_id"], table["row"]):
+        assert np.array_equal(images[row], decode_image(root / "img_align_celeba" / sample_id, 16)), sample_id
+
+
+def test_too_many_corrupt_files_write_nothing(tiny_celeba, tmp_path, small_chunks):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_celeba, root)
+    (root / "img_align_celeba" / "000050.jpg").write_bytes(b"not a jpeg")
+    raw = load_dataset(DataParams(root=str(root)))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FairquantError, match=r"1 of 120 images could not be decoded .*000050.jpg"):
+        build_image_store(raw, 16, 2, max_corrupt_fraction=0.0, out=out / "images.npy")
+    assert list(out.iterdir()) == []
+
+
+def test_pixel_arrays_are_stored_chunk_by_chunk(tmp_path, small_chunks):
+    from fairquant.data.loaders import RawDataset
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    table = pd.DataFrame({"sample_id": [str(i) for i in range(40)], "split": "train", "y_true": np.int8(0)})
+    _, images, _ = build_image_store(RawDataset(table, arrays=pixels), 8, 1, 0.0, out=tmp_path / "images.npy")
+    assert np.array_equal(images, np.repeat(pixels, 3, axis=-1))

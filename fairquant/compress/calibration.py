@@ -7,7 +7,8 @@
 - ``distilled``: data-free, ZeroQ (Cai et al. 2020): inputs optimised so that the statistics they produce at
   every BatchNorm match the fp32 model's running statistics.
 
-No set ever takes a validation or test image: the labelled sets draw from the training split and are checked.
+No set ever takes a validation or test image: the labelled sets draw from the training split and are checked
+(:func:`assert_training_rows`), and a folder image with the pixels of a validation or test image is refused.
 The composition of every set is estimated by a group classifier (logistic regression on the fp32 model's
 penultimate features) trained on the training split, as seed 001 did for its synthetic faces; its accuracy
 on the validation split is reported next to the estimate, and the true mix where labels exist.
@@ -15,6 +16,7 @@ on the validation split is reported next to the estimate, and the true mix where
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,30 +33,63 @@ SETS = ("train", "balanced", "synthetic", "distilled")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
+def assert_training_rows(table: pd.DataFrame, rows: np.ndarray) -> None:
+    """Refuse calibration rows from the validation or test split: both are what the study evaluates on."""
+    assert_not_test(table, rows)
+    split = table.set_index("row").loc[np.asarray(rows), "split"]
+    held_out = split[split != "train"]
+    if len(held_out):
+        raise FairquantError(f"calibration set contains {len(held_out)} {held_out.iloc[0]} images (first row "
+                             f"{int(held_out.index[0])}); calibration data must come from the training split")
+
+
+def cells_of(table: pd.DataFrame, rows: np.ndarray, protected: list[str]) -> np.ndarray:
+    """Each row's protected group x label cell: the group label, then the label, e.g. '1 & y=0'."""
+    part = table.set_index("row").loc[np.asarray(rows)].reset_index()
+    return (pd.Series(group_labels(part, protected)).astype(str) + " & y=" + part["y_true"].astype(str)).to_numpy()
+
+
 def balanced_rows(table: pd.DataFrame, protected: list[str], size: int, seed: int) -> np.ndarray:
     """``size // cells`` random training images from every protected group x label cell."""
-    train = table[table["split"] == "train"]
-    cells = pd.Series(group_labels(train, protected), index=train.index) + " & y=" + train["y_true"].astype(str)
-    names = sorted(cells.unique())
+    train_rows = table.loc[table["split"] == "train", "row"].to_numpy()
+    cells = cells_of(table, train_rows, protected)
+    names, counts = np.unique(cells, return_counts=True)
     per_cell = size // len(names)
     if per_cell == 0:
         raise FairquantError(f"calibration.size={size} is smaller than the {len(names)} group x label cells of "
                              f"the balanced set; raise it to at least {len(names)}")
-    counts = cells.value_counts()
-    short = [f"'{name}' has {counts[name]}" for name in names if counts[name] < per_cell]
+    short = [f"'{name}' has {count}" for name, count in zip(names, counts) if count < per_cell]
     if short:
         raise FairquantError(f"the balanced set needs {per_cell} training images per group x label cell but "
                              f"{', '.join(short)}; lower calibration.size to at most {counts.min() * len(names)}")
     rng = np.random.default_rng(seed)
-    rows = np.concatenate([rng.choice(train.loc[cells == name, "row"].to_numpy(), per_cell, replace=False)
-                           for name in names])
-    rows = np.sort(rows)
-    assert_not_test(table, rows)
+    rows = np.sort(np.concatenate([rng.choice(train_rows[cells == name], per_cell, replace=False) for name in names]))
+    assert_training_rows(table, rows)
     return rows
 
 
-def folder_images(folder: str | Path, image_size: int) -> tuple[np.ndarray, dict]:
-    """Every image file under ``folder`` (sorted), decoded and resized; unreadable files are skipped and counted."""
+def pixel_hash(pixels: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes(), digest_size=16).hexdigest()
+
+
+def held_out_hashes(table: pd.DataFrame, images: np.ndarray, chunk: int = 1024) -> dict[str, str]:
+    """Pixel hash -> 'test image <sample_id>' for every validation and test image of the prepared store."""
+    from fairquant.io import read_rows
+
+    held_out = table[table["split"] != "train"].sort_values("row")
+    hashes = {}
+    for start in range(0, len(held_out), chunk):
+        part = held_out.iloc[start:start + chunk]
+        for pixels, split, sample in zip(read_rows(images, part["row"].to_numpy()), part["split"], part["sample_id"]):
+            hashes[pixel_hash(pixels)] = f"{split} image {sample}"
+    return hashes
+
+
+def folder_images(folder: str | Path, image_size: int,
+                  held_out: dict[str, str] | None = None) -> tuple[np.ndarray, dict]:
+    """Every image file under ``folder`` (sorted), decoded and resized as the prepared store was; unreadable
+    files are skipped and counted. ``held_out`` (:func:`held_out_hashes`): refuse any image with the exact
+    pixels of a validation or test image (a copy of one would leak it into calibration)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FairquantError(f"synthetic calibration folder {folder} does not exist; set calibration.synthetic_folder "
@@ -64,6 +99,11 @@ def folder_images(folder: str | Path, image_size: int) -> tuple[np.ndarray, dict
         raise FairquantError(f"synthetic calibration folder {folder} has no image files "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}); put the faces there or choose another set")
     decoded = [decode_image(path, image_size) for path in files]
+    for path, pixels in zip(files, decoded):
+        if pixels is not None and held_out and pixel_hash(pixels) in held_out:
+            raise FairquantError(f"synthetic calibration image {path} has exactly the pixels of "
+                                 f"{held_out[pixel_hash(pixels)]}; remove it from {folder}: calibration must "
+                                 f"never see validation or test images")
     good = [pixels for pixels in decoded if pixels is not None]
     skipped = [str(path.relative_to(folder)) for path, pixels in zip(files, decoded) if pixels is None]
     if not good:
@@ -180,15 +220,31 @@ def true_composition(table: pd.DataFrame, rows: np.ndarray, protected: list[str]
     return {str(g): float(np.mean(groups == g)) for g in sorted(set(groups))}
 
 
-def load_set(folder: str | Path, size: int | None, key: str) -> tuple[np.ndarray, dict]:
-    """A built calibration set (``images.npy`` + ``info.json``), its first ``size`` images (all when None)."""
+def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """A built calibration set (``images.npy`` + ``info.json``): all of it when ``size`` is None, else ``size``
+    images drawn at random with ``seed``; from a set with ``cells.npy`` (balanced), as equally from every
+    group x label cell as ``size`` allows (cells differ by at most one image)."""
     from fairquant.io import read_images, read_json
 
     folder = Path(folder)
     if not (folder / "images.npy").is_file():
         raise FairquantError(f"calibration set {folder} is missing; run `dvc repro calibration` first")
     images, info = read_images(folder / "images.npy"), read_json(folder / "info.json")
-    if size is not None and size > len(images):
+    if size is None:
+        return np.array(images), info  # a copy: torch warns about tensors made from a read-only memory map
+    if size > len(images):
         raise FairquantError(f"{key}={size} is larger than the '{info['set']}' calibration set ({len(images)} "
                              f"images); lower it or set it to null to use the whole set")
-    return np.asarray(images[:size] if size is not None else images), info
+    rng = np.random.default_rng(seed)
+    if not (folder / "cells.npy").is_file():
+        return np.asarray(images[np.sort(rng.choice(len(images), size, replace=False))]), info
+    cells = np.load(folder / "cells.npy")
+    names = np.unique(cells)
+    if size < len(names):
+        raise FairquantError(f"{key}={size} is smaller than the {len(names)} group x label cells of the "
+                             f"'{info['set']}' set; raise it to at least {len(names)} or set it to null")
+    per_cell = np.full(len(names), size // len(names))
+    per_cell[rng.choice(len(names), size % len(names), replace=False)] += 1
+    picked = np.concatenate([rng.choice(np.flatnonzero(cells == name), k, replace=False)
+                             for name, k in zip(names, per_cell)])
+    return np.asarray(images[np.sort(picked)]), info

@@ -1,12 +1,12 @@
 """Simulated (fake) quantization at any bit-width from 2 to 16, for PTQ and QAT.
 
 One stack, chosen for reach: torch's own ``fake_quantize_per_{tensor,channel}_affine`` ops (straight-through
-gradients, so QAT needs nothing more) and torchao's observers (min-max, moving average, histogram), plus a
-percentile observer and an MSE weight-range search written here. Every Conv2d/Linear is wrapped: its input is
-quantized per tensor (activation bits) and its weight per channel or per tensor (weight bits). BatchNorm can
-be folded into the preceding convolution first, as int8 deployment does. A per-layer map gives mixed
-precision. Eager, any batch size, and written for any device (run on CPU only so far: no GPU was lent),
-unlike the exported int8 graph with its fixed batch.
+gradients, so QAT needs nothing more) and torchao's observers (min-max, moving average, histogram, whose range
+search is told the grid's real number of levels here), plus a percentile observer and an MSE weight-range
+search written here. Every Conv2d/Linear is wrapped: its input is quantized per tensor (activation bits) and
+its weight per channel or per tensor (weight bits). BatchNorm can be folded into the preceding convolution
+first, as int8 deployment does. A per-layer map gives mixed precision. Eager, any batch size, and written
+for any device (run on CPU only so far: no GPU was lent), unlike the exported int8 graph with its fixed batch.
 
 What is stored is the wrapped model's state dict: float weights plus every scale and zero point; the integer
 codes are a deterministic function of them, and :func:`quantized_size_bytes` counts what a packed format
@@ -46,7 +46,6 @@ def _observer_dtype(bits: int, symmetric: bool) -> torch.dtype:
 def make_observer(kind: str, bits: int, symmetric: bool, percentile: float = 1.0, per_channel: bool = False):
     """An observer for activations (per tensor) or weights (per channel along axis 0)."""
     from torchao.quantization.pt2e.observer import (
-        HistogramObserver,
         MinMaxObserver,
         MovingAverageMinMaxObserver,
         PerChannelMinMaxObserver,
@@ -63,7 +62,7 @@ def make_observer(kind: str, bits: int, symmetric: bool, percentile: float = 1.0
     if kind == "moving_average":
         return MovingAverageMinMaxObserver(qscheme=scheme, **common)
     if kind == "histogram":
-        return HistogramObserver(qscheme=scheme, **common)
+        return LevelsHistogramObserver(qscheme=scheme, **common)
     if kind == "percentile":
         return PercentileObserver(percentile, qscheme=scheme, **common)
     raise ValueError(f"unknown observer {kind!r}")
@@ -100,6 +99,41 @@ def _percentile_observer_class():
 
 def PercentileObserver(percentile: float, **kwargs):  # noqa: N802 - a class factory, used like a class
     return _percentile_observer_class()(percentile, **kwargs)
+
+
+@functools.cache
+def levels_histogram_observer_class():
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    class _LevelsHistogramObserver(HistogramObserver):
+        """torchao's L2 range search, told the grid's real number of levels.
+
+        torchao searches as if the grid had 2^(dtype bits) levels (256 for any uint8 grid), so a 4-bit grid,
+        or x86's 7-bit reduce_range grid, would get the range that suits 256 levels: far too wide."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dst_nbins = self.quant_max - self.quant_min + 1
+
+        def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+            # The greedy search stops at the first rise of its error estimate and never scores the unclipped
+            # range it starts from; at 8 bits on a half-normal it stopped at a range worse than min-max by its
+            # own estimate. Keep the observed range when that estimate says it is better.
+            new_min, new_max = super()._non_linear_param_search()
+            bin_width = float(self.max_val - self.min_val) / self.bins
+            if bin_width == 0:
+                return new_min, new_max
+            start = round(float(new_min - self.min_val) / bin_width)
+            end = round(float(new_max - self.min_val) / bin_width) - 1
+            if self._compute_quantization_error(0, self.bins - 1) <= self._compute_quantization_error(start, end):
+                return self.min_val.clone(), self.max_val.clone()
+            return new_min, new_max
+
+    return _LevelsHistogramObserver
+
+
+def LevelsHistogramObserver(**kwargs):  # noqa: N802 - a class factory, used like a class
+    return levels_histogram_observer_class()(**kwargs)
 
 
 def weight_qparams(weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool,

@@ -38,7 +38,7 @@ def lloyd_1d(values: torch.Tensor, clusters: int, iterations: int) -> tuple[torc
 
 
 class SharedWeightLayer(nn.Module):
-    """A Conv2d or Linear whose weight is ``codebook[indices]``: only the codebook (and bias) can train."""
+    """A Conv2d or Linear whose weight is ``codebook[indices]``: the codebook trains, the indices cannot."""
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, codebook: torch.Tensor, indices: torch.Tensor):
         super().__init__()
@@ -67,6 +67,15 @@ def cluster_model(model: nn.Module, clusters: int, iterations: int) -> nn.Module
 
 def shared_layers(model: nn.Module) -> list[SharedWeightLayer]:
     return [m for m in model.modules() if isinstance(m, SharedWeightLayer)]
+
+
+def train_codebooks_only(model: nn.Module) -> nn.Module:
+    """Freeze every parameter but the codebooks (biases, BatchNorm affine, unclustered layers), so that centroid
+    fine-tuning is Deep Compression's: the trainer's optimiser skips parameters that get no gradient."""
+    codebooks = {id(layer.codebook) for layer in shared_layers(model)}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in codebooks)
+    return model
 
 
 def empty_clustered(model: nn.Module, clusters: int) -> nn.Module:

@@ -77,7 +77,8 @@ registry.register(VariantKind(
 registry.register(VariantKind(
     "ptq-int8",
     lambda config, state: int8.convert_int8(_untrained(config), state, config["export_batch"], config["image_size"],
-                                            config["scheme"]["observer"], config["scheme"]["percentile"]),
+                                            config["scheme"]["observer"], config["scheme"]["percentile"],
+                                            config.get("int8_check", {}).get("reduce_range", False)),
     lambda config, model: int8.stored_size_bytes(model), "int8"))
 
 
@@ -95,6 +96,8 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
     config = checkpoint["config"]
     image_size = config["image_size"]
     kind = registry.lookup(config["kind"])
+    if kind.kernels == "int8":
+        int8.require_loadable_here(config)
     # For ptq-int8 the prepared state holds every weight and observer range, so an untrained model of the same
     # architecture is enough to rebuild the graph it is loaded into.
     model = kind.rebuild(config, checkpoint["state_dict"])

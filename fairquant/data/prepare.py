@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,7 +37,11 @@ def decode_image(path: str | Path, size: int) -> np.ndarray | None:
         return None
 
 
+CHUNK = 512  # images per decoding task
+
+
 def _decode_chunk(args: tuple[list[str], int]) -> tuple[np.ndarray, list[int]]:
+    """Decode files into (n, size, size, 3); the positions of undecodable files come back zero and listed."""
     paths, size = args
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     failed = []
@@ -55,34 +62,81 @@ def _resize_arrays(arrays: np.ndarray, size: int) -> np.ndarray:
     return np.stack([_square_resize(Image.fromarray(a), size) for a in arrays])
 
 
-def build_image_store(raw: RawDataset, size: int, workers: int, max_corrupt_fraction: float,
-                      progress=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Return the samples table (with ``row`` into the store), the uint8 store, and counts of dropped files."""
+def _decoded_chunks(raw: RawDataset, size: int, workers: int) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+    """Yield ``(first index, pixels, failed positions)`` chunk by chunk, in sample order.
+
+    Files are decoded by ``workers`` processes with at most two chunks per worker in flight, so memory holds
+    a few chunks whatever the dataset's size. Pixel arrays are resized a chunk at a time."""
     if raw.arrays is not None:
-        images, failed = _resize_arrays(raw.arrays, size), []
-    else:
-        paths = [str(p) for p in raw.paths]
-        chunks = [paths[i:i + 512] for i in range(0, len(paths), 512)]
-        parts, failed = [], []
-        with ProcessPoolExecutor(workers) as pool:
-            for k, (pixels, bad) in enumerate(pool.map(_decode_chunk, [(c, size) for c in chunks])):
-                parts.append(pixels)
-                failed += [k * 512 + i for i in bad]
-                if progress:
-                    progress(len(chunks[k]))
-        images = np.concatenate(parts) if parts else np.zeros((0, size, size, 3), np.uint8)
+        for start in range(0, len(raw.arrays), CHUNK):
+            yield start, _resize_arrays(raw.arrays[start:start + CHUNK], size), []
+        return
+    paths = [str(p) for p in raw.paths]
+    tasks = ((start, (paths[start:start + CHUNK], size)) for start in range(0, len(paths), CHUNK))
+    if workers == 1:
+        for start, task in tasks:
+            yield start, *_decode_chunk(task)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for start, task in tasks:
+            pending.append((start, pool.submit(_decode_chunk, task)))
+            if len(pending) >= 2 * workers:
+                first, future = pending.popleft()
+                yield first, *future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, *future.result()
+
+
+class _InMemoryStore:
+    """The image store as one array, for callers that ask for no file (small sets, tests)."""
+
+    def __init__(self, capacity: int, size: int) -> None:
+        self._images = np.empty((capacity, size, size, 3), dtype=np.uint8)
+        self.rows = 0
+
+    def append(self, pixels: np.ndarray) -> None:
+        self._images[self.rows:self.rows + len(pixels)] = pixels
+        self.rows += len(pixels)
+
+    @property
+    def images(self) -> np.ndarray:
+        return self._images[:self.rows]
+
+
+def build_image_store(raw: RawDataset, size: int, workers: int, max_corrupt_fraction: float, *,
+                      out: str | Path | None = None, progress=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Decode every image once; return the samples table (with ``row`` into the store), the store, and counts
+    of dropped files.
+
+    With ``out``, the store is written to that ``.npy`` file as chunks are decoded and returned memory-mapped;
+    memory then holds a few chunks, never the store. Undecodable files are left out of the store and the
+    table alike, so ``row`` numbers the images kept, in sample order. Too many of them raise
+    :class:`FairquantError`, and then nothing is written at ``out``."""
+    from fairquant.io import image_store_writer, read_images
+
     n = len(raw.table)
-    if n and len(failed) / n > max_corrupt_fraction:
-        first = raw.paths[failed[0]] if raw.paths else failed[0]
-        raise FairquantError(
-            f"{len(failed)} of {n} images could not be decoded (first: {first}), more than "
-            f"data.max_corrupt_fraction={max_corrupt_fraction:g}; fix the files or raise the threshold")
+    failed: list[int] = []
+    with contextlib.ExitStack() as stack:
+        store = (_InMemoryStore(n, size) if out is None
+                 else stack.enter_context(image_store_writer(out, n, (size, size, 3))))
+        for start, pixels, bad in _decoded_chunks(raw, size, workers):
+            failed += [start + i for i in bad]
+            store.append(np.delete(pixels, bad, axis=0) if bad else pixels)
+            if progress:
+                progress(len(pixels))
+        if n and len(failed) / n > max_corrupt_fraction:
+            first = raw.paths[failed[0]] if raw.paths else failed[0]
+            raise FairquantError(
+                f"{len(failed)} of {n} images could not be decoded (first: {first}), more than "
+                f"data.max_corrupt_fraction={max_corrupt_fraction:g}; fix the files or raise the threshold")
     keep = np.ones(n, dtype=bool)
     keep[failed] = False
     table = raw.table[keep].reset_index(drop=True)
     table["row"] = np.arange(len(table), dtype=np.int64)
     counts = {"corrupt_images": len(failed), **raw.skipped}
-    return table, images[keep], counts
+    return table, store.images if out is None else read_images(out), counts
 
 
 def check_splits(table: pd.DataFrame, protected: list[str]) -> None:

@@ -68,13 +68,14 @@ def _labels(params: GenerateParams, ident: dict[str, np.ndarray]) -> dict[str, n
     # Curvature as a share of the maximum: smiles and neutral mouths overlap a little, so the cue is
     # learnable but not perfectly separable; a rare-cue smile has a neutral mouth.
     smile_curve = rng.uniform(0.2, 1.0, identity.size)
-    neutral_curve = rng.uniform(-0.6, 0.35, identity.size)
+    neutral_curve = rng.uniform(-0.6, 0.2 + params.cue_overlap, identity.size)
     curve = np.where(shows_smile & ~rare_cue, smile_curve, neutral_curve)
     flipped = rng.random(identity.size) < params.label_noise
     return {"identity": identity, "label": shows_smile ^ flipped, "rare_cue": rare_cue, "curve": curve}
 
 
-def _render(size: int, seed: int, index: int, face: dict, difficulty: GroupDifficulty) -> Image.Image:
+def _render(size: int, seed: int, index: int, face: dict, difficulty: GroupDifficulty,
+            cue_strength: float = 1.0) -> Image.Image:
     rng = np.random.default_rng([seed, 2, index])
     s = float(size)
     background = rng.uniform(30, 225, 3)
@@ -97,7 +98,7 @@ def _render(size: int, seed: int, index: int, face: dict, difficulty: GroupDiffi
         draw.chord([cx - rx, cy - ry * 0.1, cx + rx, cy + ry], 10, 170, fill=as_rgb(0.7 * hair + 0.3 * skin))
 
     eye_y, eye_dx, eye_r = cy - 0.08 * s, 0.11 * s * scale, 0.035 * s
-    line = max(1, round(s / 24))
+    line = max(1, round(cue_strength * s / 24))
     for ex in (cx - eye_dx, cx + eye_dx):
         if face["rare_cue"]:  # crescent "smiling eyes": an arc bowed upwards
             draw.arc([ex - eye_r * 1.4, eye_y - eye_r, ex + eye_r * 1.4, eye_y + eye_r * 1.8], 200, 340,
@@ -109,7 +110,7 @@ def _render(size: int, seed: int, index: int, face: dict, difficulty: GroupDiffi
             draw.ellipse([ex - g, eye_y - g, ex + g, eye_y + g], outline=as_rgb(0.5 * ink), width=1)
 
     mouth_y, half_width = cy + 0.17 * s, 0.12 * s * scale
-    depth = face["curve"] * 0.09 * s
+    depth = face["curve"] * 0.09 * cue_strength * s
     xs = np.linspace(-1, 1, 9)
     points = [(cx + x * half_width, mouth_y + depth * (1 - x * x) - depth / 2) for x in xs]
     lip = ink * 0.7 + np.array([150, 30, 40.0]) * 0.3
@@ -126,9 +127,9 @@ def _render(size: int, seed: int, index: int, face: dict, difficulty: GroupDiffi
 
 
 def _render_chunk(args: tuple) -> None:
-    folder, size, seed, indices, faces, difficulties = args
+    folder, size, seed, indices, faces, difficulties, cue_strength = args
     for index, face in zip(indices, faces):
-        image = _render(size, seed, index, face, difficulties[int(face["male"])])
+        image = _render(size, seed, index, face, difficulties[int(face["male"])], cue_strength)
         image.save(Path(folder) / f"{index + 1:06d}.jpg", quality=92)
 
 
@@ -155,7 +156,8 @@ def _attribute_rows(ident: dict, labels: dict) -> np.ndarray:
 def _render_all(folder: Path, params: GenerateParams, faces: list[dict]) -> None:
     difficulties = (params.difficulty_majority, params.difficulty_minority)
     chunks = np.array_split(np.arange(len(faces)), max(1, params.workers * 8))
-    jobs = [(str(folder), params.render_size, params.seed, list(c), [faces[j] for j in c], difficulties)
+    jobs = [(str(folder), params.render_size, params.seed, list(c), [faces[j] for j in c], difficulties,
+             params.cue_strength)
             for c in chunks if len(c)]
     if params.workers == 1:
         for job in jobs:

@@ -1,0 +1,83 @@
+"""dvc.yaml must list every project file a stage's command runs, so that an edit re-runs exactly the stages it
+can change. The import closure is computed from the source (every import, also inside functions), and the
+stages are read through DVC's own resolver (foreach/matrix expanded)."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("fairquant", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name, or None for a third-party module."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of every module ``path`` imports; ``from pkg import name`` counts pkg.name when it is a module."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def is_code(path: Path) -> bool:
+    """A package marker holding only a docstring runs nothing."""
+    body = ast.parse(path.read_text()).body
+    return not (path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                                   for n in body))
+
+
+def import_closure(path: Path) -> set[Path]:
+    seen, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name in imported_modules(current):
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                found = module_file(".".join(parts[:k]))
+                if found is not None and found not in seen:
+                    todo.append(found)
+    return {p for p in seen if is_code(p)}
+
+
+def resolved_stages() -> dict[str, tuple[str, list[str]]]:
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {stage.addressing: (stage.cmd, [str(Path(d.def_path)) for d in stage.deps])
+                for stage in repo.index.stages if stage.cmd}
+
+
+def test_import_closure_follows_function_level_imports():
+    closure = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages" / "finetune.py")}
+    assert {"stages/finetune.py", "stages/_cli.py", "fairquant/training.py", "fairquant/params.py",
+            "fairquant/errors.py", "fairquant/io.py"} <= closure
+
+
+@pytest.mark.parametrize("address, cmd, deps", [(a, *v) for a, v in sorted(resolved_stages().items())])
+def test_stage_deps_cover_every_project_module_its_command_imports(address, cmd, deps):
+    match = re.search(r"python -m (stages\.\w+)", cmd)
+    assert match, f"{address}: command does not run a stages.<name> module: {cmd}"
+    closure = import_closure(module_file(match.group(1)))
+    covered = [ROOT / d for d in deps]
+    missing = sorted(p.relative_to(ROOT).as_posix() for p in closure
+                     if not any(p == d or d in p.parents for d in covered))
+    assert not missing, f"dvc.yaml stage '{address}' runs code it does not list in deps: {missing}"

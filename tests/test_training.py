@@ -1,0 +1,61 @@
+"""Training and prediction read the image store by rows: the same model, bit for bit, as from a copied split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairquant.io import ImageRows, image_store_writer, read_images
+from fairquant.models import build_model
+from fairquant.params import TrainingParams
+from fairquant.training import predict_scores, train_classifier
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A 60-image memory-mapped store with the training and validation rows interleaved, as in a real table."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    with image_store_writer(tmp_path / "images.npy", 60, (16, 16, 3)) as writer:
+        writer.append(pixels)
+    table = pd.DataFrame({"row": np.arange(60), "split": rng.choice(["train", "val", "test"], 60, p=[0.6, 0.2, 0.2]),
+                          "y_true": rng.integers(0, 2, 60)})
+    return read_images(tmp_path / "images.npy"), table
+
+
+def _train(images, labels, val_images, val_labels, **rows):
+    torch.manual_seed(0)
+    logs = []
+    model = train_classifier(build_model("resnet18", small_input_stem=True), images, labels, val_images, val_labels,
+                             np.zeros(len(val_labels)), TrainingParams(epochs=2, batch_size=8, lr=0.05, seed=3),
+                             torch.device("cpu"), on_epoch=logs.append, **rows)
+    return model.state_dict(), logs
+
+
+def test_training_from_rows_matches_training_on_a_copied_split(store):
+    images, table = store
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    copied, copied_logs = _train(np.array(images[train["row"]]), train["y_true"].to_numpy(),
+                                 np.array(images[val["row"]]), val["y_true"].to_numpy())
+    by_rows, logs = _train(images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(),
+                           rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy())
+    assert all(torch.equal(copied[name], by_rows[name]) for name in copied)
+    assert logs == copied_logs and len(logs) == 2
+
+
+def test_predictions_from_rows_match_predictions_on_a_copy(store):
+    images, table = store
+    rows = table.loc[table["split"] == "test", "row"].to_numpy()
+    torch.manual_seed(0)
+    model = build_model("resnet18", small_input_stem=True)
+    expected = predict_scores(model, np.array(images[rows]), 4)
+    assert np.array_equal(predict_scores(model, images, 4, rows=rows), expected)
+    assert np.array_equal(predict_scores(model, ImageRows(images, rows), 4), expected)
+
+
+def test_labels_must_match_the_rows(store):
+    images, _ = store
+    with pytest.raises(ValueError, match="3 labels for 5 training images"):
+        train_classifier(build_model("resnet18", small_input_stem=True), images, np.zeros(3), images, np.zeros(2),
+                         np.zeros(2), TrainingParams(epochs=1, batch_size=8), torch.device("cpu"),
+                         rows=np.arange(5), val_rows=np.arange(2))
