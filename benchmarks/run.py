@@ -2,6 +2,8 @@
 
     python benchmarks/run.py            # component figures on the current data/ (run `dvc repro` first)
     python benchmarks/run.py --full     # also the wall time of the whole default `dvc repro` in a fresh copy
+    python benchmarks/run.py --only seeds --seeds 5   # fp32 accuracy and gap for training seeds 0-4
+    python benchmarks/memory.py         # prepare and training memory on a CelebA-size generated set
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def bench_finetune(params) -> None:
     start = time.perf_counter()
     train_classifier(model, images[train["row"].to_numpy()], train["y_true"].to_numpy(), images[:8],
                      np.zeros(8), np.zeros(8), FinetuneParams(epochs=1, batch_size=params.finetune.batch_size),
-                     torch.device("cpu"))
+                     torch.device("cpu"), seed=0)
     line("finetune throughput", f"{len(train) / (time.perf_counter() - start):.0f} images/s",
          f"({params.model.arch}, {images.shape[1]} px, batch {params.finetune.batch_size})")
 
@@ -123,6 +125,36 @@ def bench_compressors(params) -> None:
          f"{time.perf_counter() - start:.1f} s")
 
 
+def bench_seeds(params, seeds: int) -> None:
+    """The default's fp32 model per training seed, trained exactly as the finetune stage does (data/prepared from
+    `dvc repro`): test accuracy, the minority's accuracy gap and TPR gap with their CIs."""
+    from fairquant.fairness.metrics import group_labels
+    from fairquant.training import predict_scores, seed_everything
+
+    table, images, _ = load_prepared(ROOT / "data" / "prepared")
+    train, val, test = (table[table["split"] == s] for s in ("train", "val", "test"))
+    protected = params.data.protected
+    ev = params.evaluate
+    reached = []
+    for seed in range(seeds):
+        seed_everything(seed, params.finetune.threads)
+        model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
+        start = time.perf_counter()
+        model = train_classifier(model, images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(),
+                                 group_labels(val, protected), params.finetune, torch.device("cpu"), seed=seed,
+                                 rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy())
+        seconds = time.perf_counter() - start
+        scores = predict_scores(model, images, ev.batch_size, rows=test["row"].to_numpy())
+        m = fairness_metrics(test["y_true"].to_numpy(), (scores > 0.5).astype(int), group_labels(test, protected),
+                             privileged_group=ev.privileged_group, n_boot=ev.bootstrap, confidence=ev.confidence)
+        acc, tpr = m["gaps"]["accuracy_gap"], m["gaps"]["tpr_gap"]
+        reached.append(m["overall"]["accuracy"] >= 0.85 and acc["ci_low"] > 0)
+        line(f"fp32 seed {seed}: test accuracy / accuracy gap [CI]",
+             f"{m['overall']['accuracy']:.3f} / {acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]",
+             f"TPR gap {tpr['value']:.3f} [{tpr['ci_low']:.3f}, {tpr['ci_high']:.3f}]; {seconds:.0f} s")
+    line("seeds with accuracy >= 0.85 and gap CI excluding 0", f"{sum(reached)} of {seeds}", f"(target {seeds} of {seeds})")
+
+
 def bench_bootstrap() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
@@ -171,18 +203,26 @@ def bench_dvc(full: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="also time the whole default dvc repro (~5 min)")
+    parser.add_argument("--seeds", type=int, default=0, help="train the default fp32 model for this many seeds "
+                                                              "and print accuracy and gap per seed (~90 s each)")
+    parser.add_argument("--only", choices=["seeds", "int8", "dvc"], help="run just one group of figures")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     params = load_params(ROOT / "params.yaml")
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
-    bench_prepare(params)
-    bench_finetune(params)
-    bench_int8("resnet18", 32, 64, 10)
-    bench_int8("resnet18", 64, 64, 10)
-    bench_int8("mobilenet_v2", 32, 64, 10)
-    bench_compressors(params)
-    bench_bootstrap()
-    bench_dvc(args.full)
+    if args.only in (None, "seeds") and args.seeds:
+        bench_seeds(params, args.seeds)
+    if args.only in (None, "int8"):
+        bench_int8("resnet18", 32, 64, 10)
+        bench_int8("resnet18", 64, 64, 10)
+        bench_int8("mobilenet_v2", 32, 64, 10)
+    if args.only is None:
+        bench_prepare(params)
+        bench_finetune(params)
+        bench_compressors(params)
+        bench_bootstrap()
+    if args.only in (None, "dvc"):
+        bench_dvc(args.full)
 
 
 if __name__ == "__main__":

@@ -173,14 +173,20 @@ class QuantizePTQParams(QuantSchemeParams):
                 "weight_symmetric true, activation_symmetric false, weight_observer minmax, fold_bn true, no layers "
                 f"map); this scheme differs in {', '.join(self.int8_mismatches())}: set kernels to auto or simulated")
         return self
-    latency_batch: int = Field(64, ge=1, le=4096)
-    latency_repeats: int = Field(10, ge=1, le=1000)
     int8_reduce_range: Literal["auto", True, False] = Field(
         "auto", description="int8 kernels: 7-bit activations (0..127); auto = exactly on CPUs without VNNI, whose "
                             "u8 x s8 kernels saturate int16 sums on full-range inputs")
     int8_tolerance_db: float = Field(
         5.0, ge=0, le=60, description="the compiled int8 model is refused when its SQNR against its own q/dq reference "
                                       "falls more than this below the SQNR of that reference against fp32")
+
+
+class LatencyParams(_Section):
+    """Timing of the variants that run on real kernels (fp32, int8). Timings are measurements: they differ run to
+    run; with ``repeats: 0`` nothing is timed and two runs of the pipeline give byte-identical outputs."""
+
+    batch: int = Field(64, ge=1, le=4096, description="images per timed call; also the int8 graph's export batch")
+    repeats: int = Field(10, ge=0, le=1000, description="timed calls after warm-up (median reported); 0 = no timing")
 
 
 class TrainingParams(_Section):
@@ -242,6 +248,7 @@ class Params(_Section):
     quantize_kmeans: QuantizeKmeansParams = QuantizeKmeansParams()
     prune: PruneParams = PruneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    latency: LatencyParams = LatencyParams()
 
     @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":

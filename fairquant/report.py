@@ -370,6 +370,27 @@ def _mixed_precision(results: dict[str, dict]) -> list[str]:
             "| variant | layer | weight bits | input bits |", "|---|---|---|---|", *rows]
 
 
+def int8_section(results: dict[str, dict]) -> list[str]:
+    """What makes an int8 result trustworthy on this CPU: its int8 instructions, whether activations had to be
+    7-bit (reduce_range, CPUs without VNNI), and how closely the compiled kernels followed their q/dq reference."""
+    checked = [(r["variant"], r["details"]["int8_check"]) for r in results.values()
+               if r.get("details", {}).get("int8_check")]
+    if not checked:
+        return []
+    lines = ["", "## int8 kernels", "",
+             "Compiled int8 kernels compared with their own quantize/dequantize reference on the calibration images "
+             "(logits): the kernels must not add more error than quantization itself, within the tolerance, or the "
+             "stage refuses the model.", "",
+             "| variant | CPU int8 capability | reduce_range | images | SQNR kernels vs reference (dB) | "
+             "SQNR reference vs fp32 (dB) | tolerance (dB) | mean abs logit diff (quantization noise) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, c in checked:
+        lines.append(f"| {name} | {c['cpu_capability']} | {'yes' if c['reduce_range'] else 'no'} | {c['images']} | "
+                     f"{c['sqnr_db']:.1f} | {c['quant_sqnr_db']:.1f} | {c['tolerance_db']:g} | "
+                     f"{c['mean_abs_diff']:.4f} ({c['quant_noise']:.4f}) |")
+    return lines
+
+
 def markdown_report(results: dict[str, dict], figures: list[Path],
                     calibration_sets: dict[str, dict] | None = None, seeds: dict[str, dict] | None = None,
                     seed: int | None = None) -> str:
@@ -382,7 +403,7 @@ def markdown_report(results: dict[str, dict], figures: list[Path],
         lines += ["", f"The sections below are training seed {seed}'s models in detail."]
     lines += _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
     lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
-    lines += calibration_table(calibration_sets or {}) + _mixed_precision(results)
+    lines += int8_section(results) + calibration_table(calibration_sets or {}) + _mixed_precision(results)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
 

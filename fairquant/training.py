@@ -82,7 +82,10 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(labels) != len(rows):
         raise ValueError(f"{len(labels)} labels for {len(rows)} training images; pass one label per row")
-    generator = torch.Generator().manual_seed(params.seed if seed is None else seed)
+    seed = getattr(params, "seed", None) if seed is None else seed
+    if seed is None:
+        raise ValueError("train_classifier needs a seed: pass seed= (fp32 training takes it from params.yaml's seeds)")
+    generator = torch.Generator().manual_seed(seed)
     # channels-last: oneDNN's convolutions train ~20-30% faster in it on CPU (measured, ResNet-18 at 32 px)
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,

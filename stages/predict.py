@@ -1,4 +1,4 @@
-"""Predict the val and test splits with one variant; measure its latency."""
+"""Predict the val and test splits with one variant; with --timed, also measure its latency."""
 
 from pathlib import Path
 
@@ -11,18 +11,20 @@ from fairquant.compress.variants import load_variant
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
-DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes")
+DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check",
+           "training_seed")
 
 
 @app.command()
 def main(data: Path = typer.Option(..., help="prepared data folder"),
          model_dir: Path = typer.Option(..., "--model", help="model folder of the variant"),
          out: Path = typer.Option(..., help="predictions folder to write"),
+         timed: bool = typer.Option(False, "--timed", help="measure latency (variants on real kernels: fp32, int8)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     table, images, info = load_prepared(data)
     variant = load_variant(model_dir, batch_size=params.evaluate.batch_size,
-                           repeats=params.quantize_ptq.latency_repeats, latency_batch=params.quantize_ptq.latency_batch)
+                           repeats=params.latency.repeats, latency_batch=params.latency.batch)
     protected = params.data.protected
     schema = predictions_schema(protected).with_metadata(
         {"fairquant.variant": variant.name, "fairquant.synthetic": str(info["synthetic"]).lower()})
@@ -34,7 +36,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
             frame["y_score"] = scores.astype("float32")
             frame["y_pred"] = (scores > 0.5).astype("int8")
             write_table(tmp / f"{split}.parquet", frame, schema)
-        latency = variant.latency()
+        latency = variant.latency() if timed and params.latency.repeats else {}
         write_json(tmp / "info.json", {"name": variant.name, "kind": variant.kind, "kernels": variant.kernels,
                                        "details": {k: v for k, v in variant.config.items() if k in DETAILS},
                                        "size_bytes": variant.size_bytes,

@@ -20,7 +20,8 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set folder"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    params = load_params(params_file).quantize_ptq
+    all_params = load_params(params_file)
+    params = all_params.quantize_ptq
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed)
     model, fp32_config = load_fp32(model_dir)
@@ -31,7 +32,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": int8.fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
-        batch, size = params.latency_batch, fp32_config["image_size"]
+        batch, size = all_params.latency.batch, fp32_config["image_size"]
         # Compiled and checked against its own q/dq reference here: a model whose kernels disagree is refused.
         state, reference, check = int8.quantize_int8(
             model, images, batch, size, params.observer, params.percentile,

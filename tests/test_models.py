@@ -20,3 +20,15 @@ def test_device_error_names_the_key_that_asked_for_cuda():
         pytest.skip("a CUDA device is visible")
     with pytest.raises(FairquantError, match=r"^quantize_qat\.device is 'cuda' but no CUDA device is visible"):
         pick_device("cuda", key="quantize_qat.device")
+
+
+def test_group_probe_features_work_for_a_convolution_head():
+    """SqueezeNet's head is a 1x1 convolution, not a Linear: the calibration stage's group probe must still work."""
+    import numpy as np
+
+    from fairquant.compress.calibration import penultimate_features
+
+    model = build_model("squeezenet1_1", small_input_stem=True)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    features = penultimate_features(model, images)
+    assert features.shape == (3, 512) and np.isfinite(features).all()

@@ -17,7 +17,7 @@ TINY = {
     "prepare": {"image_size": 16, "workers": 1},
     "finetune": {"epochs": 1, "batch_size": 64},
     "calibration": {"size": 32, "distilled_size": 8, "distilled_iterations": 3},
-    "quantize_ptq": {"latency_batch": 16, "latency_repeats": 1},
+    "latency": {"batch": 16, "repeats": 0},  # no timing: two runs must then be byte-identical
     "quantize_qat": {"batch_size": 64},
     "quantize_kmeans": {"iterations": 10},
     "prune": {"batch_size": 64},
@@ -52,26 +52,46 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
 
     sh("dvc repro", repo, env)
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary) == SLOTS | {"synthetic_data"} and summary["synthetic_data"] is True
-    for slot in SLOTS:
-        assert 0 <= summary[slot]["accuracy"] <= 1 and summary[slot]["size_bytes"] > 0
+    assert set(summary) == SLOTS | {"synthetic_data", "seeds"} and summary["synthetic_data"] is True
+    assert summary["seeds"] == 1
+    evaluated = {slot: json.loads((repo / "metrics" / "eval" / "s0" / f"{slot}.json").read_text()) for slot in SLOTS}
+    for slot in SLOTS:  # one seed: the headline is that seed's value
+        assert summary[slot]["accuracy"] == evaluated[slot]["overall"]["accuracy"] and summary[slot]["size_bytes"] > 0
     assert summary["fp32"]["size_bytes"] / summary["ptq"]["size_bytes"] > 3.9
     assert summary["fp32"]["size_bytes"] / summary["kmeans"]["size_bytes"] > 7.5
-    assert summary["ptq"]["latency_ms"] > 0 and summary["qat"]["latency_ms"] is None
-    names = {slot: json.loads((repo / "metrics" / f"{slot}.json").read_text())["variant"] for slot in SLOTS - {"fp32"}}
+    assert summary["ptq"]["latency_ms"] is None and summary["qat"]["latency_ms"] is None  # latency.repeats: 0
+    names = {slot: evaluated[slot]["variant"] for slot in SLOTS - {"fp32"}}
     assert names == {"ptq": "ptq-w8a8-train", "qat": "qat-w4a4", "kmeans": "kmeans-k16", "prune": "prune-s80"}
-    variant = json.loads((repo / "metrics" / "ptq.json").read_text())
+    variant = evaluated["ptq"]
     assert variant["kernels"] == "int8" and variant["split"] == "test" and "vs_fp32" in variant
+    check = variant["details"]["int8_check"]  # the kernels were checked against their q/dq reference, and passed
+    assert check["sqnr_db"] >= check["quant_sqnr_db"] - check["tolerance_db"] and check["cpu_capability"]
+    assert "## int8 kernels" in (repo / "plots" / "report.md").read_text()
     report = (repo / "plots" / "report.md").read_text()
     assert "SYNTHETIC" in report and "| qat-w4a4 |" in report and "simulated" in report
     assert "## Calibration sets" in report and "| distilled |" in report
+    assert "## Across training seeds (1: 0)" in report and "one seed" in report
     import pyarrow.parquet as pq
 
-    table = pq.read_table(repo / "data" / "predictions" / "ptq" / "test.parquet")
+    table = pq.read_table(repo / "data" / "predictions" / "s0" / "ptq" / "test.parquet")
     assert table.schema.names == ["sample_id", "y_true", "y_score", "y_pred", "Male"]
 
-    assert "up to date" in sh("dvc status", repo, env).lower()
+    # Reproducible: a clean run of the same commit elsewhere gives a byte-identical dvc.lock (every output hash).
     sh("git add -A && git commit -qm baseline", repo, env)
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {repo} {clone}", tmp_path, env)
+    sh("dvc repro -f", clone, {**env, "PYTHONPATH": str(clone)})  # -f: every stage runs again, report included
+    assert (clone / "dvc.lock").read_text() == (repo / "dvc.lock").read_text()
+
+    # Adding a training seed runs that seed's chain and the report, nothing of seed 0.
+    params["seeds"] = [0, 1]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc status", repo, env)
+    assert "finetune@1" in out and "evaluate@1" in out and "report" in out
+    assert "@0" not in out and "prepare" not in out, out
+    sh("git checkout params.yaml", repo, env)
+
+    assert "up to date" in sh("dvc status", repo, env).lower()
 
     # A quantize key re-runs quantization and after, never prepare or finetune.
     out = sh("sed -i 's/  bits: 8/  bits: 6/' params.yaml && dvc status", repo, env)
@@ -94,8 +114,8 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert len(names) == 2, names
     for name in names:
         logs = sh(f"dvc queue logs {name}", repo, env)
-        assert "Running stage 'finetune'" not in logs and "Running stage 'prepare'" not in logs
-        assert "Running stage 'quantize_ptq'" in logs and "Running stage 'quantize_qat'" not in logs
+        assert "Running stage 'finetune@0'" not in logs and "Running stage 'prepare'" not in logs
+        assert "Running stage 'quantize_ptq@0'" in logs and "Running stage 'quantize_qat@0'" not in logs
     diff = json.loads(sh(f"dvc metrics diff {names[0]} {names[1]} --json", repo, env))
     changed = diff["metrics/summary.json"]
     assert "ptq.size_bytes" in changed and "fp32.accuracy" not in changed

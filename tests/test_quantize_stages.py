@@ -52,19 +52,19 @@ def test_balanced_set_stores_each_images_cell(trained):  # noqa: F811
      "quantize_ptq.calibration_size=3 is smaller than the 4 group x label cells of the 'balanced' set"),
 ])
 def test_quantize_ptq_rejects_bad_input(tmp_path, trained, params, calibration, message):  # noqa: F811
-    result = ptq(trained, tmp_path / "ptq", {"quantize_ptq.latency_batch": 8, **params}, calibration)
+    result = ptq(trained, tmp_path / "ptq", {"latency.batch": 8, **params}, calibration)
     assert_clean_failure(result, message, tmp_path / "ptq")
 
 
 @pytest.mark.skipif(CPU.vnni, reason=f"this CPU has VNNI ({CPU.capability}): full-range int8 does not saturate here")
 def test_quantize_ptq_refuses_int8_kernels_that_disagree_with_their_reference(tmp_path, trained):  # noqa: F811
-    result = ptq(trained, tmp_path / "ptq", {"quantize_ptq.latency_batch": 8, "quantize_ptq.int8_reduce_range": False})
+    result = ptq(trained, tmp_path / "ptq", {"latency.batch": 8, "quantize_ptq.int8_reduce_range": False})
     assert_clean_failure(result, "the compiled int8 kernels disagree with their own q/dq reference on this CPU",
                          tmp_path / "ptq")
 
 
 def test_quantize_ptq_records_the_int8_check(tmp_path, trained):  # noqa: F811
-    result = ptq(trained, tmp_path / "ptq", {"quantize_ptq.latency_batch": 8})
+    result = ptq(trained, tmp_path / "ptq", {"latency.batch": 8})
     assert result.returncode == 0, result.stderr
     check = json.loads((tmp_path / "ptq" / "info.json").read_text())["int8_check"]
     assert check["cpu_capability"] == CPU.capability

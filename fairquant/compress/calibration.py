@@ -27,6 +27,7 @@ from torch import nn
 from fairquant.data.prepare import assert_not_test, decode_image
 from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import group_labels
+from fairquant.io import ImageRows
 from fairquant.models import INPUT_MEAN, INPUT_STD, to_input
 
 SETS = ("train", "balanced", "synthetic", "distilled")
@@ -175,17 +176,24 @@ def distilled_images(model: nn.Module, size: int, image_size: int, iterations: i
 
 @torch.no_grad()
 def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Inputs of the model's last Linear layer: the features the classifier head sees."""
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    """Inputs of the model's head (its last Linear or Conv2d: SqueezeNet's head is a 1x1 convolution, whose input
+    map is averaged over space): the features the classifier sees."""
+    head = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     captured = []
-    handle = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))
+
+    def capture(module, inputs, output) -> None:
+        x = inputs[0]
+        captured.append(x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1))
+
+    handle = head.register_forward_hook(capture)
     try:
         model.eval()
         for start in range(0, len(images), batch_size):
             model(to_input(images[start:start + batch_size]))
     finally:
         handle.remove()
-    return torch.cat(captured).numpy() if captured else np.zeros((0, head.in_features), np.float32)
+    width = head.in_features if isinstance(head, nn.Linear) else head.in_channels
+    return torch.cat(captured).numpy() if captured else np.zeros((0, width), np.float32)
 
 
 class GroupClassifier:
@@ -203,8 +211,10 @@ class GroupClassifier:
         if len(train) > max_train:  # a linear probe needs few examples; features of thousands cost seconds each
             train = train.sample(max_train, random_state=seed).sort_values("row")
         self.classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-        self.classifier.fit(penultimate_features(model, images[train["row"].to_numpy()]), group_labels(train, protected))
-        predicted = self.classifier.predict(penultimate_features(model, images[val["row"].to_numpy()]))
+        # ImageRows: the splits are read batch by batch from the store, never copied whole
+        self.classifier.fit(penultimate_features(model, ImageRows(images, train["row"].to_numpy())),
+                            group_labels(train, protected))
+        predicted = self.classifier.predict(penultimate_features(model, ImageRows(images, val["row"].to_numpy())))
         truth = group_labels(val, protected)
         self.groups = [str(g) for g in self.classifier.classes_]
         self.quality = {"fitted_on": "train", "val_accuracy": float(np.mean(predicted == truth)),
