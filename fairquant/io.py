@@ -154,6 +154,8 @@ class ImageStoreWriter:
         if pixels.dtype != np.uint8 or pixels.shape[1:] != self.image_shape:
             raise ValueError(f"rows must be uint8 (n, {', '.join(map(str, self.image_shape))}), "
                              f"found {pixels.dtype} {pixels.shape}")
+        if len(pixels) == 0:  # a chunk whose files were all corrupt
+            return
         if self.rows + len(pixels) > self.capacity:
             raise ValueError(f"image store holds {self.capacity} rows; cannot append {len(pixels)} after {self.rows}")
         self._handle.write(memoryview(np.ascontiguousarray(pixels)).cast("B"))
@@ -260,14 +262,24 @@ class ImageRows:
 
 
 def code_revision() -> str:
-    """A hash of the project's source (fairquant/ and stages/), stamped into every checkpoint.
+    """A hash of the project modules this process has imported (the code the stage ran), stamped into every
+    checkpoint.
 
-    Not the git commit: identical code must give identical bytes, so that a re-run after an unrelated commit
-    (or after a killed stage) reproduces the same checkpoint hash and DVC re-runs nothing downstream."""
+    Not the git commit, nor every file: identical code must give identical bytes, so that a re-run after an
+    unrelated commit or edit (or after a killed stage) reproduces the same checkpoint and DVC re-runs nothing
+    downstream."""
+    import sys
+
     root = Path(__file__).resolve().parents[1]
+    files = set()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.split(".")[0] in ("fairquant", "stages") and path and Path(path).suffix == ".py":
+            files.add(Path(path).resolve())
     digest = hashlib.sha256()
-    for path in sorted(p for folder in ("fairquant", "stages") for p in (root / folder).rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(files):
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()[:16]
 
 

@@ -49,21 +49,54 @@ def summary(results: dict[str, dict]) -> dict:
     return out
 
 
+def _mean_over_seeds(values: list):
+    """Mean of numbers (int kept when every seed agrees, as sizes do); None when any seed's value is undefined."""
+    if any(v is None or (isinstance(v, float) and _undefined(v)) for v in values):
+        return None
+    if all(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return values[0]
+    if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return sum(values) / len(values)
+
+
+def _tpr_diff_over_seeds(runs: list[dict]) -> dict:
+    """The signed TPR difference of one fixed group (farthest from the privileged group in the mean over seeds):
+    its mean, and as bounds that seed's CI (one seed) or the t-interval of the mean across seeds."""
+    from fairquant.fairness.seeds import across_seeds
+
+    per_group: dict[str, list] = {}
+    for r in runs:
+        for group, d in r["signed"].get("tpr", {}).items():
+            per_group.setdefault(group, []).append(d)
+    defined = {g: ds for g, ds in per_group.items()
+               if len(ds) == len(runs) and not any(_undefined(d["value"]) for d in ds)}
+    if not defined:
+        return {"tpr_diff": None, "tpr_diff_ci_low": None, "tpr_diff_ci_high": None, "tpr_diff_group": None}
+    group = max(defined, key=lambda g: abs(sum(d["value"] for d in defined[g])))
+    values = [d["value"] for d in defined[group]]
+    if len(runs) == 1:
+        low, high = defined[group][0]["ci_low"], defined[group][0]["ci_high"]
+    else:
+        spread = across_seeds(values, runs[0]["confidence"])
+        low, high = spread["ci_low"], spread["ci_high"]
+    return {"tpr_diff": sum(values) / len(values), "tpr_diff_ci_low": low, "tpr_diff_ci_high": high,
+            "tpr_diff_group": group}
+
+
 def summary_over_seeds(per_seed: dict[int, dict[str, dict]]) -> dict:
-    """The headline keys of :func:`summary`, each the mean over training seeds (labels from the first seed)."""
+    """The headline keys of :func:`summary`, each the mean over training seeds. The signed TPR difference is one
+    group's (the same in every seed); its bounds are the CI with one seed, the across-seed t-interval with more."""
     seeds = sorted(per_seed)
-    per_seed_summary = [summary(per_seed[s]) for s in seeds]
+    runs = [summary(per_seed[s]) for s in seeds]
     out = {}
-    for slot, first in per_seed_summary[0].items():
+    for slot, first in runs[0].items():
         if not isinstance(first, dict):
-            out[slot] = first
             continue
-        out[slot] = {}
-        for key, value in first.items():
-            values = [run[slot][key] for run in per_seed_summary]
-            numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not _undefined(v)]
-            out[slot][key] = sum(numeric) / len(numeric) if numeric and len(numeric) == len(values) else (
-                value if not isinstance(value, (int, float)) or isinstance(value, bool) else None)
+        out[slot] = {key: _mean_over_seeds([run[slot][key] for run in runs])
+                     for key in first if not key.startswith("tpr_diff")}
+        out[slot].update(_tpr_diff_over_seeds([per_seed[s][slot] for s in seeds]))
+    out["synthetic_data"] = any(run["synthetic_data"] for run in runs)
     out["seeds"] = len(seeds)
     return out
 
@@ -284,7 +317,9 @@ def _intro(first: dict) -> list[str]:
         lines += ["**Data: SYNTHETIC** (fairquant's generated CelebA-layout default, not photographs).", ""]
     return lines + [f"Test split, {first['n']} samples; protected attribute(s): {', '.join(first['protected'])}; "
                     f"reference (privileged) group: {first['privileged_group']}; gaps are largest minus smallest group "
-                    f"value (fairlearn's definitions).", ""] + methods_note(first["confidence"]) + [""]
+                    f"value (fairlearn's definitions, except that a group whose rate is undefined, e.g. a TPR without "
+                    f"positives, is left out of that gap where fairlearn counts it as 0).", ""] + \
+        methods_note(first["confidence"]) + [""]
 
 
 def _signed_sections(results: dict[str, dict], level: str) -> list[str]:

@@ -226,3 +226,16 @@ def test_pixel_arrays_are_stored_chunk_by_chunk(tmp_path, small_chunks):
     table = pd.DataFrame({"sample_id": [str(i) for i in range(40)], "split": "train", "y_true": np.int8(0)})
     _, images, _ = build_image_store(RawDataset(table, arrays=pixels), 8, 1, 0.0, out=tmp_path / "images.npy")
     assert np.array_equal(images, np.repeat(pixels, 3, axis=-1))
+
+
+def test_a_chunk_whose_files_are_all_corrupt_is_dropped_whole(tiny_celeba, tmp_path, monkeypatch):
+    """Found in review: an all-corrupt last chunk crashed the memory-mapped writer (empty append)."""
+    import fairquant.data.prepare as prepare
+
+    monkeypatch.setattr(prepare, "CHUNK", 7)  # 120 images: the last chunk is 000120.jpg alone
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_celeba, root)
+    (root / "img_align_celeba" / "000120.jpg").write_bytes(b"not a jpeg")
+    raw = load_dataset(DataParams(root=str(root)))
+    table, images, dropped = build_image_store(raw, 16, 1, max_corrupt_fraction=0.05, out=tmp_path / "images.npy")
+    assert dropped["corrupt_images"] == 1 and images.shape == (119, 16, 16, 3) and len(table) == 119

@@ -133,3 +133,18 @@ def test_small_group_keeps_its_uncertainty():
     share = np.mean([_covers(m["signed"]["tpr"]["g1"], 0.0) for m in runs])
     message = _report("signed TPR difference, 500 vs 10 positives, equal true TPR 0.95: CI covers 0", share)
     assert share >= 0.90, message  # an unsmoothed bootstrap covered 0 in about 40% of such datasets
+
+
+def test_ratio_intervals_stay_defined_when_a_resample_draws_a_zero_selection_rate():
+    """Group B selects 3 of 30: some resamples select none, whose log ratio is -inf; the interval must still exist
+    and contain the point (found in review: it was null)."""
+    from fairquant.fairness.metrics import fairness_metrics
+
+    groups = np.array(["A"] * 1000 + ["B"] * 30)
+    y_true = np.r_[np.random.default_rng(0).integers(0, 2, 1000), np.ones(30, int)]
+    y_pred = np.r_[np.ones(500, int), np.zeros(500, int), np.ones(3, int), np.zeros(27, int)]
+    m = fairness_metrics(y_true, y_pred, groups, privileged_group="A")
+    for key in ("dp_ratio", "disparate_impact"):
+        gap = m["gaps"][key]
+        assert gap["value"] == pytest.approx(0.2)
+        assert gap["ci_low"] is not None and gap["ci_low"] <= gap["value"] <= gap["ci_high"], gap

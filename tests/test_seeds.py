@@ -42,3 +42,25 @@ def test_seed_table_collects_values_and_counts_seeds_whose_ci_excludes_zero():
     change = table["ptq"]["changes"]["tpr_gap"]
     assert change["values"] == [0.05, 0.01] and change["seeds_whose_paired_ci_excludes_0"] == 1
     assert change["across_seeds"]["verdict"] == "no consistent change"
+
+
+def test_summary_over_seeds_follows_one_group_and_keeps_sizes_integer():
+    """Found in review: the mean mixed two groups' TPR differences and averaged CI ends."""
+    from fairquant.report import summary_over_seeds
+
+    def run(signed: dict, accuracy: float) -> dict:
+        slot = {"variant": "fp32", "overall": {"accuracy": accuracy}, "worst_group_accuracy": accuracy - 0.1,
+                "gaps": {k: {"value": 0.1} for k in ("tpr_gap", "fpr_gap", "eq_odds", "dp_gap")},
+                "size_bytes": 1000, "latency_ms": {}, "synthetic": True, "confidence": 0.95,
+                "signed": {"tpr": {g: {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1} for g, v in signed.items()}}}
+        return {"fp32": slot}
+
+    per_seed = {0: run({"B": -0.30, "C": 0.20}, 0.9), 1: run({"B": -0.20, "C": 0.25}, 0.8)}
+    out = summary_over_seeds(per_seed)["fp32"]
+    assert out["tpr_diff_group"] == "B" and out["tpr_diff"] == pytest.approx(-0.25)
+    t = across_seeds([-0.30, -0.20], 0.95)
+    assert (out["tpr_diff_ci_low"], out["tpr_diff_ci_high"]) == (t["ci_low"], t["ci_high"])
+    assert out["size_bytes"] == 1000 and isinstance(out["size_bytes"], int)
+    assert out["accuracy"] == pytest.approx(0.85)
+    one = summary_over_seeds({0: per_seed[0]})["fp32"]
+    assert (one["tpr_diff"], one["tpr_diff_ci_low"], one["tpr_diff_ci_high"]) == pytest.approx((-0.30, -0.40, -0.20))

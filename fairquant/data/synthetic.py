@@ -222,7 +222,7 @@ def generate_celeba_like(params: GenerateParams, root: str | Path) -> dict:
             "minority_images": int(ident["male"][labels["identity"]].sum()),
             "positives": int(labels["label"].sum()),
             "rare_cue_images": int(labels["rare_cue"].sum()),
-            "params": params.model_dump(),
+            "params": params.model_dump(exclude={"workers"}),  # workers change no pixel
         }
         write_json(tmp / "generator.json", summary)
     return summary

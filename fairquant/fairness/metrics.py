@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
@@ -183,11 +185,17 @@ def _simultaneous(point: np.ndarray, boot: np.ndarray, confidence: float,
     NaN where a difference is undefined (a group without positives) or its bootstrap is not finite (the log
     of a zero rate); ``bound`` clips the ends to [-bound, bound] (differences of rates lie in [-1, 1]).
     """
-    with np.errstate(invalid="ignore"):
-        se = boot.std(axis=0)
-    usable = np.isfinite(point) & np.isfinite(se)
-    t = np.abs(boot[:, usable] - point[usable]) / np.where(se[usable] > 0, se[usable], np.inf)
-    c = float(np.quantile(t.max(axis=1), confidence)) if usable.any() else 0.0
+    # A resample can give a finite point an infinite contrast (the log of a selection rate that drew 0): such
+    # resamples are left out of that contrast's SD and of the max-t quantile; with most of them gone, undefined.
+    boot = np.where(np.isfinite(boot), boot, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        se = np.nanstd(boot, axis=0)
+        usable = np.isfinite(point) & np.isfinite(se) & (np.isfinite(boot).mean(axis=0) >= 0.5)
+        t = np.abs(boot[:, usable] - point[usable]) / np.where(se[usable] > 0, se[usable], np.inf)
+        t_max = np.nanmax(t, axis=1) if usable.any() else np.zeros(0)
+    t_max = t_max[np.isfinite(t_max)]
+    c = float(np.quantile(t_max, confidence)) if t_max.size else 0.0
     half = np.where(usable, c * se, np.nan)
     low, high = point - half, point + half
     if bound is not None:
