@@ -12,11 +12,13 @@ from fairquant.compress.variants import base_config, load_fp32, save_variant, va
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
+CHECK_IMAGES = 256  # validation images the int8 kernels are checked on (never used to calibrate)
 
 
 @app.command()
 def main(seed: int = typer.Option(..., help="training seed of the fp32 model (one of params.yaml's seeds)"),
          model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
+         data: Path = typer.Option(None, help="prepared data: held-out validation images for the int8 kernel check"),
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set folder"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
@@ -33,10 +35,12 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
               "fp32_size_bytes": int8.fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
         batch, size = all_params.latency.batch, fp32_config["image_size"]
-        # Compiled and checked against its own q/dq reference here: a model whose kernels disagree is refused.
+        # Compiled and checked against its own q/dq reference here, on the calibration images and on validation
+        # images it was not calibrated on: a model whose kernels disagree is refused.
         state, reference, check = int8.quantize_int8(
             model, images, batch, size, params.observer, params.percentile,
-            int8.reduce_range_for(params.int8_reduce_range), params.int8_tolerance_db)
+            int8.reduce_range_for(params.int8_reduce_range), params.int8_tolerance_db,
+            held_out=None if data is None else calibration.held_out_check_images(data, CHECK_IMAGES, run_seed))
         config = base_config(fp32_config, "ptq-int8", name, kernels="int8", export_batch=batch,
                              size_bytes=int8.stored_size_bytes(reference), int8_check=asdict(check), **common)
     else:

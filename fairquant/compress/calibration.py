@@ -258,3 +258,15 @@ def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0) -> t
     picked = np.concatenate([rng.choice(np.flatnonzero(cells == name), k, replace=False)
                              for name, k in zip(names, per_cell)])
     return np.asarray(images[np.sort(picked)]), info
+
+
+def held_out_check_images(prepared: str | Path, count: int, seed: int) -> np.ndarray:
+    """Up to ``count`` seeded random validation images: inputs a compressed model was not calibrated on, for
+    checking its kernels (not for fitting anything)."""
+    from fairquant.data.prepare import load_prepared
+    from fairquant.io import read_rows
+
+    table, images, _ = load_prepared(prepared)
+    rows = table.loc[table["split"] == "val", "row"].to_numpy()
+    rows = np.sort(np.random.default_rng(seed).choice(rows, min(count, rows.size), replace=False))
+    return read_rows(images, rows)
