@@ -435,7 +435,7 @@ def markdown_report(results: dict[str, dict], figures: list[Path],
     lines = _intro(first)
     if seeds is not None:
         lines += seeds_section(seeds, first["confidence"])
-        lines += ["", f"The sections below are training seed {seed}'s models in detail."]
+        lines += ["", f"The sections below are training seed {seed}'s models in detail.", ""]
     lines += _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
     lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
     lines += int8_section(results) + calibration_table(calibration_sets or {}) + _mixed_precision(results)
