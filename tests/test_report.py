@@ -48,3 +48,17 @@ def test_report_uses_the_configured_confidence():
     report = markdown_report(_results(0.9), [])
     assert "95%" not in report and "90% simultaneous CIs" in report and "p < 0.1" in report
     assert "## Signed differences vs Female" in report and "| ptq-w4a4 | Male |" in report
+
+
+def test_int8_section_shows_the_cpu_and_the_kernel_check():
+    from fairquant.report import int8_section
+
+    check = {"cpu_capability": "AVX2", "reduce_range": True, "images": 256, "image_set": "held-out validation",
+             "sqnr_db": 31.4, "correlation": 0.9996, "quant_sqnr_db": 30.6, "tolerance_db": 5.0,
+             "mean_abs_diff": 0.0364, "quant_noise": 0.0657}
+    lines = int8_section({"ptq": {"variant": "ptq-w8a8-train", "details": {"int8_check": check}},
+                          "qat": {"variant": "qat-w4a4", "details": {}}})
+    rows = [line for line in lines if line.startswith("| ptq")]
+    assert rows == ["| ptq-w8a8-train | AVX2 | yes | 256 held-out validation | 31.4 | 0.9996 | 30.6 | 5 | "
+                    "0.0364 (0.0657) |"]
+    assert int8_section({"qat": {"variant": "qat-w4a4", "details": {}}}) == []
