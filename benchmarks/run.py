@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fairquant.compress import int8  # noqa: E402
+from fairquant.compress.checkpoints import fp32_size_bytes  # noqa: E402
 from fairquant.data.loaders import load_dataset  # noqa: E402
 from fairquant.data.prepare import build_image_store, load_prepared  # noqa: E402
 from fairquant.fairness.metrics import fairness_metrics  # noqa: E402
@@ -70,7 +71,7 @@ def bench_int8(arch: str, image_size: int, batch: int, repeats: int) -> None:
     eager = int8.measure_latency(model, batch, image_size, repeats, "eager")
     fp32_compiled = int8.measure_latency(int8.compile_for_cpu(model), batch, image_size, repeats, "c")
     int8_compiled = int8.measure_latency(compiled, batch, image_size, repeats, "c")
-    size_ratio = int8.fp32_size_bytes(model) / int8.stored_size_bytes(reference)
+    size_ratio = fp32_size_bytes(model) / int8.stored_size_bytes(reference)
     line(f"{arch} int8 vs fp32 compiled (batch {batch}, {image_size}px)",
          f"{fp32_compiled.median_ms / int8_compiled.median_ms:.2f}x", f"({fp32_compiled.median_ms:.1f} -> "
          f"{int8_compiled.median_ms:.1f} ms; target >= 3.5x)")
@@ -86,11 +87,11 @@ def bench_compressors(params) -> None:
     """Each compressor on the default fp32 checkpoint and calibration set: wall time and size ratio."""
     from fairquant.compress import calibration, fakequant, kmeans, pruning
     from fairquant.params import QuantSchemeParams
-    from fairquant.compress.variants import load_fp32
+    from fairquant.compress.checkpoints import load_fp32
 
     model, config = load_fp32(ROOT / "data" / "models" / "fp32")
     images, _ = calibration.load_set(ROOT / "data" / "calibration" / "train", None, "size")
-    fp32 = int8.fp32_size_bytes(model)
+    fp32 = fp32_size_bytes(model)
     size = config["image_size"]
 
     def timed(label: str, build, size_of, target: str = "") -> None:

@@ -11,7 +11,7 @@ from fairquant.data.prepare import calibration_indices, load_prepared
 from fairquant.io import atomic_dir, write_images, write_json
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.compress.variants import load_fp32
+from fairquant.compress.checkpoints import load_fp32
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)

@@ -8,7 +8,7 @@ from fairquant.data.prepare import load_prepared
 from fairquant.models import build_model, load_pretrained
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.compress.variants import CHECKPOINT, save_variant
+from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.training import fit_logged
 from stages._cli import run
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import typer
 
-from fairquant.compress import int8, pruning
-from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
+from fairquant.compress import pruning
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -25,7 +25,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     run_seed = derived_seed(seed, params.seed)
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    fp32_bytes = int8.fp32_size_bytes(model)
+    fp32_bytes = fp32_size_bytes(model)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "prune", freeze_bn=False,
                                      seed=run_seed, section="prune")
     pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)

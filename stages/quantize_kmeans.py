@@ -4,11 +4,10 @@ from pathlib import Path
 
 import typer
 
-from fairquant.compress import kmeans, int8
+from fairquant.compress import kmeans
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
 from fairquant.params import load_params
-from fairquant.training import derived_seed, seed_everything
-from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
-from fairquant.training import compression_finetuner
+from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -26,7 +25,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    fp32_bytes = int8.fp32_size_bytes(model)
+    fp32_bytes = fp32_size_bytes(model)
     clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True,
                                      seed=run_seed, section="quantize_kmeans")

@@ -6,9 +6,9 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import calibration, fakequant, int8
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
 from fairquant.params import load_params
 from fairquant.training import derived_seed, seed_everything
-from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -32,7 +32,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     scheme = params.scheme()
     name = variant_name("ptq", params)
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
-              "fp32_size_bytes": int8.fp32_size_bytes(model)}
+              "fp32_size_bytes": fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
         batch, size = all_params.latency.batch, fp32_config["image_size"]
         # Compiled and checked against its own q/dq reference here, on the calibration images and on validation

@@ -4,11 +4,10 @@ from pathlib import Path
 
 import typer
 
-from fairquant.compress import calibration, fakequant, int8
+from fairquant.compress import calibration, fakequant
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
 from fairquant.params import QuantSchemeParams, load_params
-from fairquant.training import derived_seed, seed_everything
-from fairquant.compress.variants import base_config, load_fp32, save_variant, variant_name
-from fairquant.training import compression_finetuner
+from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -42,7 +41,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
                          calibration={"set": set_info["set"], "size": len(images)},
                          training=params.model_dump(exclude=set(QuantSchemeParams.model_fields)),
                          size_bytes=fakequant.quantized_size_bytes(quantized),
-                         fp32_size_bytes=int8.fp32_size_bytes(model), layers=fakequant.describe(quantized))
+                         fp32_size_bytes=fp32_size_bytes(model), layers=fakequant.describe(quantized))
     save_variant(out, quantized.state_dict(), config)
     print(f"{name} (simulated): {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32")
 

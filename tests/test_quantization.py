@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fairquant.compress import int8
+from fairquant.compress.checkpoints import fp32_size_bytes
 from fairquant.errors import FairquantError
 from fairquant.models import build_model
 
@@ -85,7 +86,7 @@ def test_toy_size_is_what_a_deployment_stores():
                          and n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default)
     assert quantize_nodes == 2
     assert int8.stored_size_bytes(converted) == 108 + 4 * 4 + 4 * 4 + 4 + 4 + 4 + 8 * quantize_nodes
-    assert int8.fp32_size_bytes(model) == 4 * (108 + 4 + 4 * 4 + 4 + 1)
+    assert fp32_size_bytes(model) == 4 * (108 + 4 + 4 * 4 + 4 + 1)
 
 
 def test_calibration_observes_exactly_the_real_images():
@@ -119,7 +120,7 @@ def test_int8_size_ratio_and_compiled_kernels_match_reference(resnet_int8):
     """With the configuration this CPU gets (reduce_range exactly where there is no VNNI), the compiled kernels
     follow their q/dq reference within the tolerance, on the calibration images and on new ones."""
     model, data, _, reference, check = resnet_int8
-    assert 3.9 < int8.fp32_size_bytes(model) / int8.stored_size_bytes(reference) < 4.1
+    assert 3.9 < fp32_size_bytes(model) / int8.stored_size_bytes(reference) < 4.1
     assert check.passed and check.images == 32 and check.reduce_range is (not CPU.vnni)
     assert check.cpu_capability == CPU.capability
     held_out = int8.check_kernels(model, reference, int8.compile_for_cpu(reference), data[32:], 16,

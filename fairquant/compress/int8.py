@@ -330,8 +330,7 @@ def stored_size_bytes(module: torch.fx.GraphModule) -> int:
     return total
 
 
-def fp32_size_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from fairquant.compress import fakequant, int8, kmeans, pruning, registry
+from fairquant.compress.checkpoints import CHECKPOINT, build_fp32, fp32_size_bytes
 from fairquant.compress.registry import VariantKind
-from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
 from fairquant.models import build_model
 from fairquant.params import QuantSchemeParams
 from fairquant.training import predict_scores
 
-CHECKPOINT = "model.pt"
 
 
 @dataclass
@@ -33,27 +32,6 @@ class LoadedVariant:
     latency: Callable[[], dict]
 
 
-def build_fp32(config: dict, state_dict: dict) -> nn.Module:
-    model = build_model(config["arch"], small_input_stem=config["small_input_stem"])
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
-def variant_name(method: str, params) -> str:
-    """What a variant is, in its name: ptq-w4a8-balanced, qat-w4a4, kmeans-k16, prune-s90."""
-    if method in ("ptq", "qat"):
-        activations = "f" if params.activation_bits is None else params.activation_bits
-        name = f"{method}-w{params.bits}a{activations}"
-        name += "-pt" if params.granularity == "per_tensor" else ""
-        name += "-mixed" if params.layers else ""
-        return name + (f"-{params.calibration}" if method == "ptq" else "")
-    if method == "kmeans":
-        return f"kmeans-k{params.clusters}" + ("-ft" if params.epochs else "")
-    if method == "prune":
-        return f"prune-s{round(params.sparsity * 100)}" + ("-iter" if params.schedule == "iterative" else "")
-    raise ValueError(method)
-
-
 def _untrained(config: dict) -> nn.Module:
     return build_model(config["arch"], small_input_stem=config["small_input_stem"]).eval()
 
@@ -63,7 +41,7 @@ def _load_into(model: nn.Module, state_dict: dict) -> nn.Module:
     return model.eval()
 
 
-registry.register(VariantKind("fp32", build_fp32, lambda config, model: int8.fp32_size_bytes(model), "fp32"))
+registry.register(VariantKind("fp32", build_fp32, lambda config, model: fp32_size_bytes(model), "fp32"))
 registry.register(VariantKind("pruned", build_fp32, lambda config, model: pruning.sparse_size_bytes(model),
                               "dense-decoded"))
 registry.register(VariantKind(
@@ -132,22 +110,3 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
                          lambda images: predict_scores(model, images, batch_size), latency)
 
 
-def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
-    checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
-    if checkpoint["config"]["kind"] != "fp32":
-        raise FairquantError(f"{model_dir} holds a {checkpoint['config']['kind']} model; compressors start from fp32")
-    return build_fp32(checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
-
-
-def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
-    """A compressed variant's config: the fp32 model's identity (minus its training log) plus its own."""
-    keep = {k: v for k, v in fp32_config.items() if k not in ("finetune", "kind", "name")}
-    return {**keep, "kind": kind, "name": name, **extra}
-
-
-def save_variant(out: str | Path, state_dict: dict, config: dict) -> None:
-    from fairquant.io import atomic_dir, save_checkpoint, write_json
-
-    with atomic_dir(out) as tmp:
-        save_checkpoint(tmp / CHECKPOINT, state_dict, config)
-        write_json(tmp / "info.json", config)
