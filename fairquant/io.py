@@ -286,10 +286,16 @@ def code_revision() -> str:
 def save_checkpoint(path: str | Path, state_dict: dict, config: dict[str, Any]) -> None:
     """A self-describing checkpoint: weights, the config that built them, and a hash of the code that ran."""
     payload = {"state_dict": state_dict, "config": config, "code_revision": code_revision()}
-    with atomic_path(path) as tmp:
-        import torch  # imported here: stages without models (evaluate, report) start 4 s faster
+    import io
 
-        torch.save(payload, tmp)
+    import torch  # imported here: stages without models (evaluate, report) start 4 s faster
+
+    # Through a buffer, not the temporary file's path: torch names the archive's records after the file it
+    # writes to, and a random temporary name would make identical checkpoints differ byte for byte.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

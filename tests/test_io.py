@@ -80,3 +80,15 @@ def test_reading_releases_the_mapping_but_never_a_copy_on_write_change(tmp_path)
     changed[0] = 9
     read_rows(changed, np.arange(2))
     assert changed[0, 0, 0, 0] == 9
+
+
+def test_identical_checkpoints_are_identical_bytes(tmp_path):
+    """Found by the end-to-end reproducibility test: torch named the archive after the random temporary file."""
+    import torch
+
+    from fairquant.io import save_checkpoint
+
+    state = {"w": torch.arange(6.0)}
+    save_checkpoint(tmp_path / "a" / "model.pt", state, {"kind": "fp32"})
+    save_checkpoint(tmp_path / "b" / "model.pt", state, {"kind": "fp32"})
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
