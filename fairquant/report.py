@@ -262,7 +262,8 @@ def methods_note(confidence: float) -> list[str]:
             "selection rate: each group's size kept) and draws from Jeffreys-smoothed cell shares, so a small "
             "group keeps its uncertainty. Changes vs fp32 are Wald intervals, change ± z·se with se from a paired "
             "bootstrap of the same samples, and p = 2Φ(-|change|/se): an interval excludes 0 exactly when "
-            f"p < {1 - confidence:g}. Each interval's method is named in metrics/<variant>.json (`interval_method`)."]
+            f"p < {1 - confidence:g}. Each interval's method is named in metrics/eval/s<seed>/<slot>.json "
+            "(`interval_method`)."]
 
 
 def signed_sentence(r: dict, rate: str) -> str:

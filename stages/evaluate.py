@@ -14,7 +14,7 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32"),
-         out_dir: Path = typer.Option(..., "--out", help="folder for metrics/<variant>.json"),
+         out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     reference = read_table(predictions[0] / "test.parquet")
