@@ -58,6 +58,7 @@ def test_prepare_fails_on_too_many_corrupt_images(tmp_path, tiny_celeba):
     result = run_stage("prepare", ["--out", str(tmp_path / "prepared")], tmp_path,
                        {"data.root": str(root), "data.max_corrupt_fraction": 0.01})
     assert_clean_failure(result, "2 of 120 images could not be decoded", tmp_path / "prepared")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["celeba", "params.yaml"]  # no temporary folder either
 
 
 @pytest.fixture(scope="module")
