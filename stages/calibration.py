@@ -30,7 +30,6 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     protected = params.data.protected
     # Everything is computed before anything is written: a bad folder or size leaves no partial sets.
     train_rows = calibration_indices(table, cal.size, cal.seed)
-    calibration.assert_training_rows(table, train_rows)
     balanced_rows = calibration.balanced_rows(table, protected, cal.size, cal.seed)
     synthetic, synthetic_info = calibration.folder_images(cal.synthetic_folder, info["image_size"],
                                                           calibration.held_out_hashes(table, images))

@@ -29,10 +29,10 @@ def test_train_and_balanced_sets_never_take_a_test_or_val_image(table):
 
 
 def test_a_leaked_test_row_is_caught(table):
-    from fairquant.data.prepare import assert_not_test
+    from fairquant.data.prepare import assert_training_rows
 
     with pytest.raises(FairquantError, match="contains 1 test images"):
-        assert_not_test(table, np.array([0, 5, 35]))
+        assert_training_rows(table, np.array([0, 5, 35]))
 
 
 def test_balanced_set_has_equal_counts_per_group_and_label(table):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fairquant.data.loaders import load_dataset
-from fairquant.data.prepare import assert_not_test, build_image_store, calibration_indices, decode_image
+from fairquant.data.prepare import assert_training_rows, build_image_store, calibration_indices, decode_image
 from fairquant.data.synthetic import CELEBA_ATTRIBUTES, generate_celeba_like
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams, GenerateParams
@@ -164,7 +164,7 @@ def test_calibration_comes_from_training_split_only(tiny_celeba):
     assert set(table.set_index("row").loc[rows, "split"]) == {"train"}
     test_row = table.loc[table["split"] == "test", "row"].iloc[0]
     with pytest.raises(FairquantError, match="calibration set contains 1 test images"):
-        assert_not_test(table, np.append(rows, test_row))
+        assert_training_rows(table, np.append(rows, test_row))
     n_train = int((table["split"] == "train").sum())
     with pytest.raises(FairquantError, match=f"calibration.size={n_train + 1} is larger than the training split"):
         calibration_indices(table, n_train + 1, seed=0)

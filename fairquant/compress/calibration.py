@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fairquant.data.prepare import assert_not_test, decode_image
+from fairquant.data.prepare import assert_training_rows, decode_image
 from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import group_labels
 from fairquant.io import ImageRows
@@ -32,16 +32,6 @@ from fairquant.models import INPUT_MEAN, INPUT_STD, to_input
 
 SETS = ("train", "balanced", "synthetic", "distilled")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-
-
-def assert_training_rows(table: pd.DataFrame, rows: np.ndarray) -> None:
-    """Refuse calibration rows from the validation or test split: both are what the study evaluates on."""
-    assert_not_test(table, rows)
-    split = table.set_index("row").loc[np.asarray(rows), "split"]
-    held_out = split[split != "train"]
-    if len(held_out):
-        raise FairquantError(f"calibration set contains {len(held_out)} {held_out.iloc[0]} images (first row "
-                             f"{int(held_out.index[0])}); calibration data must come from the training split")
 
 
 def cells_of(table: pd.DataFrame, rows: np.ndarray, protected: list[str]) -> np.ndarray:

@@ -157,17 +157,18 @@ def calibration_indices(table: pd.DataFrame, size: int, seed: int, key: str = "c
         raise FairquantError(f"{key}={size} is larger than the training split "
                              f"({train_rows.size} images); lower it")
     rows = np.sort(np.random.default_rng(seed).choice(train_rows, size, replace=False))
-    assert_not_test(table, rows)
+    assert_training_rows(table, rows)
     return rows
 
 
-def assert_not_test(table: pd.DataFrame, rows: np.ndarray) -> None:
-    """Raise if any calibration row belongs to the test split (leakage the reference works suffered)."""
-    test_rows = set(table.loc[table["split"] == "test", "row"].tolist())
-    leaked = [int(r) for r in rows if int(r) in test_rows]
-    if leaked:
-        raise FairquantError(f"calibration set contains {len(leaked)} test images (first row {leaked[0]}); "
-                             f"calibration data must come from the training split")
+def assert_training_rows(table: pd.DataFrame, rows: np.ndarray) -> None:
+    """Refuse calibration rows from the validation or test split: both are what the study evaluates on (leakage
+    the reference works suffered)."""
+    split = table.set_index("row").loc[np.asarray(rows), "split"]
+    held_out = split[split != "train"]
+    if len(held_out):
+        raise FairquantError(f"calibration set contains {len(held_out)} {held_out.iloc[0]} images (first row "
+                             f"{int(held_out.index[0])}); calibration data must come from the training split")
 
 
 def load_prepared(folder: str | Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
