@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import pruning
-from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
+from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -25,17 +25,12 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     run_seed = derived_seed(seed, params.seed)
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    fp32_bytes = fp32_size_bytes(model)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "prune", freeze_bn=False,
                                      seed=run_seed, section="prune")
-    pruned = pruning.prune_model(model, params.sparsity, params.schedule, params.steps, finetune)
-    name = variant_name("prune", params)
-    config = base_config(fp32_config, "pruned", name, kernels="dense-decoded", training=params.model_dump(),
-                         sparsity=pruning.weight_sparsity(pruned), size_bytes=pruning.sparse_size_bytes(pruned),
-                         fp32_size_bytes=fp32_bytes)
-    save_variant(out, pruned.eval().state_dict(), config)
-    print(f"{name}: sparsity {config['sparsity']:.3f}; {config['size_bytes'] / 1e6:.2f} MB sparse vs "
-          f"{fp32_bytes / 1e6:.2f} MB fp32 ({fp32_bytes / config['size_bytes']:.2f}x)")
+    pruned, recorded = pruning.pruned_variant(model, params, finetune)
+    config = base_config(fp32_config, name=variant_name("prune", params), training=params.model_dump(), **recorded)
+    save_variant(out, pruned.state_dict(), config)
+    print(pruning.describe_variant(config))
 
 
 if __name__ == "__main__":

@@ -49,8 +49,13 @@ def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
 
 
 def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
-    """A compressed variant's config: the fp32 model's identity (minus its training log) plus its own."""
+    """A compressed variant's config: the fp32 model's identity (minus its training log) plus its own.
+
+    When the fp32 model was itself fine-tuned by a remedy (``mitigation`` in its config, e.g. fairalm), the
+    name says both parts: fairalm+ptq-w8a8-train."""
     keep = {k: v for k, v in fp32_config.items() if k not in ("finetune", "kind", "name")}
+    if fp32_config.get("mitigation"):
+        name = f"{fp32_config['mitigation']['method']}+{name}"
     return {**keep, "kind": kind, "name": name, **extra}
 
 

@@ -361,3 +361,20 @@ def describe(model: nn.Module) -> list[dict]:
     """Per quantized layer: the bit-widths it runs at (the report's mixed-precision table)."""
     return [{"layer": name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits}
             for name, m in model.named_modules() if isinstance(m, QuantizedLayer)]
+
+
+def qat_variant(model: nn.Module, params, images: np.ndarray, finetune) -> tuple[nn.Module, dict]:
+    """Quantization-aware fine-tuning (the quantize_qat section): activation ranges from the calibration
+    ``images``, then fixed; weights and their ranges train with straight-through gradients (``finetune``)."""
+    from fairquant.params import QuantSchemeParams
+
+    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    scheme = params.scheme()
+    quantized = calibrate(quantize_model(model, scheme), images)
+    if finetune:
+        quantized = finetune(quantized)
+    quantized.eval()
+    return quantized, {"kind": "fakequant", "kernels": "simulated", "scheme": scheme.model_dump(),
+                       "training": params.model_dump(exclude=set(QuantSchemeParams.model_fields)),
+                       "size_bytes": quantized_size_bytes(quantized), "fp32_size_bytes": fp32_bytes,
+                       "layers": describe(quantized)}

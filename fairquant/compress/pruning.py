@@ -70,3 +70,17 @@ def sparse_size_bytes(model: nn.Module) -> int:
         if id(tensor) not in counted and tensor.is_floating_point():
             total += tensor.numel() * tensor.element_size()
     return total
+
+
+def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int], nn.Module] | None) -> tuple[nn.Module, dict]:
+    """Prune ``model`` as ``params`` (the prune section) says, fine-tuning with ``finetune``; the pruned module
+    and what its variant config records."""
+    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    pruned = prune_model(model, params.sparsity, params.schedule, params.steps, finetune).eval()
+    return pruned, {"kind": "pruned", "kernels": "dense-decoded", "sparsity": weight_sparsity(pruned),
+                    "size_bytes": sparse_size_bytes(pruned), "fp32_size_bytes": fp32_bytes}
+
+
+def describe_variant(config: dict) -> str:
+    return (f"{config['name']}: sparsity {config['sparsity']:.3f}; {config['size_bytes'] / 1e6:.2f} MB sparse vs "
+            f"{config['fp32_size_bytes'] / 1e6:.2f} MB fp32 ({config['fp32_size_bytes'] / config['size_bytes']:.2f}x)")
