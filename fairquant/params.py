@@ -225,7 +225,6 @@ BeforeMethod = Literal["fairalm", "dp_regularizer"]
 DuringMethod = Literal["ceag", "equalized_loss"]
 AfterMethod = Literal["caleqodds", "threshold"]
 PrecisionMethod = Literal["sensitivity"]
-TrainableCompressor = Literal["prune", "qat"]
 
 
 class FairALMParams(TrainingParams):
@@ -311,10 +310,10 @@ class MitigateParams(_Section):
 
     before_compression: list[BeforeMethod] = Field(
         default_factory=lambda: ["fairalm"], description="fine-tune fp32 under the remedy, then quantize with PTQ")
-    during_compression: list[DuringMethod] = Field(
-        default_factory=lambda: ["ceag"], description="constrained fine-tuning in place of the compressor's own")
-    compressors: list[TrainableCompressor] = Field(
-        default_factory=lambda: ["prune"], description="the compressors the during-compression remedies run with")
+    during_prune: list[DuringMethod] = Field(
+        default_factory=lambda: ["ceag"], description="constrained fine-tuning in place of pruning's own")
+    during_qat: list[DuringMethod] = Field(
+        default_factory=list, description="constrained fine-tuning in place of QAT's own")
     after: list[AfterMethod] = Field(default_factory=lambda: ["caleqodds"],
                                      description="post-processors fitted on validation, applied to test")
     post_on: list[str] = Field(default_factory=lambda: ["fp32", "ptq"], description="slots the post-processors fix")
@@ -330,7 +329,7 @@ class MitigateParams(_Section):
 
     @model_validator(mode="after")
     def _lists_are_distinct(self) -> "MitigateParams":
-        for key in ("before_compression", "during_compression", "compressors", "after", "post_on", "precision"):
+        for key in ("before_compression", "during_prune", "during_qat", "after", "post_on", "precision"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"mitigate.{key} lists a value more than once ({values}); list each once")

@@ -430,6 +430,99 @@ def int8_section(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _remedy_collapse(r: dict) -> str:
+    """A remedy collapsed when the variant predicts one class, or when a post-processor made a group constant."""
+    groups = r.get("details", {}).get("mitigation", {}).get("collapsed") or []
+    flags = (["model constant"] if r["collapsed"] else []) + [f"{g} constant" for g in groups]
+    return "**" + ", ".join(flags) + "**" if flags else "no"
+
+
+def remedies_section(results: dict[str, dict], seeds: dict[str, dict] | None, level: str) -> list[str]:
+    """Per remedy: its paired change in every gap vs the unmitigated variant it fixes, with CIs; its cost in
+    accuracy and size; collapse; with several training seeds, the across-seed verdict; and for constrained
+    fine-tuning whether the constraint held on train, validation and test."""
+    remedies = [(slot, r) for slot, r in results.items() if r.get("baseline")]
+    if not remedies:
+        return []
+    lines = ["", "## Remedies: what each one changes vs the variant it fixes", "",
+             f"Paired on the same test samples ({level} Wald CIs of the bootstrap): a negative gap change means the "
+             "remedy narrowed the gap. Accuracy and size are the cost; *collapsed* flags a constant classifier "
+             "(the whole model, or a group made constant by a post-processor).", "",
+             f"| remedy | fixes | accuracy change | worst-group acc | size vs fixed | "
+             + " | ".join(f"{g} change" for g in HEADLINE_GAPS) + " | collapsed |",
+             "|---|---|---|---|---|" + "---|" * len(HEADLINE_GAPS) + "---|"]
+    for slot, r in remedies:
+        base = results[r["baseline"]]
+        change = r["vs_baseline"]
+        accuracy = r["overall"]["accuracy"] - base["overall"]["accuracy"]
+        cells = [f"{_num(change['gaps'][g]['delta'])} [{_num(change['gaps'][g]['ci_low'])}, "
+                 f"{_num(change['gaps'][g]['ci_high'])}] {_verdict(change['gaps'][g])}" for g in HEADLINE_GAPS]
+        lines.append(f"| {r['variant']} | {base['variant']} | {100 * accuracy:+.2f} pts | "
+                     f"{_pct(r['worst_group_accuracy'])} (was {_pct(base['worst_group_accuracy'])}) | "
+                     f"{r['size_bytes'] / base['size_bytes']:.2f}x | " + " | ".join(cells) + f" | {_remedy_collapse(r)} |")
+    lines += ["", "Verdicts: WIDENS / narrows when the whole CI is above / below 0."]
+    if seeds is not None and any("changes_vs_baseline" in e and len(e["seeds"]) > 1 for e in seeds.values()):
+        lines += ["", "### Across training seeds", "",
+                  "| remedy | gap | per-seed change | seeds with CI excluding 0 | mean change [t-interval] | verdict |",
+                  "|---|---|---|---|---|---|"]
+        for entry in seeds.values():
+            for k, c in entry.get("changes_vs_baseline", {}).items():
+                a = c["across_seeds"]
+                interval = "-" if a["ci_low"] is None else f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]"
+                lines.append(f"| {entry['variant']} | {k} | {', '.join(_num(v) for v in c['values'])} | "
+                             f"{c['seeds_whose_paired_ci_excludes_0']} of {len(c['values'])} | {_num(a['mean'])} "
+                             f"{interval} | {a['verdict']} |")
+    constrained = [(r["variant"], r["constraint"]) for _, r in remedies if r.get("constraint")]
+    if constrained:
+        lines += ["", "### Does the constraint hold beyond the data it was trained on?", "",
+                  "Largest excess drop of any group: (acc_fp32,g - acc_g) - (acc_fp32 - acc), on the constraint's "
+                  "rows, per split. The fine-tuning saw only train; validation chose the checkpoint; test is unseen.", "",
+                  "| remedy | tolerance | train | validation | test |", "|---|---|---|---|---|"]
+        for name, c in constrained:
+            cell = lambda d: f"{_num(d['max_excess_drop'])} ({'holds' if d['holds'] else 'violated'})" \
+                if d.get("holds") is not None else _num(d["max_excess_drop"])  # noqa: E731
+            lines.append(f"| {name} | {_num(c['test'].get('tolerance'))} | {cell(c['train'])} | "
+                         f"{cell(c['validation'])} | {cell(c['test'])} |")
+    return lines
+
+
+def pareto_table(results: dict[str, dict]) -> pd.DataFrame:
+    """Accuracy, worst-group accuracy and size per variant, and whether another variant is at least as good on
+    all three and better on one (dominated)."""
+    rows = [{"variant": r["variant"], "accuracy": r["overall"]["accuracy"],
+             "worst_group_accuracy": r["worst_group_accuracy"], "size_kb": r["size_bytes"] / 1000}
+            for r in results.values()]
+    frame = pd.DataFrame(rows)
+    def dominated(i: int) -> bool:
+        a = frame.iloc[i]
+        for j in range(len(frame)):
+            b = frame.iloc[j]
+            if j != i and b.accuracy >= a.accuracy and b.worst_group_accuracy >= a.worst_group_accuracy \
+                    and b.size_kb <= a.size_kb and (b.accuracy > a.accuracy or b.worst_group_accuracy
+                                                    > a.worst_group_accuracy or b.size_kb < a.size_kb):
+                return True
+        return False
+    frame["pareto"] = [not dominated(i) for i in range(len(frame))]
+    return frame
+
+
+def draw_pareto(table: pd.DataFrame, folder: Path, synthetic: bool) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = 40 + 300 * table["size_kb"] / table["size_kb"].max()
+    ax.scatter(table["accuracy"], table["worst_group_accuracy"], s=sizes,
+               c=["tab:blue" if p else "tab:gray" for p in table["pareto"]], alpha=0.7)
+    for _, row in table.iterrows():
+        ax.annotate(f"{row['variant']} ({row['size_kb'] / 1000:.1f} MB)", (row["accuracy"], row["worst_group_accuracy"]),
+                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("accuracy")
+    ax.set_ylabel("worst-group accuracy")
+    ax.set_title("accuracy x worst-group accuracy x size (marker area); blue = not dominated"
+                 + (" (SYNTHETIC data)" if synthetic else ""), fontsize=9)
+    path = folder / "pareto.png"
+    _save(fig, path)
+    return path
+
+
 def markdown_report(results: dict[str, dict], figures: list[Path],
                     calibration_sets: dict[str, dict] | None = None, seeds: dict[str, dict] | None = None,
                     seed: int | None = None) -> str:
@@ -442,6 +535,7 @@ def markdown_report(results: dict[str, dict], figures: list[Path],
         lines += ["", f"The sections below are training seed {seed}'s models in detail.", ""]
     lines += _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
     lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
+    lines += remedies_section(results, seeds, level)
     lines += int8_section(results) + calibration_table(calibration_sets or {}) + _mixed_precision(results)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
@@ -458,9 +552,11 @@ def write_report(per_seed: dict[int, dict[str, dict]], summary_path: Path, plots
     per_group, gaps = per_group_table(results), gaps_table(results)
     synthetic = any(r["synthetic"] for r in results.values())
     confidence = next(iter(results.values()))["confidence"]
-    figures = draw_figures(per_group, gaps, plots_dir, synthetic, confidence)
+    pareto = pareto_table(results)
+    figures = draw_figures(per_group, gaps, plots_dir, synthetic, confidence) + [draw_pareto(pareto, plots_dir, synthetic)]
     write_csv(plots_dir / "per_group.csv", per_group)
     write_csv(plots_dir / "gaps.csv", gaps)
+    write_csv(plots_dir / "pareto.csv", pareto)
     table = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, confidence)
     with atomic_path(plots_dir / "report.md") as tmp:
         tmp.write_text(markdown_report(results, figures, calibration_sets, table, seed))

@@ -56,6 +56,35 @@ def predict_scores(model: nn.Module, images: np.ndarray, batch_size: int, device
     return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
 
+class Objective:
+    """What a training step minimises: plain binary cross-entropy here; remedies (FairALM, the DP regulariser,
+    cooper's constrained problems) subclass it. ``loss`` gets the batch's logits, 0/1 targets and group indices
+    and returns what the primal optimiser descends; ``after_step`` runs after the primal step (dual updates,
+    validation checks) and returns per-step values to log; ``after_epoch`` runs at every epoch's end."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        return {}
+
+    def after_epoch(self, epoch: int) -> None:
+        return None
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """The model to keep once training ends (a remedy may restore its best validated checkpoint)."""
+        return model
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` BatchNorm keeps its running statistics (compressed-model fine-tuning)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 @dataclass(frozen=True)
 class EpochLog:
     epoch: int
@@ -70,7 +99,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                      on_epoch: Callable[[EpochLog], None] | None = None,
                      on_batch: Callable[[int], None] | None = None, freeze_bn: bool = False, *,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
-                     seed: int | None = None) -> nn.Module:
+                     seed: int | None = None, groups: np.ndarray | None = None, objective: Objective | None = None,
+                     on_step: Callable[[dict[str, float]], None] | None = None) -> nn.Module:
     """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy.
 
     ``params`` is a FinetuneParams or a TrainingParams (compression fine-tuning). ``freeze_bn`` keeps
@@ -78,7 +108,9 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     ``seed`` seeds the data order and augmentation (``params.seed`` when None).
     ``rows`` (``val_rows``) are the rows of ``images`` (``val_images``) to train (validate) on, with ``labels``
     (``val_labels``, ``val_groups``) in the same order; None means every image. Each batch is read from the
-    store by its rows, so a memory-mapped store is never copied whole."""
+    store by its rows, so a memory-mapped store is never copied whole.
+    ``objective`` replaces plain cross-entropy (remedies); ``groups`` are the training rows' group indices, in
+    the order of ``labels``, which it receives per batch; ``on_step`` gets what its ``after_step`` returns."""
     rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(labels) != len(rows):
         raise ValueError(f"{len(labels)} labels for {len(rows)} training images; pass one label per row")
@@ -93,16 +125,20 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     steps_per_epoch = (len(rows) + params.batch_size - 1) // params.batch_size
     # epochs may be fractional for compression fine-tuning (0.5 = half an epoch of steps)
     total_steps = max(1, math.ceil(params.epochs * steps_per_epoch))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=total_steps,
-                                                   pct_start=0.25)
+    if total_steps >= 8:
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=total_steps,
+                                                       pct_start=0.25)
+    else:  # too few steps for a warm-up phase (OneCycleLR divides by its length): a constant rate
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     targets = torch.tensor(np.asarray(labels, dtype=np.float32))
+    group_index = torch.zeros(len(rows), dtype=torch.long) if groups is None else torch.as_tensor(
+        np.asarray(groups, dtype=np.int64))
+    if len(group_index) != len(rows):
+        raise ValueError(f"{len(group_index)} group indices for {len(rows)} training images; pass one per row")
+    objective = objective or Objective()
     step = 0
     for epoch in range(math.ceil(params.epochs)):
-        model.train()
-        if freeze_bn:
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        set_train_mode(model, freeze_bn)
         order = torch.randperm(len(rows), generator=generator).numpy()
         total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), params.batch_size):
@@ -112,12 +148,16 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                 batch = augment(batch, generator)
             y = targets[idx].to(device)
             logits = model(batch.to(device).contiguous(memory_format=torch.channels_last)).flatten()
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+            loss = objective.loss(logits, y, group_index[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
+            logs = objective.after_step(step, total_steps)
+            set_train_mode(model, freeze_bn)  # after_step may have validated in eval mode
+            if on_step:
+                on_step(logs)
             total_loss += loss.item() * len(idx)
             correct += int(((logits > 0).float() == y).sum())
             seen += len(idx)
@@ -132,15 +172,31 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                        {str(g): float(hits[val_groups == g].mean()) for g in np.unique(val_groups)})
         if on_epoch:
             on_epoch(log)
+        objective.after_epoch(epoch)
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
+def group_index(frame, protected: list[str], names: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Group names (sorted, or ``names`` when given) and each row's index into them."""
+    from fairquant.fairness.metrics import group_labels
+
+    labels = group_labels(frame, protected)
+    names = sorted(set(labels.tolist())) if names is None else list(names)
+    lookup = {name: k for k, name in enumerate(names)}
+    missing = sorted(set(labels.tolist()) - set(lookup))
+    if missing:
+        raise ValueError(f"groups {missing} are not among {names}")
+    return names, np.array([lookup[label] for label in labels], dtype=np.int64)
+
+
 def fit_logged(model, table, images, protected: list[str], params, live_dir, label: str, freeze_bn: bool = False,
-               resume: bool = False, *, seed: int, section: str):
+               resume: bool = False, *, seed: int, section: str, objective: Objective | None = None):
     """Train ``model`` on the training split with per-epoch curves in dvclive and a rich progress bar.
 
     ``seed`` seeds data order and augmentation; ``section`` is the params section of ``params`` (for messages).
-    ``resume`` continues the curves of an earlier call (iterative pruning's rounds) instead of replacing them."""
+    ``resume`` continues the curves of an earlier call (iterative pruning's rounds) instead of replacing them.
+    With an ``objective`` (a remedy), what its steps return (multipliers, eta, constraint values) is logged per
+    step, and the epoch curves are logged at the step where each epoch ends."""
     from dvclive import Live
     from rich.progress import Progress
 
@@ -159,20 +215,29 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
             live.log_metric("val/accuracy", log.val_accuracy)
             for group, accuracy in log.val_group_accuracy.items():
                 live.log_metric(f"val/group_accuracy/{group}", accuracy)
-            live.next_step()
+            if objective is None:
+                live.next_step()
             progress.console.print(f"{label} epoch {log.epoch + 1}: loss {log.train_loss:.3f}, "
                                    f"val accuracy {log.val_accuracy:.3f}")
 
+        def log_step(values: dict[str, float]) -> None:
+            for name, value in values.items():
+                live.log_metric(name, value)
+            live.next_step()
+
+        _, train_groups = group_index(train, protected, sorted(set(group_labels(table, protected).tolist())))
         return train_classifier(
             model, images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(), group_labels(val, protected),
             params, device, on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n), freeze_bn=freeze_bn,
-            rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed)
+            rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed, groups=train_groups,
+            objective=objective, on_step=log_step if objective is not None else None)
 
 
 def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool, *,
-                          seed: int, section: str):
+                          seed: int, section: str, objective: Callable[[nn.Module], Objective] | None = None):
     """``finetune(model, round_index=0) -> model`` on the training split, logged to ``live_dir``; None when
-    ``params.epochs`` is 0, and then the (declared) log folder is written saying no fine-tuning ran."""
+    ``params.epochs`` is 0, and then the (declared) log folder is written saying no fine-tuning ran.
+    ``objective(model)`` makes each round's objective (a constrained remedy) for the model being trained."""
     from fairquant.data.prepare import load_prepared
     from fairquant.io import atomic_dir, write_json
 
@@ -183,8 +248,11 @@ def compression_finetuner(data, protected: list[str], params, live_dir, label: s
     table, images, _ = load_prepared(data)
 
     def finetune(model, round_index: int = 0):
-        return fit_logged(model, table, images, protected, params, live_dir,
-                          label if round_index == 0 else f"{label} round {round_index + 1}",
-                          freeze_bn=freeze_bn, resume=round_index > 0, seed=seed, section=section)
+        round_objective = objective(model) if objective is not None else None
+        model = fit_logged(model, table, images, protected, params, live_dir,
+                           label if round_index == 0 else f"{label} round {round_index + 1}",
+                           freeze_bn=freeze_bn, resume=round_index > 0, seed=seed, section=section,
+                           objective=round_objective)
+        return round_objective.finish(model) if round_objective is not None else model
 
     return finetune

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import evaluate_variant
 from fairquant.io import read_json, read_table, write_json
 from fairquant.params import load_params
@@ -12,17 +13,34 @@ from stages._cli import run
 app = typer.Typer(add_completion=False)
 
 
+def study_folders(root: Path, params) -> tuple[list[Path], dict[str, str | None]]:
+    """The prediction folders of every slot the study makes (params.yaml's mitigate lists), fp32 first."""
+    from fairquant.mitigate.slots import study_slots
+
+    slots = study_slots(params.mitigate)
+    missing = [slot for slot in slots if not (root / slot / "test.parquet").is_file()]
+    if missing:
+        raise FairquantError(f"{root} lacks predictions of {missing}; run dvc repro (the predict and mitigate stages)")
+    return [root / slot for slot in slots], slots
+
+
 @app.command()
-def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32"),
+def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32; or one folder "
+                                                             "with a subfolder per slot of the study"),
          out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    baselines: dict[str, str | None] = {}
+    if len(predictions) == 1 and not (predictions[0] / "test.parquet").is_file():
+        predictions, baselines = study_folders(predictions[0], params)
     reference = read_table(predictions[0] / "test.parquet")
+    frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = read_json(folder / "info.json")
-        results[folder.name] = evaluate_variant(read_table(folder / "test.parquet"), reference, info,
-                                                params.data.protected, params.evaluate)
+        base = baselines.get(folder.name)
+        results[folder.name] = evaluate_variant(frames[folder.name], reference, info, params.data.protected,
+                                                params.evaluate, baseline=(base, frames[base]) if base else None)
     for slot, result in results.items():
         write_json(out_dir / f"{slot}.json", result)
         gaps = result["gaps"]

@@ -11,7 +11,7 @@ from fairquant.compress.variants import load_variant
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
-DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check",
+DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check", "mitigation",
            "training_seed")
 
 

@@ -23,7 +23,9 @@ TINY = {
     "prune": {"batch_size": 64},
     "evaluate": {"bootstrap": 200},
 }
-SLOTS = {"fp32", "ptq", "qat", "kmeans", "prune"}
+MITIGATE_TINY = {"fairalm": {"epochs": 0.5}, "ceag": {"epochs": 0.5, "batch_size": 64, "checks": 2}}
+SLOTS = {"fp32", "ptq", "qat", "kmeans", "prune", "fairalm", "fairalm+ptq", "ceag+prune", "fp32+caleqodds",
+         "ptq+caleqodds"}
 
 
 def sh(cmd, cwd, env):
@@ -44,6 +46,8 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
+    for method, values in MITIGATE_TINY.items():
+        params["mitigate"][method].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -61,7 +65,16 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert summary["fp32"]["size_bytes"] / summary["kmeans"]["size_bytes"] > 7.5
     assert summary["ptq"]["latency_ms"] is None and summary["qat"]["latency_ms"] is None  # latency.repeats: 0
     names = {slot: evaluated[slot]["variant"] for slot in SLOTS - {"fp32"}}
-    assert names == {"ptq": "ptq-w8a8-train", "qat": "qat-w4a4", "kmeans": "kmeans-k16", "prune": "prune-s80"}
+    assert names == {"ptq": "ptq-w8a8-train", "qat": "qat-w4a4", "kmeans": "kmeans-k16", "prune": "prune-s80",
+                     "fairalm": "fairalm", "fairalm+ptq": "fairalm+ptq-w8a8-train", "ceag+prune": "ceag+prune-s80",
+                     "fp32+caleqodds": "fp32+caleqodds", "ptq+caleqodds": "ptq-w8a8-train+caleqodds"}
+    # each remedy is compared with the variant it fixes; CEAG's constraint is measured on train, val and test
+    assert {slot: evaluated[slot].get("baseline") for slot in SLOTS} == {
+        "fp32": None, "ptq": None, "qat": None, "kmeans": None, "prune": None, "fairalm": "fp32",
+        "fairalm+ptq": "ptq", "ceag+prune": "prune", "fp32+caleqodds": "fp32", "ptq+caleqodds": "ptq"}
+    assert set(evaluated["ceag+prune"]["constraint"]) == {"train", "validation", "test"}
+    assert evaluated["fairalm+ptq"]["kernels"] == "int8"
+    assert (repo / "metrics" / "train" / "s0" / "fairalm" / "plots" / "metrics" / "fairalm" / "eta.tsv").is_file()
     variant = evaluated["ptq"]
     assert variant["kernels"] == "int8" and variant["split"] == "test" and "vs_fp32" in variant
     check = variant["details"]["int8_check"]  # the kernels were checked against their q/dq reference, and passed
@@ -71,6 +84,7 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert "SYNTHETIC" in report and "| qat-w4a4 |" in report and "simulated" in report
     assert "## Calibration sets" in report and "| distilled |" in report
     assert "## Across training seeds (1: 0)" in report and "one seed" in report
+    assert "## Remedies" in report and "| ceag+prune-s80 | prune-s80 |" in report and "pareto" in report
     import pyarrow.parquet as pq
 
     table = pq.read_table(repo / "data" / "predictions" / "s0" / "ptq" / "test.parquet")
@@ -90,7 +104,10 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     changed = {line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith((" ", "\t"))}
     assert changed == {"finetune@1", "calibration@1", "quantize_ptq@1", "quantize_qat@1", "quantize_kmeans@1",
                        "prune@1", "predict_timed@1-fp32", "predict_timed@1-ptq", "predict@1-qat", "predict@1-kmeans",
-                       "predict@1-prune", "evaluate@1", "report"}, out
+                       "predict@1-prune", "mitigate_before@1-fairalm", "quantize_ptq_mitigated@1-fairalm",
+                       "mitigate_during_prune@1-ceag", "predict_before@1-fairalm", "predict_before_ptq@1-fairalm",
+                       "predict_during_prune@1-ceag", "mitigate_after@1-caleqodds-fp32",
+                       "mitigate_after@1-caleqodds-ptq", "evaluate@1", "report"}, out
     sh("git checkout params.yaml", repo, env)
 
     assert "up to date" in sh("dvc status", repo, env).lower()

@@ -59,3 +59,17 @@ def test_labels_must_match_the_rows(store):
         train_classifier(build_model("resnet18", small_input_stem=True), images, np.zeros(3), images, np.zeros(2),
                          np.zeros(2), TrainingParams(epochs=1, batch_size=8), torch.device("cpu"),
                          rows=np.arange(5), val_rows=np.arange(2))
+
+
+def test_a_few_steps_train_at_a_constant_rate():
+    """Fractional epochs can leave fewer steps than a one-cycle warm-up needs (it divided by zero at 4 steps)."""
+    from fairquant.params import TrainingParams
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, 40)
+    model = build_model("resnet18", small_input_stem=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    train_classifier(model, images, labels, images[:8], labels[:8], np.zeros(8), TrainingParams(epochs=0.3, batch_size=4),
+                     "cpu", seed=0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.metrics import fairness_metrics, group_labels, paired_comparison
+from fairquant.fairness.metrics import excess_drops, fairness_metrics, group_labels, paired_comparison
 from fairquant.params import EvaluateParams
 
 
 def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: dict, protected: list[str],
-                     params: EvaluateParams) -> dict:
+                     params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> dict:
+    """Metrics of one variant on the test split, its paired change vs fp32 (``reference``) and, for a remedy, vs
+    the unmitigated variant it fixes (``baseline``: slot and predictions). A remedy fine-tuned under a
+    constraint also gets the constraint measured on test, next to train and validation from its stage."""
     missing = [name for name in protected if name not in predictions.columns]
     if missing:
         raise FairquantError(f"predictions of {info['name']} lack protected columns {missing}; re-run predict")
@@ -31,6 +34,20 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: d
         "latency_ms": {mode: v["median_ms"] for mode, v in info.get("latency", {}).items()},
         **fairness_metrics(y_true, y_pred, groups, **options),
     }
-    if info["kind"] != "fp32":
+    if info["name"] != "fp32":
         result["vs_fp32"] = paired_comparison(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
+    if baseline is not None:
+        slot, frame = baseline
+        if not np.array_equal(frame["sample_id"].to_numpy(), predictions["sample_id"].to_numpy()):
+            raise FairquantError(f"predictions of {info['name']} and of {slot} cover different test samples; "
+                                 f"re-run predict")
+        result["baseline"] = slot
+        result["vs_baseline"] = paired_comparison(y_true, frame["y_pred"].to_numpy(), y_pred, groups, **options)
+    constraint = info.get("details", {}).get("mitigation", {}).get("constraint")
+    if constraint is not None:
+        mitigation = info["details"]["mitigation"]
+        test = excess_drops(y_true, reference["y_pred"].to_numpy(), y_pred, groups, mitigation["params"]["rate"])
+        tolerance = mitigation["params"].get("tolerance")
+        test.update(tolerance=tolerance, holds=None if tolerance is None else bool(test["max_excess_drop"] <= tolerance))
+        result["constraint"] = {**constraint, "test": test}
     return result

@@ -395,3 +395,40 @@ def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
     total_flipped = int((a != b).sum())
     return {"gaps": gap_changes, "signed": signed, "groups": _flips(y_true, a, b, index, [str(n) for n in names]),
             "flip_rate": total_flipped / max(len(a), 1), "flipped": total_flipped}
+
+
+def rate_rows(y_true: np.ndarray, rate: str) -> np.ndarray:
+    """The rows a per-group quantity is measured on: all (accuracy), positives (tpr), negatives (fpr: accuracy
+    there is 1 - FPR)."""
+    y_true = np.asarray(y_true).astype(bool)
+    if rate == "accuracy":
+        return np.ones(len(y_true), dtype=bool)
+    if rate == "tpr":
+        return y_true
+    if rate == "fpr":
+        return ~y_true
+    raise ValueError(f"unknown rate {rate!r}; expected accuracy, tpr or fpr")
+
+
+def excess_drops(y_true: np.ndarray, pred_reference: np.ndarray, pred_variant: np.ndarray, groups: np.ndarray,
+                 rate: str = "accuracy", shares: dict[str, float] | None = None) -> dict:
+    """CEAG's constraint quantity (Hashemizadeh et al. 2024): per group, (acc_ref,g - acc_var,g) - (acc_ref -
+    acc_var), the part of a group's accuracy drop beyond the overall drop, on the rows ``rate`` names.
+
+    The overall accuracies are over those rows (or, with ``shares``, the share-weighted mean of the group
+    accuracies, as the training-time dual step estimates them). A group without such rows is left out."""
+    rows = rate_rows(y_true, rate)
+    y, ref, var, groups = (np.asarray(a)[rows] for a in (y_true, pred_reference, pred_variant, groups))
+    ref_ok, var_ok = ref == y, var == y
+    names = sorted(set(np.asarray(groups).tolist()))
+    per_group = {g: (float(ref_ok[groups == g].mean()), float(var_ok[groups == g].mean()), int((groups == g).sum()))
+                 for g in names}
+    if shares is None:
+        overall_ref, overall_var = float(ref_ok.mean()), float(var_ok.mean())
+    else:
+        overall_ref = sum(shares[g] * per_group[g][0] for g in names)
+        overall_var = sum(shares[g] * per_group[g][1] for g in names)
+    out = {g: {"n": n, "reference": a, "variant": b, "excess_drop": (a - b) - (overall_ref - overall_var)}
+           for g, (a, b, n) in per_group.items()}
+    return {"rate": rate, "overall_drop": overall_ref - overall_var, "groups": out,
+            "max_excess_drop": max((v["excess_drop"] for v in out.values()), default=None)}

@@ -56,18 +56,25 @@ def seed_table(per_seed: dict[int, dict[str, dict]], gaps: tuple[str, ...], conf
     out = {}
     for slot in slots:
         runs = [per_seed[s][slot] for s in seeds]
-        entry = {"variant": runs[0]["variant"], "seeds": seeds,
+        entry = {"variant": runs[0]["variant"], "seeds": seeds, "baseline": runs[0].get("baseline"),
                  "accuracy": spread([r["overall"]["accuracy"] for r in runs]),
                  "worst_group_accuracy": spread([r["worst_group_accuracy"] for r in runs]),
                  "gaps": {k: spread([r["gaps"][k]["value"] for r in runs]) for k in gaps}}
-        if all("vs_fp32" in r for r in runs):
-            entry["changes"] = {}
-            for k in gaps:
-                per_seed_change = [r["vs_fp32"]["gaps"][k] for r in runs]
-                deltas = [c["delta"] for c in per_seed_change]
-                excluding = sum(1 for c in per_seed_change if c["ci_low"] is not None and c["ci_high"] is not None
-                                and (c["ci_low"] > 0 or c["ci_high"] < 0))
-                entry["changes"][k] = {**spread(deltas), "seeds_whose_paired_ci_excludes_0": excluding,
-                                       "across_seeds": across_seeds(deltas, confidence)}
+        for key, field in (("vs_fp32", "changes"), ("vs_baseline", "changes_vs_baseline")):
+            if all(key in r for r in runs):
+                entry[field] = _changes([r[key]["gaps"] for r in runs], gaps, confidence)
         out[slot] = entry
+    return out
+
+
+def _changes(per_seed_gaps: list[dict], gaps: tuple[str, ...], confidence: float) -> dict:
+    """Each gap's paired change per seed, how many seeds' CIs exclude 0, and the across-seed verdict."""
+    out = {}
+    for k in gaps:
+        per_seed_change = [g[k] for g in per_seed_gaps]
+        deltas = [c["delta"] for c in per_seed_change]
+        excluding = sum(1 for c in per_seed_change if c["ci_low"] is not None and c["ci_high"] is not None
+                        and (c["ci_low"] > 0 or c["ci_high"] < 0))
+        out[k] = {**spread(deltas), "seeds_whose_paired_ci_excludes_0": excluding,
+                  "across_seeds": across_seeds(deltas, confidence)}
     return out

@@ -1,0 +1,175 @@
+"""One verb for every remedy: ``mitigate(config, ...)``, dispatched on the config's type.
+
+Four families, each with its inputs and outputs:
+- before compression (FairALM, DP regulariser): fp32 model -> fp32 model fine-tuned under the remedy;
+- during compression (CEAG, equalized loss): fp32 model + a trainable compressor (prune, qat) -> the
+  compressed model, its fine-tuning constrained against the fp32 reference;
+- after (calibrated equalized odds, threshold optimiser): a variant's validation and test predictions ->
+  post-processed predictions;
+- precision (layer sensitivity): fp32 model + calibration set -> a mixed-precision plan and its PTQ model.
+A new method registers its config type in ``REMEDIES`` with its family's function.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from fairquant.errors import FairquantError
+from fairquant.params import (CalEqOddsParams, CEAGParams, DPRegularizerParams, EqualizedLossParams, FairALMParams,
+                              SensitivityParams, ThresholdParams)
+
+METHOD_NAMES = {FairALMParams: "fairalm", DPRegularizerParams: "dp_regularizer", CEAGParams: "ceag",
+                EqualizedLossParams: "equalized_loss", CalEqOddsParams: "caleqodds", ThresholdParams: "threshold",
+                SensitivityParams: "sensitivity"}
+
+
+def method_name(config) -> str:
+    return METHOD_NAMES[type(config)]
+
+
+def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int):
+    """Fine-tune the fp32 ``model`` under the remedy; returns the model and what the variant records."""
+    from fairquant.data.prepare import load_prepared
+    from fairquant.mitigate.inprocess import objective_for
+    from fairquant.training import fit_logged, group_index
+
+    method = method_name(config)
+    table, images, _ = load_prepared(data)
+    names, _ = group_index(table, protected)
+    if len(names) < 2:
+        raise FairquantError(f"{method} needs at least two groups; the data has only {names}")
+    objective = objective_for(config, names)
+    model = fit_logged(model, table, images, protected, config, live_dir, f"{method} (seed {seed})", seed=seed,
+                       section=f"mitigate.{method}", objective=objective)
+    return model, {"method": method, "family": "before compression", "params": config.model_dump(),
+                   "groups": names, **objective.summary()}
+
+
+def _split(table, images, protected, names, split):
+    from fairquant.fairness.metrics import group_labels
+    from fairquant.training import group_index
+
+    part = table[table["split"] == split]
+    return (part["row"].to_numpy(), part["y_true"].to_numpy().astype(np.int64),
+            group_index(part, protected, names)[1], group_labels(part, protected))
+
+
+def compress_during(config, *, compressor: str, model, data, protected: list[str], compressor_params,
+                    calibration_images: np.ndarray | None, live_dir, seed: int):
+    """Run ``compressor`` (prune or qat, with its own section ``compressor_params``) on the fp32 ``model``, its
+    fine-tuning replaced by the remedy's constrained one; returns the module and the variant's config entries,
+    with the constraint's satisfaction on the training and validation splits."""
+    import copy
+
+    from fairquant.compress import fakequant, pruning
+    from fairquant.data.prepare import load_prepared
+    from fairquant.fairness.metrics import excess_drops
+    from fairquant.mitigate.constrained import ConstrainedObjective, constraint_report, reference_for, require_tolerance
+    from fairquant.training import compression_finetuner, group_index, predict_scores
+
+    method = method_name(config)
+    require_tolerance(config)
+    table, images, _ = load_prepared(data)
+    names, _ = group_index(table, protected)
+    if len(names) < 2:
+        raise FairquantError(f"{method} needs at least two groups; the data has only {names}")
+    reference_model = copy.deepcopy(model).eval()
+    train_rows, train_y, train_g, train_named = _split(table, images, protected, names, "train")
+    val_rows, val_y, _, val_named = _split(table, images, protected, names, "val")
+    batch = max(config.batch_size, 256)
+    reference, train_ref_scores = reference_for(reference_model, images, train_rows, train_y, train_g, len(names),
+                                                config.rate, batch)
+    val_ref_scores = predict_scores(reference_model, images, batch, rows=val_rows)
+    tolerance = getattr(config, "tolerance", None)
+
+    def validate(candidate) -> dict:
+        device = next(candidate.parameters()).device
+        scores = predict_scores(candidate, images, batch, device, rows=val_rows)
+        drops = excess_drops(val_y, val_ref_scores > 0.5, scores > 0.5, val_named, config.rate)
+        return {"accuracy": float(((scores > 0.5) == val_y.astype(bool)).mean()),
+                "max_excess_drop": drops["max_excess_drop"]}
+
+    objectives: list[ConstrainedObjective] = []
+
+    def make_objective(candidate):
+        objectives.append(ConstrainedObjective(method, config, names, reference, candidate, validate))
+        return objectives[-1]
+
+    finetune = compression_finetuner(data, protected, config, live_dir, f"{method}+{compressor}",
+                                     freeze_bn=compressor == "qat", seed=seed, section=f"mitigate.{method}",
+                                     objective=make_objective)
+    if compressor == "prune":
+        module, recorded = pruning.pruned_variant(model, compressor_params, finetune)
+    elif compressor == "qat":
+        module, recorded = fakequant.qat_variant(model, compressor_params, calibration_images, finetune)
+    else:
+        raise FairquantError(f"{method} runs during prune or qat, not {compressor!r}")
+    recorded["training"] = config.model_dump()
+    constraint = {
+        "train": constraint_report(train_y, train_ref_scores, predict_scores(module, images, batch, rows=train_rows),
+                                   train_named, config.rate, tolerance),
+        "validation": constraint_report(val_y, val_ref_scores, predict_scores(module, images, batch, rows=val_rows),
+                                        val_named, config.rate, tolerance)}
+    record = {"method": method, "family": "during compression", "compressor": compressor,
+              "params": config.model_dump(), "groups": names, "constraint": constraint,
+              **(objectives[-1].summary() if objectives else {})}
+    return module.eval(), {**recorded, "mitigation": record}
+
+
+def postprocess_predictions(config, *, val, test, protected: list[str]):
+    """Fit the post-processor on ``val``, apply it to both; returns (val, test, details)."""
+    from fairquant.mitigate.postprocess import postprocess
+
+    val_out, test_out, details = postprocess(method_name(config), val, test, protected, config)
+    return val_out, test_out, {"method": method_name(config), "family": "post-processing", **details}
+
+
+def precision_variant(config, *, model, scheme_base, calibration_images: np.ndarray, val_images: np.ndarray,
+                      val_labels: np.ndarray, val_groups: np.ndarray):
+    """Fairness-aware layer sensitivity on validation, the mixed-precision plan from it, and the fp32 model
+    quantized (simulated) with that plan and ``scheme_base``'s observers; returns the module and its config entries."""
+    from fairquant.compress import fakequant
+    from fairquant.mitigate.sensitivity import layer_sensitivity, precision_plan
+    from fairquant.params import QuantSchemeParams
+
+    sensitivity = layer_sensitivity(model, calibration_images, val_images, val_labels, val_groups, scheme_base,
+                                    config.bits)
+    budget = None if config.size_budget_mb is None else config.size_budget_mb * 1e6
+    plan = precision_plan(sensitivity, model, scheme_base, config.bits, config.high_bits, config.keep, budget)
+    scheme = QuantSchemeParams(**{**scheme_base.model_dump(), "bits": config.bits, "activation_bits": config.bits,
+                                  "layers": plan["layers"]})
+    quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), calibration_images).eval()
+    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    record = {"method": "sensitivity", "family": "precision", "params": config.model_dump(),
+              "sensitivity": sensitivity, "plan": plan}
+    return quantized, {"kind": "fakequant", "kernels": "simulated", "scheme": scheme.model_dump(),
+                       "size_bytes": fakequant.quantized_size_bytes(quantized), "fp32_size_bytes": fp32_bytes,
+                       "layers": fakequant.describe(quantized), "mitigation": record}
+
+
+REMEDIES: dict[type, Callable] = {
+    FairALMParams: finetune_before, DPRegularizerParams: finetune_before,
+    CEAGParams: compress_during, EqualizedLossParams: compress_during,
+    CalEqOddsParams: postprocess_predictions, ThresholdParams: postprocess_predictions,
+    SensitivityParams: precision_variant,
+}
+
+
+def family(method: str) -> str:
+    from fairquant.params import MitigateParams
+
+    config_type = type(getattr(MitigateParams(), method, None))
+    if config_type not in METHOD_NAMES:
+        raise FairquantError(f"unknown remedy {method!r}; known: {', '.join(METHOD_NAMES.values())}")
+    return {finetune_before: "before", compress_during: "during", postprocess_predictions: "after",
+            precision_variant: "precision"}[REMEDIES[config_type]]
+
+
+def mitigate(config, **inputs):
+    """Run the remedy ``config`` describes (its type picks the method) on ``inputs``."""
+    if type(config) not in REMEDIES:
+        raise FairquantError(f"no remedy is registered for {type(config).__name__}; known: "
+                             f"{', '.join(METHOD_NAMES[t] for t in REMEDIES)}")
+    return REMEDIES[type(config)](config, **inputs)

@@ -1,0 +1,33 @@
+"""The study's slots: every variant the graph makes, and for each remedy the unmitigated variant it fixes.
+
+Slots are stable names, so sweeps line up in `dvc exp show`: fp32, ptq, qat, kmeans, prune; a remedy before
+compression gives <method> (the fine-tuned fp32 model) and <method>+ptq; one during compression gives
+<method>+prune or <method>+qat; a post-processor gives <slot>+<method>; a precision plan <method>+ptq."""
+
+from __future__ import annotations
+
+from fairquant.errors import FairquantError
+
+COMPRESSED = ("ptq", "qat", "kmeans", "prune")
+
+
+def study_slots(mitigate) -> dict[str, str | None]:
+    """Slot -> the slot it is compared with as its unmitigated baseline (None for fp32 and the compressors)."""
+    slots: dict[str, str | None] = {"fp32": None, **{c: None for c in COMPRESSED}}
+    for method in mitigate.before_compression:
+        slots[method] = "fp32"
+        slots[f"{method}+ptq"] = "ptq"
+    for method in mitigate.during_prune:
+        slots[f"{method}+prune"] = "prune"
+    for method in mitigate.during_qat:
+        slots[f"{method}+qat"] = "qat"
+    for method in mitigate.precision:  # a low-bit plan: compared with fp32, whose behaviour it should keep
+        slots[f"{method}+ptq"] = "fp32"
+    unknown = [s for s in mitigate.post_on if s not in slots]
+    if unknown:
+        raise FairquantError(f"mitigate.post_on names {unknown}, which this study does not make; choose among "
+                             f"{sorted(slots)}")
+    for method in mitigate.after:
+        for slot in mitigate.post_on:
+            slots[f"{slot}+{method}"] = slot
+    return slots

@@ -1,0 +1,143 @@
+"""Run one remedy (params.yaml's mitigate.<method>): before, during or after compression, or a precision plan."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fairquant.errors import FairquantError
+from fairquant.params import load_params
+from stages._cli import run
+
+app = typer.Typer(add_completion=False)
+NEEDS = {"before": ("seed", "data", "model", "live"), "during": ("seed", "data", "model", "live", "compressor"),
+         "after": ("predictions",), "precision": ("seed", "data", "model", "calibration")}
+
+
+@app.command()
+def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer, ceag, equalized_loss, caleqodds, "
+                                              "threshold, sensitivity"),
+         out: Path = typer.Option(..., help="model folder (or predictions folder, for a post-processor) to write"),
+         seed: Optional[int] = typer.Option(None, help="training seed of the fp32 model"),
+         data: Optional[Path] = typer.Option(None, help="prepared data folder"),
+         model_dir: Optional[Path] = typer.Option(None, "--model", help="fp32 model folder"),
+         compressor: Optional[str] = typer.Option(None, help="during compression: prune or qat"),
+         calibration_dir: Optional[Path] = typer.Option(None, "--calibration", help="calibration set folder"),
+         predictions: Optional[Path] = typer.Option(None, help="after: the predictions folder of the variant to fix"),
+         live_dir: Optional[Path] = typer.Option(None, "--live", help="dvclive folder for training curves"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    from fairquant.mitigate.remedies import family
+
+    params = load_params(params_file)
+    kind = family(method)
+    given = {"seed": seed, "data": data, "model": model_dir, "compressor": compressor, "calibration": calibration_dir,
+             "predictions": predictions, "live": live_dir}
+    missing = [f"--{name}" for name in NEEDS[kind] if given[name] is None]
+    if kind == "during" and compressor == "qat" and calibration_dir is None:
+        missing.append("--calibration")
+    if missing:
+        raise FairquantError(f"{method} ({kind} compression) needs {' '.join(missing)}")
+    config = getattr(params.mitigate, method)
+    if kind == "after":
+        _after(config, predictions, out, params)
+    elif kind == "precision":
+        _precision(config, seed, data, model_dir, calibration_dir, out, params)
+    else:
+        _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params)
+
+
+def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params) -> None:
+    from fairquant.compress import calibration
+    from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
+    from fairquant.mitigate.remedies import method_name, mitigate
+    from fairquant.training import derived_seed, seed_everything
+
+    method = method_name(config)
+    run_seed = derived_seed(seed, config.seed)
+    seed_everything(run_seed, config.threads)
+    model, fp32_config = load_fp32(model_dir)
+    if fp32_config.get("mitigation"):
+        raise FairquantError(f"{model_dir} was already fine-tuned by {fp32_config['mitigation']['method']}; "
+                             f"start {method} from the plain fp32 model")
+    protected = params.data.protected
+    if kind == "before":
+        tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
+                                 seed=run_seed)
+        config_out = {**fp32_config, "name": method, "mitigation": record}
+        save_variant(out, tuned.state_dict(), config_out)
+        print(f"{method}: fine-tuned the fp32 model (seed {seed}); multipliers {record.get('multipliers', '-')}")
+        return
+    if compressor not in ("prune", "qat"):
+        raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune or qat")
+    section = params.prune if compressor == "prune" else params.quantize_qat
+    images = None
+    extra = {}
+    if compressor == "qat":
+        images, set_info = calibration.load_set(calibration_dir, section.calibration_size,
+                                                "quantize_qat.calibration_size", derived_seed(seed, section.seed))
+        extra["calibration"] = {"set": set_info["set"], "size": len(images)}
+    module, recorded = mitigate(config, compressor=compressor, model=model, data=data, protected=protected,
+                                compressor_params=section, calibration_images=images, live_dir=live_dir,
+                                seed=run_seed)
+    name = f"{method}+{variant_name(compressor, section)}"
+    config_out = base_config(fp32_config, name=name, **extra, **recorded)
+    save_variant(out, module.state_dict(), config_out)
+    held = {split: report["holds"] for split, report in recorded["mitigation"]["constraint"].items()}
+    print(f"{name}: constraint holds on {held}; kept step {recorded['mitigation'].get('kept_step')}")
+
+
+def _after(config, predictions, out, params) -> None:
+    from fairquant.io import atomic_dir, predictions_schema, read_json, read_table, write_json, write_table
+    from fairquant.mitigate.remedies import method_name, mitigate
+
+    method = method_name(config)
+    for name in ("val.parquet", "test.parquet", "info.json"):
+        if not (predictions / name).is_file():
+            raise FairquantError(f"{predictions / name} is missing; run the predict stage of that variant first")
+    info = read_json(predictions / "info.json")
+    if info.get("details", {}).get("mitigation", {}).get("family") == "post-processing":
+        raise FairquantError(f"{predictions} is already post-processed; apply {method} to an unprocessed variant")
+    protected = params.data.protected
+    val, test, details = mitigate(config, val=read_table(predictions / "val.parquet"),
+                                  test=read_table(predictions / "test.parquet"), protected=protected)
+    name = f"{info['name']}+{method}"
+    schema = predictions_schema(protected).with_metadata(
+        {"fairquant.variant": name, "fairquant.synthetic": str(info["synthetic"]).lower()})
+    with atomic_dir(out) as tmp:
+        write_table(tmp / "val.parquet", val, schema)
+        write_table(tmp / "test.parquet", test, schema)
+        # the model is the variant's own; a post-processor adds a per-group lookup, not a speed claim
+        write_json(tmp / "info.json", {**info, "name": name, "latency": {},
+                                       "details": {**info.get("details", {}), "mitigation": details}})
+    print(f"{name}: fitted on validation; collapsed groups: {details.get('collapsed') or 'none'}")
+
+
+def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> None:
+    from fairquant.compress import calibration
+    from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
+    from fairquant.data.prepare import load_prepared
+    from fairquant.fairness.metrics import group_labels
+    from fairquant.io import read_rows
+    from fairquant.mitigate.remedies import mitigate
+    from fairquant.training import derived_seed
+
+    model, fp32_config = load_fp32(model_dir)
+    images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
+                                            "mitigate.sensitivity.calibration_size", derived_seed(seed, 0))
+    table, store, _ = load_prepared(data)
+    val = table[table["split"] == "val"]
+    module, recorded = mitigate(config, model=model, scheme_base=params.quantize_ptq.scheme(),
+                                calibration_images=images, val_images=read_rows(store, val["row"].to_numpy()),
+                                val_labels=val["y_true"].to_numpy(), val_groups=group_labels(val, params.data.protected))
+    name = f"sensitivity+ptq-w{config.bits}-keep{len(recorded['mitigation']['plan']['kept'])}"
+    config_out = base_config(fp32_config, name=name, calibration={"set": set_info["set"], "size": len(images)},
+                             **recorded)
+    save_variant(out, module.state_dict(), config_out)
+    plan = recorded["mitigation"]["plan"]
+    print(f"{name}: kept {plan['kept'] or 'no layer'} at {config.high_bits or 'float'} bits; "
+          f"{plan['size_bytes'] / 1e6:.2f} MB (all at {config.bits} bits: {plan['fully_quantized_size_bytes'] / 1e6:.2f} MB); "
+          f"the plan's layers map is in {out / 'info.json'} (mitigation.plan.layers)")
+
+
+if __name__ == "__main__":
+    run(app)

@@ -1,0 +1,87 @@
+"""The mitigate stage's bad input: one line naming the problem and the fix, exit 2, nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairquant.io import predictions_schema, write_json, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _predictions(folder: Path, groups: list[str], details: dict | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n)
+    scores = np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1).astype(np.float32)
+    frame = pd.DataFrame({"sample_id": [str(i) for i in range(n)], "y_true": y,
+                          "Male": [groups[i % len(groups)] for i in range(n)], "y_score": scores,
+                          "y_pred": (scores > 0.5).astype("int8")})
+    for split in ("val", "test"):
+        write_table(folder / f"{split}.parquet", frame, predictions_schema(["Male"]))
+    write_json(folder / "info.json", {"name": "ptq-w8a8-train", "kind": "ptq-int8", "kernels": "int8", "size_bytes": 1,
+                                      "latency": {}, "synthetic": True, "details": details or {}})
+    return folder
+
+
+def _run(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "stages.mitigate", *args, "--params", str(ROOT / "params.yaml")],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def _assert_refused(result, message, out: Path):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_unknown_method(tmp_path):
+    out = tmp_path / "out"
+    _assert_refused(_run(tmp_path, "--method", "fairness", "--out", str(out)),
+                    "unknown remedy 'fairness'; known: fairalm, dp_regularizer, ceag", out)
+
+
+def test_post_processor_on_a_single_group(tmp_path):
+    source = _predictions(tmp_path / "ptq", ["Female"])
+    out = tmp_path / "ptq+caleqodds"
+    _assert_refused(_run(tmp_path, "--method", "caleqodds", "--predictions", str(source), "--out", str(out)),
+                    "at least two groups", out)
+
+
+def test_post_processor_needs_its_input(tmp_path):
+    out = tmp_path / "out"
+    _assert_refused(_run(tmp_path, "--method", "threshold", "--out", str(out)), "threshold (after compression) needs --predictions", out)
+    _assert_refused(_run(tmp_path, "--method", "caleqodds", "--predictions", str(tmp_path / "none"), "--out", str(out)),
+                    "val.parquet is missing; run the predict stage", out)
+
+
+def test_post_processing_twice_is_refused(tmp_path):
+    source = _predictions(tmp_path / "ptq", ["Female", "Male"], {"mitigation": {"family": "post-processing"}})
+    out = tmp_path / "twice"
+    _assert_refused(_run(tmp_path, "--method", "caleqodds", "--predictions", str(source), "--out", str(out)),
+                    "already post-processed", out)
+
+
+def test_post_processor_writes_a_labelled_variant(tmp_path):
+    from fairquant.io import read_json, read_table
+
+    source = _predictions(tmp_path / "ptq", ["Female", "Male"])
+    out = tmp_path / "ptq+caleqodds"
+    result = _run(tmp_path, "--method", "caleqodds", "--predictions", str(source), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    info = read_json(out / "info.json")
+    assert info["name"] == "ptq-w8a8-train+caleqodds" and info["details"]["mitigation"]["method"] == "caleqodds"
+    assert info["latency"] == {} and info["kind"] == "ptq-int8"
+    test = read_table(out / "test.parquet")
+    assert list(test.columns) == ["sample_id", "y_true", "y_score", "y_pred", "Male"] and len(test) == 200
+
+
+def test_training_remedy_needs_its_inputs(tmp_path):
+    out = tmp_path / "out"
+    _assert_refused(_run(tmp_path, "--method", "ceag", "--seed", "0", "--out", str(out)),
+                    "ceag (during compression) needs --data --model --live --compressor", out)
