@@ -319,6 +319,9 @@ class MitigateParams(_Section):
     post_on: list[str] = Field(default_factory=lambda: ["fp32", "ptq"], description="slots the post-processors fix")
     precision: list[PrecisionMethod] = Field(default_factory=list, description="[sensitivity]: a mixed-precision "
                                                                                "plan from layer sensitivity, then PTQ")
+    calibration_sets: list[Literal["train", "balanced", "synthetic", "distilled"]] = Field(
+        default_factory=list, description="calibration-side: PTQ again with each of these sets (e.g. balanced), "
+                                          "compared with the PTQ of quantize_ptq.calibration")
     fairalm: FairALMParams = FairALMParams()
     dp_regularizer: DPRegularizerParams = DPRegularizerParams()
     ceag: CEAGParams = CEAGParams()
@@ -329,7 +332,8 @@ class MitigateParams(_Section):
 
     @model_validator(mode="after")
     def _lists_are_distinct(self) -> "MitigateParams":
-        for key in ("before_compression", "during_prune", "during_qat", "after", "post_on", "precision"):
+        for key in ("before_compression", "during_prune", "during_qat", "after", "post_on", "precision",
+                    "calibration_sets"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"mitigate.{key} lists a value more than once ({values}); list each once")

@@ -486,6 +486,38 @@ def remedies_section(results: dict[str, dict], seeds: dict[str, dict] | None, le
     return lines
 
 
+def precision_section(results: dict[str, dict]) -> list[str]:
+    """Layer sensitivity (each layer alone at low bits: its damage to the worst group on validation) and the
+    mixed-precision plan built from it, for every precision-plan variant."""
+    lines = []
+    for r in results.values():
+        mitigation = r.get("details", {}).get("mitigation", {})
+        if mitigation.get("family") != "precision":
+            continue
+        sensitivity, plan = mitigation["sensitivity"], mitigation["plan"]
+        groups = list(sensitivity["fp32"]["group_accuracy"])
+        lines += ["", f"## Layer sensitivity and precision plan: {r['variant']}", "",
+                  f"Each layer alone at {sensitivity['bits']} bits (weights and input), every other layer float, on "
+                  f"the {sensitivity['validation_images']} validation images. Damage = fp32 worst-group accuracy minus "
+                  f"the worst-group accuracy with that layer quantized. fp32: accuracy "
+                  f"{_pct(sensitivity['fp32']['accuracy'])}, worst group {sensitivity['fp32']['worst_group']} "
+                  f"{_pct(sensitivity['fp32']['worst_group_accuracy'])}; every layer at {sensitivity['bits']} bits: "
+                  f"accuracy {_pct(sensitivity['all_layers']['accuracy'])}, damage "
+                  f"{_num(sensitivity['all_layers']['damage'])}.", "",
+                  "| layer | damage | accuracy (%) | " + " | ".join(f"{g} drop" for g in groups) + " | kept |",
+                  "|---|---|---|" + "---|" * len(groups) + "---|"]
+        for row in sensitivity["layers"]:
+            lines.append(f"| {row['layer']} | {_num(row['damage'])} | {_pct(row['accuracy'])} | "
+                         + " | ".join(_num(row["group_drop"][g]) for g in groups)
+                         + f" | {'**yes**' if row['layer'] in plan['kept'] else ''} |")
+        budget = "none" if plan.get("budget_bytes") is None else f"{plan['budget_bytes'] / 1e6:.2f} MB"
+        kept = ", ".join(plan["kept"]) or "none: no layer damages the worst group"
+        lines += ["", f"Plan: {len(plan['kept'])} layer(s) kept high ({kept}); {plan['size_bytes'] / 1e6:.2f} MB vs "
+                  f"{plan['fully_quantized_size_bytes'] / 1e6:.2f} MB with every layer low (budget {budget}). Its gaps "
+                  "on test are in Table 1."]
+    return lines
+
+
 def pareto_table(results: dict[str, dict]) -> pd.DataFrame:
     """Accuracy, worst-group accuracy and size per variant, and whether another variant is at least as good on
     all three and better on one (dominated)."""
@@ -535,7 +567,7 @@ def markdown_report(results: dict[str, dict], figures: list[Path],
         lines += ["", f"The sections below are training seed {seed}'s models in detail.", ""]
     lines += _signed_sections(results, level) + _table1(results, level) + _per_group_tables(results)
     lines += _compression_sections([r for r in results.values() if "vs_fp32" in r], level)
-    lines += remedies_section(results, seeds, level)
+    lines += remedies_section(results, seeds, level) + precision_section(results)
     lines += int8_section(results) + calibration_table(calibration_sets or {}) + _mixed_precision(results)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
                                             run_seed)
     scheme = params.scheme()
-    name = variant_name("ptq", params)
+    name = variant_name("ptq", params.model_copy(update={"calibration": set_info["set"]}))  # the set it used
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():

@@ -215,7 +215,9 @@ def test_excess_drops_by_hand():
 
 
 def test_study_slots_pair_each_remedy_with_what_it_fixes():
-    slots = study_slots(MitigateParams(during_qat=["equalized_loss"], precision=["sensitivity"], after=["caleqodds", "threshold"]))
+    slots = study_slots(MitigateParams(during_qat=["equalized_loss"], precision=["sensitivity"],
+                                       after=["caleqodds", "threshold"], calibration_sets=["balanced"]))
+    assert slots["balanced+ptq"] == "ptq"  # balanced calibration, side by side with quantize_ptq's own set
     assert slots["fairalm"] == "fp32" and slots["fairalm+ptq"] == "ptq" and slots["ceag+prune"] == "prune"
     assert slots["equalized_loss+qat"] == "qat" and slots["sensitivity+ptq"] == "fp32"
     assert slots["ptq+threshold"] == "ptq" and slots["fp32+caleqodds"] == "fp32" and slots["qat"] is None
@@ -267,3 +269,22 @@ def test_report_remedy_table_and_pareto():
     assert "narrows" in text and "**Male constant**" in text
     pareto = pareto_table(results).set_index("variant")["pareto"].to_dict()
     assert pareto == {"fp32": True, "ptq": False, "ptq+caleqodds": True}  # ptq+caleqodds dominates ptq
+
+
+def test_report_shows_the_sensitivity_table_and_the_plan():
+    from fairquant.report import precision_section
+
+    row = lambda layer, damage: {"layer": layer, "damage": damage, "accuracy": 0.8,  # noqa: E731
+                                 "group_drop": {"A": 0.0, "B": damage}}
+    mitigation = {"family": "precision",
+                  "sensitivity": {"bits": 3, "validation_images": 400,
+                                  "fp32": {"accuracy": 0.9, "group_accuracy": {"A": 0.95, "B": 0.7},
+                                           "worst_group": "B", "worst_group_accuracy": 0.7},
+                                  "all_layers": {"accuracy": 0.6, "damage": 0.3},
+                                  "layers": [row("layer4.1.conv2", 0.12), row("fc", 0.0)]},
+                  "plan": {"kept": ["layer4.1.conv2"], "size_bytes": 4.2e6, "fully_quantized_size_bytes": 4.0e6,
+                           "budget_bytes": 5e6}}
+    text = "\n".join(precision_section({"sens": {"variant": "sensitivity+ptq-w3-keep1",
+                                                 "details": {"mitigation": mitigation}}}))
+    assert "| layer4.1.conv2 | 0.120 | 80.00 | 0.000 | 0.120 | **yes** |" in text and "| fc | 0.000 |" in text
+    assert "4.20 MB vs 4.00 MB with every layer low (budget 5.00 MB)" in text

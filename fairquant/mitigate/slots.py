@@ -1,7 +1,7 @@
 """The study's slots: every variant the graph makes, and for each remedy the unmitigated variant it fixes.
 
 Slots are stable names, so sweeps line up in `dvc exp show`: fp32, ptq, qat, kmeans, prune; a remedy before
-compression gives <method> (the fine-tuned fp32 model) and <method>+ptq; one during compression gives
+compression gives <method> (the fine-tuned fp32 model) and <method>+ptq; a calibration set <set>+ptq; one during compression gives
 <method>+prune or <method>+qat; a post-processor gives <slot>+<method>; a precision plan <method>+ptq."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def study_slots(mitigate) -> dict[str, str | None]:
         slots[f"{method}+prune"] = "prune"
     for method in mitigate.during_qat:
         slots[f"{method}+qat"] = "qat"
+    for calibration_set in mitigate.calibration_sets:  # calibration-side: the same PTQ, another calibration set
+        slots[f"{calibration_set}+ptq"] = "ptq"
     for method in mitigate.precision:  # a low-bit plan: compared with fp32, whose behaviour it should keep
         slots[f"{method}+ptq"] = "fp32"
     unknown = [s for s in mitigate.post_on if s not in slots]
