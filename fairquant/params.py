@@ -249,9 +249,10 @@ class DPRegularizerParams(TrainingParams):
     epochs: float = Field(1, gt=0, le=1000)
 
 
-class ConstrainedParams(TrainingParams):
+class ConstrainedParams(_Section):
     """Constrained fine-tuning of a compressed model against the fp32 reference (cooper-optim), in place of the
-    compressor's own fine-tuning."""
+    compressor's own fine-tuning and with its settings (the compressor's section: epochs, lr, batch size, seed),
+    so that the remedy and the variant it fixes differ only by the constraint."""
 
     rate: Literal["accuracy", "tpr", "fpr"] = Field(
         "accuracy", description="the per-group quantity the constraint holds: accuracy on all rows, TPR on "
@@ -260,7 +261,6 @@ class ConstrainedParams(TrainingParams):
     buffer: int = Field(40, ge=1, le=100000, description="per-group replay buffer of the latest correctness values; "
                                                          "only full buffers enter the dual step")
     checks: int = Field(4, ge=1, le=1000, description="validation checks over the run; the best feasible one is kept")
-    epochs: float = Field(1, gt=0, le=1000)
 
 
 class CEAGParams(ConstrainedParams):

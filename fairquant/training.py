@@ -125,7 +125,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     steps_per_epoch = (len(rows) + params.batch_size - 1) // params.batch_size
     # epochs may be fractional for compression fine-tuning (0.5 = half an epoch of steps)
     total_steps = max(1, math.ceil(params.epochs * steps_per_epoch))
-    if total_steps >= 8:
+    if 0.25 * total_steps > 1:  # OneCycleLR divides by its warm-up length, 0.25 * total_steps - 1
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.lr, total_steps=total_steps,
                                                        pct_start=0.25)
     else:  # too few steps for a warm-up phase (OneCycleLR divides by its length): a constant rate

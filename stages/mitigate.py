@@ -25,6 +25,8 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
          calibration_dir: Optional[Path] = typer.Option(None, "--calibration", help="calibration set folder"),
          predictions: Optional[Path] = typer.Option(None, help="after: the predictions folder of the variant to fix"),
          live_dir: Optional[Path] = typer.Option(None, "--live", help="dvclive folder for training curves"),
+         control: bool = typer.Option(False, "--control", help="before compression: the same fine-tuning without "
+                                                                "the remedy (the baseline it is compared with)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     from fairquant.mitigate.remedies import family
 
@@ -32,6 +34,8 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
     kind = family(method)
     given = {"seed": seed, "data": data, "model": model_dir, "compressor": compressor, "calibration": calibration_dir,
              "predictions": predictions, "live": live_dir}
+    if control and kind != "before":
+        raise FairquantError(f"--control is the baseline of a remedy before compression; {method} is {kind} compression")
     missing = [f"--{name}" for name in NEEDS[kind] if given[name] is None]
     if kind == "during" and compressor == "qat" and calibration_dir is None:
         missing.append("--calibration")
@@ -43,18 +47,22 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
     elif kind == "precision":
         _precision(config, seed, data, model_dir, calibration_dir, out, params)
     else:
-        _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params)
+        _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params, control)
 
 
-def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params) -> None:
+def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params,
+           control: bool = False) -> None:
     from fairquant.compress import calibration
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
     from fairquant.mitigate.remedies import method_name, mitigate
     from fairquant.training import derived_seed, seed_everything
 
     method = method_name(config)
-    run_seed = derived_seed(seed, config.seed)
-    seed_everything(run_seed, config.threads)
+    if kind == "during" and compressor not in ("prune", "qat"):
+        raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune or qat")
+    section = {"prune": params.prune, "qat": params.quantize_qat}.get(compressor) if kind == "during" else config
+    run_seed = derived_seed(seed, section.seed)  # during: the compressor's own, so the data order is the same
+    seed_everything(run_seed, section.threads)
     model, fp32_config = load_fp32(model_dir)
     if fp32_config.get("mitigation"):
         raise FairquantError(f"{model_dir} was already fine-tuned by {fp32_config['mitigation']['method']}; "
@@ -62,14 +70,11 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     protected = params.data.protected
     if kind == "before":
         tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
-                                 seed=run_seed)
-        config_out = {**fp32_config, "name": method, "mitigation": record}
+                                 seed=run_seed, control=control)
+        config_out = {**fp32_config, "name": record["method"], "mitigation": record}
         save_variant(out, tuned.state_dict(), config_out)
-        print(f"{method}: fine-tuned the fp32 model (seed {seed}); multipliers {record.get('multipliers', '-')}")
+        print(f"{record['method']}: fine-tuned the fp32 model (seed {seed}); multipliers {record.get('multipliers', '-')}")
         return
-    if compressor not in ("prune", "qat"):
-        raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune or qat")
-    section = params.prune if compressor == "prune" else params.quantize_qat
     images = None
     extra = {}
     if compressor == "qat":

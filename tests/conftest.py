@@ -25,3 +25,25 @@ def tiny_celeba(tmp_path_factory):
     generate_celeba_like(GenerateParams(identities=40, images_per_identity=3, render_size=32, workers=1,
                                         rare_cue_share=0.5), root)
     return root
+
+
+def write_prepared(folder: Path, n: int = 80, positives_of_minority_in: tuple[str, ...] = ("train", "val", "test"),
+                   size: int = 8) -> Path:
+    """A tiny prepared folder (samples table, uint8 image store, info) in the prepare stage's format; the minority
+    group ('Male' = '1') has positives only in the splits named."""
+    import pandas as pd
+
+    from fairquant.io import samples_schema, write_images, write_json, write_table
+
+    rng = np.random.default_rng(0)
+    split = np.array(["train", "val", "test"])[np.arange(n) % 3]
+    male = np.where(np.arange(n) % 4 == 0, "1", "0")
+    y = (np.arange(n) // 12) % 2  # every split of both groups has both labels
+    y = np.where((male == "1") & ~np.isin(split, positives_of_minority_in), 0, y)
+    table = pd.DataFrame({"sample_id": [f"{i:05d}.jpg" for i in range(n)], "split": split, "y_true": y.astype("int8"),
+                          "row": np.arange(n), "Male": male})
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(folder / "samples.parquet", table, samples_schema(["Male"]))
+    write_images(folder / "images.npy", rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8))
+    write_json(folder / "info.json", {"image_size": size, "synthetic": True, "target": "Smiling", "protected": ["Male"]})
+    return folder

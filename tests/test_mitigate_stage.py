@@ -85,3 +85,9 @@ def test_training_remedy_needs_its_inputs(tmp_path):
     out = tmp_path / "out"
     _assert_refused(_run(tmp_path, "--method", "ceag", "--seed", "0", "--out", str(out)),
                     "ceag (during compression) needs --data --model --live --compressor", out)
+
+
+def test_control_only_before_compression(tmp_path):
+    out = tmp_path / "out"
+    _assert_refused(_run(tmp_path, "--method", "caleqodds", "--control", "--predictions", str(tmp_path), "--out", str(out)),
+                    "--control is the baseline of a remedy before compression; caleqodds is after compression", out)

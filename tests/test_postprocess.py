@@ -298,3 +298,13 @@ def test_intersectional_groups_come_from_group_labels():
     frame["Age"] = np.where(np.arange(len(frame)) % 2 == 0, "young", "old")
     _, _, details = postprocess("caleqodds", frame, frame, ["Group", "Age"], CalEqOddsParams())
     assert sorted(details["groups"]) == ["priv & old", "priv & young", "unpriv & old", "unpriv & young"]
+
+
+def test_threshold_optimizer_flags_a_group_it_makes_constant():
+    """Found in review: with TPR parity fairlearn gave one group P(label 1) = 1 on every row, reported as no collapse."""
+    from fairquant.mitigate.postprocess import constant_groups
+
+    probability = np.array([1.0, 1.0, 1.0, 0.2, 0.7, 0.7])
+    groups = np.array(["B", "B", "B", "A", "A", "A"])
+    assert constant_groups(probability, groups) == ["B"]
+    assert constant_groups(np.array([0.1, 0.9]), np.array(["A", "A"])) == []

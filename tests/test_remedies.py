@@ -26,7 +26,9 @@ def test_group_means_leave_out_groups_without_rows():
 
 def test_fairalm_step_is_algorithm_2_for_two_groups():
     """Primal: loss + sum_g lambda_g (mu_g - mean mu) + eta sum_g mu_g on the positives; dual: lambda_g += eta
-    (mu_g - mean mu). With the sigmoid surrogate mu_g is the group's mean miss probability on positives."""
+    K/(K-1) (mu_g - mean mu), so that with two groups lambda = (lambda_0 - lambda_1)/2 follows the paper's
+    lambda += eta (mu_0 - mu_1) exactly (found in review: it moved at half that rate). With the sigmoid surrogate
+    mu_g is the group's mean miss probability on positives."""
     params = FairALMParams(eta=0.5, surrogate="sigmoid")
     objective = FairALM(params, ["A", "B"])
     objective.multipliers = torch.tensor([0.2, -0.2])
@@ -40,7 +42,9 @@ def test_fairalm_step_is_algorithm_2_for_two_groups():
                 + (torch.tensor([0.2, -0.2]) * (mu - mu.mean())).sum() + 0.5 * mu.sum())
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     logs = objective.after_step(1, 10)
-    assert objective.multipliers.tolist() == pytest.approx((torch.tensor([0.2, -0.2]) + 0.5 * (mu - mu.mean())).tolist())
+    assert objective.multipliers.tolist() == pytest.approx((torch.tensor([0.2, -0.2]) + 2 * 0.5 * (mu - mu.mean())).tolist())
+    paper_lambda_step = 0.5 * float(mu[0] - mu[1])
+    assert float(objective.multipliers[0] - objective.multipliers[1]) / 2 == pytest.approx(0.2 + paper_lambda_step, rel=1e-5)
     # the group that misses more positives (B) gains weight
     assert objective.multipliers[1] > -0.2 and logs["fairalm/eta"] == 0.5
     objective.after_epoch(0)
@@ -218,7 +222,9 @@ def test_study_slots_pair_each_remedy_with_what_it_fixes():
     slots = study_slots(MitigateParams(during_qat=["equalized_loss"], precision=["sensitivity"],
                                        after=["caleqodds", "threshold"], calibration_sets=["balanced"]))
     assert slots["balanced+ptq"] == "ptq"  # balanced calibration, side by side with quantize_ptq's own set
-    assert slots["fairalm"] == "fp32" and slots["fairalm+ptq"] == "ptq" and slots["ceag+prune"] == "prune"
+    # found in review: vs fp32, the remedy got the credit of its extra fine-tuning; its control has that fine-tuning
+    assert slots["fairalm"] == "fairalm-control" and slots["fairalm+ptq"] == "fairalm-control+ptq"
+    assert slots["fairalm-control"] is None and slots["fairalm-control+ptq"] is None and slots["ceag+prune"] == "prune"
     assert slots["equalized_loss+qat"] == "qat" and slots["sensitivity+ptq"] == "fp32"
     assert slots["ptq+threshold"] == "ptq" and slots["fp32+caleqodds"] == "fp32" and slots["qat"] is None
     with pytest.raises(FairquantError, match=r"mitigate.post_on names \['int4'\]"):
@@ -288,3 +294,57 @@ def test_report_shows_the_sensitivity_table_and_the_plan():
                                                  "details": {"mitigation": mitigation}}}))
     assert "| layer4.1.conv2 | 0.120 | 80.00 | 0.000 | 0.120 | **yes** |" in text and "| fc | 0.000 |" in text
     assert "4.20 MB vs 4.00 MB with every layer low (budget 5.00 MB)" in text
+
+
+def test_a_constraint_over_a_group_without_its_rows_is_refused(tmp_path):
+    """Found in review: a TPR constraint over a group with no validation positives was silently dropped (trivially
+    feasible); FairALM's over a group with no training positives was skipped at every step."""
+    from fairquant.io import atomic_dir
+    from fairquant.mitigate.remedies import compress_during, finetune_before
+    from fairquant.models import build_model
+    from fairquant.params import PruneParams
+    from tests.conftest import write_prepared
+
+    data = write_prepared(tmp_path / "prepared", n=96, positives_of_minority_in=("train", "test"))
+    model = build_model("resnet18", small_input_stem=True)
+    with pytest.raises(FairquantError, match=r"ceag with rate tpr: group\(s\) \['1'\] have no positives in the validation"):
+        compress_during(CEAGParams(tolerance=0.05, rate="tpr"), compressor="prune", model=model, data=data,
+                        protected=["Male"], compressor_params=PruneParams(epochs=0.1), calibration_images=None,
+                        live_dir=tmp_path / "live", seed=0)
+    data = write_prepared(tmp_path / "prepared2", n=96, positives_of_minority_in=("val", "test"))
+    with pytest.raises(FairquantError, match=r"fairalm constrains TPR, but group\(s\) \['1'\] have no positives in the training"):
+        finetune_before(FairALMParams(), model=model, data=data, protected=["Male"], live_dir=tmp_path / "live", seed=0)
+
+
+def test_the_control_is_the_same_fine_tuning_without_the_remedy(tmp_path):
+    from fairquant.mitigate.remedies import finetune_before
+    from fairquant.models import build_model
+    from tests.conftest import write_prepared
+
+    data = write_prepared(tmp_path / "prepared", n=96)
+    params = FairALMParams(epochs=1, batch_size=16, eta=1.0)
+    start = build_model("resnet18", small_input_stem=True)
+    state = {k: v.clone() for k, v in start.state_dict().items()}
+    control, record = finetune_before(params, model=start, data=data, protected=["Male"], live_dir=tmp_path / "c",
+                                      seed=3, control=True)
+    again = build_model("resnet18", small_input_stem=True)
+    again.load_state_dict(state)
+    remedy, remedy_record = finetune_before(params, model=again, data=data, protected=["Male"],
+                                            live_dir=tmp_path / "r", seed=3)
+    assert record["method"] == "fairalm-control" and record["family"] == "control" and record["control_for"] == "fairalm"
+    assert remedy_record["method"] == "fairalm" and "multipliers" in remedy_record
+    weights = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    assert not torch.equal(weights(control), weights(remedy))  # same start, seed and data order: the objective differs
+    assert (tmp_path / "r" / "plots" / "metrics" / "fairalm" / "eta.tsv").is_file()
+
+
+def test_a_plan_budget_below_the_fully_quantized_model_is_refused_before_the_sweep(monkeypatch):
+    from fairquant.mitigate import remedies, sensitivity
+    from fairquant.models import build_model
+    from fairquant.params import QuantSchemeParams, SensitivityParams
+
+    monkeypatch.setattr(sensitivity, "layer_sensitivity", lambda *a, **k: pytest.fail("the sweep ran first"))
+    with pytest.raises(FairquantError, match=r"size budget 0.5 MB is smaller than the fully quantized model"):
+        remedies.precision_variant(SensitivityParams(size_budget_mb=0.5), model=build_model("resnet18", small_input_stem=True),
+                                   scheme_base=QuantSchemeParams(), calibration_images=np.zeros((2, 8, 8, 3), np.uint8),
+                                   val_images=np.zeros((2, 8, 8, 3), np.uint8), val_labels=np.zeros(2), val_groups=np.zeros(2))

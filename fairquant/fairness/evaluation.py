@@ -50,4 +50,9 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: d
         tolerance = mitigation["params"].get("tolerance")
         test.update(tolerance=tolerance, holds=None if tolerance is None else bool(test["max_excess_drop"] <= tolerance))
         result["constraint"] = {**constraint, "test": test}
+        if baseline is not None:  # what the unconstrained variant gave: did the constraint change anything?
+            result["constraint"]["test_baseline"] = excess_drops(y_true, reference["y_pred"].to_numpy(),
+                                                                 baseline[1]["y_pred"].to_numpy(), groups,
+                                                                 mitigation["params"]["rate"])
+        result["constraint"]["multipliers"] = mitigation.get("multipliers", {})
     return result

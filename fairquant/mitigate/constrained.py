@@ -122,7 +122,7 @@ class ConstrainedObjective(Objective):
         weights = self.problem.constraint.multiplier.weight.detach().flatten()
         for k, name in enumerate(self.names):
             logs[f"{self.method}/multiplier/{name}"] = float(weights[k])
-        every = max(1, total_steps // self.params.checks)
+        every = max(1, -(-total_steps // self.params.checks))  # ceil: at most `checks` checks
         if step % every == 0 or step == total_steps:
             check = self.validate(self.model)
             check["step"] = step
@@ -138,7 +138,8 @@ class ConstrainedObjective(Objective):
             key = (1, check["accuracy"]) if feasible else (0, -check["max_excess_drop"])
         else:
             key = (1, check["step"])  # the last check
-        check["feasible"] = bool(self.method != "ceag" or check["max_excess_drop"] <= self.tolerance)
+        # equalized loss has no tolerance: feasibility is not defined for it
+        check["feasible"] = bool(check["max_excess_drop"] <= self.tolerance) if self.method == "ceag" else None
         if self._best is None or key > self._best[0]:
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             self._best = (key, state)
@@ -155,7 +156,7 @@ class ConstrainedObjective(Objective):
         return {"multipliers": {n: float(w) for n, w in zip(self.names, weights)},
                 "checks": [{k: c[k] for k in ("step", "accuracy", "max_excess_drop", "feasible")} for c in self.checks],
                 "kept_step": getattr(self, "kept_step", None),
-                "feasible_on_validation": bool(kept["feasible"]) if kept else None}
+                "feasible_on_validation": kept["feasible"] if kept else None}
 
 
 DURING_COMPRESSION = {CEAGParams: "ceag", EqualizedLossParams: "equalized_loss"}
@@ -171,11 +172,7 @@ def reference_for(model: nn.Module, images, rows: np.ndarray, labels: np.ndarray
                   rate: str, batch_size: int) -> tuple[Reference, np.ndarray]:
     """The fp32 model's per-group accuracy and loss on ``rows`` (restricted to ``rate``'s rows), and its scores."""
     scores = predict_scores(model, images, batch_size, rows=rows)
-    measured = rate_rows(labels, rate)
-    present = sorted(set(groups[measured].tolist()))
-    if len(present) < n_groups:
-        raise FairquantError(f"no {'positives' if rate == 'tpr' else 'negatives'} in the training split for some "
-                             f"group; a {rate} constraint needs them in every group: use rate accuracy")
+    measured = rate_rows(labels, rate)  # every group has such rows: compress_during checked
     p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
     loss = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
     correct = (scores > 0.5) == labels.astype(bool)

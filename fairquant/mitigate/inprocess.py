@@ -6,9 +6,9 @@ lambda_g per group, each primal step descends
 
     loss + sum_g lambda_g (mu_g - mean_h mu_h) + eta * sum_g mu_g
 
-and each dual step ascends lambda_g += eta (mu_g - mean_h mu_h). For two groups this is the paper's
-loss + lambda (mu_0 - mu_1) + eta (mu_0 + mu_1) and lambda += eta (mu_0 - mu_1), up to the factor 1/2 of
-the mean; for more groups each group is held against the mean. The released code's two-group, DEO-only,
+and each dual step ascends lambda_g += eta K/(K-1) (mu_g - mean_h mu_h) for K groups. For two groups this is
+exactly the paper's loss + lambda (mu_0 - mu_1) + eta (mu_0 + mu_1) and lambda += eta (mu_0 - mu_1), with
+lambda = (lambda_0 - lambda_1) / 2; for more groups each group is held against the mean. The released code's two-group, DEO-only,
 cross-entropy form is the default surrogate here; ``eta_growth`` reproduces its eta *= 1.01 per epoch.
 
 The demographic-parity regulariser adds ``weight`` times the spread (largest minus smallest group) of the
@@ -68,7 +68,8 @@ class FairALM(Objective):
 
     def after_step(self, step, total_steps):
         if self._step_gap is not None:
-            self.multipliers += self.eta * self._step_gap
+            k = int(self._present.sum())
+            self.multipliers += self.eta * k / (k - 1) * self._step_gap
         logs = {"fairalm/eta": self.eta}
         for k, name in enumerate(self.names):
             logs[f"fairalm/multiplier/{name}"] = float(self.multipliers[k])

@@ -277,9 +277,15 @@ def threshold_optimizer(val: pd.DataFrame, test: pd.DataFrame, protected: list[s
     details = {"method": "threshold", "params": params.model_dump(), "protected": list(protected),
                "fitted": {"x_metric": optimizer.x_metric_, "x_best": float(optimizer._x_best),
                           "y_metric": optimizer.y_metric_, "y_best": float(optimizer._y_best)},
-               "collapsed": [], "groups": groups}
+               "collapsed": constant_groups(val_probability, val_groups), "groups": groups}
     return (_replace_outputs(val, val_probability, val_labels), _replace_outputs(test, test_probability, test_labels),
             details)
+
+
+def constant_groups(probability: np.ndarray, groups: np.ndarray) -> list[str]:
+    """Groups whose every validation row gets the same probability of a positive label: whatever the input, the
+    group's labels are a coin of fixed bias, a constant classifier (the optimiser's rule ignores the score)."""
+    return sorted(str(g) for g in np.unique(groups) if np.ptp(probability[groups == g]) == 0)
 
 
 # --------------------------------------------------------------------------------------------------------------

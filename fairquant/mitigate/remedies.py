@@ -18,7 +18,7 @@ import numpy as np
 
 from fairquant.errors import FairquantError
 from fairquant.params import (CalEqOddsParams, CEAGParams, DPRegularizerParams, EqualizedLossParams, FairALMParams,
-                              SensitivityParams, ThresholdParams)
+                              SensitivityParams, ThresholdParams, TrainingParams)
 
 METHOD_NAMES = {FairALMParams: "fairalm", DPRegularizerParams: "dp_regularizer", CEAGParams: "ceag",
                 EqualizedLossParams: "equalized_loss", CalEqOddsParams: "caleqodds", ThresholdParams: "threshold",
@@ -29,20 +29,36 @@ def method_name(config) -> str:
     return METHOD_NAMES[type(config)]
 
 
-def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int):
-    """Fine-tune the fp32 ``model`` under the remedy; returns the model and what the variant records."""
+def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int, control: bool = False):
+    """Fine-tune the fp32 ``model`` under the remedy; returns the model and what the variant records.
+
+    ``control``: the same fine-tuning (section, seed, data order, schedule) with plain cross-entropy, the
+    baseline a remedy is compared with: fp32 was not fine-tuned for these extra epochs, and the extra epochs
+    alone move the gaps."""
     from fairquant.data.prepare import load_prepared
     from fairquant.mitigate.inprocess import objective_for
-    from fairquant.training import fit_logged, group_index
+    from fairquant.training import Objective, fit_logged, group_index
 
     method = method_name(config)
     table, images, _ = load_prepared(data)
-    names, _ = group_index(table, protected)
+    names, index = group_index(table, protected)
     if len(names) < 2:
         raise FairquantError(f"{method} needs at least two groups; the data has only {names}")
-    objective = objective_for(config, names)
-    model = fit_logged(model, table, images, protected, config, live_dir, f"{method} (seed {seed})", seed=seed,
+    if isinstance(config, FairALMParams):
+        train = table["split"].to_numpy() == "train"
+        wanted = table["y_true"].to_numpy() == (1 if config.constraint == "tpr" else 0)
+        empty = [names[g] for g in range(len(names)) if not (train & wanted & (index == g)).any()]
+        if empty:
+            raise FairquantError(f"fairalm constrains {config.constraint.upper()}, but group(s) {empty} have no "
+                                 f"{'positives' if config.constraint == 'tpr' else 'negatives'} in the training split; "
+                                 "use the other constraint or merge the group")
+    objective = Objective() if control else objective_for(config, names)
+    label = f"{method}{'-control' if control else ''} (seed {seed})"
+    model = fit_logged(model, table, images, protected, config, live_dir, label, seed=seed,
                        section=f"mitigate.{method}", objective=objective)
+    if control:
+        return model, {"method": f"{method}-control", "family": "control", "control_for": method,
+                       "params": config.model_dump(include=set(TrainingParams.model_fields)), "groups": names}
     return model, {"method": method, "family": "before compression", "params": config.model_dump(),
                    "groups": names, **objective.summary()}
 
@@ -59,13 +75,14 @@ def _split(table, images, protected, names, split):
 def compress_during(config, *, compressor: str, model, data, protected: list[str], compressor_params,
                     calibration_images: np.ndarray | None, live_dir, seed: int):
     """Run ``compressor`` (prune or qat, with its own section ``compressor_params``) on the fp32 ``model``, its
-    fine-tuning replaced by the remedy's constrained one; returns the module and the variant's config entries,
-    with the constraint's satisfaction on the training and validation splits."""
+    fine-tuning replaced by the remedy's constrained one with the same settings (epochs, lr, batch, the seed the
+    caller derives from the compressor's): the variant it fixes differs only by the constraint. Returns the module
+    and the variant's config entries, with the constraint's satisfaction on the training and validation splits."""
     import copy
 
     from fairquant.compress import fakequant, pruning
     from fairquant.data.prepare import load_prepared
-    from fairquant.fairness.metrics import excess_drops
+    from fairquant.fairness.metrics import excess_drops, rate_rows
     from fairquant.mitigate.constrained import ConstrainedObjective, constraint_report, reference_for, require_tolerance
     from fairquant.training import compression_finetuner, group_index, predict_scores
 
@@ -78,7 +95,13 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
     reference_model = copy.deepcopy(model).eval()
     train_rows, train_y, train_g, train_named = _split(table, images, protected, names, "train")
     val_rows, val_y, _, val_named = _split(table, images, protected, names, "val")
-    batch = max(config.batch_size, 256)
+    batch = max(compressor_params.batch_size, 256)
+    for split, labels, named in (("training", train_y, train_named), ("validation", val_y, val_named)):
+        missing = sorted(set(names) - set(named[rate_rows(labels, config.rate)].tolist()))
+        if missing:
+            what = {"tpr": "positives", "fpr": "negatives"}.get(config.rate, "rows")
+            raise FairquantError(f"{method} with rate {config.rate}: group(s) {missing} have no {what} in the {split} "
+                                 "split, so the constraint cannot be measured there; use rate accuracy")
     reference, train_ref_scores = reference_for(reference_model, images, train_rows, train_y, train_g, len(names),
                                                 config.rate, batch)
     val_ref_scores = predict_scores(reference_model, images, batch, rows=val_rows)
@@ -97,7 +120,7 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
         objectives.append(ConstrainedObjective(method, config, names, reference, candidate, validate))
         return objectives[-1]
 
-    finetune = compression_finetuner(data, protected, config, live_dir, f"{method}+{compressor}",
+    finetune = compression_finetuner(data, protected, compressor_params, live_dir, f"{method}+{compressor}",
                                      freeze_bn=compressor == "qat", seed=seed, section=f"mitigate.{method}",
                                      objective=make_objective)
     if compressor == "prune":
@@ -106,7 +129,7 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
         module, recorded = fakequant.qat_variant(model, compressor_params, calibration_images, finetune)
     else:
         raise FairquantError(f"{method} runs during prune or qat, not {compressor!r}")
-    recorded["training"] = config.model_dump()
+    recorded["training"] = compressor_params.model_dump(include=set(TrainingParams.model_fields))
     constraint = {
         "train": constraint_report(train_y, train_ref_scores, predict_scores(module, images, batch, rows=train_rows),
                                    train_named, config.rate, tolerance),
@@ -134,9 +157,17 @@ def precision_variant(config, *, model, scheme_base, calibration_images: np.ndar
     from fairquant.mitigate.sensitivity import layer_sensitivity, precision_plan
     from fairquant.params import QuantSchemeParams
 
+    budget = None if config.size_budget_mb is None else config.size_budget_mb * 1e6
+    if budget is not None:  # refuse before the sweep, not after it
+        low = QuantSchemeParams(**{**scheme_base.model_dump(), "bits": config.bits, "activation_bits": config.bits,
+                                   "layers": {}})
+        floor = fakequant.quantized_size_bytes(fakequant.quantize_model(model, low))
+        if floor > budget:
+            raise FairquantError(f"precision plan: the size budget {config.size_budget_mb:g} MB is smaller than the "
+                                 f"fully quantized model ({floor / 1e6:.3f} MB, every layer at {config.bits} bits); "
+                                 f"raise mitigate.sensitivity.size_budget_mb or lower mitigate.sensitivity.bits")
     sensitivity = layer_sensitivity(model, calibration_images, val_images, val_labels, val_groups, scheme_base,
                                     config.bits)
-    budget = None if config.size_budget_mb is None else config.size_budget_mb * 1e6
     plan = precision_plan(sensitivity, model, scheme_base, config.bits, config.high_bits, config.keep, budget)
     scheme = QuantSchemeParams(**{**scheme_base.model_dump(), "bits": config.bits, "activation_bits": config.bits,
                                   "layers": plan["layers"]})

@@ -1,7 +1,8 @@
 """The study's slots: every variant the graph makes, and for each remedy the unmitigated variant it fixes.
 
 Slots are stable names, so sweeps line up in `dvc exp show`: fp32, ptq, qat, kmeans, prune; a remedy before
-compression gives <method> (the fine-tuned fp32 model) and <method>+ptq; a calibration set <set>+ptq; one during compression gives
+compression gives <method> (the fine-tuned fp32 model) and <method>+ptq, compared with <method>-control and
+<method>-control+ptq (the same fine-tuning without the remedy); a calibration set <set>+ptq; one during compression gives
 <method>+prune or <method>+qat; a post-processor gives <slot>+<method>; a precision plan <method>+ptq."""
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ COMPRESSED = ("ptq", "qat", "kmeans", "prune")
 def study_slots(mitigate) -> dict[str, str | None]:
     """Slot -> the slot it is compared with as its unmitigated baseline (None for fp32 and the compressors)."""
     slots: dict[str, str | None] = {"fp32": None, **{c: None for c in COMPRESSED}}
-    for method in mitigate.before_compression:
-        slots[method] = "fp32"
-        slots[f"{method}+ptq"] = "ptq"
+    for method in mitigate.before_compression:  # vs the same fine-tuning without the remedy (its control)
+        slots[f"{method}-control"] = None
+        slots[f"{method}-control+ptq"] = None
+        slots[method] = f"{method}-control"
+        slots[f"{method}+ptq"] = f"{method}-control+ptq"
     for method in mitigate.during_prune:
         slots[f"{method}+prune"] = "prune"
     for method in mitigate.during_qat:
