@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import kmeans
-from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
+from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -25,20 +25,13 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    fp32_bytes = fp32_size_bytes(model)
-    clustered = kmeans.cluster_model(model, params.clusters, params.iterations)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True,
                                      seed=run_seed, section="quantize_kmeans")
-    if finetune:
-        clustered = finetune(kmeans.train_codebooks_only(clustered))
-    name = variant_name("kmeans", params)
-    config = base_config(fp32_config, "kmeans", name, kernels="dense-decoded", clusters=params.clusters,
-                         training=params.model_dump(), size_bytes=kmeans.clustered_size_bytes(clustered, params.clusters),
-                         fp32_size_bytes=fp32_bytes)
-    save_variant(out, clustered.eval().state_dict(), config)
-    print(f"{name}: {config['size_bytes'] / 1e6:.2f} MB vs {fp32_bytes / 1e6:.2f} MB fp32 "
-          f"({fp32_bytes / config['size_bytes']:.2f}x)")
-
+    clustered, recorded = kmeans.kmeans_variant(model, params, finetune)
+    config = base_config(fp32_config, name=variant_name("kmeans", params), training=params.model_dump(), **recorded)
+    save_variant(out, clustered.state_dict(), config)
+    print(f"{config['name']}: {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32 "
+          f"({config['fp32_size_bytes'] / config['size_bytes']:.2f}x)")
 
 if __name__ == "__main__":
     run(app)
