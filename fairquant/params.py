@@ -314,6 +314,8 @@ class MitigateParams(_Section):
         default_factory=lambda: ["ceag"], description="constrained fine-tuning in place of pruning's own")
     during_qat: list[DuringMethod] = Field(
         default_factory=list, description="constrained fine-tuning in place of QAT's own")
+    during_kmeans: list[DuringMethod] = Field(
+        default_factory=list, description="constrained fine-tuning of k-means centroids (quantize_kmeans.epochs > 0)")
     after: list[AfterMethod] = Field(default_factory=lambda: ["caleqodds"],
                                      description="post-processors fitted on validation, applied to test")
     post_on: list[str] = Field(default_factory=lambda: ["fp32", "ptq"], description="slots the post-processors fix")
@@ -332,7 +334,7 @@ class MitigateParams(_Section):
 
     @model_validator(mode="after")
     def _lists_are_distinct(self) -> "MitigateParams":
-        for key in ("before_compression", "during_prune", "during_qat", "after", "post_on", "precision",
+        for key in ("before_compression", "during_prune", "during_qat", "during_kmeans", "after", "post_on", "precision",
                     "calibration_sets"):
             values = getattr(self, key)
             if len(set(values)) != len(values):

@@ -21,7 +21,7 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
          seed: Optional[int] = typer.Option(None, help="training seed of the fp32 model"),
          data: Optional[Path] = typer.Option(None, help="prepared data folder"),
          model_dir: Optional[Path] = typer.Option(None, "--model", help="fp32 model folder"),
-         compressor: Optional[str] = typer.Option(None, help="during compression: prune or qat"),
+         compressor: Optional[str] = typer.Option(None, help="during compression: prune, qat or kmeans"),
          calibration_dir: Optional[Path] = typer.Option(None, "--calibration", help="calibration set folder"),
          predictions: Optional[Path] = typer.Option(None, help="after: the predictions folder of the variant to fix"),
          live_dir: Optional[Path] = typer.Option(None, "--live", help="dvclive folder for training curves"),
@@ -58,9 +58,10 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     from fairquant.training import derived_seed, seed_everything
 
     method = method_name(config)
-    if kind == "during" and compressor not in ("prune", "qat"):
-        raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune or qat")
-    section = {"prune": params.prune, "qat": params.quantize_qat}.get(compressor) if kind == "during" else config
+    if kind == "during" and compressor not in ("prune", "qat", "kmeans"):
+        raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune, qat or kmeans")
+    section = {"prune": params.prune, "qat": params.quantize_qat,
+               "kmeans": params.quantize_kmeans}.get(compressor) if kind == "during" else config
     run_seed = derived_seed(seed, section.seed)  # during: the compressor's own, so the data order is the same
     seed_everything(run_seed, section.threads)
     model, fp32_config = load_fp32(model_dir)

@@ -219,9 +219,9 @@ def test_excess_drops_by_hand():
 
 
 def test_study_slots_pair_each_remedy_with_what_it_fixes():
-    slots = study_slots(MitigateParams(during_qat=["equalized_loss"], precision=["sensitivity"],
+    slots = study_slots(MitigateParams(during_qat=["equalized_loss"], during_kmeans=["ceag"], precision=["sensitivity"],
                                        after=["caleqodds", "threshold"], calibration_sets=["balanced"]))
-    assert slots["balanced+ptq"] == "ptq"  # balanced calibration, side by side with quantize_ptq's own set
+    assert slots["ceag+kmeans"] == "kmeans" and slots["balanced+ptq"] == "ptq"  # balanced calibration, side by side with quantize_ptq's own set
     # found in review: vs fp32, the remedy got the credit of its extra fine-tuning; its control has that fine-tuning
     assert slots["fairalm"] == "fairalm-control" and slots["fairalm+ptq"] == "fairalm-control+ptq"
     assert slots["fairalm-control"] is None and slots["fairalm-control+ptq"] is None and slots["ceag+prune"] == "prune"
@@ -348,3 +348,25 @@ def test_a_plan_budget_below_the_fully_quantized_model_is_refused_before_the_swe
         remedies.precision_variant(SensitivityParams(size_budget_mb=0.5), model=build_model("resnet18", small_input_stem=True),
                                    scheme_base=QuantSchemeParams(), calibration_images=np.zeros((2, 8, 8, 3), np.uint8),
                                    val_images=np.zeros((2, 8, 8, 3), np.uint8), val_labels=np.zeros(2), val_groups=np.zeros(2))
+
+
+def test_ceag_runs_during_kmeans_and_refuses_a_compressor_without_fine_tuning(tmp_path):
+    from fairquant.mitigate.remedies import compress_during
+    from fairquant.models import build_model
+    from fairquant.params import PruneParams, QuantizeKmeansParams
+    from tests.conftest import write_prepared
+
+    data = write_prepared(tmp_path / "prepared", n=96)
+    module, recorded = compress_during(
+        CEAGParams(tolerance=0.05, checks=2), compressor="kmeans", model=build_model("resnet18", small_input_stem=True),
+        data=data, protected=["Male"], compressor_params=QuantizeKmeansParams(clusters=4, iterations=3, epochs=1,
+                                                                                batch_size=16),
+        calibration_images=None, live_dir=tmp_path / "live", seed=0)
+    assert recorded["kind"] == "kmeans" and recorded["clusters"] == 4
+    mitigation = recorded["mitigation"]
+    assert mitigation["compressor"] == "kmeans" and set(mitigation["constraint"]) == {"train", "validation"}
+    assert len(mitigation["checks"]) == 2 and mitigation["kept_step"] in (1, 2)
+    with pytest.raises(FairquantError, match=r"ceag replaces prune's fine-tuning, but prune.epochs is 0; set it above 0"):
+        compress_during(CEAGParams(tolerance=0.05), compressor="prune", model=build_model("resnet18", small_input_stem=True),
+                        data=data, protected=["Male"], compressor_params=PruneParams(epochs=0), calibration_images=None,
+                        live_dir=tmp_path / "live2", seed=0)

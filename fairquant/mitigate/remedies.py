@@ -80,7 +80,7 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
     and the variant's config entries, with the constraint's satisfaction on the training and validation splits."""
     import copy
 
-    from fairquant.compress import fakequant, pruning
+    from fairquant.compress import fakequant, kmeans, pruning
     from fairquant.data.prepare import load_prepared
     from fairquant.fairness.metrics import excess_drops, rate_rows
     from fairquant.mitigate.constrained import ConstrainedObjective, constraint_report, reference_for, require_tolerance
@@ -88,6 +88,9 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
 
     method = method_name(config)
     require_tolerance(config)
+    if not compressor_params.epochs:
+        section = {"prune": "prune", "qat": "quantize_qat", "kmeans": "quantize_kmeans"}.get(compressor, compressor)
+        raise FairquantError(f"{method} replaces {compressor}'s fine-tuning, but {section}.epochs is 0; set it above 0")
     table, images, _ = load_prepared(data)
     names, _ = group_index(table, protected)
     if len(names) < 2:
@@ -121,14 +124,16 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
         return objectives[-1]
 
     finetune = compression_finetuner(data, protected, compressor_params, live_dir, f"{method}+{compressor}",
-                                     freeze_bn=compressor == "qat", seed=seed, section=f"mitigate.{method}",
+                                     freeze_bn=compressor in ("qat", "kmeans"), seed=seed, section=f"mitigate.{method}",
                                      objective=make_objective)
     if compressor == "prune":
         module, recorded = pruning.pruned_variant(model, compressor_params, finetune)
     elif compressor == "qat":
         module, recorded = fakequant.qat_variant(model, compressor_params, calibration_images, finetune)
+    elif compressor == "kmeans":
+        module, recorded = kmeans.kmeans_variant(model, compressor_params, finetune)
     else:
-        raise FairquantError(f"{method} runs during prune or qat, not {compressor!r}")
+        raise FairquantError(f"{method} runs during prune, qat or kmeans, not {compressor!r}")
     recorded["training"] = compressor_params.model_dump(include=set(TrainingParams.model_fields))
     constraint = {
         "train": constraint_report(train_y, train_ref_scores, predict_scores(module, images, batch, rows=train_rows),

@@ -24,6 +24,8 @@ def study_slots(mitigate) -> dict[str, str | None]:
         slots[f"{method}+prune"] = "prune"
     for method in mitigate.during_qat:
         slots[f"{method}+qat"] = "qat"
+    for method in mitigate.during_kmeans:
+        slots[f"{method}+kmeans"] = "kmeans"
     for calibration_set in mitigate.calibration_sets:  # calibration-side: the same PTQ, another calibration set
         slots[f"{calibration_set}+ptq"] = "ptq"
     for method in mitigate.precision:  # a low-bit plan: compared with fp32, whose behaviour it should keep
