@@ -64,3 +64,18 @@ def test_summary_over_seeds_follows_one_group_and_keeps_sizes_integer():
     assert out["accuracy"] == pytest.approx(0.85)
     one = summary_over_seeds({0: per_seed[0]})["fp32"]
     assert (one["tpr_diff"], one["tpr_diff_ci_low"], one["tpr_diff_ci_high"]) == pytest.approx((-0.30, -0.40, -0.20))
+
+
+def test_a_remedys_change_vs_its_baseline_gets_an_across_seed_verdict():
+    def remedy(delta):
+        return {"variant": "fairalm", "overall": {"accuracy": 0.9}, "worst_group_accuracy": 0.8, "baseline": "control",
+                "gaps": {"tpr_gap": {"value": 0.1}},
+                "vs_fp32": {"gaps": {"tpr_gap": {"delta": 0.0, "ci_low": -0.1, "ci_high": 0.1}}},
+                "vs_baseline": {"gaps": {"tpr_gap": {"delta": delta, "ci_low": delta - 0.05, "ci_high": delta + 0.05}}}}
+
+    per_seed = {s: {"fairalm": remedy(d)} for s, d in enumerate([-0.20, -0.15, -0.25])}
+    entry = seed_table(per_seed, ("tpr_gap",), 0.95)["fairalm"]
+    change = entry["changes_vs_baseline"]["tpr_gap"]
+    assert entry["baseline"] == "control" and change["values"] == [-0.20, -0.15, -0.25]
+    assert change["seeds_whose_paired_ci_excludes_0"] == 3 and change["across_seeds"]["verdict"] == "narrows"
+    assert entry["changes"]["tpr_gap"]["across_seeds"]["verdict"] == "no consistent change"
