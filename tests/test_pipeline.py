@@ -74,7 +74,7 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
         "fp32": None, "ptq": None, "qat": None, "kmeans": None, "prune": None, "fairalm": "fairalm-control",
         "fairalm+ptq": "fairalm-control+ptq", "fairalm-control": None, "fairalm-control+ptq": None,
         "ceag+prune": "prune", "fp32+caleqodds": "fp32", "ptq+caleqodds": "ptq"}
-    assert set(evaluated["ceag+prune"]["constraint"]) == {"train", "validation", "test"}
+    assert set(evaluated["ceag+prune"]["constraint"]) == {"train", "validation", "test", "test_baseline", "multipliers"}
     assert evaluated["fairalm+ptq"]["kernels"] == "int8"
     assert (repo / "metrics" / "train" / "s0" / "fairalm" / "plots" / "metrics" / "fairalm" / "eta.tsv").is_file()
     variant = evaluated["ptq"]
