@@ -40,7 +40,8 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
     if kind == "during" and compressor == "qat" and calibration_dir is None:
         missing.append("--calibration")
     if missing:
-        raise FairquantError(f"{method} ({kind} compression) needs {' '.join(missing)}")
+        where = "a precision plan" if kind == "precision" else f"{kind} compression"
+        raise FairquantError(f"{method} ({where}) needs {' '.join(missing)}")
     config = getattr(params.mitigate, method)
     if kind == "after":
         _after(config, predictions, out, params)

@@ -22,7 +22,6 @@ constraint holds on validation is kept (CEAG), or the last one (equalized loss, 
 from __future__ import annotations
 
 import collections
-import copy
 
 import cooper
 import numpy as np
@@ -185,7 +184,3 @@ def constraint_report(labels, reference_scores, variant_scores, groups_named, ra
     drops["tolerance"] = tolerance
     drops["holds"] = None if tolerance is None else bool(drops["max_excess_drop"] <= tolerance)
     return drops
-
-
-def copy_for_reference(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).eval()

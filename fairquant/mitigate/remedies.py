@@ -63,7 +63,8 @@ def finetune_before(config, *, model, data, protected: list[str], live_dir, seed
                    "groups": names, **objective.summary()}
 
 
-def _split(table, images, protected, names, split):
+def _split(table, protected, names, split):
+    """A split's store rows, labels, group indices (into ``names``) and group labels."""
     from fairquant.fairness.metrics import group_labels
     from fairquant.training import group_index
 
@@ -74,7 +75,7 @@ def _split(table, images, protected, names, split):
 
 def compress_during(config, *, compressor: str, model, data, protected: list[str], compressor_params,
                     calibration_images: np.ndarray | None, live_dir, seed: int):
-    """Run ``compressor`` (prune or qat, with its own section ``compressor_params``) on the fp32 ``model``, its
+    """Run ``compressor`` (prune, qat or kmeans, with its own section ``compressor_params``) on the fp32 ``model``, its
     fine-tuning replaced by the remedy's constrained one with the same settings (epochs, lr, batch, the seed the
     caller derives from the compressor's): the variant it fixes differs only by the constraint. Returns the module
     and the variant's config entries, with the constraint's satisfaction on the training and validation splits."""
@@ -96,8 +97,8 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
     if len(names) < 2:
         raise FairquantError(f"{method} needs at least two groups; the data has only {names}")
     reference_model = copy.deepcopy(model).eval()
-    train_rows, train_y, train_g, train_named = _split(table, images, protected, names, "train")
-    val_rows, val_y, _, val_named = _split(table, images, protected, names, "val")
+    train_rows, train_y, train_g, train_named = _split(table, protected, names, "train")
+    val_rows, val_y, _, val_named = _split(table, protected, names, "val")
     batch = max(compressor_params.batch_size, 256)
     for split, labels, named in (("training", train_y, train_named), ("validation", val_y, val_named)):
         missing = sorted(set(names) - set(named[rate_rows(labels, config.rate)].tolist()))
