@@ -125,16 +125,17 @@ def seeds_section(table: dict[str, dict], confidence: float) -> list[str]:
               "WIDENS / narrows only when that whole interval is above / below 0.", "",
               "| variant | gap | per-seed change | seeds with CI excluding 0 | mean change [t-interval] | verdict |",
               "|---|---|---|---|---|---|"]
-    for entry in changed:
-        for k in gaps:
-            c = entry["changes"][k]
-            a = c["across_seeds"]
-            interval = "-" if a["ci_low"] is None else f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]"
-            verdict = {"widens": "**WIDENS**", "narrows": "narrows"}.get(a["verdict"], a["verdict"])
-            lines.append(f"| {entry['variant']} | {k} | {', '.join(_num(v) for v in c['values'])} | "
-                         f"{c['seeds_whose_paired_ci_excludes_0']} of {len(c['values'])} | {_num(a['mean'])} "
-                         f"{interval} | {verdict} |")
+    lines += [_across_seed_row(entry["variant"], k, entry["changes"][k]) for entry in changed for k in gaps]
     return lines
+
+
+def _across_seed_row(variant: str, gap: str, c: dict) -> str:
+    """One gap change across seeds: per-seed changes, seeds whose paired CI excludes 0, t-interval, verdict."""
+    a = c["across_seeds"]
+    interval = "-" if a["ci_low"] is None else f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]"
+    verdict = {"widens": "**WIDENS**", "narrows": "narrows"}.get(a["verdict"], a["verdict"])
+    return (f"| {variant} | {gap} | {', '.join(_num(v) for v in c['values'])} | "
+            f"{c['seeds_whose_paired_ci_excludes_0']} of {len(c['values'])} | {_num(a['mean'])} {interval} | {verdict} |")
 
 
 def per_group_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -465,13 +466,8 @@ def remedies_section(results: dict[str, dict], seeds: dict[str, dict] | None, le
         lines += ["", "### Across training seeds", "",
                   "| remedy | gap | per-seed change | seeds with CI excluding 0 | mean change [t-interval] | verdict |",
                   "|---|---|---|---|---|---|"]
-        for entry in seeds.values():
-            for k, c in entry.get("changes_vs_baseline", {}).items():
-                a = c["across_seeds"]
-                interval = "-" if a["ci_low"] is None else f"[{_num(a['ci_low'])}, {_num(a['ci_high'])}]"
-                lines.append(f"| {entry['variant']} | {k} | {', '.join(_num(v) for v in c['values'])} | "
-                             f"{c['seeds_whose_paired_ci_excludes_0']} of {len(c['values'])} | {_num(a['mean'])} "
-                             f"{interval} | {a['verdict']} |")
+        lines += [_across_seed_row(entry["variant"], k, c) for entry in seeds.values()
+                  for k, c in entry.get("changes_vs_baseline", {}).items()]
     constrained = [(r, r["constraint"]) for _, r in remedies if r.get("constraint")]
     if constrained:
         lines += ["", "### Does the constraint hold beyond the data it was trained on?", "",

@@ -368,7 +368,9 @@ def qat_variant(model: nn.Module, params, images: np.ndarray, finetune) -> tuple
     ``images``, then fixed; weights and their ranges train with straight-through gradients (``finetune``)."""
     from fairquant.params import QuantSchemeParams
 
-    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    from fairquant.compress.checkpoints import fp32_size_bytes
+
+    fp32_bytes = fp32_size_bytes(model)
     scheme = params.scheme()
     quantized = calibrate(quantize_model(model, scheme), images)
     if finetune:

@@ -104,7 +104,9 @@ def clustered_size_bytes(model: nn.Module, clusters: int) -> int:
 def kmeans_variant(model: nn.Module, params, finetune) -> tuple[nn.Module, dict]:
     """Deep Compression weight sharing (the quantize_kmeans section): per-layer codebooks by Lloyd's algorithm,
     then, with ``finetune``, the centroids trained with the assignments fixed."""
-    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    from fairquant.compress.checkpoints import fp32_size_bytes
+
+    fp32_bytes = fp32_size_bytes(model)
     clustered = cluster_model(model, params.clusters, params.iterations)
     if finetune:
         clustered = finetune(train_codebooks_only(clustered))

@@ -75,7 +75,9 @@ def sparse_size_bytes(model: nn.Module) -> int:
 def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int], nn.Module] | None) -> tuple[nn.Module, dict]:
     """Prune ``model`` as ``params`` (the prune section) says, fine-tuning with ``finetune``; the pruned module
     and what its variant config records."""
-    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    from fairquant.compress.checkpoints import fp32_size_bytes
+
+    fp32_bytes = fp32_size_bytes(model)
     pruned = prune_model(model, params.sparsity, params.schedule, params.steps, finetune).eval()
     return pruned, {"kind": "pruned", "kernels": "dense-decoded", "sparsity": weight_sparsity(pruned),
                     "size_bytes": sparse_size_bytes(pruned), "fp32_size_bytes": fp32_bytes}

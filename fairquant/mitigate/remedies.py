@@ -178,7 +178,9 @@ def precision_variant(config, *, model, scheme_base, calibration_images: np.ndar
     scheme = QuantSchemeParams(**{**scheme_base.model_dump(), "bits": config.bits, "activation_bits": config.bits,
                                   "layers": plan["layers"]})
     quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), calibration_images).eval()
-    fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
+    from fairquant.compress.checkpoints import fp32_size_bytes
+
+    fp32_bytes = fp32_size_bytes(model)
     record = {"method": "sensitivity", "family": "precision", "params": config.model_dump(),
               "sensitivity": sensitivity, "plan": plan}
     return quantized, {"kind": "fakequant", "kernels": "simulated", "scheme": scheme.model_dump(),
