@@ -33,31 +33,38 @@ def _adapt_stem(model: nn.Module, arch: str) -> None:
         model.features[0] = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1)
 
 
-def _replace_head(model: nn.Module, arch: str) -> None:
+def _replace_head(model: nn.Module, arch: str, outputs: int = 1) -> None:
     if arch.startswith("resnet"):
-        model.fc = nn.Linear(model.fc.in_features, 1)
+        model.fc = nn.Linear(model.fc.in_features, outputs)
     elif arch.startswith(("mobilenet", "efficientnet")):
         last = model.classifier[-1]
-        model.classifier[-1] = nn.Linear(last.in_features, 1)
+        model.classifier[-1] = nn.Linear(last.in_features, outputs)
     elif arch.startswith("squeezenet"):
         # torchvision's head is dropout, 1x1 conv, ReLU, pooling: a ReLU after a logit would clamp it to >= 0
         # (every score >= 0.5), so the ReLU goes.
-        model.classifier[1] = nn.Conv2d(512, 1, kernel_size=1)
+        model.classifier[1] = nn.Conv2d(512, outputs, kernel_size=1)
         model.classifier[2] = nn.Identity()
 
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1")
 
 
-def build_model(arch: str, *, small_input_stem: bool) -> nn.Module:
-    """An untrained torchvision model emitting one logit (the positive class)."""
+def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None = None) -> nn.Module:
+    """An untrained torchvision model emitting one logit (the positive class), or, with ``embedding_dim``, a face
+    embedding of that width (the trunk's pooled features through one Linear layer; verification)."""
     if arch not in ARCHITECTURES:
         raise FairquantError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
     model = getattr(torchvision.models, arch)(weights=None)
-    _replace_head(model, arch)
+    _replace_head(model, arch, embedding_dim or 1)
     if small_input_stem:
         _adapt_stem(model, arch)
     return model
+
+
+def build_from_config(config: dict) -> nn.Module:
+    """The untrained architecture a stored variant's config names (classifier or embedding network)."""
+    return build_model(config["arch"], small_input_stem=config["small_input_stem"],
+                       embedding_dim=config.get("embedding_dim"))
 
 
 def load_pretrained(model: nn.Module, path: str) -> list[str]:

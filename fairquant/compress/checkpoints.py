@@ -11,13 +11,13 @@ from torch import nn
 
 from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
-from fairquant.models import build_model
+from fairquant.models import build_from_config
 
 CHECKPOINT = "model.pt"
 
 
 def build_fp32(config: dict, state_dict: dict) -> nn.Module:
-    model = build_model(config["arch"], small_input_stem=config["small_input_stem"])
+    model = build_from_config(config)
     model.load_state_dict(state_dict)
     return model.eval()
 

@@ -138,6 +138,19 @@ def prepare_int8(model: nn.Module, batch_size: int, image_size: int, observer: s
 
 
 @torch.no_grad()
+def run_fixed_tensor(module: nn.Module, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Run an exported module (fixed batch size) on a standardised batch of any length, padding the last part."""
+    outputs = []
+    for start in range(0, len(batch), batch_size):
+        part = batch[start:start + batch_size]
+        real = part.shape[0]
+        if real < batch_size:
+            part = torch.cat([part, part[-1:].expand(batch_size - real, *part.shape[1:])])
+        outputs.append(module(part)[:real].float())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
 def run_fixed_batches(module: nn.Module, images: np.ndarray, batch_size: int) -> torch.Tensor:
     """Run an exported module (fixed batch size) over all images, padding the last batch.
 
@@ -149,8 +162,11 @@ def run_fixed_batches(module: nn.Module, images: np.ndarray, batch_size: int) ->
         real = batch.shape[0]
         if real < batch_size:
             batch = torch.cat([batch, batch[-1:].expand(batch_size - real, -1, -1, -1)])
-        outputs.append(module(batch)[:real].flatten().float())
-    return torch.cat(outputs) if outputs else torch.zeros(0)
+        outputs.append(module(batch)[:real].float().reshape(real, -1))
+    if not outputs:
+        return torch.zeros(0)
+    out = torch.cat(outputs)
+    return out.flatten() if out.shape[1] == 1 else out  # one logit per image, or an embedding per row
 
 
 def calibrate_int8(model: nn.Module, calibration: np.ndarray, batch_size: int, image_size: int,

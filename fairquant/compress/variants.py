@@ -14,7 +14,7 @@ from fairquant.compress import fakequant, int8, kmeans, pruning, registry
 from fairquant.compress.checkpoints import CHECKPOINT, build_fp32, fp32_size_bytes
 from fairquant.compress.registry import VariantKind
 from fairquant.io import load_checkpoint
-from fairquant.models import build_model
+from fairquant.models import build_from_config
 from fairquant.params import QuantSchemeParams
 from fairquant.training import predict_scores
 
@@ -30,10 +30,11 @@ class LoadedVariant:
     size_bytes: int
     score: Callable[[np.ndarray], np.ndarray]
     latency: Callable[[], dict]
+    forward: Callable[[torch.Tensor], torch.Tensor]  # a standardised input batch -> raw outputs (logits, embeddings)
 
 
 def _untrained(config: dict) -> nn.Module:
-    return build_model(config["arch"], small_input_stem=config["small_input_stem"]).eval()
+    return build_from_config(config).eval()
 
 
 def _load_into(model: nn.Module, state_dict: dict) -> nn.Module:
@@ -92,7 +93,8 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
             measured = int8.measure_latency(compiled, export_batch, image_size, repeats, "compiled")
             return {"compiled": asdict(measured)}
 
-        return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size, score, latency)
+        return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size, score, latency,
+                             lambda batch: int8.run_fixed_tensor(compiled, batch, export_batch))
 
     if kind.kernels == "fp32":
         def latency() -> dict:
@@ -107,6 +109,6 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
             return {}
 
     return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size,
-                         lambda images: predict_scores(model, images, batch_size), latency)
+                         lambda images: predict_scores(model, images, batch_size), latency, model)
 
 
