@@ -38,6 +38,15 @@ PREDICTION_FIXED_FIELDS = [
 ]
 
 
+PAIR_SCORES_SCHEMA = pa.schema([  # one verification variant's scores on the test pairs
+    pa.field("pair_id", pa.string(), nullable=False),
+    pa.field("fold", pa.int16(), nullable=False),
+    pa.field("race", pa.string(), nullable=False),
+    pa.field("genuine", pa.bool_(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),  # cosine of the two embeddings (image + mirror, normalised)
+])
+
+
 def samples_schema(protected: list[str]) -> pa.Schema:
     """The prepared table: one row per image, ``row`` indexing the uint8 image store."""
     return pa.schema(SAMPLES_FIXED_FIELDS + [pa.field(name, pa.string(), nullable=False) for name in protected])

@@ -16,7 +16,7 @@ from fairquant.errors import FairquantError
 
 DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10"]
 ArchName = Literal[
-    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"
+    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1", "face_resnet10"
 ]
 
 
@@ -420,8 +420,9 @@ class VerifyDataParams(_Section):
 
 
 class VerifyModelParams(_Section):
-    arch: ArchName = "resnet18"
-    small_input_stem: bool = Field(False, description="keep ImageNet's stem (stride 4 before layer1): cheap at 32 px")
+    arch: ArchName = Field("face_resnet10", description="face_resnet10 (narrow, fast on CPU) or any torchvision arch")
+    small_input_stem: bool = Field(False, description="face_resnet10: stride-1 stem (4x the compute); torchvision "
+                                                      "archs: the 3x3 stride-1 stem instead of ImageNet's")
     embedding_dim: int = Field(128, ge=8, le=4096)
 
 

@@ -576,9 +576,11 @@ def markdown_report(results: dict[str, dict], figures: list[Path],
 
 
 def write_report(per_seed: dict[int, dict[str, dict]], summary_path: Path, plots_dir: Path,
-                 calibration_sets: dict[str, dict] | None = None) -> None:
+                 calibration_sets: dict[str, dict] | None = None, extra_lines: list[str] | None = None,
+                 extra_summary: dict | None = None) -> None:
     """``per_seed`` maps each training seed to its metrics by slot. Summary keys are means over seeds; the
-    report's detail tables and figures show the first seed."""
+    report's detail tables and figures show the first seed. ``extra_lines`` and ``extra_summary`` add another
+    branch's section and summary keys (face verification)."""
     from fairquant.fairness.seeds import seed_table
 
     seed = min(per_seed)
@@ -593,5 +595,6 @@ def write_report(per_seed: dict[int, dict[str, dict]], summary_path: Path, plots
     write_csv(plots_dir / "pareto.csv", pareto)
     table = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, confidence)
     with atomic_path(plots_dir / "report.md") as tmp:
-        tmp.write_text(markdown_report(results, figures, calibration_sets, table, seed))
-    write_json(summary_path, summary_over_seeds(per_seed))
+        tmp.write_text(markdown_report(results, figures, calibration_sets, table, seed)
+                       + "\n".join(extra_lines or []) + ("\n" if extra_lines else ""))
+    write_json(summary_path, {**summary_over_seeds(per_seed), **(extra_summary or {})})

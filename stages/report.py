@@ -8,6 +8,7 @@ from fairquant.errors import FairquantError
 from fairquant.io import read_json
 from fairquant.params import load_params
 from fairquant.report import write_report
+from fairquant.verify import report as verify_report
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -24,6 +25,7 @@ def seed_metrics(folder: Path) -> dict[str, dict]:
 @app.command()
 def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<slot>.json from the evaluate stages"),
          calibration_dir: Path = typer.Option(None, "--calibration", help="folder of s<seed>/<set>/ calibration sets"),
+         verify_path: Path = typer.Option(None, "--verify", help="metrics JSON of the verification branch"),
          summary_path: Path = typer.Option(..., "--summary"),
          plots_dir: Path = typer.Option(..., "--plots"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
@@ -37,7 +39,11 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     if calibration_dir is not None:
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
-    write_report(per_seed, summary_path, plots_dir, sets)
+    lines, keys = [], {}
+    if verify_path is not None:
+        verify = read_json(verify_path)
+        lines, keys = verify_report.section(verify, plots_dir), {"verify": verify_report.summary_keys(verify)}
+    write_report(per_seed, summary_path, plots_dir, sets, lines, keys)
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
 
 

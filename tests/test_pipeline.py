@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -24,6 +25,17 @@ TINY = {
     "evaluate": {"bootstrap": 200},
 }
 MITIGATE_TINY = {"fairalm": {"epochs": 0.5}, "ceag": {"checks": 2}}
+VERIFY_TINY = {  # face verification: 4 races x 8 test identities, one genuine and one impostor pair per fold
+    "generate": {"train_identities": 24, "images_per_identity": 4, "test_identities_per_race": 8,
+                 "test_images_per_identity": 3, "pairs_per_fold": 1, "render_size": 32, "faces": 16, "workers": 1},
+    "data": {"image_size": 16, "calibration_size": 16, "workers": 1},
+    "train": {"epochs": 1, "batch_size": 32},
+    "quantface": {"epochs": 0.5, "batch_size": 16},
+    "evaluate": {"bootstrap": 100},
+}
+VERIFY_VARIANTS = {"fp32", "ptq-w8a8-train", "ptq-w8a8-synthetic", "ptq-w4a4-train", "ptq-w4a4-synthetic",
+                   "quantface-w8a8-train", "quantface-w8a8-synthetic", "quantface-w4a4-train",
+                   "quantface-w4a4-synthetic"}
 SLOTS = {"fp32", "ptq", "qat", "kmeans", "prune", "fairalm", "fairalm+ptq", "fairalm-control", "fairalm-control+ptq",
          "ceag+prune", "fp32+caleqodds", "ptq+caleqodds"}
 
@@ -48,6 +60,8 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
         params[section].update(values)
     for method, values in MITIGATE_TINY.items():
         params["mitigate"][method].update(values)
+    for section, values in VERIFY_TINY.items():
+        params["verify"][section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -56,7 +70,18 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
 
     sh("dvc repro", repo, env)
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary) == SLOTS | {"synthetic_data", "seeds"} and summary["synthetic_data"] is True
+    assert set(summary) == SLOTS | {"synthetic_data", "seeds", "verify"} and summary["synthetic_data"] is True
+    # the verification branch: every variant's SER, STD, mean and per-race accuracy, and its pairs table
+    assert set(summary["verify"]) == VERIFY_VARIANTS | {"synthetic_data"} and summary["verify"]["synthetic_data"]
+    for name in VERIFY_VARIANTS:
+        assert {"ser", "verification_std", "verification_accuracy", "acc_African", "acc_Asian", "acc_Caucasian",
+                "acc_Indian"} <= set(summary["verify"][name])
+        pairs = pd.read_parquet(repo / "data" / "predictions" / "verify" / name / "pairs.parquet")
+        assert list(pairs.columns) == ["pair_id", "fold", "race", "genuine", "score"] and len(pairs) == 4 * 20
+    verify = json.loads((repo / "metrics" / "verify.json").read_text())
+    assert verify["variants"]["ptq-w8a8-train"]["variant"]["kernels"] == "int8"
+    assert verify["variants"]["ptq-w4a4-synthetic"]["vs_real_calibration"]["reference"] == "ptq-w4a4-train"
+    assert "Face verification" in (repo / "plots" / "report.md").read_text()
     assert summary["seeds"] == 1
     evaluated = {slot: json.loads((repo / "metrics" / "eval" / "s0" / f"{slot}.json").read_text()) for slot in SLOTS}
     for slot in SLOTS:  # one seed: the headline is that seed's value

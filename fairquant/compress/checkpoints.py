@@ -59,9 +59,14 @@ def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
     return {**keep, "kind": kind, "name": name, **extra}
 
 
-def save_variant(out: str | Path, state_dict: dict, config: dict) -> None:
+HEAD = "head.pt"  # a verification model's margin head (identity centres), for compression fine-tuning
+
+
+def save_variant(out: str | Path, state_dict: dict, config: dict, head: dict | None = None) -> None:
     from fairquant.io import atomic_dir, save_checkpoint, write_json
 
     with atomic_dir(out) as tmp:
         save_checkpoint(tmp / CHECKPOINT, state_dict, config)
+        if head is not None:
+            save_checkpoint(tmp / HEAD, head, {"kind": "margin-head", "of": config["name"]})
         write_json(tmp / "info.json", config)

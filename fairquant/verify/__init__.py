@@ -1,0 +1,1 @@
+"""Face verification: margin heads, embedding training, embedding extraction and pair scoring, QuantFace."""

@@ -1,0 +1,135 @@
+"""Every compressed variant of the verification branch, made by the same compressors as classification.
+
+``ptq`` (calibration only: real x86 int8 kernels for W8A8 where the CPU and scheme allow, simulated otherwise)
+and ``quantface`` (QuantFace: fake quantization fine-tuned to match the fp32 embeddings, no labels) run at every
+entry of ``verify.bits`` x ``verify.calibration``; ``qat``, ``kmeans`` and ``prune`` run once each, with their own
+params sections and margin-loss fine-tuning. Names say what each is: ptq-w4a4-synthetic is plain PTQ calibrated
+on synthetic faces, quantface-w4a4-synthetic is QuantFace fine-tuned on them (FACTS: not the same method)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fairquant.compress import calibration, fakequant, int8, kmeans, pruning
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, variant_name
+from fairquant.errors import FairquantError
+from fairquant.params import Params, QuantSchemeParams
+
+CHECK_IMAGES = 256  # training images the int8 kernels are also checked on (inputs beyond the calibrated ranges)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    method: str  # ptq | quantface | qat | kmeans | prune
+    bits: int | None = None
+    calibration: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.method in ("ptq", "quantface"):
+            return f"{self.method}-w{self.bits}a{self.bits}-{self.calibration}"
+        return self.method
+
+
+def planned_variants(params: Params) -> list[VariantSpec]:
+    specs = []
+    for method in params.verify.methods:
+        if method in ("ptq", "quantface"):
+            specs += [VariantSpec(method, b, c) for b in params.verify.bits for c in params.verify.calibration]
+        else:
+            specs.append(VariantSpec(method))
+    return specs
+
+
+def ptq_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
+    """quantize_ptq's scheme at ``bits`` for weights and activations (the compressor's own settings otherwise)."""
+    return params.quantize_ptq.scheme().model_copy(update={"bits": bits, "activation_bits": bits,
+                                                           "calibration": "train" if calibration_set == "balanced"
+                                                           else calibration_set, "layers": {}})
+
+
+def quantface_scheme(params: Params, bits: int) -> QuantSchemeParams:
+    """QuantFace's: weights per-channel asymmetric, activations per tensor (FACTS, Face verification)."""
+    return ptq_scheme(params, bits, "train").model_copy(update={"granularity": "per_channel",
+                                                                "weight_symmetric": False})
+
+
+@dataclass
+class VerificationData:
+    """What the compressors read from the prepared verification folder."""
+
+    train_images: np.ndarray
+    train_rows: np.ndarray
+    identities: np.ndarray
+    calibration_dir: Path
+    image_size: int
+
+
+def calibration_images(data: VerificationData, name: str, size: int | None, seed: int) -> tuple[np.ndarray, dict]:
+    folder = data.calibration_dir / name
+    if not (folder / "images.npy").is_file():
+        raise FairquantError(f"verification calibration set '{name}' is missing from {data.calibration_dir} (the "
+                             f"balanced set needs race folders in verify.data.train_root); choose another in "
+                             f"verify.calibration")
+    return calibration.load_set(folder, size, "verify.data.calibration_size", seed)
+
+
+def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, head_state: dict, params: Params,
+                  data: VerificationData, live_root: Path, *, seed: int, device: torch.device
+                  ) -> tuple[dict, dict]:
+    """(state dict to store, variant config) of one planned variant."""
+    from fairquant.verify.training import margin_finetuner, quantface
+
+    fp32_bytes = fp32_size_bytes(model)
+    common = {"fp32_size_bytes": fp32_bytes, "verify_method": spec.method}
+    if spec.method in ("ptq", "quantface"):
+        images, info = calibration_images(data, spec.calibration, None, seed)
+        common["calibration"] = {"set": info["set"], "size": int(len(images))}
+        if spec.method == "ptq":
+            scheme = ptq_scheme(params, spec.bits, spec.calibration)
+            kernels = params.quantize_ptq.kernels
+            if kernels != "simulated" and scheme.uses_int8_kernels():
+                rng = np.random.default_rng(seed)
+                held_out = np.asarray(data.train_images[np.sort(rng.choice(
+                    data.train_rows, min(CHECK_IMAGES, len(data.train_rows)), replace=False))])
+                state, reference, check = int8.quantize_int8(
+                    model, images, params.latency.batch, data.image_size, scheme.observer, scheme.percentile,
+                    int8.reduce_range_for(params.quantize_ptq.int8_reduce_range),
+                    params.quantize_ptq.int8_tolerance_db, held_out=held_out)
+                return state, base_config(fp32_config, "ptq-int8", spec.name, kernels="int8",
+                                          export_batch=params.latency.batch, scheme=scheme.model_dump(),
+                                          size_bytes=int8.stored_size_bytes(reference), int8_check=asdict(check),
+                                          **common)
+            quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
+        else:
+            scheme = quantface_scheme(params, spec.bits)
+            quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
+            quantized = quantface(quantized, model, images, params.verify.quantface, device, live_root / spec.name,
+                                  seed=seed, label=spec.name)
+            common["quantface"] = params.verify.quantface.model_dump()
+        return quantized.state_dict(), base_config(
+            fp32_config, "fakequant", spec.name, kernels="simulated", scheme=scheme.model_dump(),
+            size_bytes=fakequant.quantized_size_bytes(quantized), layers=fakequant.describe(quantized), **common)
+
+    section = {"qat": params.quantize_qat, "kmeans": params.quantize_kmeans, "prune": params.prune}[spec.method]
+    finetune = margin_finetuner(data.train_images, data.train_rows, data.identities, head_state, params.verify.train,
+                                section, live_root / spec.method, spec.method, seed=seed,
+                                freeze_bn=spec.method != "prune", device=device)
+    if spec.method == "qat":
+        set_name = {"train": "train", "balanced": "balanced", "synthetic": "synthetic"}.get(section.calibration)
+        if set_name is None:
+            raise FairquantError(f"quantize_qat.calibration={section.calibration} has no verification set; use "
+                                 f"train, balanced or synthetic when verify.methods lists qat")
+        images, _ = calibration_images(data, set_name, section.calibration_size, seed)
+        module, recorded = fakequant.qat_variant(model, section, images, finetune)
+    elif spec.method == "kmeans":
+        module, recorded = kmeans.kmeans_variant(model, section, finetune)
+    else:
+        module, recorded = pruning.pruned_variant(model, section, finetune)
+    name = variant_name(spec.method, section)
+    common.pop("fp32_size_bytes")  # the compressor's own record has it
+    return module.state_dict(), base_config(fp32_config, recorded.pop("kind"), name, **recorded, **common)

@@ -1,0 +1,42 @@
+"""Train the face-embedding network with a margin loss on the prepared verification training set."""
+
+from pathlib import Path
+
+import typer
+
+from fairquant.compress.checkpoints import CHECKPOINT, save_variant
+from fairquant.data.verification import load_verification
+from fairquant.models import build_model, pick_device
+from fairquant.params import load_params
+from fairquant.training import seed_everything
+from fairquant.verify.training import train_embedding
+from stages._cli import run
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(data: Path = typer.Option(..., help="prepared verification data folder"),
+         out: Path = typer.Option(..., help="model folder to write"),
+         live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
+         params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    params = load_params(params_file)
+    verify = params.verify
+    prepared = load_verification(data)
+    seed_everything(verify.train.seed, verify.train.threads)
+    model = build_model(verify.model.arch, small_input_stem=verify.model.small_input_stem,
+                        embedding_dim=verify.model.embedding_dim)
+    device = pick_device(verify.train.device, "verify.train.device")
+    model, head = train_embedding(model, prepared.train_images, prepared.train_rows, prepared.identities,
+                                  verify.train, device, live_dir, seed=verify.train.seed)
+    config = {"kind": "fp32", "name": "fp32", "task": "verification", "arch": verify.model.arch,
+              "small_input_stem": verify.model.small_input_stem, "embedding_dim": verify.model.embedding_dim,
+              "image_size": prepared.image_size, "synthetic": prepared.info["synthetic"],
+              "identities": int(prepared.identities.max()) + 1, "finetune": verify.train.model_dump(),
+              "training_seed": verify.train.seed}
+    save_variant(out, model.state_dict(), config, head=head.state_dict())
+    print(f"saved {out / CHECKPOINT} ({config['identities']} identities, {len(prepared.train_rows)} images)")
+
+
+if __name__ == "__main__":
+    run(app)

@@ -1,0 +1,221 @@
+"""The verification wing: margin heads, embeddings with the mirror, pair scores, QuantFace, the variants the
+compressors make of an embedding network, and the verify stages end to end on tiny generated data."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from fairquant.compress import fakequant, int8
+from fairquant.models import build_model
+from fairquant.params import Params, QuantFaceParams
+from fairquant.verify.embedding import embed, pair_scores
+from fairquant.verify.heads import MarginHead
+from fairquant.verify.training import quantface, raw_embeddings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cosface_and_arcface_put_the_margin_on_the_true_class_only():
+    head = MarginHead(4, 3, "cosface", scale=10.0, margin=0.3)
+    embeddings, labels = torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
+    cos = head.cosines(embeddings)
+    logits = head.logits(embeddings, labels)
+    expected = 10.0 * cos.clone()
+    expected[torch.arange(5), labels] = 10.0 * (cos[torch.arange(5), labels] - 0.3)
+    assert torch.allclose(logits, expected)
+    arc = MarginHead(4, 3, "arcface", scale=10.0, margin=0.5)
+    arc.weight.data = head.weight.data.clone()
+    theta = torch.acos(cos[torch.arange(5), labels])
+    wanted = torch.where(theta + 0.5 < math.pi, torch.cos(theta + 0.5), cos[torch.arange(5), labels] - 0.5 * math.sin(0.5))
+    assert torch.allclose(arc.logits(embeddings, labels)[torch.arange(5), labels], 10.0 * wanted, atol=1e-5)
+    # margin 0 (the softmax warm-up) is the plain normalised softmax
+    assert torch.allclose(head.logits(embeddings, labels, margin=0.0), 10.0 * cos)
+    assert torch.isclose(head(embeddings, labels), nn.functional.cross_entropy(logits, labels))
+
+
+def test_embedding_sums_image_and_mirror_then_normalises():
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    got = embed(model, images, batch_size=2)
+    from fairquant.models import to_input
+
+    x = to_input(images)
+    with torch.no_grad():
+        expected = nn.functional.normalize(model(x) + model(x.flip(3)), dim=1).numpy()
+    assert np.allclose(got, expected, atol=1e-6) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+    plain = embed(model, images, batch_size=2, mirror=False)
+    assert not np.allclose(plain, got)  # the mirror matters for a model that is not flip-invariant
+    scores = pair_scores(got, np.array([0, 1]), np.array([2, 1]))
+    assert np.isclose(scores[0], got[0] @ got[2]) and np.isclose(scores[1], 1.0, atol=1e-6)
+
+
+def test_int8_runner_keeps_embedding_rows():
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    images = np.zeros((5, 16, 16, 3), np.uint8)
+    assert int8.run_fixed_batches(model, images, 4).shape == (5, 8)
+    assert int8.run_fixed_batches(build_model("face_resnet10", small_input_stem=False).eval(), images, 4).shape == (5,)
+
+
+def test_quantface_moves_w4a4_embeddings_toward_fp32_without_labels(tmp_path):
+    torch.manual_seed(0)
+    teacher = build_model("face_resnet10", small_input_stem=False, embedding_dim=16).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as a trained model has
+        for m in teacher.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.2, 0.2)
+    images = np.random.default_rng(1).integers(0, 255, (64, 16, 16, 3), dtype=np.uint8)
+    scheme = Params().quantize_ptq.scheme().model_copy(update={"bits": 4, "activation_bits": 4,
+                                                               "weight_symmetric": False})
+    quantized = fakequant.calibrate(fakequant.quantize_model(teacher, scheme), images)
+    target = raw_embeddings(teacher, images)
+    before = float(((raw_embeddings(quantized, images) - target) ** 2).mean())
+    tuned = quantface(quantized, teacher, images, QuantFaceParams(epochs=4, batch_size=16, lr=0.01),
+                      torch.device("cpu"), tmp_path / "live", seed=0, label="quantface")
+    after = float(((raw_embeddings(tuned, images) - target) ** 2).mean())
+    assert after < 0.7 * before, (before, after)
+    assert sum(isinstance(m, fakequant.QuantizedLayer) for m in tuned.modules()) == 13  # still quantized: 12 convs and the fc
+    assert (tmp_path / "live" / "metrics.json").is_file()  # curves logged with dvclive
+
+
+def test_calibration_contrasts_pair_each_set_with_real_data_at_the_same_bits():
+    from stages.verify_evaluate import calibration_contrasts
+
+    def config(method, bits, calibration):
+        return {"verify_method": method, "scheme": {"bits": bits}, "calibration": {"set": calibration}}
+
+    configs = {"fp32": {"kind": "fp32"}, "ptq-w4a4-train": config("ptq", 4, "train"),
+               "ptq-w4a4-synthetic": config("ptq", 4, "synthetic"), "ptq-w8a8-synthetic": config("ptq", 8, "synthetic"),
+               "quantface-w4a4-balanced": config("quantface", 4, "balanced"),
+               "quantface-w4a4-train": config("quantface", 4, "train")}
+    assert calibration_contrasts(configs) == {"ptq-w4a4-synthetic": "ptq-w4a4-train",
+                                              "quantface-w4a4-balanced": "quantface-w4a4-train"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages, end to end on tiny generated data
+
+TINY = {
+    "generate": {"train_identities": 24, "images_per_identity": 4, "test_identities_per_race": 8,
+                 "test_images_per_identity": 3, "pairs_per_fold": 1, "render_size": 32, "faces": 16, "workers": 1},
+    "data": {"image_size": 16, "calibration_size": 16, "workers": 1},
+    "train": {"epochs": 1, "batch_size": 32},
+    "quantface": {"epochs": 0.5, "batch_size": 16},
+    "evaluate": {"bootstrap": 100},
+}
+
+
+def write_params(folder: Path, root: Path, **verify) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params["verify"][section].update(values)
+    params["verify"]["data"].update({"train_root": str(root / "race_per_7000"), "rfw_root": str(root / "rfw"),
+                                     "synthetic_folder": str(root / "faces")})
+    params["latency"]["batch"] = 8
+    for key, value in verify.items():
+        params["verify"][key] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def stage(name: str, *args, params: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *map(str, args), "--params", str(params)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def branch(tmp_path_factory):
+    """generate -> prepare -> train -> compress (PTQ W8A8 real int8 and W4A4, QuantFace W4A4; train and
+    synthetic calibration) -> evaluate, through the stage commands."""
+    tmp = tmp_path_factory.mktemp("verify")
+    raw = tmp / "raw"
+    params = write_params(tmp, raw, methods=["ptq", "quantface"], bits=[8, 4])
+    done = []
+    for name, args in [("verify_generate", ["--out", raw]), ("verify_prepare", ["--out", tmp / "prepared"]),
+                       ("verify_train", ["--data", tmp / "prepared", "--out", tmp / "fp32", "--live", tmp / "live"]),
+                       ("verify_compress", ["--model", tmp / "fp32", "--data", tmp / "prepared", "--out",
+                                            tmp / "variants", "--live", tmp / "live-variants"]),
+                       ("verify_evaluate", ["--data", tmp / "prepared", "--fp32", tmp / "fp32", "--variants",
+                                            tmp / "variants", "--predictions", tmp / "pred", "--metrics",
+                                            tmp / "verify.json"])]:
+        result = stage(name, *args, params=params)
+        assert result.returncode == 0, f"{name}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        done.append(result)
+    return tmp, params
+
+
+def test_branch_writes_every_variant_and_its_pairs(branch):
+    import json
+
+    import pandas as pd
+
+    tmp, _ = branch
+    metrics = json.loads((tmp / "verify.json").read_text())
+    names = {"fp32"} | {f"{m}-w{b}a{b}-{c}" for m in ("ptq", "quantface") for b in (8, 4) for c in ("train", "synthetic")}
+    assert set(metrics["variants"]) == names
+    assert metrics["synthetic"] is True and metrics["races"] == ["African", "Asian", "Caucasian", "Indian"]
+    assert metrics["variants"]["ptq-w8a8-train"]["variant"]["kernels"] == "int8"
+    assert metrics["variants"]["ptq-w4a4-train"]["variant"]["kernels"] == "simulated"
+    assert metrics["variants"]["quantface-w4a4-synthetic"]["variant"]["scheme"]["weight_symmetric"] is False
+    assert metrics["variants"]["fp32"]["change"] is None
+    fp32 = pd.read_parquet(tmp / "pred" / "fp32" / "pairs.parquet")
+    assert len(fp32) == 4 * 20 and fp32.groupby("race")["fold"].nunique().eq(10).all()
+    assert fp32["score"].between(-1.0001, 1.0001).all()
+    mix = metrics["synthetic_race_mix"]
+    assert abs(sum(mix["estimated"].values()) - 1) < 1e-9 and set(mix["true"]) <= set(mix["estimated"]) | {"African"}
+
+
+def test_report_section_and_summary_keys(branch, tmp_path):
+    import json
+
+    from fairquant.verify import report
+
+    tmp, _ = branch
+    metrics = json.loads((tmp / "verify.json").read_text())
+    lines = report.section(metrics, tmp_path)
+    text = "\n".join(lines)
+    assert "SYNTHETIC" in text and "| quantface-w4a4-synthetic | quantface | W4A4 | synthetic |" in text
+    assert (tmp_path / "verify_ser.png").is_file() and (tmp_path / "verify_ser.csv").is_file()
+    keys = report.summary_keys(metrics)
+    assert keys["fp32"]["ser"] == metrics["variants"]["fp32"]["summary"]["ser"]["value"]
+    assert keys["ptq-w4a4-train"]["acc_Indian"] == metrics["variants"]["ptq-w4a4-train"]["summary"]["acc_Indian"]["value"]
+
+
+def test_compress_refuses_a_missing_calibration_set_without_output(branch, tmp_path):
+    tmp, params = branch
+    shutil_params = write_params(tmp_path, tmp / "raw", methods=["ptq"], bits=[4], calibration=["balanced"])
+    import shutil
+
+    shutil.rmtree(tmp / "prepared" / "calibration" / "balanced", ignore_errors=True)
+    result = stage("verify_compress", "--model", tmp / "fp32", "--data", tmp / "prepared", "--out", tmp_path / "out",
+                   "--live", tmp_path / "live", params=shutil_params)
+    assert result.returncode == 2 and "calibration set 'balanced' is missing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_prepare_refuses_a_bad_pairs_file_without_output(branch, tmp_path):
+    import shutil
+
+    tmp, _ = branch
+    raw = tmp_path / "raw"
+    shutil.copytree(tmp / "raw", raw)
+    pairs = raw / "rfw" / "test" / "txts" / "Asian" / "Asian_pairs.txt"
+    lines = pairs.read_text().splitlines()
+    lines[3] = lines[3] + "\t7"  # a genuine line with a fourth field reads as an impostor, a fifth is wrong
+    lines[3] = lines[3] + "\t9"
+    pairs.write_text("\n".join(lines) + "\n")
+    params = write_params(tmp_path, raw)
+    result = stage("verify_prepare", "--out", tmp_path / "prepared", params=params)
+    assert result.returncode == 2 and "Asian_pairs.txt:4" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "prepared").exists()
