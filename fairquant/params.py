@@ -381,6 +381,9 @@ class VerifyGenerateParams(_Section):
     landmarks: bool = Field(True, description="write <Race>_lmk.txt (eye points) beside the pairs files")
     identity_spread: float = Field(1.0, gt=0, le=5, description="how far apart identities' latent faces are")
     jitter: float = Field(1.0, ge=0, le=5, description="pose, lighting and expression variation per image")
+    sensor_noise: float = Field(4.0, ge=0, le=64, description="std of per-pixel noise (0-255 scale, times jitter), "
+                                                              "the same for every face: darker skin is seen at a "
+                                                              "lower signal-to-noise ratio")
     faces: int = Field(512, ge=1, le=1000000, description="unlabelled synthetic faces (new identities) written "
                                                           "as the synthetic calibration folder")
     faces_mix: dict[str, float] = Field(

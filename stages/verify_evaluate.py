@@ -10,7 +10,7 @@ import typer
 
 from fairquant.compress.variants import load_variant
 from fairquant.data.verification import load_verification
-from fairquant.fairness.verification import verification_report
+from fairquant.fairness.verification import race_differences, verification_report
 from fairquant.io import PAIR_SCORES_SCHEMA, atomic_dir, read_images, read_json, write_json, write_table
 from fairquant.params import load_params
 from fairquant.verify.embedding import embed, pair_scores
@@ -56,6 +56,10 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
                                  confidence=params.evaluate.confidence, seed=params.evaluate.seed,
                                  target_fmr=settings.target_fmr)
     variants = report["variants"]
+    for name, values in scores.items():  # do the races differ at all (pairwise, simultaneous CIs)
+        variants[name]["race_differences"] = race_differences(
+            values, pairs["genuine"].to_numpy(), pairs["fold"].to_numpy(), pairs["race"].to_numpy(),
+            bootstrap=settings.bootstrap, confidence=params.evaluate.confidence, seed=params.evaluate.seed)
     for name, against in calibration_contrasts(configs).items():
         # the calibration set's own effect: a synthetic-calibrated variant against the same method and bits
         # calibrated on real training faces, paired on the same pairs and resamples

@@ -336,3 +336,22 @@ def test_report_is_json_ready_without_bootstrap(rng):
     assert entry["ci_low"] is None and entry["nonfinite"] == {} and isinstance(entry["value"], float)
     assert report["variants"]["int8"]["change"]["ser"]["excludes_zero"] is None
     assert "numpy" not in text
+
+
+def test_race_differences_find_a_worse_race_and_only_it(rng):
+    from fairquant.fairness.verification import race_differences
+
+    score, genuine, fold, race = random_pairs(rng, per_race=1000, races=("A", "B", "C"))
+    same_genuine = score.copy()
+    for name in ("A", "B", "C"):  # make the three races statistically identical: A's scores everywhere
+        same_genuine[race == name] = score[race == "A"]
+    flat = race_differences(same_genuine, genuine, fold, race, bootstrap=300, confidence=0.95, seed=0)
+    assert flat["any_excludes_zero"] is False
+    assert all(d["delta"] == 0 and d["ci_low"] <= 0 <= d["ci_high"] for d in flat["pairs"].values())
+    hurt = same_genuine.copy()
+    hit = race == "C"
+    hurt[hit] = (hurt[hit] + rng.normal(0, 0.3, hit.sum())).clip(-1, 1)
+    found = race_differences(hurt, genuine, fold, race, bootstrap=300, confidence=0.95, seed=0)
+    assert found["pairs"]["A - C"]["excludes_zero"] and found["pairs"]["B - C"]["excludes_zero"]
+    assert found["pairs"]["A - C"]["delta"] > 0 and found["pairs"]["A - B"]["excludes_zero"] is False
+    assert found["adjustment"] == "Bonferroni over 3 pairs"

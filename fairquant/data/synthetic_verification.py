@@ -171,7 +171,7 @@ def _draw_face(draw: ImageDraw.ImageDraw, face: dict, g: dict, unit: _Unit, clot
 
 
 def render_face(face: dict, size: int, rng: np.random.Generator, jitter: float,
-                loose: bool) -> tuple[Image.Image, np.ndarray]:
+                loose: bool, sensor_noise: float = 4.0) -> tuple[Image.Image, np.ndarray]:
     """One image of ``face`` and its 5 landmarks in output pixels. Drawn at 2x in the canonical frame and
     halved (antialiasing), then posed (shift, rotation, scale; zoomed out to a loose crop when ``loose``), lit
     and noised."""
@@ -197,17 +197,19 @@ def render_face(face: dict, size: int, rng: np.random.Generator, jitter: float,
     direction = rng.uniform(0, 2 * np.pi)
     light = np.float32(np.exp(rng.normal(0, 0.12 * jitter))) * (1 + np.float32(0.2 * jitter * rng.random()) * (
         np.float32(np.cos(direction)) * ramp[None, :] + np.float32(np.sin(direction)) * ramp[:, None]))
-    noise = rng.standard_normal((size, size, 3), dtype=np.float32) * np.float32(4.0 * jitter)
+    # sensor noise has one level for every face, so darker skin (less light reflected) is seen at a lower
+    # signal-to-noise ratio, as by a camera
+    noise = rng.standard_normal((size, size, 3), dtype=np.float32) * np.float32(sensor_noise * jitter)
     pixels = np.asarray(image, dtype=np.float32) * light[..., None] + noise
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), points
 
 
 def _render_chunk(args: tuple) -> list[list[float] | None]:
     """Render and save a chunk of images; the landmarks of the loose (test) ones come back."""
-    root, size, jitter, jobs = args
+    root, size, jitter, sensor_noise, jobs = args
     points = []
     for path, face, key, loose in jobs:
-        image, xy = render_face(face, size, np.random.default_rng(key), jitter, loose)
+        image, xy = render_face(face, size, np.random.default_rng(key), jitter, loose, sensor_noise)
         image.save(Path(root) / path, quality=92)
         points.append(xy.ravel().tolist() if loose else None)
     return points
@@ -215,7 +217,7 @@ def _render_chunk(args: tuple) -> list[list[float] | None]:
 
 def _render_all(root: Path, jobs: list[tuple], params: VerifyGenerateParams) -> list:
     chunks = [jobs[start:start + CHUNK] for start in range(0, len(jobs), CHUNK)]
-    tasks = [(str(root), params.render_size, params.jitter, chunk) for chunk in chunks]
+    tasks = [(str(root), params.render_size, params.jitter, params.sensor_noise, chunk) for chunk in chunks]
     if params.workers == 1 or len(tasks) < 2:
         results = [_render_chunk(task) for task in tasks]
     else:

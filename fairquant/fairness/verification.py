@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 
@@ -573,3 +574,24 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
         },
         "variants": variants,
     }
+
+
+def race_differences(score, genuine, fold, race, *, bootstrap: int, confidence: float, seed: int) -> dict:
+    """Whether the races differ at all: every pairwise difference of protocol accuracies (row race minus column
+    race) with a percentile bootstrap interval, Bonferroni-adjusted over the pairs so that the family holds at
+    ``confidence``. (SER and STD cannot answer this: both exceed their no-difference value on any finite sample,
+    so their intervals exclude it even when the races are alike.)"""
+    point = protocol_accuracy(score, genuine, fold, race)
+    races = list(point)
+    rows = stratified_resample_indices(genuine, fold, race, n_boot=bootstrap, seed=seed)
+    boot = resampled_accuracies(score, genuine, fold, race, rows)
+    pairs = list(combinations(range(len(races)), 2))
+    level = 1 - (1 - confidence) / max(len(pairs), 1)
+    out = {}
+    for a, b in pairs:
+        low, high, _ = _interval(boot[:, a] - boot[:, b], level)
+        delta = point[races[a]]["accuracy"] - point[races[b]]["accuracy"]
+        out[f"{races[a]} - {races[b]}"] = {"delta": delta, "ci_low": low, "ci_high": high,
+                                           "excludes_zero": None if low is None else bool(low > 0 or high < 0)}
+    return {"pairs": out, "confidence": confidence, "adjustment": f"Bonferroni over {len(pairs)} pairs",
+            "any_excludes_zero": any(bool(v["excludes_zero"]) for v in out.values())}

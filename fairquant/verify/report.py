@@ -144,6 +144,7 @@ def section(verify: dict, folder: Path) -> list[str]:
                      + " | ".join(_est(s[f"acc_{race}"]) for race in races)
                      + f" | {_est(s['verification_accuracy'])} | {_est(s['verification_std'])} | "
                      f"{_est(s['ser'], pct=False)} |")
+    lines += _difference_lines(verify, level)
     lines += ["", f"### Paired change vs fp32 (points; SER as a ratio; * = the {level} CI excludes 0)", "",
               "| variant | " + " | ".join(f"Δ {race}" for race in races) + " | Δ mean | Δ STD | Δ SER |",
               "|---|" + "---|" * len(races) + "---|---|---|"]
@@ -164,6 +165,21 @@ def section(verify: dict, folder: Path) -> list[str]:
     lines += _threshold_lines(verify, races, level)
     lines += _race_mix_lines(verify.get("synthetic_race_mix"))
     lines += ["", f"![verify_ser]({figure.name})", ""]
+    return lines
+
+
+def _difference_lines(verify: dict, level: str) -> list[str]:
+    """Whether the races differ at all: SER and STD exceed their no-difference values on any finite sample, so
+    their intervals cannot say; pairwise differences with simultaneous intervals can."""
+    rows = {n: r["race_differences"] for n, r in verify["variants"].items() if r.get("race_differences")}
+    if not rows:
+        return []
+    pairs = list(next(iter(rows.values()))["pairs"])
+    lines = ["", f"### Do the races differ? Pairwise accuracy differences (points, {level} simultaneous, Bonferroni; "
+                 "* = excludes 0)", "", "| variant | " + " | ".join(pairs) + " | any |", "|---|" + "---|" * len(pairs) + "---|"]
+    for name, d in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_change(d["pairs"][p]) for p in pairs)
+                     + f" | {'yes' if d['any_excludes_zero'] else 'no'} |")
     return lines
 
 
