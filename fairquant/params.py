@@ -373,15 +373,15 @@ class VerifyGenerateParams(_Section):
         description="share of training identities per race: a global-like imbalance by default; 0.25 each = "
                     "BUPT-Balancedface-like")
     images_per_identity: int = Field(8, ge=2, le=200)
-    test_identities_per_race: int = Field(150, ge=4, le=100000)
+    test_identities_per_race: int = Field(300, ge=4, le=100000)
     test_images_per_identity: int = Field(4, ge=2, le=200)
-    pairs_per_fold: int = Field(30, ge=1, le=100000, description="genuine pairs per fold, and as many impostor "
+    pairs_per_fold: int = Field(100, ge=1, le=100000, description="genuine pairs per fold, and as many impostor "
                                                                  "pairs (RFW: 300, 10 folds)")
     render_size: int = Field(64, ge=32, le=256)
     landmarks: bool = Field(True, description="write <Race>_lmk.txt (eye points) beside the pairs files")
     identity_spread: float = Field(1.0, gt=0, le=5, description="how far apart identities' latent faces are")
     jitter: float = Field(1.0, ge=0, le=5, description="pose, lighting and expression variation per image")
-    sensor_noise: float = Field(4.0, ge=0, le=64, description="std of per-pixel noise (0-255 scale, times jitter), "
+    sensor_noise: float = Field(12.0, ge=0, le=64, description="std of per-pixel noise (0-255 scale, times jitter), "
                                                               "the same for every face: darker skin is seen at a "
                                                               "lower signal-to-noise ratio")
     faces: int = Field(512, ge=1, le=1000000, description="unlabelled synthetic faces (new identities) written "
