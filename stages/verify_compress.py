@@ -7,7 +7,6 @@ import typer
 from fairquant.compress.checkpoints import HEAD, load_fp32, save_variant
 from fairquant.data.verification import load_verification
 from fairquant.io import atomic_dir, load_checkpoint
-from fairquant.models import pick_device
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.verify.variants import VerificationData, build_variant, planned_variants
@@ -29,13 +28,11 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     prepared = load_verification(data)
     inputs = VerificationData(prepared.train_images, prepared.train_rows, prepared.identities,
                               data / "calibration", prepared.image_size)
-    device = pick_device(params.verify.quantface.device, "verify.quantface.device")
     specs = planned_variants(params)
     with atomic_dir(out) as tmp_out, atomic_dir(live_dir) as tmp_live:
         for spec in specs:
-            seed_everything(seed)
-            state, config = build_variant(spec, model, fp32_config, head_state, params, inputs, tmp_live,
-                                          seed=seed, device=device)
+            seed_everything(seed, params.verify.quantface.threads)
+            state, config = build_variant(spec, model, fp32_config, head_state, params, inputs, tmp_live, seed=seed)
             save_variant(tmp_out / config["name"], state, config)
             kernels = config["kernels"] + (f", SQNR vs reference {config['int8_check']['sqnr_db']:.1f} dB"
                                            if "int8_check" in config else "")

@@ -47,7 +47,8 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
             synthetic = data / "calibration" / "synthetic" / "images.npy"
             if synthetic.is_file():
                 race_mix = estimate_race_mix(variant.forward, prepared.train_images, prepared.train,
-                                             np.asarray(read_images(synthetic)), seed=params.verify.data.seed)
+                                             np.asarray(read_images(synthetic)), seed=params.verify.data.seed,
+                                             test_images=prepared.test_images, test=prepared.test)
                 manifest = Path(params.verify.data.synthetic_folder) / "manifest.json"
                 if race_mix is not None and manifest.is_file():  # generated faces know their mix: compare only
                     race_mix["true"] = read_json(manifest).get("race_mix")

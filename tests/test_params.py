@@ -17,7 +17,18 @@ def test_project_params_are_valid():
     ({"finetune": {"epoch": 3}}, "params.yaml: unknown key 'finetune.epoch' (found 3); remove it or fix its spelling"),
     ({"finetune": {"epochs": 0}}, "params.yaml: 'finetune.epochs': expected greater than or equal to 1; found 0"),
     ({"model": {"arch": "vgg"}}, "params.yaml: 'model.arch': expected 'resnet18', 'resnet50', 'mobilenet_v2', "
-                                 "'mobilenet_v3_small', 'efficientnet_b0' or 'squeezenet1_1'; found 'vgg'"),
+                                 "'mobilenet_v3_small', 'efficientnet_b0', 'squeezenet1_1' or 'face_resnet10'; "
+                                 "found 'vgg'"),
+    ({"verify": {"generate": {"train_mix": {"African": 0.5, "Martian": 0.5}}}},
+     "params.yaml: 'verify.generate': verify.generate.train_mix names unknown races ['Martian']; use African, Asian, "
+     "Caucasian, Indian"),
+    ({"verify": {"generate": {"train_mix": {"African": 0.5, "Asian": 0.2}}}},
+     "params.yaml: 'verify.generate': verify.generate.train_mix shares must be >= 0 and sum to 1, found "
+     "{'African': 0.5, 'Asian': 0.2}"),
+    ({"verify": {"bits": [8, 8]}}, "params.yaml: 'verify': verify.bits lists a value more than once ([8, 8]); list "
+                                   "each once"),
+    ({"verify": {"calibration": ["distilled"]}}, "params.yaml: 'verify.calibration.0': expected 'train', 'balanced' "
+                                                 "or 'synthetic'; found 'distilled'"),
     ({"generate": {"minority_share": 1.5}}, "params.yaml: 'generate.minority_share': expected less than 1; found 1.5"),
     ({"data": {"protected": []}}, "params.yaml: 'data.protected': List should have at least 1 item after validation, not 0; found []"),
     ({"nonsense": {}}, "params.yaml: unknown key 'nonsense' (found {}); remove it or fix its spelling"),

@@ -476,3 +476,30 @@ def test_generator_refuses_more_pairs_than_identities_allow(tmp_path):
     with pytest.raises(FairquantError, match="pairs_per_fold=2 needs 20 distinct genuine and 20 impostor pairs"):
         generate_verification_data(params, tmp_path / "g")
     assert not (tmp_path / "g").exists()
+
+
+def test_a_file_missing_a_fold_is_refused_even_when_its_lines_split_into_ten(tmp_path):
+    """Found in review: 9 RFW-style folds of 5 genuine + 5 impostor lines (90 lines) split into ten 9-line "folds"
+    that straddle the real ones, and were accepted."""
+    from fairquant.data.verification import read_pairs_file
+
+    lines = []
+    for fold in range(9):
+        lines += [f"g{fold}_{k}\t1\t2" for k in range(5)]
+        lines += [f"a{fold}_{k}\t1\tb{fold}_{k}\t1" for k in range(5)]
+    path = tmp_path / "African_pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FairquantError, match=r"is not 4 genuine lines then 5 impostor lines.*missing or cut fold"):
+        read_pairs_file(path)
+    ten = lines + [f"g9_{k}\t1\t2" for k in range(5)] + [f"a9_{k}\t1\tb9_{k}\t1" for k in range(5)]
+    path.write_text("\n".join(ten) + "\n")
+    assert len(read_pairs_file(path)) == 100
+
+
+@pytest.mark.parametrize("folder", ["raw", "raw/rfw/test/data/African", "raw/race_per_7000"])
+def test_a_synthetic_folder_overlapping_the_datasets_is_refused(tmp_path, folder):
+    """Found in review: the dataset's parent folder as synthetic_folder put RFW test images into calibration."""
+    data = _data_params(tmp_path).model_copy(update={"synthetic_folder": str(tmp_path / folder)})
+    with pytest.raises(FairquantError, match=r"verify.data.synthetic_folder .* overlaps verify.data.(rfw|train)_root"):
+        prepare_verification(data, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()

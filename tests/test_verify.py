@@ -219,3 +219,38 @@ def test_prepare_refuses_a_bad_pairs_file_without_output(branch, tmp_path):
     result = stage("verify_prepare", "--out", tmp_path / "prepared", params=params)
     assert result.returncode == 2 and "Asian_pairs.txt:4" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "prepared").exists()
+
+
+def test_adjusted_shares_undo_a_known_confusion():
+    from fairquant.verify.races import adjusted_shares
+
+    confusion = np.array([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]])
+    truth = np.array([0.6, 0.3, 0.1])
+    observed = confusion.T @ truth
+    assert np.allclose(adjusted_shares(confusion, observed), truth, atol=1e-6)
+    assert np.allclose(adjusted_shares(np.eye(3), np.array([0.2, 0.3, 0.5])), [0.2, 0.3, 0.5])
+
+
+def test_each_variant_starts_from_the_unchanged_fp32_model(tmp_path):
+    """Found in review: pruning (and k-means) changed the fp32 module in place, so the variants built after it
+    were made from the pruned model."""
+    from fairquant.compress.pruning import weight_sparsity
+    from fairquant.io import write_images, write_json
+    from fairquant.verify.variants import VariantSpec, VerificationData, build_variant
+
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
+    (tmp_path / "cal" / "train").mkdir(parents=True)
+    write_images(tmp_path / "cal" / "train" / "images.npy", images)
+    write_json(tmp_path / "cal" / "train" / "info.json", {"set": "train", "size": 16})
+    data = VerificationData(images, np.arange(16), np.arange(16) % 4, tmp_path / "cal", 16)
+    params = Params().model_copy(update={"prune": Params().prune.model_copy(update={"epochs": 0}),
+                                         "quantize_kmeans": Params().quantize_kmeans.model_copy(update={"epochs": 0})})
+    fp32_config = {"kind": "fp32", "name": "fp32", "arch": "face_resnet10", "small_input_stem": False,
+                   "embedding_dim": 8, "image_size": 16}
+    for spec in (VariantSpec("prune"), VariantSpec("kmeans"), VariantSpec("ptq", 4, "train")):
+        state, config = build_variant(spec, model, fp32_config, {}, params, data, tmp_path / "live", seed=0)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), spec
+    assert config["name"] == "ptq-w4a4-train" and weight_sparsity(fakequant.quantize_model(model, Params().quantize_ptq)) < 0.01

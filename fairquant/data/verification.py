@@ -163,11 +163,17 @@ def _check_folds(pairs: list[PairLine], path: Path) -> int:
                              f"{FOLDS})); the file needs a multiple of {FOLDS} lines")
     size = n // FOLDS
     for fold in range(FOLDS):
-        kinds = {p.genuine for p in pairs[fold * size:(fold + 1) * size]}
-        if len(kinds) < 2:
+        kinds = [p.genuine for p in pairs[fold * size:(fold + 1) * size]]
+        if len(set(kinds)) < 2:
             missing = "impostor" if True in kinds else "genuine"
             raise FairquantError(f"{path}: fold {fold} (lines {fold * size + 1}-{(fold + 1) * size}) has no {missing} "
                                  f"pairs; every fold needs both (RFW: 300 genuine then 300 impostor)")
+        # RFW's structure: each fold is a block of genuine lines, then a block of as many impostor lines. A file
+        # missing a fold (or with its folds cut elsewhere) splits into blocks that straddle the real folds.
+        if kinds != [True] * (size // 2) + [False] * (size - size // 2):
+            raise FairquantError(f"{path}: fold {fold} (lines {fold * size + 1}-{(fold + 1) * size}) is not "
+                                 f"{size // 2} genuine lines then {size - size // 2} impostor lines; the file needs "
+                                 f"{FOLDS} folds, each a block of genuine then impostor pairs (a missing or cut fold?)")
     return size
 
 
@@ -612,11 +618,23 @@ def _test_counts(test: RFWTest) -> tuple[dict, dict, list[str]]:
     return alignment, pair_counts, summary
 
 
+def _require_apart(synthetic: Path, roots: dict[str, Path]) -> None:
+    """The synthetic calibration folder may neither lie inside a dataset root nor contain one: its images would be
+    training or test faces (calibrating on test images would leak the test set)."""
+    mine = synthetic.resolve()
+    for key, root in roots.items():
+        other = root.resolve()
+        if mine == other or mine.is_relative_to(other) or other.is_relative_to(mine):
+            raise FairquantError(f"verify.data.synthetic_folder {synthetic} overlaps {key} {root}; point it at a "
+                                 f"folder of faces that holds no training or test images")
+
+
 def prepare_verification(data: VerifyDataParams, out: str | Path) -> dict:
     """Read the training identity folders, RFW's test pairs and the synthetic faces; write into ``out``
     (atomically: a failure leaves the previous ``out``, or none) the image stores, tables, calibration sets and
     ``info.json``. Returns the info."""
     train_root, rfw_root = Path(data.train_root), Path(data.rfw_root)
+    _require_apart(Path(data.synthetic_folder), {"verify.data.train_root": train_root, "verify.data.rfw_root": rfw_root})
     train, train_info = read_identity_folders(train_root, races=data.races, seed=data.seed,
                                               min_images_per_identity=data.min_images_per_identity,
                                               max_identities=data.max_train_identities)
@@ -635,11 +653,18 @@ def prepare_verification(data: VerifyDataParams, out: str | Path) -> dict:
         calibration = _calibration_sets(tmp / "calibration", data, train, tmp / "train_images.npy", faces)
         alignment, pair_counts, summary = _test_counts(test)
         overlap = sorted(set(train["identity_name"]) & set(test.images["identity_name"]))
+        if data.source == "real" and _is_synthetic(Path(data.synthetic_folder)):
+            summary.append(f"note: the synthetic calibration folder {data.synthetic_folder} is fairquant's generated "
+                           f"default (drawn faces), not StyleGAN faces; point verify.data.synthetic_folder at yours")
+        if overlap:
+            summary.append(f"note: {len(overlap)} identities share a folder name between training and test (e.g. "
+                           f"{', '.join(overlap[:3])}); an MS1MV2-trained model has seen RFW's identities")
         if calibration["balanced"].get("skipped"):
             summary.append(f"balanced calibration set skipped: {calibration['balanced']['skipped']}")
         info = {
             "synthetic": _is_synthetic(train_root) or _is_synthetic(rfw_root),
-            "synthetic_sources": {"train": _is_synthetic(train_root), "test": _is_synthetic(rfw_root)},
+            "synthetic_sources": {"train": _is_synthetic(train_root), "test": _is_synthetic(rfw_root),
+                                  "calibration_folder_generated": _is_synthetic(Path(data.synthetic_folder))},
             "source": data.source, "image_size": size, "races": list(data.races),
             "sources": {"train_root": str(train_root), "rfw_root": str(rfw_root),
                         "synthetic_folder": data.synthetic_folder, "landmark_files": test.landmark_files},

@@ -571,6 +571,11 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
                                   f"{list(REPORT_FOLDS)}",
             "interval": "percentile bootstrap (order statistics), pairs resampled within race x fold x genuine, "
                         "thresholds re-chosen per resample; changes paired on the same resamples",
+            "biased_statistics": "verification_std, ser and the global threshold's ratios, fdr, ir and garbe are "
+                                 "max/min or spread statistics, biased away from their no-difference values: their "
+                                 "resamples can lie mostly on one side of the estimate, so the interval need not "
+                                 "contain it; read race differences from race_differences and compression's effect "
+                                 "from the paired changes",
         },
         "variants": variants,
     }

@@ -54,6 +54,12 @@ def _est(e: dict, pct: bool = True) -> str:
     return f"{fmt(e['value'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
 
 
+def _point(e: dict, pct: bool = True) -> str:
+    if e["value"] is None:
+        return e.get("nonfinite", {}).get("value", "undefined")
+    return (_pct if pct else _num)(e["value"])
+
+
 def _change(c: dict | None, pct: bool = True) -> str:
     if not c:
         return ""
@@ -71,19 +77,37 @@ def _bound(v, scale) -> str:
 
 
 def _describe(r: dict) -> tuple[str, str, str]:
+    """(method, bits, calibration set) as the report shows them: int8 kernels with reduce_range run 7-bit
+    activations (CPUs without VNNI), and say so."""
     v = r.get("variant", {})
+    method = v.get("verify_method", "fp32")
     scheme = v.get("scheme") or {}
-    bits = f"W{scheme['bits']}A{scheme['activation_bits']}" if scheme.get("bits") else "fp32"
-    return v.get("verify_method", "fp32"), bits, (v.get("calibration") or {}).get("set", "")
+    if scheme.get("bits"):
+        activations = scheme["activation_bits"]
+        if (v.get("int8_check") or {}).get("reduce_range"):
+            activations = f"{activations} (7-bit: reduce_range)"
+        bits = f"W{scheme['bits']}A{activations}"
+    elif method == "kmeans":
+        bits = f"k={v.get('clusters')}"
+    elif method == "prune":
+        bits = f"sparsity {v.get('sparsity', 0):.2f}"
+    else:
+        bits = "fp32"
+    if v.get("kernels") == "int8":
+        method += " (int8 kernels)"
+    return method, bits, (v.get("calibration") or {}).get("set", "")
 
 
 def tables(verify: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The plot tables: SER by bits per method x calibration (with CIs), and accuracy per race per variant."""
     ser_rows, race_rows = [], []
     for name, r in verify["variants"].items():
-        method, bits, calibration = _describe(r)
+        method = r.get("variant", {}).get("verify_method", "fp32")
+        calibration = (r.get("variant", {}).get("calibration") or {}).get("set", "")
         scheme = r.get("variant", {}).get("scheme") or {}
         ser = r["summary"]["ser"]
+        if method != "fp32" and not scheme.get("bits"):
+            continue  # k-means and pruning have no bit-width to plot SER against
         ser_rows.append({"variant": name, "method": method, "bits": scheme.get("bits", 32),
                          "calibration": calibration or "none", "ser": ser["value"], "ci_low": ser["ci_low"],
                          "ci_high": ser["ci_high"]})
@@ -134,7 +158,11 @@ def section(verify: dict, folder: Path) -> list[str]:
               "insightface's protocol: embeddings of the image and its mirror summed and normalised; the threshold "
               "maximising accuracy on 9 folds is applied to the 10th. STD is the standard deviation of the race "
               f"accuracies; SER = max race error / min race error. Brackets: {level} bootstrap CIs (pairs resampled "
-              "within race x fold x genuine, thresholds re-chosen in each resample).", "",
+              "within race x fold x genuine, thresholds re-chosen in each resample). STD and SER are shown without "
+              "one: both are biased upward (a max/min and a spread exceed their no-difference values on any finite "
+              "sample; their resamples mostly lie above the estimate, so a percentile interval would not even "
+              "contain it; `metrics/verify.json` keeps it). Whether races differ is read from the pairwise "
+              "differences below; whether compression moved SER, from its paired change.", "",
               "| variant | method | bits | calibration | " + " | ".join(races) + " | mean | STD | SER |",
               "|---|---|---|---|" + "---|" * len(races) + "---|---|---|"]
     for name, r in verify["variants"].items():
@@ -142,8 +170,8 @@ def section(verify: dict, folder: Path) -> list[str]:
         s = r["summary"]
         lines.append(f"| {name} | {method} | {bits} | {calibration} | "
                      + " | ".join(_est(s[f"acc_{race}"]) for race in races)
-                     + f" | {_est(s['verification_accuracy'])} | {_est(s['verification_std'])} | "
-                     f"{_est(s['ser'], pct=False)} |")
+                     + f" | {_est(s['verification_accuracy'])} | {_point(s['verification_std'])} | "
+                     f"{_point(s['ser'], pct=False)} |")
     lines += _difference_lines(verify, level)
     lines += ["", f"### Paired change vs fp32 (points; SER as a ratio; * = the {level} CI excludes 0)", "",
               "| variant | " + " | ".join(f"Δ {race}" for race in races) + " | Δ mean | Δ STD | Δ SER |",
@@ -215,14 +243,17 @@ def _race_mix_lines(mix: dict | None) -> list[str]:
         return ["", "The synthetic calibration set's race mix was not estimated (no synthetic set, or training "
                     "races unknown)."]
     probe = mix["probe"]
+    on_test = (f", on the labelled test faces {probe['test_balanced_accuracy']:.3f}"
+               if "test_balanced_accuracy" in probe else "")
     lines = ["", "### The synthetic calibration set's race mix (estimated, as seed 001 did)", "",
-             f"A linear race classifier on the fp32 embeddings, fitted on training identities; on "
-             f"{probe['held_out_identities']} held-out identities its accuracy is {probe['held_out_accuracy']:.3f} "
-             f"(balanced {probe['held_out_balanced_accuracy']:.3f}). Applied to the {mix['images']} synthetic faces:", "",
-             "| race | estimated share |" + (" true share (generator) |" if mix.get("true") else ""),
-             "|---|---|" + ("---|" if mix.get("true") else "")]
+             f"A linear race classifier on the fp32 embeddings (balanced class weights), fitted on training identities; "
+             f"balanced accuracy on {probe['held_out_identities']} held-out training identities "
+             f"{probe['held_out_balanced_accuracy']:.3f}{on_test}. Applied to the {mix['images']} synthetic faces: "
+             "the shares it predicts, and the shares adjusted by its confusion matrix on the held-out identities.", "",
+             "| race | classified | adjusted |" + (" true (generator) |" if mix.get("true") else ""),
+             "|---|---|---|" + ("---|" if mix.get("true") else "")]
     for race, share in mix["estimated"].items():
-        row = f"| {race} | {share:.3f} |"
+        row = f"| {race} | {mix['classified'][race]:.3f} | {share:.3f} |"
         if mix.get("true"):
             row += f" {mix['true'].get(race, 0.0):.3f} |"
         lines.append(row)

@@ -8,6 +8,7 @@ on synthetic faces, quantface-w4a4-synthetic is QuantFace fine-tuned on them (FA
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,10 +53,10 @@ def ptq_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemePa
                                                            else calibration_set, "layers": {}})
 
 
-def quantface_scheme(params: Params, bits: int) -> QuantSchemeParams:
+def quantface_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
     """QuantFace's: weights per-channel asymmetric, activations per tensor (FACTS, Face verification)."""
-    return ptq_scheme(params, bits, "train").model_copy(update={"granularity": "per_channel",
-                                                                "weight_symmetric": False})
+    return ptq_scheme(params, bits, calibration_set).model_copy(update={"granularity": "per_channel",
+                                                                        "weight_symmetric": False})
 
 
 @dataclass
@@ -79,11 +80,14 @@ def calibration_images(data: VerificationData, name: str, size: int | None, seed
 
 
 def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, head_state: dict, params: Params,
-                  data: VerificationData, live_root: Path, *, seed: int, device: torch.device
-                  ) -> tuple[dict, dict]:
-    """(state dict to store, variant config) of one planned variant."""
+                  data: VerificationData, live_root: Path, *, seed: int) -> tuple[dict, dict]:
+    """(state dict to store, variant config) of one planned variant, made from a copy of ``model`` (k-means and
+    pruning change the module they are given)."""
+    from fairquant.models import pick_device
+    from fairquant.training import derived_seed
     from fairquant.verify.training import margin_finetuner, quantface
 
+    model = copy.deepcopy(model)
     fp32_bytes = fp32_size_bytes(model)
     common = {"fp32_size_bytes": fp32_bytes, "verify_method": spec.method}
     if spec.method in ("ptq", "quantface"):
@@ -106,19 +110,22 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
                                           **common)
             quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
         else:
-            scheme = quantface_scheme(params, spec.bits)
+            settings = params.verify.quantface
+            scheme = quantface_scheme(params, spec.bits, spec.calibration)
             quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
-            quantized = quantface(quantized, model, images, params.verify.quantface, device, live_root / spec.name,
-                                  seed=seed, label=spec.name)
+            quantized = quantface(quantized, model, images, settings,
+                                  pick_device(settings.device, "verify.quantface.device"), live_root / spec.name,
+                                  seed=derived_seed(seed, settings.seed), label=spec.name)
             common["quantface"] = params.verify.quantface.model_dump()
         return quantized.state_dict(), base_config(
             fp32_config, "fakequant", spec.name, kernels="simulated", scheme=scheme.model_dump(),
             size_bytes=fakequant.quantized_size_bytes(quantized), layers=fakequant.describe(quantized), **common)
 
-    section = {"qat": params.quantize_qat, "kmeans": params.quantize_kmeans, "prune": params.prune}[spec.method]
+    key = {"qat": "quantize_qat", "kmeans": "quantize_kmeans", "prune": "prune"}[spec.method]
+    section = getattr(params, key)
     finetune = margin_finetuner(data.train_images, data.train_rows, data.identities, head_state, params.verify.train,
-                                section, live_root / spec.method, spec.method, seed=seed,
-                                freeze_bn=spec.method != "prune", device=device)
+                                section, live_root / spec.method, spec.method, seed=derived_seed(seed, section.seed),
+                                freeze_bn=spec.method != "prune", device=pick_device(section.device, f"{key}.device"))
     if spec.method == "qat":
         set_name = {"train": "train", "balanced": "balanced", "synthetic": "synthetic"}.get(section.calibration)
         if set_name is None:
