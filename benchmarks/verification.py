@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def stage_commands(scratch: Path) -> list[tuple[str, list[str]]]:
@@ -82,7 +83,7 @@ def main() -> None:
                         help="measure throughput on the pipeline's own data/models/verify (after dvc repro)")
     args = parser.parse_args()
     if args.throughput_only:
-        throughput(ROOT / "data" / "models" / "verify", ROOT / "data" / "prepared" / "verify")
+        throughput(ROOT / "data" / "models" / "verify", ROOT / "data" / "prepared_verify")
         return
     with tempfile.TemporaryDirectory(prefix="fq-verify-bench-") as tmp:
         scratch = Path(tmp)
