@@ -42,7 +42,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
         variant = load_variant(folder, batch_size=settings.batch_size, repeats=0, latency_batch=params.latency.batch)
         embeddings = embed(variant.forward, prepared.test_images, settings.batch_size)
         scores[variant.name] = pair_scores(embeddings, pairs["row1"].to_numpy(), pairs["row2"].to_numpy())
-        configs[variant.name] = variant.config
+        configs[variant.name] = {**variant.config, "size_bytes": variant.size_bytes}  # the registry's count, any kind
         if variant.name == "fp32":
             synthetic = data / "calibration" / "synthetic" / "images.npy"
             if synthetic.is_file():
@@ -74,8 +74,6 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
             "kind", "kernels", "size_bytes", "fp32_size_bytes", "verify_method", "calibration", "scheme",
             "int8_check", "sparsity", "clusters")
             if config.get(key) is not None}
-        if name == "fp32":
-            variants[name]["variant"]["size_bytes"] = config.get("size_bytes") or _fp32_bytes(fp32_dir)
     with atomic_dir(predictions) as tmp:
         for name, values in scores.items():
             frame = pd.DataFrame({"pair_id": pairs["pair_id"], "fold": pairs["fold"].astype(np.int16),
@@ -100,13 +98,6 @@ def calibration_contrasts(configs: dict[str, dict]) -> dict[str, str]:
                 and key in real:
             out[name] = real[key]
     return out
-
-
-def _fp32_bytes(folder: Path) -> int:
-    from fairquant.compress.checkpoints import load_fp32, fp32_size_bytes
-
-    model, _ = load_fp32(folder)
-    return fp32_size_bytes(model)
 
 
 if __name__ == "__main__":

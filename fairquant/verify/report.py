@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fairquant.io import atomic_path, write_csv  # noqa: E402
+from fairquant.io import write_csv  # noqa: E402
+from fairquant.report import _save as save_figure  # noqa: E402
 
 SUMMARY_KEYS = ("verification_accuracy", "verification_std", "ser")
 
@@ -135,9 +136,7 @@ def draw_ser(ser: pd.DataFrame, folder: Path, synthetic: bool, level: str) -> Pa
     ax.set_title(f"SER by bits, {level} bootstrap CI" + (" (SYNTHETIC data)" if synthetic else ""))
     ax.legend(fontsize=8)
     path = folder / "verify_ser.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
