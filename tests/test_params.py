@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_project_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.data.source == "synthetic" and params.model.arch == "resnet18"
+    assert params.data.source == "synthetic" and params.model.arch == "face_resnet10"
 
 
 @pytest.mark.parametrize("raw, message", [
