@@ -212,6 +212,34 @@ def test_qat_gradients_pass_straight_through_and_keep_the_grid():
     assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.abs().max() <= 4
 
 
+@pytest.mark.parametrize("bits, symmetric", [(2, True), (4, False), (7, False), (8, True), (8, False), (16, True)])
+def test_inference_fake_quantize_is_bit_identical_to_torchs_op(bits, symmetric):
+    """The no-gradient path (plain tensor ops) must give exactly torch's kernels' values, ties included."""
+    qmin, qmax = fakequant.quant_range(bits, symmetric)
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(64, 8, 9, 9, generator=gen) * 3
+    scale = torch.tensor(0.0371)
+    x[0] = (torch.arange(8 * 81).reshape(8, 9, 9) - 300 + 0.5) * scale  # exact half-steps: round half to even
+    x[1, 0, 0, :3] = torch.tensor([1e30, -1e30, 0.0])
+    zero = torch.tensor(0 if symmetric else (qmax + 1) // 3, dtype=torch.int32)
+    expected = torch.fake_quantize_per_tensor_affine(x, scale, zero, qmin, qmax)
+    with torch.no_grad():
+        assert torch.equal(fakequant.fake_quantize(x, scale, zero, qmin, qmax), expected)
+    scales = torch.rand(8, generator=gen) * 0.1 + 1e-3
+    zeros = torch.zeros(8, dtype=torch.int32) if symmetric else torch.randint(0, qmax, (8,), generator=gen,
+                                                                              dtype=torch.int32)
+    out = fakequant.fake_quantize(x, scales, zeros, qmin, qmax, axis=1)
+    assert out[1, 0, 0, 0] == (qmax - zeros[0]) * scales[0] and out[1, 0, 0, 1] == (qmin - zeros[0]) * scales[0]
+    x[1, 0, 0, :2] = 0.0  # past int64 torch's per-channel kernel wraps around (an overflowing cast); ours saturates
+    for axis in (0, 1):
+        y = x.transpose(0, 1).contiguous() if axis == 0 else x
+        expected = torch.fake_quantize_per_channel_affine(y, scales, zeros, axis, qmin, qmax)
+        assert torch.equal(fakequant.fake_quantize(y, scales, zeros, qmin, qmax, axis=axis), expected)
+    w = x.clone().requires_grad_(True)  # with a gradient: torch's op, straight-through
+    fakequant.fake_quantize(w, scale, zero, qmin, qmax).sum().backward()
+    assert w.grad is not None and set(w.grad.unique().tolist()) <= {0.0, 1.0}
+
+
 @pytest.mark.parametrize("k", [2, 16, 256])
 def test_kmeans_codebook_and_packed_size(k):
     torch.manual_seed(0)

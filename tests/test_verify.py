@@ -65,6 +65,17 @@ def test_int8_runner_keeps_embedding_rows():
     assert int8.run_fixed_batches(build_model("face_resnet10", small_input_stem=False).eval(), images, 4).shape == (5,)
 
 
+def test_compiled_runner_compiles_once_for_an_image_and_its_mirror():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = torch.compile(build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval(), backend="eager")
+    images = np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    got = embed(lambda batch: int8.run_fixed_tensor(model, batch, 4), images, batch_size=4)
+    assert got.shape == (6, 8) and counters["stats"]["unique_graphs"] == 1
+
+
 def test_quantface_moves_w4a4_embeddings_toward_fp32_without_labels(tmp_path):
     torch.manual_seed(0)
     teacher = build_model("face_resnet10", small_input_stem=False, embedding_dim=16).eval()

@@ -37,6 +37,25 @@ def quant_range(bits: int, symmetric: bool) -> tuple[int, int]:
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)
 
 
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
+                  axis: int | None = None) -> torch.Tensor:
+    """torch's fake-quantize op (per tensor, or per channel along ``axis``), with the same arithmetic done by
+    plain tensor ops when no gradient is needed: round(x * (1/scale)) + zero point, clamped, minus the zero
+    point, times scale, as torch's CPU kernels compute it (bit-identical: tested), about 3x faster on 2 cores
+    because those kernels also build the straight-through mask. Training (QAT) keeps torch's op and its
+    gradients."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        if axis is None:
+            return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
+        return torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis, qmin, qmax)
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    zero = zero_point.to(x.dtype)
+    return torch.round(x * (1.0 / scale)).add_(zero).clamp_(qmin, qmax).sub_(zero).mul_(scale)
+
+
 def _observer_dtype(bits: int, symmetric: bool) -> torch.dtype:
     if bits <= 8:
         return torch.int8 if symmetric else torch.uint8
@@ -189,8 +208,8 @@ class WeightQuantizer(nn.Module):
             self.scale.copy_(scale.reshape(self.scale.shape))
             self.zero_point.copy_(zero_point.reshape(self.zero_point.shape))
         if self.per_channel:
-            return torch.fake_quantize_per_channel_affine(weight, self.scale, self.zero_point, 0, self.qmin, self.qmax)
-        return torch.fake_quantize_per_tensor_affine(weight, self.scale, self.zero_point, self.qmin, self.qmax)
+            return fake_quantize(weight, self.scale, self.zero_point, self.qmin, self.qmax, axis=0)
+        return fake_quantize(weight, self.scale, self.zero_point, self.qmin, self.qmax)
 
     def integer_codes(self, weight: torch.Tensor) -> torch.Tensor:
         """The integers a deployment stores (for tests and inspection)."""
@@ -228,7 +247,7 @@ class ActivationQuantizer(nn.Module):
             observer = self.__dict__["observer"]
             observer.to(x.device)(x.detach().float())
             return x
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
+        return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
 class QuantizedLayer(nn.Module):

@@ -139,8 +139,11 @@ def prepare_int8(model: nn.Module, batch_size: int, image_size: int, observer: s
 
 @torch.no_grad()
 def run_fixed_tensor(module: nn.Module, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Run an exported module (fixed batch size) on a standardised batch of any length, padding the last part."""
+    """Run an exported module (fixed batch size) on a standardised batch of any length, padding the last part.
+    The batch is made contiguous: a compiled graph is specialised on its input's strides, and ``to_input``'s
+    permuted batch and its mirror (``flip``, contiguous) would otherwise compile it twice."""
     outputs = []
+    batch = batch.contiguous()
     for start in range(0, len(batch), batch_size):
         part = batch[start:start + batch_size]
         real = part.shape[0]
