@@ -196,9 +196,19 @@ def bench_dvc(full: bool) -> None:
         if process.wait() != 0:
             raise SystemExit("dvc repro failed:\n" + "".join(output[-40:]))
         end = time.perf_counter()
+        spent = {}
         for (name, began), (_, finished) in zip(stages, stages[1:] + [("", end)]):
             line(f"  stage {name}", f"{finished - began:.0f} s")
-        line("default dvc repro, whole graph, cold", f"{end - start:.0f} s", "(target <= 300 s)")
+            spent[name] = finished - began
+        verify = sum(s for n, s in spent.items() if n.startswith("verify_"))
+        remedies = sum(s for n, s in spent.items() if "mitigat" in n or n.split("@")[0].endswith(
+            ("_before", "_before_ptq", "_control", "_control_ptq", "_during_prune", "_during_qat", "_during_kmeans",
+             "_precision", "_calibrated")))
+        classification = sum(spent.values()) - verify - spent.get("report", 0)
+        line("classification branch, without remedies", f"{classification - remedies:.0f} s", "(issue 7: <= 300 s)")
+        line("classification branch, with the default remedies", f"{classification:.0f} s", "(issue 8: <= 480 s)")
+        line("verification branch", f"{verify:.0f} s")
+        line("default dvc repro, whole graph, cold", f"{end - start:.0f} s", "(issue 9: <= 600 s)")
 
 
 def main() -> None:
