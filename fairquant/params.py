@@ -481,6 +481,10 @@ class VerifyParams(_Section):
         default_factory=lambda: ["train", "synthetic"], min_length=1,
         description="calibration (ptq) and fine-tuning (quantface) sets: train = real training faces, balanced = "
                     "race-balanced training faces, synthetic = the unlabelled folder")
+    layers: dict[str, Bits | None] = Field(
+        default_factory=dict,
+        description="mixed precision for ptq and quantface, over every verify.bits entry: embedding-model module "
+                    "name (or prefix) -> bits for its weights and input, null = float")
     quantface: QuantFaceParams = QuantFaceParams()
     evaluate: VerifyEvaluateParams = VerifyEvaluateParams()
 

@@ -246,22 +246,67 @@ def test_each_variant_starts_from_the_unchanged_fp32_model(tmp_path):
     """Found in review: pruning (and k-means) changed the fp32 module in place, so the variants built after it
     were made from the pruned model."""
     from fairquant.compress.pruning import weight_sparsity
-    from fairquant.io import write_images, write_json
-    from fairquant.verify.variants import VariantSpec, VerificationData, build_variant
+    from fairquant.verify.variants import VariantSpec, build_variant
 
     torch.manual_seed(0)
     model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    images = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
-    (tmp_path / "cal" / "train").mkdir(parents=True)
-    write_images(tmp_path / "cal" / "train" / "images.npy", images)
-    write_json(tmp_path / "cal" / "train" / "info.json", {"set": "train", "size": 16})
-    data = VerificationData(images, np.arange(16), np.arange(16) % 4, tmp_path / "cal", 16)
+    data, fp32_config = _tiny_verification_inputs(tmp_path)
     params = Params().model_copy(update={"prune": Params().prune.model_copy(update={"epochs": 0}),
                                          "quantize_kmeans": Params().quantize_kmeans.model_copy(update={"epochs": 0})})
-    fp32_config = {"kind": "fp32", "name": "fp32", "arch": "face_resnet10", "small_input_stem": False,
-                   "embedding_dim": 8, "image_size": 16}
     for spec in (VariantSpec("prune"), VariantSpec("kmeans"), VariantSpec("ptq", 4, "train")):
         state, config = build_variant(spec, model, fp32_config, {}, params, data, tmp_path / "live", seed=0)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), spec
     assert config["name"] == "ptq-w4a4-train" and weight_sparsity(fakequant.quantize_model(model, Params().quantize_ptq)) < 0.01
+
+
+def _tiny_verification_inputs(tmp_path):
+    from fairquant.io import write_images, write_json
+    from fairquant.verify.variants import VerificationData
+
+    images = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
+    (tmp_path / "cal" / "train").mkdir(parents=True)
+    write_images(tmp_path / "cal" / "train" / "images.npy", images)
+    write_json(tmp_path / "cal" / "train" / "info.json", {"set": "train", "size": 16})
+    fp32_config = {"kind": "fp32", "name": "fp32", "arch": "face_resnet10", "small_input_stem": False,
+                   "embedding_dim": 8, "image_size": 16}
+    return VerificationData(images, np.arange(16), np.arange(16) % 4, tmp_path / "cal", 16), fp32_config
+
+
+def test_verify_layers_give_mixed_precision_variants_named_and_reported_as_such(tmp_path):
+    """Issue 9 asks for mixed precision in the verification branch too: verify.layers sets some modules' bits
+    over every verify.bits entry (the classifier's quantize_ptq.layers names other modules)."""
+    from fairquant.verify import report
+    from fairquant.verify.variants import build_variant, planned_variants
+
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    data, fp32_config = _tiny_verification_inputs(tmp_path)
+    verify = Params().verify.model_copy(update={"methods": ["ptq", "quantface"], "bits": [4],
+                                                "calibration": ["train"], "layers": {"conv1": 8, "fc": None}})
+    params = Params().model_copy(update={"verify": verify})
+    specs = planned_variants(params)
+    assert [s.name for s in specs] == ["ptq-w4a4-mixed-train", "quantface-w4a4-mixed-train"]
+    state, config = build_variant(specs[0], model, fp32_config, {}, params, data, tmp_path / "live", seed=0)
+    layers = {row["layer"]: row for row in config["layers"]}
+    assert (layers["conv1"]["weight_bits"], layers["conv1"]["activation_bits"]) == (8, 8)
+    assert (layers["layer2.0.conv1"]["weight_bits"], layers["layer2.0.conv1"]["activation_bits"]) == (4, 4)
+    assert "fc" not in layers and config["kernels"] == "simulated" and config["scheme"]["layers"] == {"conv1": 8, "fc": None}
+    plain = build_variant(type(specs[0])("ptq", 4, "train"), model, fp32_config, {},
+                          Params().model_copy(update={"verify": verify.model_copy(update={"layers": {}})}), data,
+                          tmp_path / "live", seed=0)[1]
+    assert plain["size_bytes"] < config["size_bytes"]  # a float fc and an 8-bit conv1 take more bytes than W4
+    described = report._describe({"variant": config})
+    assert described == ("ptq", "W4A4, conv1: 8, fc: float", "train")
+
+
+def test_verify_layers_naming_a_missing_module_is_refused(tmp_path):
+    from fairquant.errors import FairquantError
+    from fairquant.verify.variants import VariantSpec, build_variant
+
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    data, fp32_config = _tiny_verification_inputs(tmp_path)
+    params = Params().model_copy(update={"verify": Params().verify.model_copy(update={"layers": {"fc1": None}})})
+    with pytest.raises(FairquantError, match="names 'fc1', which this model does not have.*close names: fc"):
+        build_variant(VariantSpec("ptq", 4, "train", mixed=True), model, fp32_config, {}, params, data,
+                      tmp_path / "live", seed=0)

@@ -88,6 +88,8 @@ def _describe(r: dict) -> tuple[str, str, str]:
         if (v.get("int8_check") or {}).get("reduce_range"):
             activations = f"{activations} (7-bit: reduce_range)"
         bits = f"W{scheme['bits']}A{activations}"
+        if scheme.get("layers"):
+            bits += ", " + ", ".join(f"{k}: {'float' if b is None else b}" for k, b in scheme["layers"].items())
     elif method == "kmeans":
         bits = f"k={v.get('clusters')}"
     elif method == "prune":
@@ -109,6 +111,8 @@ def tables(verify: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         ser = r["summary"]["ser"]
         if method != "fp32" and not scheme.get("bits"):
             continue  # k-means and pruning have no bit-width to plot SER against
+        if scheme.get("layers"):
+            method += " mixed"  # some layers at other bits: not a point on the plain bit-width curve
         ser_rows.append({"variant": name, "method": method, "bits": scheme.get("bits", 32),
                          "calibration": calibration or "none", "ser": ser["value"], "ci_low": ser["ci_low"],
                          "ci_high": ser["ci_high"]})

@@ -28,11 +28,12 @@ class VariantSpec:
     method: str  # ptq | quantface | qat | kmeans | prune
     bits: int | None = None
     calibration: str | None = None
+    mixed: bool = False  # verify.layers sets some layers' bits apart from ``bits``
 
     @property
     def name(self) -> str:
         if self.method in ("ptq", "quantface"):
-            return f"{self.method}-w{self.bits}a{self.bits}-{self.calibration}"
+            return f"{self.method}-w{self.bits}a{self.bits}{'-mixed' if self.mixed else ''}-{self.calibration}"
         return self.method
 
 
@@ -40,17 +41,19 @@ def planned_variants(params: Params) -> list[VariantSpec]:
     specs = []
     for method in params.verify.methods:
         if method in ("ptq", "quantface"):
-            specs += [VariantSpec(method, b, c) for b in params.verify.bits for c in params.verify.calibration]
+            specs += [VariantSpec(method, b, c, bool(params.verify.layers))
+                      for b in params.verify.bits for c in params.verify.calibration]
         else:
             specs.append(VariantSpec(method))
     return specs
 
 
 def ptq_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
-    """quantize_ptq's scheme at ``bits`` for weights and activations (the compressor's own settings otherwise)."""
+    """quantize_ptq's scheme at ``bits`` for weights and activations, with verify.layers' mixed precision (the
+    compressor's own settings otherwise; quantize_ptq.layers names the classifier's modules, not these)."""
     return params.quantize_ptq.scheme().model_copy(update={"bits": bits, "activation_bits": bits,
                                                            "calibration": "train" if calibration_set == "balanced"
-                                                           else calibration_set, "layers": {}})
+                                                           else calibration_set, "layers": params.verify.layers})
 
 
 def quantface_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
