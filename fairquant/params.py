@@ -87,8 +87,9 @@ class PrepareParams(_Section):
 
 
 class ModelParams(_Section):
-    arch: ArchName = "resnet18"
-    small_input_stem: bool = Field(True, description="3x3 stride-1 first convolution for inputs of 64 px or less")
+    arch: ArchName = "face_resnet10"
+    small_input_stem: bool = Field(False, description="3x3 stride-1 first convolution for inputs of 64 px or less "
+                                                      "(resnet18 and the torchvision archs need it at 32 px)")
     pretrained: str | None = Field(None, description="path to a local state dict; never downloaded")
 
 

@@ -13,6 +13,14 @@ def test_project_params_are_valid():
     assert params.data.source == "synthetic" and params.model.arch == "face_resnet10"
 
 
+def test_a_params_file_without_a_model_section_gets_the_default_classifier():
+    """Found in review: the schema's model default was still resnet18 with the small-input stem after
+    params.yaml moved to face_resnet10 with the stride-2 stem."""
+    from fairquant.params import Params
+
+    assert Params().model == load_params(ROOT / "params.yaml").model
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"finetune": {"epoch": 3}}, "params.yaml: unknown key 'finetune.epoch' (found 3); remove it or fix its spelling"),
     ({"finetune": {"epochs": 0}}, "params.yaml: 'finetune.epochs': expected greater than or equal to 1; found 0"),
