@@ -484,8 +484,9 @@ class VerifyParams(_Section):
                     "race-balanced training faces, synthetic = the unlabelled folder")
     layers: dict[str, Bits | None] = Field(
         default_factory=dict,
-        description="mixed precision for ptq and quantface, over every verify.bits entry: embedding-model module "
-                    "name (or prefix) -> bits for its weights and input, null = float")
+        description="mixed precision of ptq and quantface (over every verify.bits entry) and qat: embedding-model "
+                    "module name (or prefix) -> bits for its weights and input, null = float (the classifier's "
+                    "quantize_ptq.layers and quantize_qat.layers are not used here)")
     quantface: QuantFaceParams = QuantFaceParams()
     evaluate: VerifyEvaluateParams = VerifyEvaluateParams()
 

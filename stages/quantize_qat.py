@@ -26,6 +26,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
+    fakequant.check_layer_names(model, params.layers, "quantize_qat.layers")
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_qat.calibration_size",
                                             run_seed)
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "qat", freeze_bn=True,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from fairquant.compress import fakequant
 from fairquant.compress.checkpoints import HEAD, load_fp32, save_variant
 from fairquant.data.verification import load_verification
 from fairquant.io import atomic_dir, load_checkpoint
@@ -24,6 +25,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     params = load_params(params_file)
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir)
+    fakequant.check_layer_names(model, params.verify.layers, "verify.layers")  # before any variant is made
     head_state = load_checkpoint(model_dir / HEAD)["state_dict"]
     prepared = load_verification(data)
     inputs = VerificationData(prepared.train_images, prepared.train_rows, prepared.identities,

@@ -116,13 +116,22 @@ def test_calibration_rejects_bad_input(tmp_path, prepared, trained, params, mess
     ({"quantize_ptq.bits": 1}, "'quantize_ptq.bits': expected greater than or equal to 2; found 1"),
     ({"quantize_ptq.activation_bits": 17}, "'quantize_ptq.activation_bits': expected less than or equal to 16"),
     ({"quantize_ptq.bits": 4, "quantize_ptq.kernels": "int8"}, "kernels=int8 runs only the x86 int8 scheme"),
-    ({"quantize_ptq.layers": {"fcc": None}}, "the layers map names 'fcc', which this model does not have (close names: fc)"),
+    ({"quantize_ptq.layers": {"fcc": None}}, "quantize_ptq.layers names 'fcc', which this model does not have (close names: fc)"),
     ({"quantize_ptq.calibration_size": 9}, "quantize_ptq.calibration_size=9 is larger than the 'train' calibration set (8"),
 ])
 def test_quantize_ptq_rejects_bad_input(tmp_path, trained, params, message):
     result = run_stage("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "train"),
                                         "--out", str(tmp_path / "ptq")], tmp_path, params)
     assert_clean_failure(result, message, tmp_path / "ptq")
+
+
+def test_quantize_qat_refuses_a_layer_name_the_model_lacks_before_training(tmp_path, prepared, trained):
+    result = run_stage("quantize_qat", ["--data", str(prepared), "--model", str(trained / "fp32"), "--calibration",
+                                        str(trained / "cal" / "train"), "--out", str(tmp_path / "qat"), "--live",
+                                        str(tmp_path / "live")], tmp_path, {"quantize_qat.layers": {"fcc": 8}})
+    assert_clean_failure(result, "quantize_qat.layers names 'fcc', which this model does not have (close names: fc)",
+                         tmp_path / "qat")
+    assert not (tmp_path / "live").exists()  # refused before any fine-tuning
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, trained):

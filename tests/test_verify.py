@@ -215,6 +215,16 @@ def test_compress_refuses_a_missing_calibration_set_without_output(branch, tmp_p
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_compress_refuses_a_bad_verify_layers_name_before_any_variant(branch, tmp_path):
+    tmp, _ = branch
+    params = write_params(tmp_path, tmp / "raw", methods=["qat", "ptq"], bits=[4], layers={"layer5": None})
+    result = stage("verify_compress", "--model", tmp / "fp32", "--data", tmp / "prepared", "--out", tmp_path / "out",
+                   "--live", tmp_path / "live", params=params)
+    assert result.returncode == 2, result.stderr
+    assert "verify.layers names 'layer5', which this model does not have (close names: layer4" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_prepare_refuses_a_bad_pairs_file_without_output(branch, tmp_path):
     import shutil
 
@@ -310,3 +320,31 @@ def test_verify_layers_naming_a_missing_module_is_refused(tmp_path):
     with pytest.raises(FairquantError, match="names 'fc1', which this model does not have.*close names: fc"):
         build_variant(VariantSpec("ptq", 4, "train", mixed=True), model, fp32_config, {}, params, data,
                       tmp_path / "live", seed=0)
+
+
+def test_verification_qat_takes_verify_layers_not_the_classifiers_map(tmp_path):
+    """Found in review: the verification QAT variant applied quantize_qat.layers (the classifier's module names)
+    to the embedding model, while ptq and quantface used verify.layers."""
+    from fairquant.verify.variants import VariantSpec, build_variant
+
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    data, fp32_config = _tiny_verification_inputs(tmp_path)
+    qat = Params().quantize_qat.model_copy(update={"epochs": 0, "layers": {"layer5": None}})  # not an embedding name
+    for layers, name in (({"fc": None}, "qat-w4a4-mixed"), ({}, "qat-w4a4")):
+        params = Params().model_copy(update={"quantize_qat": qat, "verify": Params().verify.model_copy(
+            update={"methods": ["qat"], "layers": layers})})
+        _, config = build_variant(VariantSpec("qat"), model, fp32_config, {}, params, data, tmp_path / name, seed=0)
+        assert config["name"] == name and config["scheme"]["layers"] == layers
+        assert ("fc" in {row["layer"] for row in config["layers"]}) == (not layers)
+
+
+def test_a_verify_layers_map_at_the_schemes_own_bits_is_not_mixed_and_keeps_int8():
+    from fairquant.verify.variants import planned_variants, ptq_scheme
+
+    verify = Params().verify.model_copy(update={"methods": ["ptq"], "bits": [8, 4], "calibration": ["train"],
+                                                "layers": {"conv1": 8, "layer4": 8}})
+    params = Params().model_copy(update={"verify": verify})
+    assert [s.name for s in planned_variants(params)] == ["ptq-w8a8-train", "ptq-w4a4-mixed-train"]
+    assert ptq_scheme(params, 8, "train").uses_int8_kernels()
+    assert ptq_scheme(params, 4, "train").layers == {"conv1": 8, "layer4": 8}

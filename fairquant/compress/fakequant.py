@@ -43,7 +43,9 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     plain tensor ops when no gradient is needed: round(x * (1/scale)) + zero point, clamped, minus the zero
     point, times scale, as torch's CPU kernels compute it (bit-identical: tested), about 3x faster on 2 cores
     because those kernels also build the straight-through mask. Training (QAT) keeps torch's op and its
-    gradients."""
+    gradients. Identical for finite inputs within int64 after scaling. Outside that they differ: NaN stays NaN
+    here (torch's kernels give a grid value), and beyond int64 this saturates where torch's per-channel kernel
+    wraps around its integer cast."""
     if torch.is_grad_enabled() and x.requires_grad:
         if axis is None:
             return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
@@ -287,15 +289,17 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)}
 
 
-def layer_bits(names: list[str], scheme: QuantSchemeParams) -> dict[str, tuple[int | None, int | None]]:
+def layer_bits(names: list[str], scheme: QuantSchemeParams,
+               key: str = "the layers map") -> dict[str, tuple[int | None, int | None]]:
     """(weight bits, activation bits) per layer: the scheme's, unless the ``layers`` map names the layer
-    or a prefix of it (the longest matching prefix wins). A name that matches nothing is an error."""
+    or a prefix of it (the longest matching prefix wins). A name that matches nothing is an error naming
+    ``key``, the params key the map came from."""
     prefixes = sorted({".".join(n.split(".")[:k]) for n in names for k in range(1, n.count(".") + 2)})
-    for key in scheme.layers:
-        if key not in prefixes:
-            close = difflib.get_close_matches(key, prefixes, n=5, cutoff=0.5)
+    for name in scheme.layers:
+        if name not in prefixes:
+            close = difflib.get_close_matches(name, prefixes, n=5, cutoff=0.5)
             hint = f"close names: {', '.join(close)}" if close else f"layers are named like {', '.join(names[:4])}"
-            raise FairquantError(f"the layers map names '{key}', which this model does not have ({hint}); "
+            raise FairquantError(f"{key} names '{name}', which this model does not have ({hint}); "
                                  f"fix the name in params.yaml")
     out = {}
     for name in names:
@@ -306,6 +310,12 @@ def layer_bits(names: list[str], scheme: QuantSchemeParams) -> dict[str, tuple[i
         else:
             out[name] = (scheme.bits, scheme.activation_bits)
     return out
+
+
+def check_layer_names(model: nn.Module, layers: dict, key: str) -> None:
+    """Refuse, before any work, a mixed-precision map (the params key ``key``) that names a module ``model``
+    does not have. BatchNorm folding keeps the convolutions' names, so the unfolded model's names are the ones."""
+    layer_bits(list(quantizable_layers(model)), QuantSchemeParams(layers=layers), key)
 
 
 def quantize_model(model: nn.Module, scheme: QuantSchemeParams) -> nn.Module:

@@ -41,19 +41,27 @@ def planned_variants(params: Params) -> list[VariantSpec]:
     specs = []
     for method in params.verify.methods:
         if method in ("ptq", "quantface"):
-            specs += [VariantSpec(method, b, c, bool(params.verify.layers))
+            specs += [VariantSpec(method, b, c, bool(mixed_layers(params.verify.layers, b, b)))
                       for b in params.verify.bits for c in params.verify.calibration]
         else:
             specs.append(VariantSpec(method))
     return specs
 
 
+def mixed_layers(layers: dict, bits: int, activation_bits: int | None) -> dict:
+    """verify.layers for a scheme at ``bits``: the map, unless every entry runs the scheme's own bits for weights
+    and inputs (then no layer differs, and W8A8 keeps the int8 kernels): {}."""
+    uniform = activation_bits == bits and all(value == bits for value in layers.values())
+    return {} if uniform else dict(layers)
+
+
 def ptq_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
     """quantize_ptq's scheme at ``bits`` for weights and activations, with verify.layers' mixed precision (the
-    compressor's own settings otherwise; quantize_ptq.layers names the classifier's modules, not these)."""
-    return params.quantize_ptq.scheme().model_copy(update={"bits": bits, "activation_bits": bits,
-                                                           "calibration": "train" if calibration_set == "balanced"
-                                                           else calibration_set, "layers": params.verify.layers})
+    compressor's own settings otherwise; quantize_ptq.layers names the classifier's modules, not these). The
+    calibration set's size is verify.data.calibration_size's, recorded with the variant."""
+    return params.quantize_ptq.scheme().model_copy(update={
+        "bits": bits, "activation_bits": bits, "calibration": "train" if calibration_set == "balanced" else
+        calibration_set, "calibration_size": None, "layers": mixed_layers(params.verify.layers, bits, bits)})
 
 
 def quantface_scheme(params: Params, bits: int, calibration_set: str) -> QuantSchemeParams:
@@ -126,6 +134,9 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
 
     key = {"qat": "quantize_qat", "kmeans": "quantize_kmeans", "prune": "prune"}[spec.method]
     section = getattr(params, key)
+    if spec.method == "qat":  # verify.layers, not the classifier's quantize_qat.layers, names these modules
+        section = section.model_copy(update={"layers": mixed_layers(params.verify.layers, section.bits,
+                                                                    section.activation_bits)})
     finetune = margin_finetuner(data.train_images, data.train_rows, data.identities, head_state, params.verify.train,
                                 section, live_root / spec.method, spec.method, seed=derived_seed(seed, section.seed),
                                 freeze_bn=spec.method != "prune", device=pick_device(section.device, f"{key}.device"))
