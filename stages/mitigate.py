@@ -53,7 +53,7 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
 
 def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params,
            control: bool = False) -> None:
-    from fairquant.compress import calibration
+    from fairquant.compress import calibration, fakequant
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
     from fairquant.mitigate.remedies import method_name, mitigate
     from fairquant.training import derived_seed, seed_everything
@@ -80,6 +80,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     images = None
     extra = {}
     if compressor == "qat":
+        fakequant.check_layer_names(model, section.layers, "quantize_qat.layers")  # before any work
         images, set_info = calibration.load_set(calibration_dir, section.calibration_size,
                                                 "quantize_qat.calibration_size", derived_seed(seed, section.seed))
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
@@ -120,7 +121,7 @@ def _after(config, predictions, out, params) -> None:
 
 
 def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> None:
-    from fairquant.compress import calibration
+    from fairquant.compress import calibration, fakequant
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
     from fairquant.data.prepare import load_prepared
     from fairquant.fairness.metrics import group_labels

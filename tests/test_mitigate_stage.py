@@ -91,3 +91,27 @@ def test_control_only_before_compression(tmp_path):
     out = tmp_path / "out"
     _assert_refused(_run(tmp_path, "--method", "caleqodds", "--control", "--predictions", str(tmp_path), "--out", str(out)),
                     "--control is the baseline of a remedy before compression; caleqodds is after compression", out)
+
+
+def test_qat_during_mitigation_refuses_a_layer_name_the_model_lacks_before_any_work(tmp_path):
+    """Found in review: a typo in quantize_qat.layers reached the mitigation stage's QAT only after the data
+    and the reference scores were loaded, with an error naming no params key."""
+    import yaml
+
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.models import build_model
+
+    model = build_model("face_resnet10", small_input_stem=False)
+    save_variant(tmp_path / "fp32", model.state_dict(), {"kind": "fp32", "name": "fp32", "arch": "face_resnet10",
+                                                         "small_input_stem": False, "image_size": 32})
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["quantize_qat"]["layers"] = {"fcc": 8}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out, live = tmp_path / "out", tmp_path / "live"
+    result = subprocess.run([sys.executable, "-m", "stages.mitigate", "--method", "ceag", "--seed", "0", "--data",
+                             str(tmp_path / "no-data-read-yet"), "--model", str(tmp_path / "fp32"), "--compressor",
+                             "qat", "--calibration", str(tmp_path / "no-calibration-read-yet"), "--live", str(live),
+                             "--out", str(out), "--params", str(tmp_path / "params.yaml")],
+                            cwd=ROOT, capture_output=True, text=True)
+    _assert_refused(result, "quantize_qat.layers names 'fcc', which this model does not have (close names: fc)", out)
+    assert not live.exists()  # nothing was trained or logged

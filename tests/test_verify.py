@@ -348,3 +348,35 @@ def test_a_verify_layers_map_at_the_schemes_own_bits_is_not_mixed_and_keeps_int8
     assert [s.name for s in planned_variants(params)] == ["ptq-w8a8-train", "ptq-w4a4-mixed-train"]
     assert ptq_scheme(params, 8, "train").uses_int8_kernels()
     assert ptq_scheme(params, 4, "train").layers == {"conv1": 8, "layer4": 8}
+
+
+def test_mixed_layers_keeps_a_map_when_inputs_run_other_bits_than_weights():
+    """A mapped layer runs (b, b): with activations float (or at other bits) a map at the weight bits still
+    changes that layer's input, so it is mixed."""
+    from fairquant.verify.variants import mixed_layers
+
+    assert mixed_layers({"fc": 4}, 4, 4) == {}
+    assert mixed_layers({"fc": 4}, 4, None) == {"fc": 4}
+    assert mixed_layers({"fc": 4}, 4, 8) == {"fc": 4}
+    assert mixed_layers({"layer4": None, "layer4.0": 8}, 8, 8) == {"layer4": None, "layer4.0": 8}
+
+
+def test_verify_ptq_scheme_records_no_classifier_calibration_size():
+    """The verification set's size is verify.data.calibration_size's; quantize_ptq.calibration_size is not read."""
+    from fairquant.verify.variants import ptq_scheme
+
+    params = Params().model_copy(update={"quantize_ptq": Params().quantize_ptq.model_copy(
+        update={"calibration_size": 64})})
+    assert ptq_scheme(params, 4, "synthetic").calibration_size is None
+
+
+def test_verification_qat_names_its_own_calibration_size_key_when_too_large(tmp_path):
+    from fairquant.errors import FairquantError
+    from fairquant.verify.variants import VariantSpec, build_variant
+
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=8).eval()
+    data, fp32_config = _tiny_verification_inputs(tmp_path)
+    params = Params().model_copy(update={"quantize_qat": Params().quantize_qat.model_copy(
+        update={"epochs": 0, "calibration_size": 100})})
+    with pytest.raises(FairquantError, match="quantize_qat.calibration_size=100 is larger than"):
+        build_variant(VariantSpec("qat"), model, fp32_config, {}, params, data, tmp_path / "live", seed=0)

@@ -81,13 +81,14 @@ class VerificationData:
     image_size: int
 
 
-def calibration_images(data: VerificationData, name: str, size: int | None, seed: int) -> tuple[np.ndarray, dict]:
+def calibration_images(data: VerificationData, name: str, size: int | None, seed: int,
+                       size_key: str = "verify.data.calibration_size") -> tuple[np.ndarray, dict]:
     folder = data.calibration_dir / name
     if not (folder / "images.npy").is_file():
         raise FairquantError(f"verification calibration set '{name}' is missing from {data.calibration_dir} (the "
                              f"balanced set needs race folders in verify.data.train_root); choose another in "
                              f"verify.calibration")
-    return calibration.load_set(folder, size, "verify.data.calibration_size", seed)
+    return calibration.load_set(folder, size, size_key, seed)
 
 
 def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, head_state: dict, params: Params,
@@ -145,7 +146,7 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
         if set_name is None:
             raise FairquantError(f"quantize_qat.calibration={section.calibration} has no verification set; use "
                                  f"train, balanced or synthetic when verify.methods lists qat")
-        images, _ = calibration_images(data, set_name, section.calibration_size, seed)
+        images, _ = calibration_images(data, set_name, section.calibration_size, seed, "quantize_qat.calibration_size")
         module, recorded = fakequant.qat_variant(model, section, images, finetune)
     elif spec.method == "kmeans":
         module, recorded = kmeans.kmeans_variant(model, section, finetune)
