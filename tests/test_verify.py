@@ -380,3 +380,25 @@ def test_verification_qat_names_its_own_calibration_size_key_when_too_large(tmp_
         update={"epochs": 0, "calibration_size": 100})})
     with pytest.raises(FairquantError, match="quantize_qat.calibration_size=100 is larger than"):
         build_variant(VariantSpec("qat"), model, fp32_config, {}, params, data, tmp_path / "live", seed=0)
+
+
+def test_generate_writes_only_the_faces_when_the_data_is_real(tmp_path):
+    """Like the classification branch's generate stage: real data spends no time on an unused synthetic set.
+    The faces are the very images of the full generation (each image has its own random stream)."""
+    from fairquant.data.synthetic_verification import generate_verification_data
+    from fairquant.params import VerifyGenerateParams
+
+    settings = VerifyGenerateParams(**{**TINY["generate"], "faces": 6})
+    generate_verification_data(settings, tmp_path / "full")
+    params = write_params(tmp_path, tmp_path / "real-data", data={**TINY["data"], "source": "real"},
+                          generate={**TINY["generate"], "faces": 6})
+    result = stage("verify_generate", "--out", tmp_path / "faces-only", params=params)
+    assert result.returncode == 0, result.stderr
+    assert "generated only the 6 unlabelled SYNTHETIC faces" in result.stdout
+    made = sorted(p.relative_to(tmp_path / "faces-only").as_posix() for p in (tmp_path / "faces-only").rglob("*")
+                  if p.is_file())
+    assert made == ["SYNTHETIC.txt", "faces/000001.jpg", "faces/000002.jpg", "faces/000003.jpg", "faces/000004.jpg",
+                    "faces/000005.jpg", "faces/000006.jpg", "faces/manifest.json", "generator.json"]
+    for k in range(1, 7):
+        name = f"faces/{k:06d}.jpg"
+        assert (tmp_path / "faces-only" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()

@@ -341,20 +341,25 @@ def _write_rfw_texts(root: Path, params: VerifyGenerateParams, plan: dict, point
     return counts
 
 
-def generate_verification_data(params: VerifyGenerateParams, root: str | Path) -> dict:
+def generate_verification_data(params: VerifyGenerateParams, root: str | Path, *, faces_only: bool = False) -> dict:
     """Write the generated verification data to ``root`` (replacing it atomically); return a summary.
 
     ``race_per_7000/`` (BUPT layout, training), ``rfw/`` (RFW layout, testing: new identities, pairs in the real
     format, landmarks), ``faces/`` (unlabelled faces of other identities, with the true race mix in
-    ``manifest.json``, which the pipeline must not read), ``SYNTHETIC.txt`` and ``generator.json``."""
+    ``manifest.json``, which the pipeline must not read), ``SYNTHETIC.txt`` and ``generator.json``.
+    ``faces_only`` (real training and test data): just ``faces/``, the same images as in the full set (each
+    image has its own random stream)."""
     _check_pair_capacity(params)
     started = time.perf_counter()
     jobs, plan = _jobs(params)
+    if faces_only:
+        jobs = [job for job in jobs if job[0].startswith("faces/")]
+        plan = {**plan, "train_counts": {}}
     with atomic_dir(root) as tmp:
         for folder in sorted({str(Path(path).parent) for path, *_ in jobs}):
             (tmp / folder).mkdir(parents=True, exist_ok=True)
         points = {job[0]: xy for job, xy in zip(jobs, _render_all(tmp, jobs, params)) if xy is not None}
-        test_counts = _write_rfw_texts(tmp, params, plan, points)
+        test_counts = {} if faces_only else _write_rfw_texts(tmp, params, plan, points)
         n_faces = sum(plan["face_counts"].values())
         write_json(tmp / "faces" / "manifest.json", {
             "synthetic": True, "images": n_faces, "race_counts": plan["face_counts"],
@@ -367,5 +372,7 @@ def generate_verification_data(params: VerifyGenerateParams, root: str | Path) -
                              for race, n in plan["train_counts"].items()},
                    "test": test_counts, "faces": plan["face_counts"],
                    "params": params.model_dump(exclude={"workers"})}  # workers change no pixel
+        if faces_only:
+            summary["faces_only"] = True  # verify.data.source is real: no training or test set here
         write_json(tmp / "generator.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
