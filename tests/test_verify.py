@@ -384,14 +384,17 @@ def test_verification_qat_names_its_own_calibration_size_key_when_too_large(tmp_
 
 def test_generate_writes_only_the_faces_when_the_data_is_real(tmp_path):
     """Like the classification branch's generate stage: real data spends no time on an unused synthetic set.
-    The faces are the very images of the full generation (each image has its own random stream)."""
+    The faces are the very images of the full generation (each image has its own random stream), and test-set
+    settings that could not make pairs do not block them."""
     from fairquant.data.synthetic_verification import generate_verification_data
     from fairquant.params import VerifyGenerateParams
 
     settings = VerifyGenerateParams(**{**TINY["generate"], "faces": 6})
     generate_verification_data(settings, tmp_path / "full")
-    params = write_params(tmp_path, tmp_path / "real-data", data={**TINY["data"], "source": "real"},
-                          generate={**TINY["generate"], "faces": 6})
+    params = write_params(tmp_path, tmp_path / "real-data", data={
+        **TINY["data"], "source": "real", "train_root": str(tmp_path / "bupt"), "rfw_root": str(tmp_path / "rfw"),
+        "synthetic_folder": str(tmp_path / "faces-only" / "faces")}, generate={**TINY["generate"], "faces": 6,
+                                                                           "pairs_per_fold": 50})
     result = stage("verify_generate", "--out", tmp_path / "faces-only", params=params)
     assert result.returncode == 0, result.stderr
     assert "generated only the 6 unlabelled SYNTHETIC faces" in result.stdout
@@ -402,3 +405,25 @@ def test_generate_writes_only_the_faces_when_the_data_is_real(tmp_path):
     for k in range(1, 7):
         name = f"faces/{k:06d}.jpg"
         assert (tmp_path / "faces-only" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+
+
+def test_generate_with_real_data_and_the_users_own_faces_writes_nothing(tmp_path):
+    params = write_params(tmp_path, tmp_path / "real-data", data={
+        **TINY["data"], "source": "real", "train_root": str(tmp_path / "bupt"), "rfw_root": str(tmp_path / "rfw"),
+        "synthetic_folder": str(tmp_path / "stylegan")})
+    result = stage("verify_generate", "--out", tmp_path / "out", params=params)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["README.txt"]
+
+
+def test_generate_refuses_real_data_whose_roots_still_point_into_the_generated_default(tmp_path):
+    """Found in review: dvc repro then stopped on a missing dependency path naming no params key."""
+    out = tmp_path / "synthetic_verify"
+    params = write_params(tmp_path, tmp_path / "real-data", data={
+        **TINY["data"], "source": "real", "train_root": str(out / "race_per_7000"), "rfw_root": str(out / "rfw"),
+        "synthetic_folder": str(out / "faces")})
+    result = stage("verify_generate", "--out", out, params=params)
+    assert result.returncode == 2, result.stderr
+    assert ("verify.data.source is 'real' but verify.data.train_root and verify.data.rfw_root still point into the "
+            "generated default") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
