@@ -121,7 +121,7 @@ def _after(config, predictions, out, params) -> None:
 
 
 def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> None:
-    from fairquant.compress import calibration, fakequant
+    from fairquant.compress import calibration
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
     from fairquant.data.prepare import load_prepared
     from fairquant.fairness.metrics import group_labels
