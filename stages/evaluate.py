@@ -15,18 +15,19 @@ app = typer.Typer(add_completion=False)
 
 def study_folders(root: Path, params) -> tuple[list[Path], dict[str, str | None]]:
     """The prediction folders of every slot the study makes (params.yaml's mitigate lists), fp32 first."""
-    from fairquant.mitigate.slots import study_slots
+    from fairquant.mitigate.slots import predictions_folder, study_slots
 
     slots = study_slots(params.mitigate)
-    missing = [slot for slot in slots if not (root / slot / "test.parquet").is_file()]
+    folders = [predictions_folder(root, slot, params.mitigate) for slot in slots]
+    missing = [folder.name for folder in folders if not (folder / "test.parquet").is_file()]
     if missing:
         raise FairquantError(f"{root} lacks predictions of {missing}; run dvc repro (the predict and mitigate stages)")
-    return [root / slot for slot in slots], slots
+    return folders, slots
 
 
 @app.command()
-def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32; or one folder "
-                                                             "with a subfolder per slot of the study"),
+def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32; or one seed's "
+                                                             "predictions folder (variants/ and postprocessed/)"),
          out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)

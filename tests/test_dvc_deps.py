@@ -95,3 +95,11 @@ def test_stage_deps_cover_every_project_module_its_command_imports(address, cmd,
     missing = sorted(p.relative_to(ROOT).as_posix() for p in closure
                      if not any(p == d or d in p.parents for d in covered))
     assert not missing, f"dvc.yaml stage '{address}' runs code it does not list in deps: {missing}"
+
+
+@pytest.mark.parametrize("address, cmd, deps", [(a, *v) for a, v in sorted(resolved_stages().items())])
+def test_stage_deps_list_no_project_module_its_command_does_not_import(address, cmd, deps):
+    """An extra code dep re-runs a stage for an edit that cannot change it (and a moved file breaks dvc repro)."""
+    closure = import_closure(module_file(re.search(r"python -m (stages\.\w+)", cmd).group(1)))
+    extra = sorted(d for d in deps if d.endswith(".py") and d.split("/")[0] in PACKAGES and ROOT / d not in closure)
+    assert not extra, f"dvc.yaml stage '{address}' lists code its command does not import: {extra}"

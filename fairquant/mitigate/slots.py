@@ -1,40 +1,74 @@
-"""The study's slots: every variant the graph makes, and for each remedy the unmitigated variant it fixes.
+"""The study's slots: every variant the graph makes, where each lives, and for each remedy the unmitigated variant it
+fixes. The one place slot names and folders are defined (tests/test_dvc_slots.py holds dvc.yaml's paths against it).
 
 Slots are stable names, so sweeps line up in `dvc exp show`: fp32, ptq, qat, kmeans, prune; a remedy before
 compression gives <method> (the fine-tuned fp32 model) and <method>+ptq, compared with <method>-control and
 <method>-control+ptq (the same fine-tuning without the remedy); a calibration set <set>+ptq; one during compression gives
-<method>+prune or <method>+qat; a post-processor gives <slot>+<method>; a precision plan <method>+ptq."""
+<method>+prune, <method>+qat or <method>+kmeans; a post-processor gives <slot>+<method>; a precision plan <method>+ptq.
+
+Folders, per training seed s: a model slot's model in ``data/models/s<seed>/<slot>`` and its predictions in
+``data/predictions/s<seed>/variants/<slot>`` (one predict stage per seed writes them all); a post-processed slot's
+predictions in ``data/predictions/s<seed>/postprocessed/<slot>``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fairquant.errors import FairquantError
 
 COMPRESSED = ("ptq", "qat", "kmeans", "prune")
+TIMED = ("fp32", "ptq")  # real kernels, timed: the plain fp32 model and its int8 PTQ (remedies' variants run the same)
+VARIANTS = "variants"  # predictions of models, under data/predictions/s<seed>/
+POSTPROCESSED = "postprocessed"  # predictions of post-processors, under the same
+
+
+def control(method: str) -> str:
+    """The slot of a remedy's control: the same fine-tuning with plain cross-entropy."""
+    return f"{method}-control"
+
+
+def combined(first: str, then: str) -> str:
+    """``first`` followed by ``then``: fairalm+ptq, balanced+ptq, ceag+prune, ptq+caleqodds."""
+    return f"{first}+{then}"
 
 
 def study_slots(mitigate) -> dict[str, str | None]:
     """Slot -> the slot it is compared with as its unmitigated baseline (None for fp32 and the compressors)."""
     slots: dict[str, str | None] = {"fp32": None, **{c: None for c in COMPRESSED}}
     for method in mitigate.before_compression:  # vs the same fine-tuning without the remedy (its control)
-        slots[f"{method}-control"] = None
-        slots[f"{method}-control+ptq"] = None
-        slots[method] = f"{method}-control"
-        slots[f"{method}+ptq"] = f"{method}-control+ptq"
-    for method in mitigate.during_prune:
-        slots[f"{method}+prune"] = "prune"
-    for method in mitigate.during_qat:
-        slots[f"{method}+qat"] = "qat"
-    for method in mitigate.during_kmeans:
-        slots[f"{method}+kmeans"] = "kmeans"
+        slots[control(method)] = None
+        slots[combined(control(method), "ptq")] = None
+        slots[method] = control(method)
+        slots[combined(method, "ptq")] = combined(control(method), "ptq")
+    for compressor, methods in (("prune", mitigate.during_prune), ("qat", mitigate.during_qat),
+                                ("kmeans", mitigate.during_kmeans)):
+        for method in methods:
+            slots[combined(method, compressor)] = compressor
     for calibration_set in mitigate.calibration_sets:  # calibration-side: the same PTQ, another calibration set
-        slots[f"{calibration_set}+ptq"] = "ptq"
+        slots[combined(calibration_set, "ptq")] = "ptq"
     for method in mitigate.precision:  # a low-bit plan: compared with fp32, whose behaviour it should keep
-        slots[f"{method}+ptq"] = "fp32"
+        slots[combined(method, "ptq")] = "fp32"
     unknown = [s for s in mitigate.post_on if s not in slots]
     if unknown:
         raise FairquantError(f"mitigate.post_on names {unknown}, which this study does not make; choose among "
                              f"{sorted(slots)}")
     for method in mitigate.after:
         for slot in mitigate.post_on:
-            slots[f"{slot}+{method}"] = slot
+            slots[combined(slot, method)] = slot
     return slots
+
+
+def postprocessed_slots(mitigate) -> list[str]:
+    return [combined(slot, method) for method in mitigate.after for slot in mitigate.post_on]
+
+
+def model_slots(mitigate) -> list[str]:
+    """The slots that are models (everything but post-processed predictions), fp32 first."""
+    post = set(postprocessed_slots(mitigate))
+    return [slot for slot in study_slots(mitigate) if slot not in post]
+
+
+def predictions_folder(root: str | Path, slot: str, mitigate) -> Path:
+    """Where one seed's predictions of ``slot`` live, under that seed's predictions ``root``."""
+    kind = POSTPROCESSED if slot in postprocessed_slots(mitigate) else VARIANTS
+    return Path(root) / kind / slot

@@ -1,0 +1,66 @@
+"""dvc.yaml's model and prediction folders are the slots fairquant/mitigate/slots.py names: the graph makes exactly the
+study's slots, where the predict, mitigate_after and evaluate stages look for them, for the shipped params and for a
+study with every remedy switched on (stages read through DVC's own resolver, foreach/matrix expanded)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fairquant.mitigate.slots import (POSTPROCESSED, VARIANTS, model_slots, postprocessed_slots, predictions_folder,
+                                      study_slots)
+from fairquant.params import MitigateParams
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERY_REMEDY = {"before_compression": ["fairalm", "dp_regularizer"], "during_prune": ["ceag", "equalized_loss"],
+                "during_qat": ["ceag"], "during_kmeans": ["equalized_loss"], "after": ["caleqodds", "threshold"],
+                "post_on": ["fp32", "ptq", "fairalm+ptq"], "precision": ["sensitivity"],
+                "calibration_sets": ["balanced", "synthetic"]}
+
+
+def resolved(tmp_path: Path, mitigate: dict | None, seeds: list[int]) -> tuple[dict, MitigateParams]:
+    from dvc.repo import Repo
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["seeds"] = seeds
+    params["mitigate"].update(mitigate or {})
+    Repo.init(str(tmp_path), no_scm=True)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with Repo(str(tmp_path)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+        out = {name: {"cmd": stage.cmd, "deps": [d.def_path for d in stage.deps],
+                      "outs": [o.def_path for o in stage.outs]} for name, stage in stages.items()}
+    return out, MitigateParams(**params["mitigate"])
+
+
+@pytest.mark.parametrize("mitigate", [None, EVERY_REMEDY], ids=["shipped", "every-remedy"])
+def test_dvc_yaml_makes_exactly_the_study_slots_where_the_code_reads_them(tmp_path, mitigate):
+    stages, params = resolved(tmp_path, mitigate, [0, 3])
+    outs = [o for stage in stages.values() for o in stage["outs"]]
+    for seed in (0, 3):
+        models = sorted(o.split("/")[3] for o in outs if re.fullmatch(rf"data/models/s{seed}/[^/]+", o))
+        assert models == sorted(model_slots(params))
+        post = sorted(o.split("/")[4] for o in outs if o.startswith(f"data/predictions/s{seed}/{POSTPROCESSED}/"))
+        assert post == sorted(postprocessed_slots(params))
+        predict = stages[f"predict@{seed}"]
+        assert predict["outs"] == [f"data/predictions/s{seed}/{VARIANTS}"]
+        assert f"--models data/models/s{seed}" in " ".join(predict["cmd"].split())
+        root = Path(f"data/predictions/s{seed}")
+        for slot in study_slots(params):  # evaluate finds each slot where predict or mitigate_after wrote it
+            folder = predictions_folder(root, slot, params).as_posix()
+            assert any(folder == o or folder.startswith(o + "/") for o in outs), slot
+        assert root.as_posix() in stages[f"evaluate@{seed}"]["deps"]
+    after = [s for name, s in stages.items() if name.startswith("mitigate_after@")]
+    for stage in after:  # each post-processor reads a predicted variant, never another post-processor's output
+        (source,) = [d for d in stage["deps"] if d.startswith("data/predictions/")]
+        assert f"/{VARIANTS}/" in source
+
+
+def test_a_post_processor_on_a_slot_the_study_does_not_make_is_refused():
+    from fairquant.errors import FairquantError
+
+    with pytest.raises(FairquantError, match=r"mitigate.post_on names \['qat\+caleqodds'\]"):
+        study_slots(MitigateParams(post_on=["qat+caleqodds"]))
