@@ -192,3 +192,15 @@ def test_finetune_missing_pretrained_file_says_no_download(tmp_path, prepared):
     result = run_stage("finetune", ["--data", str(prepared), "--out", str(tmp_path / "fp32"), "--live",
                                     str(tmp_path / "live")], tmp_path, {"model.pretrained": "weights/resnet18.pth"})
     assert_clean_failure(result, "pretrained weights not found; no download is attempted", tmp_path / "fp32")
+
+
+def test_predict_refuses_a_seed_whose_model_slots_are_missing(tmp_path):
+    """The per-seed predict stage names every slot the study makes but the models folder lacks, before any work."""
+    from conftest import write_prepared
+
+    models = tmp_path / "models"
+    (models / "fp32").mkdir(parents=True)
+    out = tmp_path / "predictions" / "variants"
+    result = run_stage("predict", ["--data", str(write_prepared(tmp_path / "prepared")), "--models", str(models),
+                                   "--out", str(out)], tmp_path)
+    assert_clean_failure(result, "lacks the models of ['ptq', 'qat', 'kmeans', 'prune', 'fairalm-control'", out)
