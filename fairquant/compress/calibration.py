@@ -2,16 +2,17 @@
 
 - ``train``: random training images (:func:`fairquant.data.prepare.calibration_indices`).
 - ``balanced``: equal counts per protected group x label cell, from the training split.
-- ``synthetic``: every image in a folder, unlabelled (seed 001's StyleGAN faces; the default folder holds the
-  generator's unlabelled faces, drawn with another seed and another group mix).
+- ``synthetic``: every image in a folder, unlabelled (the StyleGAN faces of "Compressed Models Decompress Race
+  Biases"; the default folder holds the generator's unlabelled faces, drawn with another seed and another group mix).
 - ``distilled``: data-free, ZeroQ (Cai et al. 2020): inputs optimised so that the statistics they produce at
   every BatchNorm match the fp32 model's running statistics.
 
 No set ever takes a validation or test image: the labelled sets draw from the training split and are checked
 (:func:`assert_training_rows`), and a folder image with the pixels of a validation or test image is refused.
 The composition of every set is estimated by a group classifier (logistic regression on the fp32 model's
-penultimate features) trained on the training split, as seed 001 did for its synthetic faces; its accuracy
-on the validation split is reported next to the estimate, and the true mix where labels exist.
+penultimate features) trained on the training split, as "Compressed Models Decompress Race Biases" did for its
+synthetic faces; its accuracy on the validation split is reported next to the estimate, and the true mix where
+labels exist.
 """
 
 from __future__ import annotations

@@ -177,7 +177,8 @@ def _faces(ident: dict, labels: dict) -> list[dict]:
 
 
 def generate_unlabelled_faces(params: GenerateParams, faces: FacesParams, root: str | Path) -> dict:
-    """A flat folder of unlabelled generated faces: the default stand-in for seed 001's StyleGAN samples.
+    """A flat folder of unlabelled generated faces: the default stand-in for the StyleGAN samples of "Compressed
+    Models Decompress Race Biases".
 
     Same renderer and difficulty as the dataset, but a different seed (new faces) and its own group mix.
     No per-image labels are written; only the counts, so a report can compare them with the estimate."""

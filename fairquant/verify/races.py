@@ -1,5 +1,5 @@
 """A race classifier on the fp32 embeddings, to estimate the race mix of an unlabelled (synthetic) face set,
-as seed 001 did for its StyleGAN faces.
+as "Compressed Models Decompress Race Biases" did for its StyleGAN faces.
 
 A linear probe (balanced class weights) fitted on training identities. Counting its predictions on the
 unlabelled set is biased toward the races it confuses others with, so the estimate is also adjusted by its

@@ -177,8 +177,9 @@ def raw_embeddings(model: nn.Module, images: np.ndarray, batch_size: int = 256) 
 
 def quantface(quantized: nn.Module, teacher: nn.Module, images: np.ndarray, params, device: torch.device, live_dir,
               *, seed: int, label: str) -> nn.Module:
-    """QuantFace (Boutros et al. 2022, seed 001's quantizer): fine-tune the quantized model (straight-through
-    fake quantization) so that its embeddings match the fp32 model's on unlabelled ``images`` (mean squared
+    """QuantFace (Boutros et al. 2022; the quantizer of "Compressed Models Decompress Race Biases"): fine-tune the
+    quantized model (straight-through fake quantization) so that its embeddings match the fp32 model's on unlabelled
+    ``images`` (mean squared
     error on the raw embeddings; no identity labels). Activation ranges stay as calibrated; BatchNorm (if not
     folded) keeps its statistics. The augmentation, when on, is applied to the student's and the teacher's
     input alike."""
