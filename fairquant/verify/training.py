@@ -180,8 +180,8 @@ def quantface(quantized: nn.Module, teacher: nn.Module, images: np.ndarray, para
     """QuantFace (Boutros et al. 2022; the quantizer of "Compressed Models Decompress Race Biases"): fine-tune the
     quantized model (straight-through fake quantization) so that its embeddings match the fp32 model's on unlabelled
     ``images`` (mean squared error on the raw embeddings; no identity labels). Activation ranges stay as calibrated;
-    BatchNorm (if not folded) keeps its statistics. The augmentation, when on, is applied to the student's and the teacher's
-    input alike."""
+    BatchNorm (if not folded) keeps its statistics. The augmentation, when on, is applied to the student's and the
+    teacher's input alike."""
     teacher = copy.deepcopy(teacher).eval().to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)
