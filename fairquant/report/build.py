@@ -63,9 +63,14 @@ def write_plot_tables(results: dict[str, dict], verify: dict | None, folder: Pat
     write_csv(folder / "gaps.csv", gaps_table(results))
     write_csv(folder / "pareto.csv", pareto_table(results))
     if verify is not None:
-        ser, per_race = verification_tables(verify)
-        write_csv(folder / "verify_ser.csv", ser)
-        write_csv(folder / "verify_per_race.csv", per_race)
+        write_verification_tables(verify, folder)
+
+
+def write_verification_tables(verify: dict, folder: Path) -> None:
+    """plots/verify_ser.csv (SER by bits) and plots/verify_per_race.csv (accuracy per race)."""
+    ser, per_race = verification_tables(verify)
+    write_csv(folder / "verify_ser.csv", ser)
+    write_csv(folder / "verify_per_race.csv", per_race)
 
 
 def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -> dict:

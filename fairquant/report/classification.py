@@ -170,7 +170,8 @@ def per_group_sections(results: dict[str, dict]) -> list[Section]:
     rates = table(["variant", *(f"{g} TPR" for g in groups), *(f"{g} FPR" for g in groups)],
                   [[Cell(r["variant"]), *(Cell(r["groups"][g]["tpr"], "num") for g in groups),
                     *(Cell(r["groups"][g]["fpr"], "num") for g in groups)] for r in results.values()])
-    return [Section("Table 2: accuracy per group (%)", (accuracy,)), Section("Table 3: TPR and FPR per group", (rates,))]
+    return [Section("Table 2: accuracy per group (%)", (accuracy,)),
+            Section("Table 3: TPR and FPR per group", (rates,))]
 
 
 def compression_sections(results: dict[str, dict], confidence: float) -> list[Section]:
@@ -193,8 +194,8 @@ def compression_sections(results: dict[str, dict], confidence: float) -> list[Se
                     Cell(f["accuracy_delta"], "num"), Cell(f["mcnemar_p"], "num")]
                    for r in compared for g, f in r["vs_fp32"]["groups"].items()])
     return [Section("Does compression widen the minority's gap?",
-                    (prose(f"Paired bootstrap of the change vs fp32 on the same test samples: WIDENS when the whole {lv} "
-                           "CI is above 0, narrows when it is below, otherwise no detectable change."), verdicts)),
+                    (prose("Paired bootstrap of the change vs fp32 on the same test samples: WIDENS when the whole "
+                           f"{lv} CI is above 0, narrows when it is below, otherwise no detectable change."), verdicts)),
             Section("Change vs fp32 (paired bootstrap on the same test samples)", (changes,)),
             Section("Per-sample flips vs fp32, by group", (flips,))]
 

@@ -12,7 +12,7 @@ from typing import Literal, Union
 
 import pandas as pd
 
-from fairquant.report.numbers import Kind
+from fairquant.report.numbers import Kind, cell_text
 
 Style = Literal["plain", "strong", "italic", "code"]
 
@@ -49,6 +49,10 @@ class Cell:
     interval: tuple[float | None, float | None] | None = None
     emphasis: bool = False
     note: str | None = None
+
+    def words(self) -> str:
+        """What the cell says in any format: 'value [low, high] note', numbers formatted by its kind."""
+        return cell_text(self.value, self.kind, self.interval, self.note)
 
 
 @dataclass(frozen=True)

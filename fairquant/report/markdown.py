@@ -10,7 +10,6 @@ from pathlib import Path
 from fairquant.errors import FairquantError
 from fairquant.report.document import BulletList, Cell, Document, Figure, Prose, Section, Span, Table
 from fairquant.report.figures import save_png
-from fairquant.report.numbers import cell_text
 
 MARKS = {"plain": "{}", "strong": "**{}**", "italic": "*{}*", "code": "`{}`"}
 
@@ -49,7 +48,7 @@ class MarkdownRenderer:
         return "\n".join(f"- {self.prose(item)}" for item in items.items)
 
     def cell(self, cell: Cell) -> str:
-        words = cell_text(cell.value, cell.kind, cell.interval, cell.note).replace("|", "\\|")
+        words = cell.words().replace("|", "\\|")
         return MARKS["strong"].format(words) if cell.emphasis else words
 
     def table(self, table: Table) -> str:

@@ -57,7 +57,8 @@ def _collapse_cell(r: dict) -> Cell:
 def _constraint_section(constrained: list[dict]) -> Section:
     def split_cell(d: dict) -> Cell:
         holds = d.get("holds")
-        return Cell(d["max_excess_drop"], "num", note=None if holds is None else f"({'holds' if holds else 'violated'})")
+        verdict = None if holds is None else f"({'holds' if holds else 'violated'})"
+        return Cell(d["max_excess_drop"], "num", note=verdict)
 
     rows = []
     for r in constrained:
@@ -68,8 +69,8 @@ def _constraint_section(constrained: list[dict]) -> Section:
                      split_cell(c["validation"]), split_cell(c["test"]),
                      Cell(base["max_excess_drop"], "num") if base else Cell("-"), Cell(multipliers)])
     return Section("Does the constraint hold beyond the data it was trained on?", (
-        prose("Largest excess drop of any group: (acc_fp32,g - acc_g) - (acc_fp32 - acc), on the constraint's rows, per "
-              "split (a point estimate; the test split's groups are small). The fine-tuning saw only train; validation "
+        prose("Largest excess drop of any group: (acc_fp32,g - acc_g) - (acc_fp32 - acc), on the constraint's rows, "
+              "per split (a point estimate; the test split's groups are small). The fine-tuning saw only train; validation "
               "chose the checkpoint; test is unseen. Next to it, the variant it fixes on test, and the final "
               "multipliers (near 0: the constraint never pushed)."),
         table(["remedy", "tolerance", "train", "validation", "test", "test, without the remedy", "final multipliers"],

@@ -65,8 +65,8 @@ def verification_section(verify: dict) -> Section:
     pairs = ", ".join(f"{race} {first['races'][race]['pairs']}" for race in races)
     blocks.append(prose(
         f"Pairs per race: {pairs}, 10 folds. Per race, "
-        "insightface's protocol: embeddings of the image and its mirror summed and normalised; the threshold maximising "
-        "accuracy on 9 folds is applied to the 10th. STD is the standard deviation of the race accuracies; SER = max "
+        "insightface's protocol: embeddings of the image and its mirror summed and normalised; the threshold "
+        "maximising accuracy on 9 folds is applied to the 10th. STD is the standard deviation of the race accuracies; SER = max "
         f"race error / min race error. Brackets: {lv} bootstrap CIs (pairs resampled within race x fold x genuine, "
         "thresholds re-chosen in each resample). STD and SER are shown without one: both are biased upward (a max/min "
         "and a spread exceed their no-difference values on any finite sample; their resamples mostly lie above the "
@@ -130,8 +130,8 @@ def _threshold_section(verify: dict, races: list[str], lv: str) -> Section:
                      *(estimate_cell(g["races"][x]["fnmr"]) for x in races),
                      *(estimate_cell(g[key], pct=False) for key in ("fmr_ratio", "fnmr_ratio", "fdr", "garbe"))])
     blocks = [prose("Per-race thresholds hide threshold-driven bias. One threshold, chosen on folds 0-4 of all races "
-                    f"pooled{chosen}, applied to folds 5-9: FMR and FNMR per race (%), their max/min ratios, FDR, IR and "
-                    "GARBE (a = 0.5)."),
+                    f"pooled{chosen}, applied to folds 5-9: FMR and FNMR per race (%), their max/min ratios, FDR, IR "
+                    "and GARBE (a = 0.5)."),
               table(["variant", "threshold (cos)", *(f"FMR {x}" for x in races), *(f"FNMR {x}" for x in races),
                      "FMR max/min", "FNMR max/min", "FDR", "GARBE"], rows)]
     shifted = {n: r["at_reference_threshold"] for n, r in verify["variants"].items() if r.get("at_reference_threshold")}
@@ -141,7 +141,8 @@ def _threshold_section(verify: dict, races: list[str], lv: str) -> Section:
                          "sees these."),
                    table(["variant", *(f"Δ FMR {x}" for x in races), *(f"Δ FNMR {x}" for x in races)],
                          [[Cell(name), *(change_cell(a["races"][x]["fmr_change"]) for x in races),
-                           *(change_cell(a["races"][x]["fnmr_change"]) for x in races)] for name, a in shifted.items()])]
+                           *(change_cell(a["races"][x]["fnmr_change"]) for x in races)]
+                          for name, a in shifted.items()])]
     return Section("One global threshold", tuple(blocks))
 
 
@@ -158,8 +159,8 @@ def _race_mix_section(mix: dict | None) -> Section:
              *([Cell(mix["true"].get(race, 0.0), "num")] if mix.get("true") else [])]
             for race, share in mix["estimated"].items()]
     return Section(title, (
-        prose("A linear race classifier on the fp32 embeddings (balanced class weights), fitted on training identities; "
-              f"balanced accuracy on {probe['held_out_identities']} held-out training identities "
+        prose("A linear race classifier on the fp32 embeddings (balanced class weights), fitted on training "
+              f"identities; balanced accuracy on {probe['held_out_identities']} held-out training identities "
               f"{fmt(probe['held_out_balanced_accuracy'])}{on_test}. Applied to the {mix['images']} synthetic faces: "
               "the shares it predicts, and the shares adjusted by its confusion matrix on the held-out identities."),
         table(columns, rows)))
