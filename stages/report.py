@@ -8,7 +8,6 @@ from fairquant.errors import FairquantError
 from fairquant.io import read_json
 from fairquant.params import load_params
 from fairquant.report import write_report
-from fairquant.verify import report as verify_report
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -39,11 +38,8 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     if calibration_dir is not None:
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
-    lines, keys = [], {}
-    if verify_path is not None:
-        verify = read_json(verify_path)
-        lines, keys = verify_report.section(verify, plots_dir), {"verify": verify_report.summary_keys(verify)}
-    write_report(per_seed, summary_path, plots_dir, sets, lines, keys)
+    verify = read_json(verify_path) if verify_path is not None else None
+    write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify)
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
 
 

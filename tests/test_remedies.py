@@ -258,7 +258,8 @@ def test_evaluate_compares_a_remedy_with_its_baseline_and_measures_the_constrain
 
 
 def test_report_remedy_table_and_pareto():
-    from fairquant.report import pareto_table, remedies_section
+    from fairquant.report.remedies import remedies_section
+    from fairquant.report.tables import pareto_table
 
     def result(name, accuracy, worst, size, baseline=None, collapsed_groups=()):
         gap = {"delta": -0.1, "ci_low": -0.2, "ci_high": -0.01, "p_value": 0.01}
@@ -270,15 +271,18 @@ def test_report_remedy_table_and_pareto():
 
     results = {"fp32": result("fp32", 0.9, 0.7, 4000), "ptq": result("ptq", 0.88, 0.68, 1000),
                "ptq+caleqodds": result("ptq+caleqodds", 0.89, 0.75, 1000, "ptq", ["Male"])}
-    text = "\n".join(remedies_section(results, None, "95%"))
-    assert "| ptq+caleqodds | ptq | +1.00 pts | 75.00 (was 68.00) | 1.00x |" in text
-    assert "narrows" in text and "**Male constant**" in text
+    (section,) = remedies_section(results, None, 0.95)
+    remedies = section.blocks[1]
+    row = remedies.row("ptq+caleqodds")
+    assert [c.words() for c in remedies.rows[0][:5]] == ["ptq+caleqodds", "ptq", "+1.00 pts", "75.00 (was 68.00)", "1.00x"]
+    assert row["tpr_gap change"].note == "narrows" and row["tpr_gap change"].words() == "-0.100 [-0.200, -0.010] narrows"
+    assert row["collapsed"].value == "Male constant" and row["collapsed"].emphasis
     pareto = pareto_table(results).set_index("variant")["pareto"].to_dict()
     assert pareto == {"fp32": True, "ptq": False, "ptq+caleqodds": True}  # ptq+caleqodds dominates ptq
 
 
 def test_report_shows_the_sensitivity_table_and_the_plan():
-    from fairquant.report import precision_section
+    from fairquant.report.remedies import precision_sections
 
     row = lambda layer, damage: {"layer": layer, "damage": damage, "accuracy": 0.8,  # noqa: E731
                                  "group_drop": {"A": 0.0, "B": damage}}
@@ -290,10 +294,13 @@ def test_report_shows_the_sensitivity_table_and_the_plan():
                                   "layers": [row("layer4.1.conv2", 0.12), row("fc", 0.0)]},
                   "plan": {"kept": ["layer4.1.conv2"], "size_bytes": 4.2e6, "fully_quantized_size_bytes": 4.0e6,
                            "budget_bytes": 5e6}}
-    text = "\n".join(precision_section({"sens": {"variant": "sensitivity+ptq-w3-keep1",
-                                                 "details": {"mitigation": mitigation}}}))
-    assert "| layer4.1.conv2 | 0.120 | 80.00 | 0.000 | 0.120 | **yes** |" in text and "| fc | 0.000 |" in text
-    assert "4.20 MB vs 4.00 MB with every layer low (budget 5.00 MB)" in text
+    (section,) = precision_sections({"sens": {"variant": "sensitivity+ptq-w3-keep1",
+                                              "details": {"mitigation": mitigation}}})
+    _, layers, plan = section.blocks
+    kept = layers.row("layer4.1.conv2")
+    assert [c.words() for c in kept.values()] == ["layer4.1.conv2", "0.120", "80.00", "0.000", "0.120", "yes"]
+    assert kept["kept"].emphasis and layers.row("fc")["damage"].words() == "0.000" and not layers.row("fc")["kept"].emphasis
+    assert "4.20 MB vs 4.00 MB with every layer low (budget 5.00 MB)" in plan.spans[0].text
 
 
 def test_a_constraint_over_a_group_without_its_rows_is_refused(tmp_path):

@@ -46,7 +46,7 @@ def test_seed_table_collects_values_and_counts_seeds_whose_ci_excludes_zero():
 
 def test_summary_over_seeds_follows_one_group_and_keeps_sizes_integer():
     """Found in review: the mean mixed two groups' TPR differences and averaged CI ends."""
-    from fairquant.report import summary_over_seeds
+    from fairquant.fairness.seeds import summary_over_seeds
 
     def run(signed: dict, accuracy: float) -> dict:
         slot = {"variant": "fp32", "overall": {"accuracy": accuracy}, "worst_group_accuracy": accuracy - 0.1,

@@ -190,15 +190,20 @@ def test_branch_writes_every_variant_and_its_pairs(branch):
 def test_report_section_and_summary_keys(branch, tmp_path):
     import json
 
-    from fairquant.verify import report
+    from fairquant.fairness.summary import verification_summary
+    from fairquant.report import Document, render_markdown, write_verification_tables
+    from fairquant.report.verification import verification_section
 
     tmp, _ = branch
     metrics = json.loads((tmp / "verify.json").read_text())
-    lines = report.section(metrics, tmp_path)
-    text = "\n".join(lines)
-    assert "SYNTHETIC" in text and "| quantface-w4a4-synthetic | quantface | W4A4 | synthetic |" in text
+    section = verification_section(metrics)
+    assert section.blocks[0].spans[0].text == "SYNTHETIC data" and section.blocks[0].spans[0].style == "strong"
+    row = section.blocks[2].row("quantface-w4a4-synthetic")
+    assert [row[k].value for k in ("method", "bits", "calibration")] == ["quantface", "W4A4", "synthetic"]
+    write_verification_tables(metrics, tmp_path)
+    render_markdown(Document("r", (), (section,)), assets=tmp_path)
     assert (tmp_path / "verify_ser.png").is_file() and (tmp_path / "verify_ser.csv").is_file()
-    keys = report.summary_keys(metrics)
+    keys = verification_summary(metrics)
     assert keys["fp32"]["ser"] == metrics["variants"]["fp32"]["summary"]["ser"]["value"]
     assert keys["ptq-w4a4-train"]["acc_Indian"] == metrics["variants"]["ptq-w4a4-train"]["summary"]["acc_Indian"]["value"]
 
@@ -286,7 +291,7 @@ def _tiny_verification_inputs(tmp_path):
 def test_verify_layers_give_mixed_precision_variants_named_and_reported_as_such(tmp_path):
     """Issue 9 asks for mixed precision in the verification branch too: verify.layers sets some modules' bits
     over every verify.bits entry (the classifier's quantize_ptq.layers names other modules)."""
-    from fairquant.verify import report
+    from fairquant.report.verification import describe_variant
     from fairquant.verify.variants import build_variant, planned_variants
 
     torch.manual_seed(0)
@@ -306,7 +311,7 @@ def test_verify_layers_give_mixed_precision_variants_named_and_reported_as_such(
                           Params().model_copy(update={"verify": verify.model_copy(update={"layers": {}})}), data,
                           tmp_path / "live", seed=0)[1]
     assert plain["size_bytes"] < config["size_bytes"]  # a float fc and an 8-bit conv1 take more bytes than W4
-    described = report._describe({"variant": config})
+    described = describe_variant({"variant": config})
     assert described == ("ptq", "W4A4, conv1: 8, fc: float", "train")
 
 

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from fairquant.fairness.summary import is_missing, summary
+
 
 def spread(values: list[float]) -> dict:
     """Mean, between-seed standard deviation (ddof 1; null for one seed), min and max of the defined values."""
@@ -77,4 +79,55 @@ def _changes(per_seed_gaps: list[dict], gaps: tuple[str, ...], confidence: float
                         and (c["ci_low"] > 0 or c["ci_high"] < 0))
         out[k] = {**spread(deltas), "seeds_whose_paired_ci_excludes_0": excluding,
                   "across_seeds": across_seeds(deltas, confidence)}
+    return out
+
+
+def _mean_over_seeds(values: list):
+    """Mean of numbers (int kept when every seed agrees, as sizes do); None when any seed's value is undefined."""
+    if any(v is None or (isinstance(v, float) and is_missing(v)) for v in values):
+        return None
+    if all(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return values[0]
+    if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return sum(values) / len(values)
+
+
+def _tpr_diff_over_seeds(runs: list[dict]) -> dict:
+    """The signed TPR difference of one fixed group (farthest from the privileged group in the mean over seeds):
+    its mean, and as bounds that seed's CI (one seed) or the t-interval of the mean across seeds."""
+    per_group: dict[str, list] = {}
+    for r in runs:
+        for group, d in r["signed"].get("tpr", {}).items():
+            per_group.setdefault(group, []).append(d)
+    defined = {g: ds for g, ds in per_group.items()
+               if len(ds) == len(runs) and not any(is_missing(d["value"]) for d in ds)}
+    if not defined:
+        return {"tpr_diff": None, "tpr_diff_ci_low": None, "tpr_diff_ci_high": None, "tpr_diff_group": None}
+    group = max(defined, key=lambda g: abs(sum(d["value"] for d in defined[g])))
+    values = [d["value"] for d in defined[group]]
+    if len(runs) == 1:
+        low, high = defined[group][0]["ci_low"], defined[group][0]["ci_high"]
+    else:
+        interval = across_seeds(values, runs[0]["confidence"])
+        low, high = interval["ci_low"], interval["ci_high"]
+    return {"tpr_diff": sum(values) / len(values), "tpr_diff_ci_low": low, "tpr_diff_ci_high": high,
+            "tpr_diff_group": group}
+
+
+def summary_over_seeds(per_seed: dict[int, dict[str, dict]]) -> dict:
+    """The headline keys of :func:`fairquant.fairness.summary.summary`, each the mean over training seeds. The
+    signed TPR difference is one group's (the same in every seed); its bounds are the CI with one seed, the
+    across-seed t-interval with more."""
+    seeds = sorted(per_seed)
+    runs = [summary(per_seed[s]) for s in seeds]
+    out = {}
+    for slot, first in runs[0].items():
+        if not isinstance(first, dict):
+            continue
+        out[slot] = {key: _mean_over_seeds([run[slot][key] for run in runs])
+                     for key in first if not key.startswith("tpr_diff")}
+        out[slot].update(_tpr_diff_over_seeds([per_seed[s][slot] for s in seeds]))
+    out["synthetic_data"] = any(run["synthetic_data"] for run in runs)
+    out["seeds"] = len(seeds)
     return out

@@ -1,0 +1,88 @@
+"""The headline numbers of one evaluated variant: what `dvc exp show` and `dvc metrics diff` display, and the
+verdict on a change's interval. Metrics dicts in, plain values out; the report and the seeds module read them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+HEADLINE_GAPS = ("tpr_gap", "fpr_gap", "eq_odds", "dp_gap")
+Verdict = Literal["widens", "narrows", "no detectable change", "undefined"]
+
+
+def worst_difference(r: dict, rate: str) -> tuple[str | None, dict]:
+    """The non-reference group whose ``rate`` is farthest from the privileged group's, and its signed difference."""
+    defined = {g: d for g, d in r["signed"].get(rate, {}).items() if not is_missing(d["value"])}
+    if not defined:
+        return None, {}
+    group = max(defined, key=lambda g: abs(defined[g]["value"]))
+    return group, defined[group]
+
+
+def is_missing(value) -> bool:
+    """None or NaN: the metrics store an undefined rate either way."""
+    return value is None or value != value
+
+
+def excludes_zero(interval: dict) -> bool | None:
+    """Whether the interval lies wholly above or below 0; None when an end is undefined."""
+    if is_missing(interval["ci_low"]) or is_missing(interval["ci_high"]):
+        return None
+    return interval["ci_low"] > 0 or interval["ci_high"] < 0
+
+
+def change_verdict(change: dict) -> Verdict:
+    """A gap change's verdict from its interval: widens / narrows only when the whole interval is above / below 0."""
+    if excludes_zero(change) is None:
+        return "undefined"
+    if change["ci_low"] > 0:
+        return "widens"
+    if change["ci_high"] < 0:
+        return "narrows"
+    return "no detectable change"
+
+
+def summary(results: dict[str, dict]) -> dict:
+    """What `dvc exp show` and `dvc metrics diff` display, keyed by pipeline slot (fp32, ptq, ...).
+
+    Slots, not descriptive names, are the keys so that two experiments with different bit-widths line up
+    in the same columns; the descriptive name is in each variant's metrics file and in the report.
+    """
+    out = {}
+    for slot, r in results.items():
+        compiled = r["latency_ms"].get("compiled")
+        group, tpr = worst_difference(r, "tpr")
+        out[slot] = {
+            "accuracy": r["overall"]["accuracy"],
+            **{k: r["gaps"][k]["value"] for k in HEADLINE_GAPS},
+            "worst_group_accuracy": r["worst_group_accuracy"],
+            "size_bytes": r["size_bytes"],
+            "latency_ms": compiled,
+            "flip_rate": r.get("vs_fp32", {}).get("flip_rate", 0.0),
+            "tpr_diff": tpr.get("value"), "tpr_diff_ci_low": tpr.get("ci_low"), "tpr_diff_ci_high": tpr.get("ci_high"),
+            "tpr_diff_group": group,
+        }
+    out["synthetic_data"] = any(r["synthetic"] for r in results.values())
+    return out
+
+
+VERIFICATION_KEYS = ("verification_accuracy", "verification_std", "ser")
+
+
+def verification_summary(verify: dict) -> dict:
+    """Per verification variant: ser, verification_std, verification_accuracy, acc_<race>, the SER change vs
+    fp32 and the size (what dvc metrics diff shows)."""
+    out = {}
+    for name, r in verify["variants"].items():
+        estimates = r["summary"]
+        row = {key: _value(estimates[key]) for key in VERIFICATION_KEYS}
+        row.update({key: _value(v) for key, v in estimates.items() if key.startswith("acc_")})
+        if r.get("change"):
+            row["ser_change"] = r["change"]["ser"]["delta"]
+        row["size_bytes"] = r.get("variant", {}).get("size_bytes")
+        out[name] = row
+    out["synthetic_data"] = bool(verify.get("synthetic"))
+    return out
+
+
+def _value(estimate: dict | None):
+    return None if not estimate else estimate.get("value")

@@ -1,0 +1,16 @@
+"""The report: one document model built once from the metrics, and one renderer per format.
+
+- ``document``: the elements (sections, prose, tables of typed cells, figures kept as data);
+- ``numbers``: how every number prints; ``figures``: how every chart is drawn; ``tables``: the plot tables;
+- ``classification``, ``remedies``, ``verification``: the section builders;
+- ``markdown``: the Markdown renderer; ``build``: the document assembled and written.
+"""
+
+from fairquant.report.build import (build_document, summary_metrics, write_plot_tables, write_report,
+                                    write_verification_tables)
+from fairquant.report.document import Cell, Document, Figure, Prose, Section, Table
+from fairquant.report.markdown import MarkdownRenderer, render_markdown
+
+__all__ = ["Cell", "Document", "Figure", "MarkdownRenderer", "Prose", "Section", "Table", "build_document",
+           "render_markdown", "summary_metrics", "write_plot_tables", "write_report",
+           "write_verification_tables"]

@@ -1,0 +1,92 @@
+"""The report built once from the metrics, and written: metrics/summary.json, the plot tables, figures and
+plots/report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fairquant.fairness.seeds import seed_table, summary_over_seeds
+from fairquant.fairness.summary import HEADLINE_GAPS, verification_summary
+from fairquant.io import atomic_path, write_csv, write_json
+from fairquant.report.classification import (compression_sections, headline_section, intro, per_group_sections,
+                                             seeds_section, signed_sections, table1_section)
+from fairquant.report.document import Document, Figure, Section
+from fairquant.report.markdown import render_markdown
+from fairquant.report.remedies import (calibration_sections, int8_sections, mixed_precision_sections,
+                                       precision_sections, remedies_section)
+from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
+from fairquant.report.verification import verification_section
+
+TITLE = "fairquant report"
+
+
+def classification_sections(results: dict[str, dict], calibration_sets: dict[str, dict] | None = None,
+                            seeds: dict[str, dict] | None = None, seed: int | None = None) -> list[Section]:
+    """``results`` are one training seed's metrics by slot (``seed``); ``seeds`` the across-seed table."""
+    first = next(iter(results.values()))
+    confidence = first["confidence"]
+    sections = [seeds_section(seeds, confidence, seed)] if seeds is not None else []
+    sections += [headline_section(results), *signed_sections(results, confidence), table1_section(results, confidence),
+                 *per_group_sections(results), *compression_sections(results, confidence),
+                 *remedies_section(results, seeds, confidence), *precision_sections(results), *int8_sections(results),
+                 *calibration_sections(calibration_sets or {}), *mixed_precision_sections(results),
+                 _figures_section(results)]
+    return sections
+
+
+def _figures_section(results: dict[str, dict]) -> Section:
+    synthetic = any(r["synthetic"] for r in results.values())
+    confidence = next(iter(results.values()))["confidence"]
+    return Section("Figures", (
+        Figure("per_group", "rates_by_group", per_group_table(results), synthetic=synthetic),
+        Figure("gaps", "gaps_with_intervals", gaps_table(results), synthetic=synthetic, confidence=confidence),
+        Figure("pareto", "pareto_scatter", pareto_table(results), synthetic=synthetic)))
+
+
+def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: dict[str, dict] | None = None,
+                   verify: dict | None = None) -> Document:
+    """The whole report: across-seed tables over every training seed, detail tables of the first seed, and the
+    verification branch when its metrics are given."""
+    seed = min(per_seed)
+    results = per_seed[seed]
+    first = next(iter(results.values()))
+    seeds = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, first["confidence"])
+    sections = classification_sections(results, calibration_sets, seeds, seed)
+    if verify is not None:
+        sections.append(verification_section(verify))
+    return Document(TITLE, intro(first), tuple(sections))
+
+
+def write_plot_tables(results: dict[str, dict], verify: dict | None, folder: Path) -> None:
+    """plots/*.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER and races."""
+    write_csv(folder / "per_group.csv", per_group_table(results))
+    write_csv(folder / "gaps.csv", gaps_table(results))
+    write_csv(folder / "pareto.csv", pareto_table(results))
+    if verify is not None:
+        write_verification_tables(verify, folder)
+
+
+def write_verification_tables(verify: dict, folder: Path) -> None:
+    """plots/verify_ser.csv (SER by bits) and plots/verify_per_race.csv (accuracy per race)."""
+    ser, per_race = verification_tables(verify)
+    write_csv(folder / "verify_ser.csv", ser)
+    write_csv(folder / "verify_per_race.csv", per_race)
+
+
+def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -> dict:
+    """metrics/summary.json: the headline keys as means over training seeds, and the verification keys."""
+    out = summary_over_seeds(per_seed)
+    if verify is not None:
+        out["verify"] = verification_summary(verify)
+    return out
+
+
+def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
+                 calibration_sets: dict[str, dict] | None = None, verify: dict | None = None) -> None:
+    """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md."""
+    write_plot_tables(per_seed[min(per_seed)], verify, plots_dir)
+    document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify)
+    markdown = render_markdown(document, assets=plots_dir)
+    with atomic_path(plots_dir / "report.md") as tmp:
+        tmp.write_text(markdown)
+    write_json(summary_path, summary_metrics(per_seed, verify))

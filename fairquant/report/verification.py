@@ -1,0 +1,166 @@
+"""The verification branch's sections, as in "Compressed Models Decompress Race Biases" (BIOSIG 2023): per-race
+accuracy, mean, STD and SER for fp32 and each method x bits x calibration set, whether races differ, paired changes
+vs fp32 and vs real-data calibration, one global threshold's per-race FMR / FNMR, and the synthetic calibration
+set's estimated race mix. Built from metrics/verify.json."""
+
+from __future__ import annotations
+
+from fairquant.report.document import Cell, Figure, Section, code, prose, strong, table
+from fairquant.report.numbers import fmt, level
+from fairquant.report.tables import verification_tables
+
+REFERENCE_WORK = '"Compressed Models Decompress Race Biases"'
+
+
+def describe_variant(r: dict) -> tuple[str, str, str]:
+    """(method, bits, calibration set) as the report shows them: int8 kernels with reduce_range run 7-bit
+    activations (CPUs without VNNI), and say so."""
+    v = r.get("variant", {})
+    method = v.get("verify_method", "fp32")
+    scheme = v.get("scheme") or {}
+    if scheme.get("bits"):
+        activations = scheme["activation_bits"]
+        if (v.get("int8_check") or {}).get("reduce_range"):
+            activations = f"{activations} (7-bit: reduce_range)"
+        bits = f"W{scheme['bits']}A{activations}"
+        if scheme.get("layers"):
+            bits += ", " + ", ".join(f"{k}: {'float' if b is None else b}" for k, b in scheme["layers"].items())
+    elif method == "kmeans":
+        bits = f"k={v.get('clusters')}"
+    elif method == "prune":
+        bits = f"sparsity {v.get('sparsity', 0):.2f}"
+    else:
+        bits = "fp32"
+    if v.get("kernels") == "int8":
+        method += " (int8 kernels)"
+    return method, bits, (v.get("calibration") or {}).get("set", "")
+
+
+def estimate_cell(e: dict, pct: bool = True) -> Cell:
+    """'value [low, high]' in percent (or as a ratio); the value alone where the estimate has no interval."""
+    kind = "pct" if pct else "num"
+    bounds = None if e["value"] is None or e["ci_low"] is None else (e["ci_low"], e["ci_high"])
+    return Cell(e["value"], kind, interval=bounds)
+
+
+def change_cell(c: dict | None, pct: bool = True) -> Cell:
+    """A paired change: signed points (or ratio), its CI, and a '*' note when the CI excludes 0; blank if none."""
+    if not c:
+        return Cell("")
+    kind = "pct_change" if pct else "change"
+    if c["delta"] is None:
+        return Cell(None, kind)
+    return Cell(c["delta"], kind, interval=(c["ci_low"], c["ci_high"]), note="*" if c.get("excludes_zero") else None)
+
+
+def verification_section(verify: dict) -> Section:
+    """The whole verification branch: the per-race table and SER figure, then one subsection per question."""
+    races, lv = verify["races"], level(verify["confidence"])
+    ser, _ = verification_tables(verify)
+    first = next(iter(verify["variants"].values()))
+    blocks = []
+    if verify.get("synthetic"):
+        blocks.append(prose(strong("SYNTHETIC data"),
+                            ": generated identities in the BUPT and RFW layouts, not photographs of people."))
+    pairs = ", ".join(f"{race} {first['races'][race]['pairs']}" for race in races)
+    blocks.append(prose(
+        f"Pairs per race: {pairs}, 10 folds. Per race, "
+        "insightface's protocol: embeddings of the image and its mirror summed and normalised; the threshold "
+        "maximising accuracy on 9 folds is applied to the 10th. STD is the standard deviation of the race accuracies; SER = max "
+        f"race error / min race error. Brackets: {lv} bootstrap CIs (pairs resampled within race x fold x genuine, "
+        "thresholds re-chosen in each resample). STD and SER are shown without one: both are biased upward (a max/min "
+        "and a spread exceed their no-difference values on any finite sample; their resamples mostly lie above the "
+        "estimate, so a percentile interval would not even contain it; ", code("metrics/verify.json"), " keeps it). "
+        "Whether races differ is read from the pairwise differences below; whether compression moved SER, from its "
+        "paired change."))
+    rows = []
+    for name, r in verify["variants"].items():
+        s = r["summary"]
+        rows.append([Cell(name), *map(Cell, describe_variant(r)), *(estimate_cell(s[f"acc_{race}"]) for race in races),
+                     estimate_cell(s["verification_accuracy"]), Cell(s["verification_std"]["value"], "pct"),
+                     Cell(s["ser"]["value"], "num")])
+    blocks.append(table(["variant", "method", "bits", "calibration", *races, "mean", "STD", "SER"], rows))
+    blocks.append(Figure("verify_ser", "ser_by_bits", ser, synthetic=bool(verify.get("synthetic")),
+                         confidence=verify["confidence"]))
+    subsections = [*_difference_sections(verify, lv), _change_section(verify, races, lv),
+                   *_contrast_sections(verify), _threshold_section(verify, races, lv),
+                   _race_mix_section(verify.get("synthetic_race_mix"))]
+    return Section(f"Face verification: race bias on RFW's protocol ({REFERENCE_WORK})", tuple(blocks),
+                   tuple(subsections))
+
+
+def _difference_sections(verify: dict, lv: str) -> list[Section]:
+    """Whether the races differ at all: SER and STD exceed their no-difference values on any finite sample, so
+    their intervals cannot say; pairwise differences with simultaneous intervals can."""
+    rows = {n: r["race_differences"] for n, r in verify["variants"].items() if r.get("race_differences")}
+    if not rows:
+        return []
+    pairs = list(next(iter(rows.values()))["pairs"])
+    body = [[Cell(name), *(change_cell(d["pairs"][p]) for p in pairs), Cell("yes" if d["any_excludes_zero"] else "no")]
+            for name, d in rows.items()]
+    return [Section(f"Do the races differ? Pairwise accuracy differences (points, {lv} simultaneous, Bonferroni; "
+                    "* = excludes 0)", (table(["variant", *pairs, "any"], body),))]
+
+
+def _change_section(verify: dict, races: list[str], lv: str) -> Section:
+    rows = [[Cell(name), *(change_cell(c[f"acc_{race}"]) for race in races), change_cell(c["verification_accuracy"]),
+             change_cell(c["verification_std"]), change_cell(c["ser"], pct=False)]
+            for name, r in verify["variants"].items() for c in [r.get("change")] if c]
+    return Section(f"Paired change vs fp32 (points; SER as a ratio; * = the {lv} CI excludes 0)",
+                   (table(["variant", *(f"Δ {race}" for race in races), "Δ mean", "Δ STD", "Δ SER"], rows),))
+
+
+def _contrast_sections(verify: dict) -> list[Section]:
+    contrasts = {n: r["vs_real_calibration"] for n, r in verify["variants"].items() if r.get("vs_real_calibration")}
+    if not contrasts:
+        return []
+    rows = [[Cell(name), Cell(c["reference"]), change_cell(c["verification_accuracy"]),
+             change_cell(c["verification_std"]), change_cell(c["ser"], pct=False)] for name, c in contrasts.items()]
+    return [Section("Synthetic (or balanced) vs real-data calibration, same method and bits (paired)",
+                    (table(["variant", "vs", "Δ mean", "Δ STD", "Δ SER"], rows),))]
+
+
+def _threshold_section(verify: dict, races: list[str], lv: str) -> Section:
+    """Per-race FMR and FNMR at one global threshold, and how a compressed variant moves them at fp32's."""
+    chosen = f" at FMR {verify['target_fmr']:g}" if verify.get("target_fmr") else " (maximum accuracy)"
+    rows = []
+    for name, r in verify["variants"].items():
+        g = r["global_threshold"]
+        rows.append([Cell(name), Cell(g["cosine"], "num"), *(estimate_cell(g["races"][x]["fmr"]) for x in races),
+                     *(estimate_cell(g["races"][x]["fnmr"]) for x in races),
+                     *(estimate_cell(g[key], pct=False) for key in ("fmr_ratio", "fnmr_ratio", "fdr", "garbe"))])
+    blocks = [prose("Per-race thresholds hide threshold-driven bias. One threshold, chosen on folds 0-4 of all races "
+                    f"pooled{chosen}, applied to folds 5-9: FMR and FNMR per race (%), their max/min ratios, FDR, IR "
+                    "and GARBE (a = 0.5)."),
+              table(["variant", "threshold (cos)", *(f"FMR {x}" for x in races), *(f"FNMR {x}" for x in races),
+                     "FMR max/min", "FNMR max/min", "FDR", "GARBE"], rows)]
+    shifted = {n: r["at_reference_threshold"] for n, r in verify["variants"].items() if r.get("at_reference_threshold")}
+    if shifted:
+        blocks += [prose(f"Each compressed variant at the fp32 model's global threshold: the per-race FMR shift "
+                         f"(points, {lv} CI; * = excludes 0). A deployment that keeps its threshold after compressing "
+                         "sees these."),
+                   table(["variant", *(f"Δ FMR {x}" for x in races), *(f"Δ FNMR {x}" for x in races)],
+                         [[Cell(name), *(change_cell(a["races"][x]["fmr_change"]) for x in races),
+                           *(change_cell(a["races"][x]["fnmr_change"]) for x in races)]
+                          for name, a in shifted.items()])]
+    return Section("One global threshold", tuple(blocks))
+
+
+def _race_mix_section(mix: dict | None) -> Section:
+    title = f"The synthetic calibration set's race mix (estimated, as {REFERENCE_WORK} did)"
+    if not mix:
+        return Section(title, (prose("The synthetic calibration set's race mix was not estimated (no synthetic set, or "
+                                     "training races unknown)."),))
+    probe = mix["probe"]
+    on_test = (f", on the labelled test faces {fmt(probe['test_balanced_accuracy'])}"
+               if "test_balanced_accuracy" in probe else "")
+    columns = ["race", "classified", "adjusted", *(["true (generator)"] if mix.get("true") else [])]
+    rows = [[Cell(race), Cell(mix["classified"][race], "num"), Cell(share, "num"),
+             *([Cell(mix["true"].get(race, 0.0), "num")] if mix.get("true") else [])]
+            for race, share in mix["estimated"].items()]
+    return Section(title, (
+        prose("A linear race classifier on the fp32 embeddings (balanced class weights), fitted on training "
+              f"identities; balanced accuracy on {probe['held_out_identities']} held-out training identities "
+              f"{fmt(probe['held_out_balanced_accuracy'])}{on_test}. Applied to the {mix['images']} synthetic faces: "
+              "the shares it predicts, and the shares adjusted by its confusion matrix on the held-out identities."),
+        table(columns, rows)))
