@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from fairquant.data.alignment import CANONICAL_EYES, align_face
 from fairquant.data.identity_folders import read_identity_folders
+from fairquant.data.prepare_verification import balanced_quotas, prepare_verification
 from fairquant.data.rfw import read_landmarks, read_rfw
-from fairquant.data.verification import balanced_quotas, prepare_verification
 from fairquant.data.synthetic_verification import generate_verification_data
 from fairquant.errors import FairquantError
 from fairquant.params import VerifyDataParams, VerifyGenerateParams
