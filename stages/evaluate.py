@@ -6,8 +6,9 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import evaluate_variant
-from fairquant.io import read_json, read_table, write_json
+from fairquant.io import read_table
 from fairquant.params import load_params
+from fairquant.results import PredictionsInfo
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -38,14 +39,14 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
-        info = read_json(folder / "info.json")
+        info = PredictionsInfo.read(folder)
         base = baselines.get(folder.name)
         results[folder.name] = evaluate_variant(frames[folder.name], reference, info, params.data.protected,
                                                 params.evaluate, baseline=(base, frames[base]) if base else None)
     for slot, result in results.items():
-        write_json(out_dir / f"{slot}.json", result)
-        gaps = result["gaps"]
-        print(f"{result['variant']}: accuracy {result['overall']['accuracy']:.3f}, "
+        result.write(out_dir / f"{slot}.json")
+        gaps = result.metrics["gaps"]
+        print(f"{result.variant}: accuracy {result.metrics['overall']['accuracy']:.3f}, "
               f"EO {gaps['eq_odds']['value']:.3f} [{gaps['eq_odds']['ci_low']:.3f}, {gaps['eq_odds']['ci_high']:.3f}]")
 
 

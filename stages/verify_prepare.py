@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from fairquant.data.verification import prepare_verification
+from fairquant.data.prepare_verification import prepare_verification
 from fairquant.params import load_params
 from stages._cli import run
 

@@ -192,11 +192,12 @@ def test_paired_test_detects_a_real_change():
 
 def _evaluate(params, groups, y_true, y_pred):
     from fairquant.fairness.evaluation import evaluate_variant
+    from fairquant.results import PredictionsInfo
 
     table = pd.DataFrame({"sample_id": [str(i) for i in range(len(groups))], "y_true": y_true, "y_pred": y_pred,
                           "Male": groups})
-    info = {"name": "fp32", "kind": "fp32", "kernels": "fp32", "synthetic": True, "size_bytes": 1}
-    return evaluate_variant(table, table, info, ["Male"], params)
+    info = PredictionsInfo(name="fp32", kind="fp32", kernels="fp32", synthetic=True, size_bytes=1)
+    return evaluate_variant(table, table, info, ["Male"], params).to_dict()
 
 
 @pytest.mark.parametrize("privileged, message", [

@@ -241,16 +241,18 @@ def _frame(pred, n_groups=2):
 def test_evaluate_compares_a_remedy_with_its_baseline_and_measures_the_constraint_on_test():
     from fairquant.fairness.evaluation import evaluate_variant
     from fairquant.params import EvaluateParams
+    from fairquant.results import PredictionsInfo
 
     y = np.array([1, 0] * 20)
     reference = _frame(y)
     baseline = _frame(np.where(np.arange(40) >= 28, 1 - y, y))   # wrong on every Male row
     remedy = _frame(np.where(np.arange(40) >= 34, 1 - y, y))     # wrong on half of them
-    info = {"name": "ceag+prune-s80", "kind": "pruned", "kernels": "dense-decoded", "synthetic": True, "size_bytes": 10,
-            "details": {"mitigation": {"params": {"rate": "accuracy", "tolerance": 0.05},
-                                       "constraint": {"train": {}, "validation": {}}}}}
+    info = PredictionsInfo.from_dict({
+        "name": "ceag+prune-s80", "kind": "pruned", "kernels": "dense-decoded", "synthetic": True, "size_bytes": 10,
+        "details": {"mitigation": {"params": {"rate": "accuracy", "tolerance": 0.05},
+                                   "constraint": {"train": {}, "validation": {}}}}})
     params = EvaluateParams(privileged_group="Female", bootstrap=200)
-    result = evaluate_variant(remedy, reference, info, ["Male"], params, baseline=("prune", baseline))
+    result = evaluate_variant(remedy, reference, info, ["Male"], params, baseline=("prune", baseline)).to_dict()
     assert result["baseline"] == "prune"
     assert result["vs_baseline"]["gaps"]["accuracy_gap"]["delta"] == pytest.approx(-0.5)
     test = result["constraint"]["test"]

@@ -11,15 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from fairquant.data.verification import (
-    CANONICAL_EYES,
-    align_face,
-    balanced_quotas,
-    prepare_verification,
-    read_identity_folders,
-    read_landmarks,
-    read_rfw,
-)
+from fairquant.data.alignment import CANONICAL_EYES, align_face
+from fairquant.data.identity_folders import read_identity_folders
+from fairquant.data.prepare_verification import balanced_quotas, prepare_verification
+from fairquant.data.rfw import read_landmarks, read_rfw
 from fairquant.data.synthetic_verification import generate_verification_data
 from fairquant.errors import FairquantError
 from fairquant.params import VerifyDataParams, VerifyGenerateParams
@@ -481,7 +476,7 @@ def test_generator_refuses_more_pairs_than_identities_allow(tmp_path):
 def test_a_file_missing_a_fold_is_refused_even_when_its_lines_split_into_ten(tmp_path):
     """Found in review: 9 RFW-style folds of 5 genuine + 5 impostor lines (90 lines) split into ten 9-line "folds"
     that straddle the real ones, and were accepted."""
-    from fairquant.data.verification import read_pairs_file
+    from fairquant.data.rfw import read_pairs_file
 
     lines = []
     for fold in range(9):

@@ -3,22 +3,24 @@
 
 Each identity is a latent face (geometry, skin tone drawn per race, hair, features) rendered with pose, lighting
 and expression jitter; everything written says the data is synthetic. Read back through the same readers as real
-data (fairquant.data.verification)."""
+data (fairquant.data.rfw, fairquant.data.identity_folders)."""
 
 from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
 from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fairquant.data.alignment import CANONICAL_EYES
+from fairquant.data.parallel import in_chunks, map_in_order
+from fairquant.data.rfw import FOLDS
 from fairquant.errors import FairquantError
 from fairquant.io import atomic_dir, write_json
 from fairquant.params import RACES, VerifyGenerateParams
-from fairquant.data.verification import CANONICAL_EYES, CHUNK, FOLDS
-
 
 
 SYNTHETIC_NOTE = (
@@ -216,14 +218,8 @@ def _render_chunk(args: tuple) -> list[list[float] | None]:
 
 
 def _render_all(root: Path, jobs: list[tuple], params: VerifyGenerateParams) -> list:
-    chunks = [jobs[start:start + CHUNK] for start in range(0, len(jobs), CHUNK)]
-    tasks = [(str(root), params.render_size, params.jitter, params.sensor_noise, chunk) for chunk in chunks]
-    if params.workers == 1 or len(tasks) < 2:
-        results = [_render_chunk(task) for task in tasks]
-    else:
-        with ProcessPoolExecutor(min(params.workers, len(tasks))) as pool:
-            results = list(pool.map(_render_chunk, tasks))
-    return [xy for chunk in results for xy in chunk]
+    tasks = [(str(root), params.render_size, params.jitter, params.sensor_noise, chunk) for chunk in in_chunks(jobs)]
+    return [xy for points in map_in_order(_render_chunk, tasks, params.workers) for xy in points]
 
 
 def _check_pair_capacity(params: VerifyGenerateParams) -> None:

@@ -8,18 +8,19 @@ import pandas as pd
 from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import excess_drops, fairness_metrics, group_labels, paired_comparison
 from fairquant.params import EvaluateParams
+from fairquant.results import EvaluationResult, PredictionsInfo
 
 
-def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: dict, protected: list[str],
-                     params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> dict:
+def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: PredictionsInfo, protected: list[str],
+                     params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> EvaluationResult:
     """Metrics of one variant on the test split, its paired change vs fp32 (``reference``) and, for a remedy, vs
     the unmitigated variant it fixes (``baseline``: slot and predictions). A remedy fine-tuned under a
     constraint also gets the constraint measured on test, next to train and validation from its stage."""
     missing = [name for name in protected if name not in predictions.columns]
     if missing:
-        raise FairquantError(f"predictions of {info['name']} lack protected columns {missing}; re-run predict")
+        raise FairquantError(f"predictions of {info.name} lack protected columns {missing}; re-run predict")
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
-        raise FairquantError(f"predictions of {info['name']} and fp32 cover different test samples; re-run predict")
+        raise FairquantError(f"predictions of {info.name} and fp32 cover different test samples; re-run predict")
     groups = group_labels(predictions, protected)
     if params.privileged_group is None:
         raise FairquantError(f"evaluate.privileged_group is null; set it to the reference group, one of "
@@ -27,32 +28,35 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: d
     options = {"privileged_group": params.privileged_group, "n_boot": params.bootstrap,
                "confidence": params.confidence, "seed": params.seed, "min_group_size": params.min_group_size}
     y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
-    result = {
-        "variant": info["name"], "kind": info["kind"], "kernels": info["kernels"],
-        "details": info.get("details", {}), "split": "test", "synthetic": info["synthetic"],
-        "protected": protected, "size_bytes": info["size_bytes"],
-        "latency_ms": {mode: v["median_ms"] for mode, v in info.get("latency", {}).items()},
-        **fairness_metrics(y_true, y_pred, groups, **options),
-    }
-    if info["name"] != "fp32":
-        result["vs_fp32"] = paired_comparison(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
+    result = EvaluationResult(variant=info.name, kind=info.kind, kernels=info.kernels, details=info.details,
+                              synthetic=info.synthetic, protected=protected, size_bytes=info.size_bytes,
+                              latency_ms=info.latency_ms, metrics=fairness_metrics(y_true, y_pred, groups, **options))
+    if info.name != "fp32":
+        result.vs_fp32 = paired_comparison(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
     if baseline is not None:
         slot, frame = baseline
         if not np.array_equal(frame["sample_id"].to_numpy(), predictions["sample_id"].to_numpy()):
-            raise FairquantError(f"predictions of {info['name']} and of {slot} cover different test samples; "
+            raise FairquantError(f"predictions of {info.name} and of {slot} cover different test samples; "
                                  f"re-run predict")
-        result["baseline"] = slot
-        result["vs_baseline"] = paired_comparison(y_true, frame["y_pred"].to_numpy(), y_pred, groups, **options)
-    constraint = info.get("details", {}).get("mitigation", {}).get("constraint")
-    if constraint is not None:
-        mitigation = info["details"]["mitigation"]
-        test = excess_drops(y_true, reference["y_pred"].to_numpy(), y_pred, groups, mitigation["params"]["rate"])
-        tolerance = mitigation["params"].get("tolerance")
-        test.update(tolerance=tolerance, holds=None if tolerance is None else bool(test["max_excess_drop"] <= tolerance))
-        result["constraint"] = {**constraint, "test": test}
-        if baseline is not None:  # what the unconstrained variant gave: did the constraint change anything?
-            result["constraint"]["test_baseline"] = excess_drops(y_true, reference["y_pred"].to_numpy(),
-                                                                 baseline[1]["y_pred"].to_numpy(), groups,
-                                                                 mitigation["params"]["rate"])
-        result["constraint"]["multipliers"] = mitigation.get("multipliers", {})
+        result.baseline = slot
+        result.vs_baseline = paired_comparison(y_true, frame["y_pred"].to_numpy(), y_pred, groups, **options)
+    mitigation = info.mitigation
+    if mitigation is not None and mitigation.get("constraint") is not None:
+        result.constraint = _constraint_record(mitigation, y_true, reference["y_pred"].to_numpy(), y_pred, groups,
+                                               None if baseline is None else baseline[1]["y_pred"].to_numpy())
     return result
+
+
+def _constraint_record(mitigation: dict, y_true: np.ndarray, fp32: np.ndarray, y_pred: np.ndarray,
+                       groups: np.ndarray, baseline: np.ndarray | None) -> dict:
+    """The remedy's constraint (train and validation, from its stage) with its excess drops measured on test and,
+    given the unconstrained variant's predictions (``baseline``), what that variant gave."""
+    rate = mitigation["params"]["rate"]
+    test = excess_drops(y_true, fp32, y_pred, groups, rate)
+    tolerance = mitigation["params"].get("tolerance")
+    test.update(tolerance=tolerance, holds=None if tolerance is None else bool(test["max_excess_drop"] <= tolerance))
+    record = {**mitigation["constraint"], "test": test}
+    if baseline is not None:  # what the unconstrained variant gave: did the constraint change anything?
+        record["test_baseline"] = excess_drops(y_true, fp32, baseline, groups, rate)
+    record["multipliers"] = mitigation.get("multipliers", {})
+    return record

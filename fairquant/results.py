@@ -1,0 +1,124 @@
+"""Typed records of the study's result files: a predictions folder's ``info.json`` and one variant's evaluation
+(``metrics/eval/s<seed>/<slot>.json``).
+
+Each reads from and writes to the dict that :func:`fairquant.io.write_json` stores, with the same keys in the same
+order, so reading a file and writing it back gives the same bytes. What differs by compressor or remedy (a
+variant's ``details``, the fairness metrics block, paired comparisons, the constraint record) stays an open dict:
+those have no one schema to type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairquant.errors import FairquantError
+from fairquant.io import read_json, write_json
+
+
+def _check_keys(data: dict, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> None:
+    missing = [key for key in required if key not in data]
+    unknown = [key for key in data if key not in required + optional]
+    if missing or unknown:
+        found = ", ".join(filter(None, [missing and f"missing {missing}", unknown and f"unknown {unknown}"]))
+        raise FairquantError(f"{what}: {found}; expected the keys {list(required + optional)}: re-run the stage "
+                             f"that writes it")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionsInfo:
+    """``info.json`` of a predictions folder: the variant that predicted, its storage and speed.
+
+    ``details``: the variant's own record (compressor settings, int8 check, training seed, ...), open per
+    compressor; a remedy adds ``details["mitigation"]`` (:attr:`mitigation`). ``latency``: per mode, the timing
+    record (``median_ms``, ``batch_size``, ...), empty when not measured.
+    """
+
+    name: str
+    kind: str
+    kernels: str
+    details: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    synthetic: bool
+
+    REQUIRED = ("name", "kind", "kernels", "size_bytes", "synthetic")
+    OPTIONAL = ("details", "latency")
+
+    @property
+    def mitigation(self) -> dict[str, Any] | None:
+        """The remedy's record (method, family, params; constraint and multipliers where it has them), or None."""
+        return self.details.get("mitigation")
+
+    @property
+    def latency_ms(self) -> dict[str, float]:
+        """Median milliseconds per batch, per mode."""
+        return {mode: timing["median_ms"] for mode, timing in self.latency.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "info.json") -> PredictionsInfo:
+        _check_keys(data, cls.REQUIRED, cls.OPTIONAL, source)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "kernels": self.kernels, "details": self.details,
+                "size_bytes": self.size_bytes, "latency": self.latency, "synthetic": self.synthetic}
+
+    @classmethod
+    def read(cls, folder: str | Path) -> PredictionsInfo:
+        """The ``info.json`` of the predictions folder ``folder``."""
+        path = Path(folder) / "info.json"
+        return cls.from_dict(read_json(path), source=str(path))
+
+    def write(self, folder: str | Path) -> None:
+        write_json(Path(folder) / "info.json", self.to_dict())
+
+
+@dataclass(kw_only=True)
+class EvaluationResult:
+    """One variant's metrics on the test split (``metrics/eval/s<seed>/<slot>.json``).
+
+    ``metrics``: the fairness metrics block (``n``, ``overall``, ``groups``, ``gaps``, ``worst_group``, ...),
+    stored at the top level of the file. ``vs_fp32``: the paired change against fp32 (None for fp32 itself);
+    ``baseline`` and ``vs_baseline``: for a remedy, the unmitigated slot it fixes and the paired change against
+    it; ``constraint``: for a remedy fine-tuned under a constraint, the constraint on train, validation and test.
+    An absent one is left out of the file.
+    """
+
+    variant: str
+    kind: str
+    kernels: str
+    details: dict[str, Any]
+    split: str = "test"
+    synthetic: bool
+    protected: list[str]
+    size_bytes: int
+    latency_ms: dict[str, float]
+    metrics: dict[str, Any]
+    vs_fp32: dict[str, Any] | None = None
+    baseline: str | None = None
+    vs_baseline: dict[str, Any] | None = None
+    constraint: dict[str, Any] | None = None
+
+    HEAD = ("variant", "kind", "kernels", "details", "split", "synthetic", "protected", "size_bytes", "latency_ms")
+    TAIL = ("vs_fp32", "baseline", "vs_baseline", "constraint")
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "evaluation") -> EvaluationResult:
+        """Every key that is neither in :attr:`HEAD` nor in :attr:`TAIL` belongs to the metrics block."""
+        _check_keys({key: data[key] for key in data if key in cls.HEAD + cls.TAIL}, cls.HEAD, cls.TAIL, source)
+        metrics = {key: value for key, value in data.items() if key not in cls.HEAD + cls.TAIL}
+        return cls(**{key: data[key] for key in cls.HEAD + cls.TAIL if key in data}, metrics=metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {key: getattr(self, key) for key in self.HEAD}
+        tail = {key: getattr(self, key) for key in self.TAIL if getattr(self, key) is not None}
+        return {**head, **self.metrics, **tail}
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvaluationResult:
+        return cls.from_dict(read_json(path), source=str(path))
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())

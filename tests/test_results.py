@@ -1,0 +1,89 @@
+"""Typed result records: reading a result file and writing it back gives the same bytes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairquant.errors import FairquantError
+from fairquant.io import write_json
+from fairquant.params import EvaluateParams
+from fairquant.results import EvaluationResult, PredictionsInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_FILES = sorted((ROOT / "metrics" / "eval" / "s0").glob("*.json"))
+
+
+def _info_of(evaluation: dict) -> dict:
+    """The info.json that the predict (or mitigate) stage wrote for the variant of a committed evaluation, in the
+    key order stages/predict.py writes."""
+    latency = {mode: {"median_ms": ms, "batch_size": 256, "repeats": 5} for mode, ms in evaluation["latency_ms"].items()}
+    return {"name": evaluation["variant"], "kind": evaluation["kind"], "kernels": evaluation["kernels"],
+            "details": evaluation["details"], "size_bytes": evaluation["size_bytes"], "latency": latency,
+            "synthetic": evaluation["synthetic"]}
+
+
+def test_the_committed_evaluations_are_there():
+    assert len(EVAL_FILES) == 12, [p.name for p in EVAL_FILES]
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.stem)
+def test_evaluation_round_trip_is_byte_identical(path, tmp_path):
+    result = EvaluationResult.read(path)
+    assert result.variant == json.loads(path.read_text())["variant"]
+    result.write(tmp_path / path.name)
+    assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=lambda p: p.stem)
+def test_info_round_trip_is_byte_identical(path, tmp_path):
+    written = tmp_path / "written"
+    write_json(written / "info.json", _info_of(json.loads(path.read_text())))
+    info = PredictionsInfo.read(written)
+    info.write(tmp_path / "again")
+    assert (tmp_path / "again" / "info.json").read_bytes() == (written / "info.json").read_bytes()
+    assert info.latency_ms == json.loads(path.read_text())["latency_ms"]
+
+
+def test_info_exposes_the_mitigation_record():
+    plain = PredictionsInfo(name="ptq", kind="ptq-int8", kernels="int8", size_bytes=1, synthetic=True)
+    assert plain.mitigation is None and plain.details == {} and plain.latency == {}
+    remedy = PredictionsInfo(name="ptq+caleqodds", kind="ptq-int8", kernels="int8", size_bytes=1, synthetic=True,
+                             details={"mitigation": {"method": "caleqodds", "collapsed": ["Male"]}})
+    assert remedy.mitigation == {"method": "caleqodds", "collapsed": ["Male"]}
+
+
+def test_info_with_missing_or_unknown_keys_is_one_clear_error(tmp_path):
+    write_json(tmp_path / "info.json", {"name": "fp32", "kind": "fp32", "kernels": "fp32", "size": 1,
+                                        "synthetic": True})
+    with pytest.raises(FairquantError) as error:
+        PredictionsInfo.read(tmp_path)
+    assert str(error.value) == (f"{tmp_path / 'info.json'}: missing ['size_bytes'], unknown ['size']; expected the "
+                                f"keys ['name', 'kind', 'kernels', 'size_bytes', 'synthetic', 'details', 'latency']: "
+                                f"re-run the stage that writes it")
+
+
+def test_an_evaluation_without_its_head_is_refused():
+    with pytest.raises(FairquantError, match=r"missing \['kind'"):
+        EvaluationResult.from_dict({"variant": "fp32", "n": 10})
+
+
+def test_evaluate_variant_writes_the_same_file_as_it_reads(tmp_path):
+    from fairquant.fairness.evaluation import evaluate_variant
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 60)
+    table = pd.DataFrame({"sample_id": [str(i) for i in range(60)], "y_true": y_true,
+                          "y_pred": np.where(rng.random(60) < 0.8, y_true, 1 - y_true),
+                          "Male": np.where(np.arange(60) < 40, "Female", "Male")})
+    info = PredictionsInfo(name="ptq", kind="ptq-int8", kernels="int8", size_bytes=10, synthetic=True,
+                           details={"training_seed": 0}, latency={"batch": {"median_ms": 1.5, "batch_size": 8}})
+    result = evaluate_variant(table, table, info, ["Male"], EvaluateParams(privileged_group="Female", bootstrap=100))
+    result.write(tmp_path / "ptq.json")
+    data = json.loads((tmp_path / "ptq.json").read_text())
+    assert list(data)[:9] == list(EvaluationResult.HEAD) and list(data)[-1] == "vs_fp32"
+    assert data["latency_ms"] == {"batch": 1.5} and data["details"] == {"training_seed": 0}
+    EvaluationResult.read(tmp_path / "ptq.json").write(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "ptq.json").read_bytes()
