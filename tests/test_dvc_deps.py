@@ -101,5 +101,8 @@ def test_stage_deps_cover_every_project_module_its_command_imports(address, cmd,
 def test_stage_deps_list_no_project_module_its_command_does_not_import(address, cmd, deps):
     """An extra code dep re-runs a stage for an edit that cannot change it (and a moved file breaks dvc repro)."""
     closure = import_closure(module_file(re.search(r"python -m (stages\.\w+)", cmd).group(1)))
-    extra = sorted(d for d in deps if d.endswith(".py") and d.split("/")[0] in PACKAGES and ROOT / d not in closure)
+    listed = [d for d in deps if d.split("/")[0] in PACKAGES]
+    files = [ROOT / d for d in listed if d.endswith(".py")]
+    files += [f for d in listed if (ROOT / d).is_dir() for f in (ROOT / d).rglob("*.py") if is_code(f)]  # a folder dep
+    extra = sorted(f.relative_to(ROOT).as_posix() for f in files if f not in closure)
     assert not extra, f"dvc.yaml stage '{address}' lists code its command does not import: {extra}"
