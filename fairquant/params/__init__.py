@@ -21,8 +21,8 @@ from fairquant.params.compress import (CalibrationParams, CalibrationSet, Latenc
 from fairquant.params.data import DataParams, DatasetName, FacesParams, GenerateParams, GroupDifficulty, PrepareParams
 from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParams, CEAGParams, ConstrainedParams,
                                        DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
-                                       FairnessRate, MitigateParams, PrecisionMethod, SensitivityParams,
-                                       ThresholdParams)
+                                       FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
+                                       SensitivityParams, ThresholdParams)
 from fairquant.params.model import EvaluateParams, FinetuneParams, ModelParams
 from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSet, VerifyDataParams,
                                      VerifyEvaluateParams, VerifyGenerateParams, VerifyMethod, VerifyModelParams,
@@ -34,7 +34,8 @@ __all__ = [
     "QuantizePTQParams", "LatencyParams", "TrainingParams", "QuantizeQATParams", "QuantizeKmeansParams",
     "PruneParams", "FairnessRate", "BeforeMethod", "DuringMethod", "AfterMethod", "PrecisionMethod",
     "FairALMParams", "DPRegularizerParams", "ConstrainedParams", "CEAGParams", "EqualizedLossParams",
-    "CalEqOddsParams", "ThresholdParams", "SensitivityParams", "MitigateParams", "EvaluateParams", "RACES",
+    "CalEqOddsParams", "ThresholdParams", "SensitivityParams", "REMEDY_PARAMS", "MitigateParams", "EvaluateParams",
+    "RACES",
     "VerifyCalibrationSet", "VerifyGenerateParams", "VerifyDataParams", "VerifyModelParams", "VerifyTrainParams",
     "QuantFaceParams", "VerifyEvaluateParams", "VerifyMethod", "VerifyParams", "Params", "parse_params",
     "load_params",
