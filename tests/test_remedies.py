@@ -370,3 +370,48 @@ def test_ceag_runs_during_kmeans_and_refuses_a_compressor_without_fine_tuning(tm
         compress_during(CEAGParams(tolerance=0.05), model=build_model("resnet18", small_input_stem=True),
                         data=data, protected=["Male"], compressor_params=PruneParams(epochs=0), calibration_images=None,
                         live_dir=tmp_path / "live2", seed=0)
+
+
+# --- registration: each remedy's method registered by its params class, in its family's module -----------------
+
+def test_every_remedy_has_its_family_method_registered_by_config_type():
+    from fairquant.mitigate import constrained, inprocess, postprocess, remedies
+    from fairquant.params import REMEDY_PARAMS
+
+    of = {family: {r for r in REMEDY_PARAMS if r.family == family} for family in ("before", "during", "after")}
+    assert set(inprocess.BEFORE_COMPRESSION) == of["before"]
+    assert set(constrained.DURING_COMPRESSION) == of["during"]
+    assert {params for params, _ in postprocess.POSTPROCESSORS.values()} == of["after"]
+    assert set(postprocess.POSTPROCESSORS) == {r.method for r in of["after"]}
+    assert set(remedies.REMEDIES) == set(REMEDY_PARAMS)
+    assert [remedies.family(r.method) for r in REMEDY_PARAMS] == [r.family for r in REMEDY_PARAMS]
+
+
+def test_ceag_and_equalized_loss_are_their_own_objectives():
+    from fairquant.mitigate.constrained import CEAG, EqualizedLoss
+
+    ceag = constrained_objective(CEAGParams(tolerance=0.02), ["a", "b"], _reference(), nn.Linear(1, 1), None)
+    equal = constrained_objective(EqualizedLossParams(), ["a", "b"], _reference(), nn.Linear(1, 1), None)
+    assert type(ceag) is CEAG and ceag.method == "ceag" and not ceag.equality
+    assert type(equal) is EqualizedLoss and equal.method == "equalized_loss" and equal.equality
+    assert equal.feasible({"max_excess_drop": 0.0}) is None and ceag.feasible({"max_excess_drop": 0.03}) is False
+
+
+def test_an_unknown_remedy_or_config_is_an_error():
+    from fairquant.mitigate.remedies import family, mitigate
+    from fairquant.params import PruneParams
+
+    with pytest.raises(FairquantError, match=r"^unknown remedy 'fairness'; known: fairalm, dp_regularizer, ceag, "
+                                             r"equalized_loss, caleqodds, threshold, sensitivity$"):
+        family("fairness")
+    with pytest.raises(FairquantError, match=r"^no remedy is registered for PruneParams; known: fairalm, "):
+        mitigate(PruneParams())
+
+
+def test_a_remedy_during_a_compressor_without_fine_tuning_is_refused():
+    from fairquant.mitigate.remedies import compress_during
+    from fairquant.params import QuantizePTQParams
+
+    with pytest.raises(FairquantError, match=r"^ceag runs during prune, qat or kmeans, not 'ptq'$"):
+        compress_during(CEAGParams(tolerance=0.05), model=None, data=None, protected=["Male"],
+                        compressor_params=QuantizePTQParams(), calibration_images=None, live_dir=None, seed=0)
