@@ -1,8 +1,8 @@
 """Global magnitude pruning (torch.nn.utils.prune), one-shot or iterative with fine-tuning.
 
 Pruning is global over every Conv2d/Linear weight: the smallest-magnitude share of all of them is zeroed,
-so layers lose different fractions, as in seed 004's study. The masks stay attached while fine-tuning
-(pruned weights get no update) and are made permanent at the end.
+so layers lose different fractions, as in "Balancing Act" (CEAG's study). The masks stay attached while
+fine-tuning (pruned weights get no update) and are made permanent at the end.
 """
 
 from __future__ import annotations

@@ -29,16 +29,23 @@ from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSe
                                      VerifyParams, VerifyTrainParams)
 
 __all__ = [
-    "DatasetName", "ArchName", "GroupDifficulty", "GenerateParams", "DataParams", "PrepareParams", "ModelParams",
-    "FinetuneParams", "Bits", "CalibrationSet", "FacesParams", "CalibrationParams", "QuantSchemeParams",
-    "QuantizePTQParams", "LatencyParams", "TrainingParams", "QuantizeQATParams", "QuantizeKmeansParams",
-    "PruneParams", "FairnessRate", "BeforeMethod", "DuringMethod", "AfterMethod", "PrecisionMethod",
-    "FairALMParams", "DPRegularizerParams", "ConstrainedParams", "CEAGParams", "EqualizedLossParams",
-    "CalEqOddsParams", "ThresholdParams", "SensitivityParams", "REMEDY_PARAMS", "MitigateParams", "EvaluateParams",
-    "RACES",
-    "VerifyCalibrationSet", "VerifyGenerateParams", "VerifyDataParams", "VerifyModelParams", "VerifyTrainParams",
-    "QuantFaceParams", "VerifyEvaluateParams", "VerifyMethod", "VerifyParams", "Params", "parse_params",
-    "load_params",
+    "Params", "parse_params", "load_params",
+    # base
+    "ArchName", "Bits", "TrainingParams",
+    # data
+    "DatasetName", "GroupDifficulty", "GenerateParams", "DataParams", "PrepareParams", "FacesParams",
+    # model
+    "ModelParams", "FinetuneParams", "EvaluateParams",
+    # compress
+    "CalibrationSet", "CalibrationParams", "QuantSchemeParams", "QuantizePTQParams", "LatencyParams",
+    "QuantizeQATParams", "QuantizeKmeansParams", "PruneParams",
+    # mitigate
+    "FairnessRate", "BeforeMethod", "DuringMethod", "AfterMethod", "PrecisionMethod", "FairALMParams",
+    "DPRegularizerParams", "ConstrainedParams", "CEAGParams", "EqualizedLossParams", "CalEqOddsParams",
+    "ThresholdParams", "SensitivityParams", "REMEDY_PARAMS", "MitigateParams",
+    # verify
+    "RACES", "VerifyCalibrationSet", "VerifyGenerateParams", "VerifyDataParams", "VerifyModelParams",
+    "VerifyTrainParams", "QuantFaceParams", "VerifyEvaluateParams", "VerifyMethod", "VerifyParams",
 ]
 
 
