@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.params import load_params
+from fairquant.params import REMEDY_PARAMS, QuantizeQATParams, TrainingParams, load_params
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -15,8 +15,7 @@ NEEDS = {"before": ("seed", "data", "model", "live"), "during": ("seed", "data",
 
 
 @app.command()
-def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer, ceag, equalized_loss, caleqodds, "
-                                              "threshold, sensitivity"),
+def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.method for remedy in REMEDY_PARAMS)),
          out: Path = typer.Option(..., help="model folder (or predictions folder, for a post-processor) to write"),
          seed: Optional[int] = typer.Option(None, help="training seed of the fp32 model"),
          data: Optional[Path] = typer.Option(None, help="prepared data folder"),
@@ -37,12 +36,13 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
     if control and kind != "before":
         raise FairquantError(f"--control is the baseline of a remedy before compression; {method} is {kind} compression")
     missing = [f"--{name}" for name in NEEDS[kind] if given[name] is None]
-    if kind == "during" and compressor == "qat" and calibration_dir is None:
-        missing.append("--calibration")
+    quantizer = isinstance(params.compressors().get(compressor), QuantizeQATParams)
+    if kind == "during" and quantizer and calibration_dir is None:
+        missing.append("--calibration")  # QAT's initial activation ranges come from a calibration set
     if missing:
         where = "a precision plan" if kind == "precision" else f"{kind} compression"
         raise FairquantError(f"{method} ({where}) needs {' '.join(missing)}")
-    config = getattr(params.mitigate, method)
+    config = getattr(params.mitigate, method)  # the remedy's section, named by its method
     if kind == "after":
         _after(config, predictions, out, params)
     elif kind == "precision":
@@ -54,15 +54,16 @@ def main(method: str = typer.Option(..., help="a remedy: fairalm, dp_regularizer
 def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params,
            control: bool = False) -> None:
     from fairquant.compress import calibration, fakequant
-    from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
-    from fairquant.mitigate.remedies import method_name, mitigate
+    from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
+    from fairquant.mitigate.remedies import mitigate
     from fairquant.training import derived_seed, seed_everything
 
-    method = method_name(config)
-    if kind == "during" and compressor not in ("prune", "qat", "kmeans"):
+    method = config.method
+    trainable = {name: section for name, section in params.compressors().items()
+                 if isinstance(section, TrainingParams)}
+    if kind == "during" and compressor not in trainable:
         raise FairquantError(f"--compressor {compressor!r}: {method} runs during prune, qat or kmeans")
-    section = {"prune": params.prune, "qat": params.quantize_qat,
-               "kmeans": params.quantize_kmeans}.get(compressor) if kind == "during" else config
+    section = trainable[compressor] if kind == "during" else config
     run_seed = derived_seed(seed, section.seed)  # during: the compressor's own, so the data order is the same
     seed_everything(run_seed, section.threads)
     model, fp32_config = load_fp32(model_dir)
@@ -79,15 +80,15 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
         return
     images = None
     extra = {}
-    if compressor == "qat":
-        fakequant.check_layer_names(model, section.layers, "quantize_qat.layers")  # before any work
+    if isinstance(section, QuantizeQATParams):
+        fakequant.check_layer_names(model, section.layers, f"{section.params_section}.layers")  # before any work
         images, set_info = calibration.load_set(calibration_dir, section.calibration_size,
-                                                "quantize_qat.calibration_size", derived_seed(seed, section.seed))
+                                                f"{section.params_section}.calibration_size",
+                                                derived_seed(seed, section.seed))
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
-    module, recorded = mitigate(config, compressor=compressor, model=model, data=data, protected=protected,
-                                compressor_params=section, calibration_images=images, live_dir=live_dir,
-                                seed=run_seed)
-    name = f"{method}+{variant_name(compressor, section)}"
+    module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
+                                calibration_images=images, live_dir=live_dir, seed=run_seed)
+    name = f"{method}+{section.variant_name()}"
     config_out = base_config(fp32_config, name=name, **extra, **recorded)
     save_variant(out, module.state_dict(), config_out)
     held = {split: report["holds"] for split, report in recorded["mitigation"]["constraint"].items()}
@@ -96,9 +97,9 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
 
 def _after(config, predictions, out, params) -> None:
     from fairquant.io import atomic_dir, predictions_schema, read_json, read_table, write_json, write_table
-    from fairquant.mitigate.remedies import method_name, mitigate
+    from fairquant.mitigate.remedies import mitigate
 
-    method = method_name(config)
+    method = config.method
     for name in ("val.parquet", "test.parquet", "info.json"):
         if not (predictions / name).is_file():
             raise FairquantError(f"{predictions / name} is missing; run the predict stage of that variant first")

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import kmeans
-from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
+from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -28,7 +28,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True,
                                      seed=run_seed, section="quantize_kmeans")
     clustered, recorded = kmeans.kmeans_variant(model, params, finetune)
-    config = base_config(fp32_config, name=variant_name("kmeans", params), training=params.model_dump(), **recorded)
+    config = base_config(fp32_config, name=params.variant_name(), training=params.model_dump(), **recorded)
     save_variant(out, clustered.state_dict(), config)
     print(f"{config['name']}: {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32 "
           f"({config['fp32_size_bytes'] / config['size_bytes']:.2f}x)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import calibration, fakequant, int8
-from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant, variant_name
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant
 from fairquant.params import load_params
 from fairquant.training import derived_seed, seed_everything
 from stages._cli import run
@@ -31,7 +31,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
                                             run_seed)
     scheme = params.scheme()
-    name = variant_name("ptq", params.model_copy(update={"calibration": set_info["set"]}))  # the set it used
+    name = params.model_copy(update={"calibration": set_info["set"]}).variant_name()  # the set it used
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},
               "fp32_size_bytes": fp32_size_bytes(model)}
     if params.kernels != "simulated" and params.uses_int8_kernels():
@@ -42,12 +42,12 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
             model, images, batch, size, params.observer, params.percentile,
             int8.reduce_range_for(params.int8_reduce_range), params.int8_tolerance_db,
             held_out=None if data is None else calibration.held_out_check_images(data, CHECK_IMAGES, run_seed))
-        config = base_config(fp32_config, "ptq-int8", name, kernels="int8", export_batch=batch,
+        config = base_config(fp32_config, int8.PTQ_INT8.name, name, kernels=int8.PTQ_INT8.kernels, export_batch=batch,
                              size_bytes=int8.stored_size_bytes(reference), int8_check=asdict(check), **common)
     else:
         quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
         state = quantized.state_dict()
-        config = base_config(fp32_config, "fakequant", name, kernels="simulated",
+        config = base_config(fp32_config, fakequant.FAKEQUANT.name, name, kernels=fakequant.FAKEQUANT.kernels,
                              size_bytes=fakequant.quantized_size_bytes(quantized),
                              layers=fakequant.describe(quantized), **common)
     save_variant(out, state, config)

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import calibration, fakequant
-from fairquant.compress.checkpoints import base_config, load_fp32, save_variant, variant_name
+from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -32,7 +32,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "qat", freeze_bn=True,
                                      seed=run_seed, section="quantize_qat")
     quantized, recorded = fakequant.qat_variant(model, params, images, finetune)
-    config = base_config(fp32_config, name=variant_name("qat", params),
+    config = base_config(fp32_config, name=params.variant_name(),
                          calibration={"set": set_info["set"], "size": len(images)}, **recorded)
     save_variant(out, quantized.state_dict(), config)
     print(f"{config['name']} (simulated): {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32")

@@ -356,3 +356,44 @@ def test_iterative_pruning_with_the_real_trainer():
     pruned = pruning.prune_model(Toy(), 0.6, "iterative", 2, lambda m, k: train_classifier(
         m, data, labels, data[:4], labels[:4], np.zeros(4), params, torch.device("cpu")))
     assert pruning.weight_sparsity(pruned) == pytest.approx(0.6, abs=1 / 112)
+
+
+# --- the variant-kind registry and variant names -------------------------------------------------------------
+
+def test_every_stored_kind_is_registered_by_its_module_and_read_by_the_loader():
+    from fairquant.compress import checkpoints, registry, variants
+
+    assert {kind.name for kind in variants.KINDS} == {"fp32", "pruned", "fakequant", "kmeans", "ptq-int8"}
+    assert set(registry.registered()) == {kind.name for kind in variants.KINDS}
+    assert registry.lookup("fp32") is checkpoints.FP32 and registry.lookup("pruned") is pruning.PRUNED
+    assert registry.lookup("fakequant") is fakequant.FAKEQUANT and registry.lookup("kmeans") is kmeans.KMEANS
+    assert registry.lookup("ptq-int8") is int8.PTQ_INT8
+
+
+def test_an_unknown_kind_is_an_error_and_a_kind_registers_once():
+    from fairquant.compress import registry
+
+    with pytest.raises(FairquantError, match=r"unknown variant kind 'sparse-int4'; the model folder was written by "
+                                             r"another fairquant version"):
+        registry.lookup("sparse-int4")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(registry.VariantKind("kmeans", kmeans.KMEANS.rebuild, kmeans.KMEANS.size_bytes, "x"))
+
+
+@pytest.mark.parametrize("section, name", [
+    ({"quantize_ptq": {"bits": 4, "calibration": "balanced"}}, "ptq-w4a8-balanced"),
+    ({"quantize_ptq": {"activation_bits": None, "granularity": "per_tensor", "layers": {"fc": 8}}},
+     "ptq-w8af-pt-mixed-train"),
+    ({"quantize_qat": {}}, "qat-w4a4"),
+    ({"quantize_kmeans": {"clusters": 16, "epochs": 1}}, "kmeans-k16-ft"),
+    ({"quantize_kmeans": {"clusters": 8}}, "kmeans-k8"),
+    ({"prune": {"sparsity": 0.9}}, "prune-s90"),
+    ({"prune": {"sparsity": 0.5, "schedule": "iterative"}}, "prune-s50-iter"),
+])
+def test_each_compressor_names_its_variants_from_its_section(section, name):
+    from fairquant.params import parse_params
+
+    [(key, _)] = section.items()
+    params = getattr(parse_params(section), key)
+    assert params.variant_name() == name and params.params_section == key
+    assert parse_params({}).compressors()[params.compressor] == getattr(parse_params({}), key)

@@ -1,17 +1,18 @@
 import gzip
 import pickle
 import shutil
+import typing
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from fairquant.data.loaders import load_dataset
+from fairquant.data.loaders import READERS, load_dataset
 from fairquant.data.prepare import assert_training_rows, build_image_store, calibration_indices, decode_image
 from fairquant.data.synthetic import CELEBA_ATTRIBUTES, generate_celeba_like
 from fairquant.errors import FairquantError
-from fairquant.params import DataParams, GenerateParams
+from fairquant.params import DataParams, DatasetName, GenerateParams
 
 
 def test_generated_dataset_is_the_celeba_layout(tiny_celeba):
@@ -36,6 +37,15 @@ def test_splits_are_identity_disjoint(tiny_celeba):
     identity = pd.read_csv(tiny_celeba / "identity_CelebA.txt", sep=" ", header=None, names=["f", "id"])
     part = pd.read_csv(tiny_celeba / "list_eval_partition.txt", sep=" ", header=None, names=["f", "p"])
     assert (identity.merge(part).groupby("id")["p"].nunique() == 1).all()
+
+
+def test_every_data_source_has_a_reader():
+    assert set(typing.get_args(DatasetName)) == set(READERS)
+
+
+def test_a_source_without_a_reader_is_refused_not_read_as_another(tmp_path):
+    with pytest.raises(FairquantError, match=r"data.source 'imagenet' has no reader; known sources: synthetic, celeba, "):
+        load_dataset(DataParams.model_construct(source="imagenet", root=str(tmp_path)))
 
 
 def test_celeba_loader_reads_target_and_protected(tiny_celeba):

@@ -82,7 +82,7 @@ def test_relative_imports_resolve_against_the_package():
 
 def test_import_closure_follows_function_level_imports():
     closure = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages" / "finetune.py")}
-    assert {"stages/finetune.py", "stages/_cli.py", "fairquant/training.py", "fairquant/params.py",
+    assert {"stages/finetune.py", "stages/_cli.py", "fairquant/training.py", "fairquant/params/__init__.py",
             "fairquant/errors.py", "fairquant/io.py"} <= closure
 
 

@@ -60,3 +60,26 @@ def test_missing_file(tmp_path):
     with pytest.raises(FairquantError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
 
+
+
+def test_each_remedy_is_declared_once_by_its_params_class():
+    """Its section is named by its method; each mitigate list allows exactly its family's methods, in order."""
+    import typing
+
+    from fairquant.params import REMEDY_PARAMS, MitigateParams
+
+    fields = MitigateParams.model_fields
+    for remedy in REMEDY_PARAMS:
+        assert fields[remedy.method].annotation is remedy
+    families = {"before_compression": "before", "during_prune": "during", "during_qat": "during",
+                "during_kmeans": "during", "after": "after", "precision": "precision"}
+    for key, family in families.items():
+        [allowed] = typing.get_args(fields[key].annotation)
+        assert typing.get_args(allowed) == tuple(r.method for r in REMEDY_PARAMS if r.family == family)
+    assert typing.get_args(typing.get_args(fields["after"].annotation)[0]) == ("caleqodds", "threshold")
+
+
+def test_a_method_of_another_family_is_refused_in_a_list():
+    with pytest.raises(FairquantError, match=r"^params.yaml: 'mitigate.after.0': expected 'caleqodds' or 'threshold'; "
+                                             r"found 'ceag'$"):
+        parse_params({"mitigate": {"after": ["ceag"]}})

@@ -9,7 +9,7 @@ from torch import nn
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import excess_drops
-from fairquant.mitigate.constrained import ConstrainedObjective, Reference, require_tolerance
+from fairquant.mitigate.constrained import Reference, constrained_objective, require_tolerance
 from fairquant.mitigate.inprocess import DPRegularizer, FairALM, group_means
 from fairquant.mitigate.slots import study_slots
 from fairquant.params import (CEAGParams, DPRegularizerParams, EqualizedLossParams, FairALMParams, MitigateParams,
@@ -145,8 +145,8 @@ def _reference():
 def test_ceag_dual_step_uses_full_buffers_of_true_accuracy():
     """(acc_ref,g - acc_g) - (acc_ref - acc) - tolerance from the replay buffers; no dual step until every group's
     buffer is full; the multiplier of the group that loses more than the rest rises, the other stays at 0."""
-    objective = ConstrainedObjective("ceag", CEAGParams(tolerance=0.01, buffer=4, dual_lr=1.0), ["a", "b"],
-                                     _reference(), nn.Linear(1, 1), lambda m: {"accuracy": 0.5, "max_excess_drop": 0})
+    objective = constrained_objective(CEAGParams(tolerance=0.01, buffer=4, dual_lr=1.0), ["a", "b"],
+                                      _reference(), nn.Linear(1, 1), lambda m: {"accuracy": 0.5, "max_excess_drop": 0})
     logits = torch.tensor([5.0, 5.0, -5.0, -5.0, 5.0, 5.0], requires_grad=True)
     targets, groups = torch.ones(6), torch.tensor([0, 0, 0, 1, 1, 1])
     objective.loss(logits, targets, groups).backward()
@@ -160,8 +160,8 @@ def test_ceag_dual_step_uses_full_buffers_of_true_accuracy():
 
 
 def test_equalized_loss_multipliers_take_either_sign():
-    objective = ConstrainedObjective("equalized_loss", EqualizedLossParams(dual_lr=1.0), ["a", "b"], _reference(),
-                                     nn.Linear(1, 1), lambda m: {"accuracy": 0.5, "max_excess_drop": 0})
+    objective = constrained_objective(EqualizedLossParams(dual_lr=1.0), ["a", "b"], _reference(),
+                                      nn.Linear(1, 1), lambda m: {"accuracy": 0.5, "max_excess_drop": 0})
     logits = torch.tensor([3.0, 3.0, -3.0, -3.0], requires_grad=True)
     objective.loss(logits, torch.ones(4), torch.tensor([0, 0, 1, 1])).backward()
     logs = objective.after_step(1, 100)
@@ -173,8 +173,8 @@ def test_ceag_keeps_the_best_feasible_checkpoint():
     checks = iter([{"accuracy": 0.9, "max_excess_drop": 0.2},   # infeasible, most accurate
                    {"accuracy": 0.8, "max_excess_drop": 0.01},  # feasible
                    {"accuracy": 0.7, "max_excess_drop": 0.0}])  # feasible, less accurate
-    objective = ConstrainedObjective("ceag", CEAGParams(tolerance=0.02, checks=3), ["a", "b"], _reference(), model,
-                                     lambda m: next(checks))
+    objective = constrained_objective(CEAGParams(tolerance=0.02, checks=3), ["a", "b"], _reference(), model,
+                                      lambda m: next(checks))
     for step, bias in zip((1, 2, 3), (1.0, 2.0, 3.0)):
         model.bias.data.fill_(bias)
         objective.after_step(step, 3)
@@ -186,8 +186,8 @@ def test_ceag_keeps_the_best_feasible_checkpoint():
 def test_ceag_without_a_feasible_check_keeps_the_least_violating_and_says_so():
     model = nn.Linear(1, 1)
     checks = iter([{"accuracy": 0.9, "max_excess_drop": 0.2}, {"accuracy": 0.8, "max_excess_drop": 0.1}])
-    objective = ConstrainedObjective("ceag", CEAGParams(tolerance=0.02, checks=2), ["a", "b"], _reference(), model,
-                                     lambda m: next(checks))
+    objective = constrained_objective(CEAGParams(tolerance=0.02, checks=2), ["a", "b"], _reference(), model,
+                                      lambda m: next(checks))
     for step in (1, 2):
         model.bias.data.fill_(float(step))
         objective.after_step(step, 2)
@@ -317,7 +317,7 @@ def test_a_constraint_over_a_group_without_its_rows_is_refused(tmp_path):
     data = write_prepared(tmp_path / "prepared", n=96, positives_of_minority_in=("train", "test"))
     model = build_model("resnet18", small_input_stem=True)
     with pytest.raises(FairquantError, match=r"ceag with rate tpr: group\(s\) \['1'\] have no positives in the validation"):
-        compress_during(CEAGParams(tolerance=0.05, rate="tpr"), compressor="prune", model=model, data=data,
+        compress_during(CEAGParams(tolerance=0.05, rate="tpr"), model=model, data=data,
                         protected=["Male"], compressor_params=PruneParams(epochs=0.1), calibration_images=None,
                         live_dir=tmp_path / "live", seed=0)
     data = write_prepared(tmp_path / "prepared2", n=96, positives_of_minority_in=("val", "test"))
@@ -367,7 +367,7 @@ def test_ceag_runs_during_kmeans_and_refuses_a_compressor_without_fine_tuning(tm
 
     data = write_prepared(tmp_path / "prepared", n=96)
     module, recorded = compress_during(
-        CEAGParams(tolerance=0.05, checks=2), compressor="kmeans", model=build_model("resnet18", small_input_stem=True),
+        CEAGParams(tolerance=0.05, checks=2), model=build_model("resnet18", small_input_stem=True),
         data=data, protected=["Male"], compressor_params=QuantizeKmeansParams(clusters=4, iterations=3, epochs=1,
                                                                                 batch_size=16),
         calibration_images=None, live_dir=tmp_path / "live", seed=0)
@@ -376,6 +376,51 @@ def test_ceag_runs_during_kmeans_and_refuses_a_compressor_without_fine_tuning(tm
     assert mitigation["compressor"] == "kmeans" and set(mitigation["constraint"]) == {"train", "validation"}
     assert len(mitigation["checks"]) == 2 and mitigation["kept_step"] in (1, 2)
     with pytest.raises(FairquantError, match=r"ceag replaces prune's fine-tuning, but prune.epochs is 0; set it above 0"):
-        compress_during(CEAGParams(tolerance=0.05), compressor="prune", model=build_model("resnet18", small_input_stem=True),
+        compress_during(CEAGParams(tolerance=0.05), model=build_model("resnet18", small_input_stem=True),
                         data=data, protected=["Male"], compressor_params=PruneParams(epochs=0), calibration_images=None,
                         live_dir=tmp_path / "live2", seed=0)
+
+
+# --- registration: each remedy's method registered by its params class, in its family's module -----------------
+
+def test_every_remedy_has_its_family_method_registered_by_config_type():
+    from fairquant.mitigate import constrained, inprocess, postprocess, remedies
+    from fairquant.params import REMEDY_PARAMS
+
+    of = {family: {r for r in REMEDY_PARAMS if r.family == family} for family in ("before", "during", "after")}
+    assert set(inprocess.BEFORE_COMPRESSION) == of["before"]
+    assert set(constrained.DURING_COMPRESSION) == of["during"]
+    assert {params for params, _ in postprocess.POSTPROCESSORS.values()} == of["after"]
+    assert set(postprocess.POSTPROCESSORS) == {r.method for r in of["after"]}
+    assert set(remedies.REMEDIES) == set(REMEDY_PARAMS)
+    assert [remedies.family(r.method) for r in REMEDY_PARAMS] == [r.family for r in REMEDY_PARAMS]
+
+
+def test_ceag_and_equalized_loss_are_their_own_objectives():
+    from fairquant.mitigate.constrained import CEAG, EqualizedLoss
+
+    ceag = constrained_objective(CEAGParams(tolerance=0.02), ["a", "b"], _reference(), nn.Linear(1, 1), None)
+    equal = constrained_objective(EqualizedLossParams(), ["a", "b"], _reference(), nn.Linear(1, 1), None)
+    assert type(ceag) is CEAG and ceag.method == "ceag" and not ceag.equality
+    assert type(equal) is EqualizedLoss and equal.method == "equalized_loss" and equal.equality
+    assert equal.feasible({"max_excess_drop": 0.0}) is None and ceag.feasible({"max_excess_drop": 0.03}) is False
+
+
+def test_an_unknown_remedy_or_config_is_an_error():
+    from fairquant.mitigate.remedies import family, mitigate
+    from fairquant.params import PruneParams
+
+    with pytest.raises(FairquantError, match=r"^unknown remedy 'fairness'; known: fairalm, dp_regularizer, ceag, "
+                                             r"equalized_loss, caleqodds, threshold, sensitivity$"):
+        family("fairness")
+    with pytest.raises(FairquantError, match=r"^no remedy is registered for PruneParams; known: fairalm, "):
+        mitigate(PruneParams())
+
+
+def test_a_remedy_during_a_compressor_without_fine_tuning_is_refused():
+    from fairquant.mitigate.remedies import compress_during
+    from fairquant.params import QuantizePTQParams
+
+    with pytest.raises(FairquantError, match=r"^ceag runs during prune, qat or kmeans, not 'ptq'$"):
+        compress_during(CEAGParams(tolerance=0.05), model=None, data=None, protected=["Male"],
+                        compressor_params=QuantizePTQParams(), calibration_images=None, live_dir=None, seed=0)

@@ -1,7 +1,8 @@
 """Stored variants: the fp32 reference and every compressed model as a model folder (checkpoint + info.json).
 
 What every compressor stage needs to read the fp32 model and write its own variant, without importing the
-other compressors (so that an edit to one compressor re-runs only its own stages)."""
+other compressors (so that an edit to one compressor re-runs only its own stages). The fp32 kind registers here;
+each compressor module registers its own kinds (:mod:`fairquant.compress.registry`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
+from fairquant.compress import registry
+from fairquant.compress.registry import VariantKind
 from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
 from fairquant.models import build_from_config
@@ -22,28 +25,27 @@ def build_fp32(config: dict, state_dict: dict) -> nn.Module:
     return model.eval()
 
 
-def variant_name(method: str, params) -> str:
-    """What a variant is, in its name: ptq-w4a8-balanced, qat-w4a4, kmeans-k16, prune-s90."""
-    if method in ("ptq", "qat"):
-        activations = "f" if params.activation_bits is None else params.activation_bits
-        name = f"{method}-w{params.bits}a{activations}"
-        name += "-pt" if params.granularity == "per_tensor" else ""
-        name += "-mixed" if params.layers else ""
-        return name + (f"-{params.calibration}" if method == "ptq" else "")
-    if method == "kmeans":
-        return f"kmeans-k{params.clusters}" + ("-ft" if params.epochs else "")
-    if method == "prune":
-        return f"prune-s{round(params.sparsity * 100)}" + ("-iter" if params.schedule == "iterative" else "")
-    raise ValueError(method)
+def untrained(config: dict) -> nn.Module:
+    """The stored variant's architecture, untrained: what a compressor's rebuild loads the stored state into."""
+    return build_from_config(config).eval()
+
+
+def load_into(model: nn.Module, state_dict: dict) -> nn.Module:
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
 
 
 def fp32_size_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values() if t.is_floating_point())
 
 
+FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
+                                     size_bytes=lambda config, model: fp32_size_bytes(model), kernels="fp32"))
+
+
 def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
     checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
-    if checkpoint["config"]["kind"] != "fp32":
+    if checkpoint["config"]["kind"] != FP32.name:
         raise FairquantError(f"{model_dir} holds a {checkpoint['config']['kind']} model; compressors start from fp32")
     return build_fp32(checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
 

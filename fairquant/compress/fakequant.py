@@ -24,6 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fairquant.compress import registry
+from fairquant.compress.checkpoints import fp32_size_bytes, load_into, untrained
+from fairquant.compress.registry import VariantKind
 from fairquant.errors import FairquantError
 from fairquant.params import QuantSchemeParams
 
@@ -386,6 +389,16 @@ def quantized_size_bytes(model: nn.Module) -> int:
     return total
 
 
+def _rebuild(config: dict, state_dict: dict) -> nn.Module:
+    return load_into(quantize_model(untrained(config), QuantSchemeParams(**config["scheme"])), state_dict)
+
+
+# Simulated PTQ (any scheme the int8 kernels cannot run), QAT and the precision plan's models.
+FAKEQUANT = registry.register(VariantKind("fakequant", rebuild=_rebuild,
+                                          size_bytes=lambda config, model: quantized_size_bytes(model),
+                                          kernels="simulated"))
+
+
 def describe(model: nn.Module) -> list[dict]:
     """Per quantized layer: the bit-widths it runs at (the report's mixed-precision table)."""
     return [{"layer": name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits}
@@ -395,17 +408,13 @@ def describe(model: nn.Module) -> list[dict]:
 def qat_variant(model: nn.Module, params, images: np.ndarray, finetune) -> tuple[nn.Module, dict]:
     """Quantization-aware fine-tuning (the quantize_qat section): activation ranges from the calibration
     ``images``, then fixed; weights and their ranges train with straight-through gradients (``finetune``)."""
-    from fairquant.params import QuantSchemeParams
-
-    from fairquant.compress.checkpoints import fp32_size_bytes
-
     fp32_bytes = fp32_size_bytes(model)
     scheme = params.scheme()
     quantized = calibrate(quantize_model(model, scheme), images)
     if finetune:
         quantized = finetune(quantized)
     quantized.eval()
-    return quantized, {"kind": "fakequant", "kernels": "simulated", "scheme": scheme.model_dump(),
+    return quantized, {"kind": FAKEQUANT.name, "kernels": FAKEQUANT.kernels, "scheme": scheme.model_dump(),
                        "training": params.model_dump(exclude=set(QuantSchemeParams.model_fields)),
                        "size_bytes": quantized_size_bytes(quantized), "fp32_size_bytes": fp32_bytes,
                        "layers": describe(quantized)}

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fairquant.compress import registry
+from fairquant.compress.checkpoints import untrained
+from fairquant.compress.registry import VariantKind
 from fairquant.errors import FairquantError
 from fairquant.models import to_input
 
@@ -353,7 +356,16 @@ def stored_size_bytes(module: torch.fx.GraphModule) -> int:
     return total
 
 
+def _rebuild(config: dict, state_dict: dict) -> nn.Module:
+    """The reference q/dq graph of a stored int8 variant, not yet compiled: the prepared state holds every weight
+    and observer range, so an untrained model of the same architecture is enough to rebuild it."""
+    return convert_int8(untrained(config), state_dict, config["export_batch"], config["image_size"],
+                        config["scheme"]["observer"], config["scheme"]["percentile"],
+                        config.get("int8_check", {}).get("reduce_range", False))
 
+
+PTQ_INT8 = registry.register(VariantKind("ptq-int8", rebuild=_rebuild,
+                                         size_bytes=lambda config, model: stored_size_bytes(model), kernels="int8"))
 
 
 @dataclass(frozen=True)

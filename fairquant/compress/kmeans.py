@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fairquant.compress import registry
+from fairquant.compress.checkpoints import fp32_size_bytes, load_into, untrained
 from fairquant.compress.fakequant import quantizable_layers
+from fairquant.compress.registry import VariantKind
 
 
 @torch.no_grad()
@@ -101,15 +104,18 @@ def clustered_size_bytes(model: nn.Module, clusters: int) -> int:
     return total
 
 
+KMEANS = registry.register(VariantKind(
+    "kmeans", rebuild=lambda config, state: load_into(empty_clustered(untrained(config), config["clusters"]), state),
+    size_bytes=lambda config, model: clustered_size_bytes(model, config["clusters"]), kernels="dense-decoded"))
+
+
 def kmeans_variant(model: nn.Module, params, finetune) -> tuple[nn.Module, dict]:
     """Deep Compression weight sharing (the quantize_kmeans section): per-layer codebooks by Lloyd's algorithm,
     then, with ``finetune``, the centroids trained with the assignments fixed."""
-    from fairquant.compress.checkpoints import fp32_size_bytes
-
     fp32_bytes = fp32_size_bytes(model)
     clustered = cluster_model(model, params.clusters, params.iterations)
     if finetune:
         clustered = finetune(train_codebooks_only(clustered))
     clustered.eval()
-    return clustered, {"kind": "kmeans", "kernels": "dense-decoded", "clusters": params.clusters,
+    return clustered, {"kind": KMEANS.name, "kernels": KMEANS.kernels, "clusters": params.clusters,
                        "size_bytes": clustered_size_bytes(clustered, params.clusters), "fp32_size_bytes": fp32_bytes}

@@ -1,8 +1,8 @@
 """Global magnitude pruning (torch.nn.utils.prune), one-shot or iterative with fine-tuning.
 
 Pruning is global over every Conv2d/Linear weight: the smallest-magnitude share of all of them is zeroed,
-so layers lose different fractions, as in seed 004's study. The masks stay attached while fine-tuning
-(pruned weights get no update) and are made permanent at the end.
+so layers lose different fractions, as in "Balancing Act" (CEAG's study). The masks stay attached while
+fine-tuning (pruned weights get no update) and are made permanent at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import Callable
 from torch import nn
 from torch.nn.utils import prune
 
+from fairquant.compress import registry
+from fairquant.compress.checkpoints import build_fp32, fp32_size_bytes
 from fairquant.compress.fakequant import quantizable_layers
+from fairquant.compress.registry import VariantKind
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:
@@ -72,14 +75,18 @@ def sparse_size_bytes(model: nn.Module) -> int:
     return total
 
 
+# A pruned model is an fp32 model with zeros: rebuilt as one, counted in its sparse format, run dense.
+PRUNED = registry.register(VariantKind("pruned", rebuild=build_fp32,
+                                       size_bytes=lambda config, model: sparse_size_bytes(model),
+                                       kernels="dense-decoded"))
+
+
 def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int], nn.Module] | None) -> tuple[nn.Module, dict]:
     """Prune ``model`` as ``params`` (the prune section) says, fine-tuning with ``finetune``; the pruned module
     and what its variant config records."""
-    from fairquant.compress.checkpoints import fp32_size_bytes
-
     fp32_bytes = fp32_size_bytes(model)
     pruned = prune_model(model, params.sparsity, params.schedule, params.steps, finetune).eval()
-    return pruned, {"kind": "pruned", "kernels": "dense-decoded", "sparsity": weight_sparsity(pruned),
+    return pruned, {"kind": PRUNED.name, "kernels": PRUNED.kernels, "sparsity": weight_sparsity(pruned),
                     "size_bytes": sparse_size_bytes(pruned), "fp32_size_bytes": fp32_bytes}
 
 

@@ -1,8 +1,11 @@
-"""Variant kinds, registered by the compressor modules that make them.
+"""Variant kinds: each compressor module registers the kinds it stores, where it defines them.
 
 A stored variant's config names its ``kind``; the kind's handlers rebuild the module from the stored state,
-count its deployed size, and say what kernels run it. New compressors register here instead of adding a
-branch to every dispatch site.
+count its deployed size, and say what kernels run it. A new compressor calls :func:`register` in its own module
+(``registry.register(VariantKind("mykind", ...))``) instead of adding a branch to every dispatch site; code that
+reads any stored variant (:mod:`fairquant.compress.variants`) imports the compressor modules it reads.
+
+The kind strings are stored in checkpoints and metrics files: never rename one.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ def register(kind: VariantKind) -> VariantKind:
     return kind
 
 
-def lookup(name: str) -> VariantKind:
-    from fairquant.compress import variants  # noqa: F401  (importing it registers every kind)
+def registered() -> tuple[str, ...]:
+    return tuple(_KINDS)
 
+
+def lookup(name: str) -> VariantKind:
     if name not in _KINDS:
         raise FairquantError(f"unknown variant kind {name!r}; the model folder was written by another fairquant version")
     return _KINDS[name]

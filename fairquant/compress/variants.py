@@ -1,4 +1,7 @@
-"""A model folder (fp32 or compressed) -> predictions, size and latency, whatever the variant kind."""
+"""A model folder (fp32 or compressed) -> predictions, size and latency, whatever the variant kind.
+
+The kinds are registered by the modules that define them (fp32 in checkpoints, pruned in pruning, fakequant in
+fakequant, kmeans in kmeans, ptq-int8 in int8); this loader imports each of them, since it reads them all."""
 
 from __future__ import annotations
 
@@ -10,14 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fairquant.compress import fakequant, int8, kmeans, pruning, registry
-from fairquant.compress.checkpoints import CHECKPOINT, build_fp32, fp32_size_bytes
-from fairquant.compress.registry import VariantKind
+from fairquant.compress import checkpoints, fakequant, int8, kmeans, pruning, registry
 from fairquant.io import load_checkpoint
-from fairquant.models import build_from_config
-from fairquant.params import QuantSchemeParams
 from fairquant.training import predict_scores
 
+KINDS = (checkpoints.FP32, pruning.PRUNED, fakequant.FAKEQUANT, kmeans.KMEANS, int8.PTQ_INT8)  # what it reads
 
 
 @dataclass
@@ -33,34 +33,6 @@ class LoadedVariant:
     forward: Callable[[torch.Tensor], torch.Tensor]  # a standardised input batch -> raw outputs (logits, embeddings)
 
 
-def _untrained(config: dict) -> nn.Module:
-    return build_from_config(config).eval()
-
-
-def _load_into(model: nn.Module, state_dict: dict) -> nn.Module:
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
-
-
-registry.register(VariantKind("fp32", build_fp32, lambda config, model: fp32_size_bytes(model), "fp32"))
-registry.register(VariantKind("pruned", build_fp32, lambda config, model: pruning.sparse_size_bytes(model),
-                              "dense-decoded"))
-registry.register(VariantKind(
-    "fakequant",
-    lambda config, state: _load_into(
-        fakequant.quantize_model(_untrained(config), QuantSchemeParams(**config["scheme"])), state),
-    lambda config, model: fakequant.quantized_size_bytes(model), "simulated"))
-registry.register(VariantKind(
-    "kmeans", lambda config, state: _load_into(kmeans.empty_clustered(_untrained(config), config["clusters"]), state),
-    lambda config, model: kmeans.clustered_size_bytes(model, config["clusters"]), "dense-decoded"))
-registry.register(VariantKind(
-    "ptq-int8",
-    lambda config, state: int8.convert_int8(_untrained(config), state, config["export_batch"], config["image_size"],
-                                            config["scheme"]["observer"], config["scheme"]["percentile"],
-                                            config.get("int8_check", {}).get("reduce_range", False)),
-    lambda config, model: int8.stored_size_bytes(model), "int8"))
-
-
 def rebuild(config: dict, state_dict: dict) -> nn.Module:
     """The module of a stored variant (for ptq-int8, the reference q/dq graph, not yet compiled)."""
     return registry.lookup(config["kind"]).rebuild(config, state_dict)
@@ -71,14 +43,12 @@ def size_bytes(config: dict, model: nn.Module) -> int:
 
 
 def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int) -> LoadedVariant:
-    checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
+    checkpoint = load_checkpoint(Path(model_dir) / checkpoints.CHECKPOINT)
     config = checkpoint["config"]
     image_size = config["image_size"]
     kind = registry.lookup(config["kind"])
     if kind.kernels == "int8":
         int8.require_loadable_here(config)
-    # For ptq-int8 the prepared state holds every weight and observer range, so an untrained model of the same
-    # architecture is enough to rebuild the graph it is loaded into.
     model = kind.rebuild(config, checkpoint["state_dict"])
     size = kind.size_bytes(config, model)
     if kind.kernels == "int8":
@@ -110,5 +80,3 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
 
     return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size,
                          lambda images: predict_scores(model, images, batch_size), latency, model)
-
-

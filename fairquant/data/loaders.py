@@ -3,6 +3,9 @@
 Each loader reads the layout exactly as the dataset ships it (no conversion step for the user), resolves
 the target and protected attributes named in params, and says which file is missing when the layout is
 wrong. Images are not decoded here: ``prepare`` decodes each one once.
+
+Each reader registers itself under the ``data.source`` names it reads (``@reader("utkface")``);
+:func:`load_dataset` looks the source up, and a source without a reader is an error, never a fallback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +38,21 @@ class RawDataset:
     paths: list[Path] | None = None
     arrays: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+Reader = Callable[[Path, DataParams], RawDataset]  # (data.root, data) -> the dataset
+READERS: dict[str, Reader] = {}  # data.source -> its reader
+
+
+def reader(*sources: str):
+    """Register the decorated function as the reader of each ``data.source`` in ``sources``."""
+    def register(function: Reader) -> Reader:
+        for source in sources:
+            if source in READERS:
+                raise ValueError(f"data.source {source!r} has two readers")
+            READERS[source] = function
+        return function
+    return register
 
 
 def _require(path: Path, what: str) -> Path:
@@ -87,6 +106,7 @@ def _celeba_value_names(attribute: str) -> tuple[str, str]:
     return ("Male", "Female") if attribute == "Male" else (attribute, f"not {attribute}")
 
 
+@reader("synthetic", "celeba")
 def load_celeba(root: Path, params: DataParams) -> RawDataset:
     """CelebA: ``img_align_celeba/``, ``list_attr_celeba.txt`` (count, names, -1/1), ``list_eval_partition.txt``.
 
@@ -130,6 +150,7 @@ AGE_BINS = [0, 20, 40, 60, 200]
 AGE_LABELS = ["0-19", "20-39", "40-59", "60+"]
 
 
+@reader("utkface")
 def load_utkface(root: Path, params: DataParams) -> RawDataset:
     """UTKFace: ``[age]_[gender]_[race]_[date].jpg.chip.jpg``; gender 0 male / 1 female; race 0-4."""
     folder = root / "UTKFace" if (root / "UTKFace").is_dir() else _require(root, "UTKFace folder")
@@ -156,6 +177,7 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
 
 # --- FairFace -----------------------------------------------------------------------------------------
 
+@reader("fairface")
 def load_fairface(root: Path, params: DataParams) -> RawDataset:
     """FairFace: ``fairface_label_{train,val}.csv`` with ``file,age,gender,race,service_test``.
 
@@ -244,6 +266,16 @@ def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[s
                           classes, params)
 
 
+@reader("mnist")
+def load_mnist(root: Path, params: DataParams) -> RawDataset:
+    return load_mnist_like(root, params, "MNIST", MNIST_CLASSES)
+
+
+@reader("fashion_mnist")
+def load_fashion_mnist(root: Path, params: DataParams) -> RawDataset:
+    return load_mnist_like(root, params, "FashionMNIST", FASHION_CLASSES)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches are pickles; allow only what they contain (numpy arrays, builtins), never code."""
 
@@ -266,6 +298,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(batch["labels"], dtype=np.int64)
 
 
+@reader("cifar10")
 def load_cifar10(root: Path, params: DataParams) -> RawDataset:
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
@@ -277,18 +310,10 @@ def load_cifar10(root: Path, params: DataParams) -> RawDataset:
 
 def load_dataset(params: DataParams) -> RawDataset:
     """Read the dataset named by ``data.source`` at ``data.root``."""
+    if params.source not in READERS:
+        raise FairquantError(f"data.source {params.source!r} has no reader; known sources: {', '.join(READERS)}")
     root = Path(params.root)
     if not root.exists():
         raise FairquantError(f"{root}: dataset root not found; set data.root in params.yaml "
                              f"(the default 'data/raw/synthetic' is written by the generate stage)")
-    if params.source in ("synthetic", "celeba"):
-        return load_celeba(root, params)
-    if params.source == "utkface":
-        return load_utkface(root, params)
-    if params.source == "fairface":
-        return load_fairface(root, params)
-    if params.source == "mnist":
-        return load_mnist_like(root, params, "MNIST", MNIST_CLASSES)
-    if params.source == "fashion_mnist":
-        return load_mnist_like(root, params, "FashionMNIST", FASHION_CLASSES)
-    return load_cifar10(root, params)
+    return READERS[params.source](root, params)

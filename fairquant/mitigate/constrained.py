@@ -60,18 +60,38 @@ class Reference:
 
 
 class ConstrainedObjective(Objective):
-    def __init__(self, method: str, params: ConstrainedParams, group_names: list[str], reference: Reference,
-                 model: nn.Module, validate):
-        self.method, self.params, self.names, self.reference = method, params, group_names, reference
+    """Fine-tuning under one constraint per group (cooper's plain Lagrangian, dual SGD): what CEAG and equalized
+    loss share. A subclass says what each group's violation is, what drives the dual step, and which validation
+    check is kept."""
+
+    equality = False  # equality constraints (multipliers of any sign) rather than inequalities
+
+    def __init__(self, params: ConstrainedParams, group_names: list[str], reference: Reference, model: nn.Module,
+                 validate):
+        self.method, self.params, self.names, self.reference = params.method, params, group_names, reference
         self.model, self.validate = model, validate
-        self.tolerance = getattr(params, "tolerance", None)
         n = len(group_names)
-        self.problem = _GroupProblem(n, equality=method == "equalized_loss")
+        self.problem = _GroupProblem(n, equality=self.equality)
         self.dual = torch.optim.SGD(self.problem.dual_parameters(), lr=params.dual_lr, maximize=True)
         self.buffers = [collections.deque(maxlen=params.buffer) for _ in range(n)]
         self.state = None
         self.checks: list[dict] = []
         self._best: tuple[float, dict] | None = None
+
+    def violation(self, group_loss: torch.Tensor, rate_loss: torch.Tensor) -> torch.Tensor:
+        """Per group, the (differentiable) constraint violation of this batch."""
+        raise NotImplementedError
+
+    def dual_signal(self) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+        """The strict (non-differentiable) violation and its features, and whether this step updates the duals."""
+        raise NotImplementedError
+
+    def feasible(self, check: dict) -> bool | None:
+        raise NotImplementedError
+
+    def check_rank(self, check: dict) -> tuple:
+        """Which validation check to keep: the highest rank."""
+        raise NotImplementedError
 
     def loss(self, logits, targets, groups):
         rows = torch.as_tensor(rate_rows(targets.cpu().numpy() > 0.5, self.params.rate), device=logits.device)
@@ -83,33 +103,14 @@ class ConstrainedObjective(Objective):
         group_loss, present = group_means(ce, groups, len(self.names), rows)
         rate_loss = ce[rows].mean()
         features = torch.nonzero(present).flatten()
-        if self.method == "ceag":
-            ref = torch.as_tensor(self.reference.loss - float((self.reference.loss * self.reference.shares).sum()),
-                                  dtype=ce.dtype, device=ce.device)
-            violation = (group_loss - rate_loss) - ref - self.tolerance
-        else:
-            violation = group_loss - rate_loss
+        violation = self.violation(group_loss, rate_loss)
         correct = ((logits.detach() > 0) == (targets > 0.5))[rows].cpu().numpy()
         for g, ok in zip(groups[rows].cpu().numpy(), correct):
             self.buffers[g].append(bool(ok))
-        if self.method == "ceag":
-            strict, strict_features = self._strict_violation()
-            dual = strict is not None
-        else:  # equalized loss: its loss violations drive the dual step too
-            strict, strict_features, dual = None, None, True
+        strict, strict_features, dual = self.dual_signal()
         self.state = self.problem.compute_cmp_state(overall_loss.cpu(), violation[features].cpu(), features.cpu(),
                                                     strict, strict_features, dual)
         return self.state.compute_primal_lagrangian().lagrangian
-
-    def _strict_violation(self):
-        """CEAG's dual signal from the replay buffers, once every group's buffer is full."""
-        if any(len(b) < self.params.buffer for b in self.buffers):
-            return None, None
-        accuracy = np.array([np.mean(b) for b in self.buffers])
-        overall = float((accuracy * self.reference.shares).sum())
-        ref_overall = float((self.reference.accuracy * self.reference.shares).sum())
-        strict = (self.reference.accuracy - accuracy) - (ref_overall - overall) - self.tolerance
-        return torch.tensor(strict, dtype=torch.float32), torch.arange(len(self.names))
 
     def after_step(self, step, total_steps):
         logs = {}
@@ -132,13 +133,8 @@ class ConstrainedObjective(Objective):
         return logs
 
     def _consider(self, check: dict) -> None:
-        if self.method == "ceag":
-            feasible = check["max_excess_drop"] <= self.tolerance
-            key = (1, check["accuracy"]) if feasible else (0, -check["max_excess_drop"])
-        else:
-            key = (1, check["step"])  # the last check
-        # equalized loss has no tolerance: feasibility is not defined for it
-        check["feasible"] = bool(check["max_excess_drop"] <= self.tolerance) if self.method == "ceag" else None
+        key = self.check_rank(check)
+        check["feasible"] = self.feasible(check)
         if self._best is None or key > self._best[0]:
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             self._best = (key, state)
@@ -158,7 +154,75 @@ class ConstrainedObjective(Objective):
                 "feasible_on_validation": kept["feasible"] if kept else None}
 
 
-DURING_COMPRESSION = {CEAGParams: "ceag", EqualizedLossParams: "equalized_loss"}
+DURING_COMPRESSION: dict[type, type[ConstrainedObjective]] = {}  # params class -> its objective
+
+
+def _during_compression(params_type: type):
+    def register(objective: type[ConstrainedObjective]) -> type[ConstrainedObjective]:
+        DURING_COMPRESSION[params_type] = objective
+        return objective
+    return register
+
+
+@_during_compression(CEAGParams)
+class CEAG(ConstrainedObjective):
+    """No group may lose more than the overall loss plus ``tolerance``; the duals follow true accuracies from the
+    replay buffers; the best feasible validation check is kept."""
+
+    def __init__(self, params: CEAGParams, *args, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.tolerance = params.tolerance
+
+    def violation(self, group_loss, rate_loss):
+        ref = torch.as_tensor(self.reference.loss - float((self.reference.loss * self.reference.shares).sum()),
+                              dtype=group_loss.dtype, device=group_loss.device)
+        return (group_loss - rate_loss) - ref - self.tolerance
+
+    def dual_signal(self):
+        strict, strict_features = self._strict_violation()
+        return strict, strict_features, strict is not None
+
+    def _strict_violation(self):
+        """CEAG's dual signal from the replay buffers, once every group's buffer is full."""
+        if any(len(b) < self.params.buffer for b in self.buffers):
+            return None, None
+        accuracy = np.array([np.mean(b) for b in self.buffers])
+        overall = float((accuracy * self.reference.shares).sum())
+        ref_overall = float((self.reference.accuracy * self.reference.shares).sum())
+        strict = (self.reference.accuracy - accuracy) - (ref_overall - overall) - self.tolerance
+        return torch.tensor(strict, dtype=torch.float32), torch.arange(len(self.names))
+
+    def feasible(self, check):
+        return bool(check["max_excess_drop"] <= self.tolerance)
+
+    def check_rank(self, check):
+        return (1, check["accuracy"]) if self.feasible(check) else (0, -check["max_excess_drop"])
+
+
+@_during_compression(EqualizedLossParams)
+class EqualizedLoss(ConstrainedObjective):
+    """Each group's loss equal to the overall loss; its loss violations drive the dual step too; the last
+    validation check is kept (without a tolerance, feasibility is not defined for it)."""
+
+    equality = True
+
+    def violation(self, group_loss, rate_loss):
+        return group_loss - rate_loss
+
+    def dual_signal(self):
+        return None, None, True
+
+    def feasible(self, check):
+        return None
+
+    def check_rank(self, check):
+        return (1, check["step"])
+
+
+def constrained_objective(params: ConstrainedParams, group_names: list[str], reference: Reference, model: nn.Module,
+                          validate) -> ConstrainedObjective:
+    """The constrained objective registered for this config type."""
+    return DURING_COMPRESSION[type(params)](params, group_names, reference, model, validate)
 
 
 def require_tolerance(params) -> None:

@@ -37,6 +37,17 @@ def group_means(values: torch.Tensor, groups: torch.Tensor, n_groups: int,
     return sums / counts.clamp(min=1), present
 
 
+BEFORE_COMPRESSION: dict[type, type[Objective]] = {}  # params class -> its objective
+
+
+def _before_compression(params_type: type):
+    def register(objective: type[Objective]) -> type[Objective]:
+        BEFORE_COMPRESSION[params_type] = objective
+        return objective
+    return register
+
+
+@_before_compression(FairALMParams)
 class FairALM(Objective):
     def __init__(self, params: FairALMParams, group_names: list[str]):
         self.params, self.names = params, group_names
@@ -84,6 +95,7 @@ class FairALM(Objective):
         return {"multipliers": {n: float(v) for n, v in zip(self.names, self.multipliers)}, "final_eta": self.eta}
 
 
+@_before_compression(DPRegularizerParams)
 class DPRegularizer(Objective):
     def __init__(self, params: DPRegularizerParams, group_names: list[str]):
         self.params, self.names = params, group_names
@@ -104,9 +116,6 @@ class DPRegularizer(Objective):
 
     def summary(self) -> dict:
         return {"weight": self.params.weight}
-
-
-BEFORE_COMPRESSION = {FairALMParams: FairALM, DPRegularizerParams: DPRegularizer}
 
 
 def objective_for(params, group_names: list[str]) -> Objective:

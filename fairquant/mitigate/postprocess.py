@@ -35,6 +35,18 @@ from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import group_labels
 from fairquant.params import CalEqOddsParams, ThresholdParams
 
+Postprocessor = Callable[[pd.DataFrame, pd.DataFrame, list[str], BaseModel], tuple[pd.DataFrame, pd.DataFrame, dict]]
+POSTPROCESSORS: dict[str, tuple[type[BaseModel], Postprocessor]] = {}  # method -> (its params class, the function)
+
+
+def postprocessor(params_type: type[BaseModel]):
+    """Register the decorated function as the post-processor of ``params_type`` (under its ``method``)."""
+    def register(function: Postprocessor) -> Postprocessor:
+        POSTPROCESSORS[params_type.method] = (params_type, function)
+        return function
+    return register
+
+
 THRESHOLD = 0.5  # AIF360's default: label 1 where the (mixed) score is >= 0.5
 COST_NEEDS = {"fpr": ("negative",), "fnr": ("positive",), "weighted": ("positive", "negative")}
 
@@ -173,6 +185,7 @@ def apply_caleqodds(fit: CalEqOddsFit, scores: np.ndarray, groups: np.ndarray, u
     return new, (new >= THRESHOLD).astype(np.int8)
 
 
+@postprocessor(CalEqOddsParams)
 def calibrated_equalized_odds(val: pd.DataFrame, test: pd.DataFrame, protected: list[str],
                               params: CalEqOddsParams) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Fit calibrated equalized odds on ``val``; return transformed val and test frames and the fit's details."""
@@ -195,7 +208,7 @@ def calibrated_equalized_odds(val: pd.DataFrame, test: pd.DataFrame, protected: 
                                          + fit.mix_rates[k] * fit.trivial_costs[k]),
             "validation_cost_after": group_cost(val_new[rows], val_true[rows], params.cost_constraint),
         }
-    details = {"method": "caleqodds", "params": params.model_dump(), "protected": list(protected),
+    details = {"method": params.method, "params": params.model_dump(), "protected": list(protected),
                "threshold": THRESHOLD, "target_cost": fit.target_cost, "collapsed": fit.collapsed,
                "groups": groups}
     return _replace_outputs(val, val_new, val_labels), _replace_outputs(test, test_new, test_labels), details
@@ -234,6 +247,7 @@ def _expected_rates(probability: np.ndarray, y_true: np.ndarray) -> dict[str, fl
             "selection_rate": float(probability.mean())}
 
 
+@postprocessor(ThresholdParams)
 def threshold_optimizer(val: pd.DataFrame, test: pd.DataFrame, protected: list[str],
                         params: ThresholdParams) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Fit fairlearn's ThresholdOptimizer on ``val``'s scores; return transformed val and test frames and details.
@@ -274,7 +288,7 @@ def threshold_optimizer(val: pd.DataFrame, test: pd.DataFrame, protected: list[s
         }
         if "p_ignore" in rule:  # equalized odds: with this probability the label is 1 w.p. prediction_constant
             groups[str(name)].update(p_ignore=float(rule.p_ignore), prediction_constant=float(rule.prediction_constant))
-    details = {"method": "threshold", "params": params.model_dump(), "protected": list(protected),
+    details = {"method": params.method, "params": params.model_dump(), "protected": list(protected),
                "fitted": {"x_metric": optimizer.x_metric_, "x_best": float(optimizer._x_best),
                           "y_metric": optimizer.y_metric_, "y_best": float(optimizer._y_best)},
                "collapsed": constant_groups(val_probability, val_groups), "groups": groups}
@@ -290,13 +304,6 @@ def constant_groups(probability: np.ndarray, groups: np.ndarray) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------------
 # Registry
-
-Postprocessor = Callable[[pd.DataFrame, pd.DataFrame, list[str], BaseModel], tuple[pd.DataFrame, pd.DataFrame, dict]]
-POSTPROCESSORS: dict[str, tuple[type[BaseModel], Postprocessor]] = {
-    "caleqodds": (CalEqOddsParams, calibrated_equalized_odds),
-    "threshold": (ThresholdParams, threshold_optimizer),
-}
-
 
 def postprocess(method: str, val: pd.DataFrame, test: pd.DataFrame, protected: list[str],
                 params_section: BaseModel | dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -7,7 +7,9 @@ Four families, each with its inputs and outputs:
 - after (calibrated equalized odds, threshold optimiser): a variant's validation and test predictions ->
   post-processed predictions;
 - precision (layer sensitivity): fp32 model + calibration set -> a mixed-precision plan and its PTQ model.
-A new method registers its config type in ``REMEDIES`` with its family's function.
+A remedy is declared once, by its params class (``method`` and ``family`` ClassVars, listed in
+``fairquant.params.mitigate.REMEDY_PARAMS``); its family's function here dispatches on the config's type to the
+method registered in the family's module (``inprocess``, ``constrained``, ``postprocess``, ``sensitivity``).
 """
 
 from __future__ import annotations
@@ -17,16 +19,21 @@ from typing import Callable
 import numpy as np
 
 from fairquant.errors import FairquantError
-from fairquant.params import (CalEqOddsParams, CEAGParams, DPRegularizerParams, EqualizedLossParams, FairALMParams,
-                              SensitivityParams, ThresholdParams, TrainingParams)
-
-METHOD_NAMES = {FairALMParams: "fairalm", DPRegularizerParams: "dp_regularizer", CEAGParams: "ceag",
-                EqualizedLossParams: "equalized_loss", CalEqOddsParams: "caleqodds", ThresholdParams: "threshold",
-                SensitivityParams: "sensitivity"}
+from fairquant.params import (REMEDY_PARAMS, FairALMParams, PruneParams, QuantizeKmeansParams, QuantizeQATParams,
+                              TrainingParams)
 
 
-def method_name(config) -> str:
-    return METHOD_NAMES[type(config)]
+def remedy_params(method: str) -> type:
+    """The params class of the remedy named ``method`` (its ``mitigate.<method>`` section)."""
+    by_method = {remedy.method: remedy for remedy in REMEDY_PARAMS}
+    if method not in by_method:
+        raise FairquantError(f"unknown remedy {method!r}; known: {', '.join(by_method)}")
+    return by_method[method]
+
+
+def family(method: str) -> str:
+    """When the remedy acts: before, during or after compression, or precision."""
+    return remedy_params(method).family
 
 
 def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int, control: bool = False):
@@ -39,7 +46,7 @@ def finetune_before(config, *, model, data, protected: list[str], live_dir, seed
     from fairquant.mitigate.inprocess import objective_for
     from fairquant.training import Objective, fit_logged, group_index
 
-    method = method_name(config)
+    method = config.method
     table, images, _ = load_prepared(data)
     names, index = group_index(table, protected)
     if len(names) < 2:
@@ -73,25 +80,42 @@ def _split(table, protected, names, split):
             group_index(part, protected, names)[1], group_labels(part, protected))
 
 
-def compress_during(config, *, compressor: str, model, data, protected: list[str], compressor_params,
+def _trainable_compressor(compressor_params) -> Callable | None:
+    """The compressor whose section ``compressor_params`` is (by its type), as (model, calibration images,
+    fine-tuning) -> (module, recorded); None for a compressor without fine-tuning."""
+    from fairquant.compress import fakequant, kmeans, pruning
+
+    return {PruneParams: lambda model, images, finetune: pruning.pruned_variant(model, compressor_params, finetune),
+            QuantizeQATParams: lambda model, images, finetune: fakequant.qat_variant(model, compressor_params, images,
+                                                                                     finetune),
+            QuantizeKmeansParams: lambda model, images, finetune: kmeans.kmeans_variant(model, compressor_params,
+                                                                                        finetune),
+            }.get(type(compressor_params))
+
+
+def compress_during(config, *, model, data, protected: list[str], compressor_params,
                     calibration_images: np.ndarray | None, live_dir, seed: int):
-    """Run ``compressor`` (prune, qat or kmeans, with its own section ``compressor_params``) on the fp32 ``model``, its
+    """Run the compressor whose section is ``compressor_params`` (prune, qat or kmeans) on the fp32 ``model``, its
     fine-tuning replaced by the remedy's constrained one with the same settings (epochs, lr, batch, the seed the
     caller derives from the compressor's): the variant it fixes differs only by the constraint. Returns the module
     and the variant's config entries, with the constraint's satisfaction on the training and validation splits."""
     import copy
 
-    from fairquant.compress import fakequant, kmeans, pruning
     from fairquant.data.prepare import load_prepared
     from fairquant.fairness.metrics import excess_drops, rate_rows
-    from fairquant.mitigate.constrained import ConstrainedObjective, constraint_report, reference_for, require_tolerance
+    from fairquant.mitigate.constrained import (constrained_objective, constraint_report, reference_for,
+                                                require_tolerance)
     from fairquant.training import compression_finetuner, group_index, predict_scores
 
-    method = method_name(config)
+    method = config.method
+    compressor = getattr(compressor_params, "compressor", type(compressor_params).__name__)
+    compress = _trainable_compressor(compressor_params)
+    if compress is None:
+        raise FairquantError(f"{method} runs during prune, qat or kmeans, not {compressor!r}")
     require_tolerance(config)
     if not compressor_params.epochs:
-        section = {"prune": "prune", "qat": "quantize_qat", "kmeans": "quantize_kmeans"}.get(compressor, compressor)
-        raise FairquantError(f"{method} replaces {compressor}'s fine-tuning, but {section}.epochs is 0; set it above 0")
+        raise FairquantError(f"{method} replaces {compressor}'s fine-tuning, but {compressor_params.params_section}"
+                             ".epochs is 0; set it above 0")
     table, images, _ = load_prepared(data)
     names, _ = group_index(table, protected)
     if len(names) < 2:
@@ -118,23 +142,17 @@ def compress_during(config, *, compressor: str, model, data, protected: list[str
         return {"accuracy": float(((scores > 0.5) == val_y.astype(bool)).mean()),
                 "max_excess_drop": drops["max_excess_drop"]}
 
-    objectives: list[ConstrainedObjective] = []
+    objectives = []
 
     def make_objective(candidate):
-        objectives.append(ConstrainedObjective(method, config, names, reference, candidate, validate))
+        objectives.append(constrained_objective(config, names, reference, candidate, validate))
         return objectives[-1]
 
+    # quantizers and weight sharing keep BatchNorm's statistics while fine-tuning; pruning retrains them
     finetune = compression_finetuner(data, protected, compressor_params, live_dir, f"{method}+{compressor}",
-                                     freeze_bn=compressor in ("qat", "kmeans"), seed=seed, section=f"mitigate.{method}",
-                                     objective=make_objective)
-    if compressor == "prune":
-        module, recorded = pruning.pruned_variant(model, compressor_params, finetune)
-    elif compressor == "qat":
-        module, recorded = fakequant.qat_variant(model, compressor_params, calibration_images, finetune)
-    elif compressor == "kmeans":
-        module, recorded = kmeans.kmeans_variant(model, compressor_params, finetune)
-    else:
-        raise FairquantError(f"{method} runs during prune, qat or kmeans, not {compressor!r}")
+                                     freeze_bn=not isinstance(compressor_params, PruneParams), seed=seed,
+                                     section=f"mitigate.{method}", objective=make_objective)
+    module, recorded = compress(model, calibration_images, finetune)
     recorded["training"] = compressor_params.model_dump(include=set(TrainingParams.model_fields))
     constraint = {
         "train": constraint_report(train_y, train_ref_scores, predict_scores(module, images, batch, rows=train_rows),
@@ -151,8 +169,8 @@ def postprocess_predictions(config, *, val, test, protected: list[str]):
     """Fit the post-processor on ``val``, apply it to both; returns (val, test, details)."""
     from fairquant.mitigate.postprocess import postprocess
 
-    val_out, test_out, details = postprocess(method_name(config), val, test, protected, config)
-    return val_out, test_out, {"method": method_name(config), "family": "post-processing", **details}
+    val_out, test_out, details = postprocess(config.method, val, test, protected, config)
+    return val_out, test_out, {"method": config.method, "family": "post-processing", **details}
 
 
 def precision_variant(config, *, model, scheme_base, calibration_images: np.ndarray, val_images: np.ndarray,
@@ -181,34 +199,21 @@ def precision_variant(config, *, model, scheme_base, calibration_images: np.ndar
     from fairquant.compress.checkpoints import fp32_size_bytes
 
     fp32_bytes = fp32_size_bytes(model)
-    record = {"method": "sensitivity", "family": "precision", "params": config.model_dump(),
+    record = {"method": config.method, "family": "precision", "params": config.model_dump(),
               "sensitivity": sensitivity, "plan": plan}
     return quantized, {"kind": "fakequant", "kernels": "simulated", "scheme": scheme.model_dump(),
                        "size_bytes": fakequant.quantized_size_bytes(quantized), "fp32_size_bytes": fp32_bytes,
                        "layers": fakequant.describe(quantized), "mitigation": record}
 
 
-REMEDIES: dict[type, Callable] = {
-    FairALMParams: finetune_before, DPRegularizerParams: finetune_before,
-    CEAGParams: compress_during, EqualizedLossParams: compress_during,
-    CalEqOddsParams: postprocess_predictions, ThresholdParams: postprocess_predictions,
-    SensitivityParams: precision_variant,
-}
-
-
-def family(method: str) -> str:
-    from fairquant.params import MitigateParams
-
-    config_type = type(getattr(MitigateParams(), method, None))
-    if config_type not in METHOD_NAMES:
-        raise FairquantError(f"unknown remedy {method!r}; known: {', '.join(METHOD_NAMES.values())}")
-    return {finetune_before: "before", compress_during: "during", postprocess_predictions: "after",
-            precision_variant: "precision"}[REMEDIES[config_type]]
+FAMILIES: dict[str, Callable] = {"before": finetune_before, "during": compress_during,
+                                 "after": postprocess_predictions, "precision": precision_variant}
+REMEDIES: dict[type, Callable] = {remedy: FAMILIES[remedy.family] for remedy in REMEDY_PARAMS}
 
 
 def mitigate(config, **inputs):
     """Run the remedy ``config`` describes (its type picks the method) on ``inputs``."""
     if type(config) not in REMEDIES:
         raise FairquantError(f"no remedy is registered for {type(config).__name__}; known: "
-                             f"{', '.join(METHOD_NAMES[t] for t in REMEDIES)}")
+                             f"{', '.join(remedy.method for remedy in REMEDIES)}")
     return REMEDIES[type(config)](config, **inputs)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fairquant.compress import calibration, fakequant, int8, kmeans, pruning
-from fairquant.compress.checkpoints import base_config, fp32_size_bytes, variant_name
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes
 from fairquant.errors import FairquantError
 from fairquant.params import Params, QuantSchemeParams
 
@@ -152,6 +152,6 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
         module, recorded = kmeans.kmeans_variant(model, section, finetune)
     else:
         module, recorded = pruning.pruned_variant(model, section, finetune)
-    name = variant_name(spec.method, section)
+    name = section.variant_name()
     common.pop("fp32_size_bytes")  # the compressor's own record has it
     return module.state_dict(), base_config(fp32_config, recorded.pop("kind"), name, **recorded, **common)

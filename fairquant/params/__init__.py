@@ -1,0 +1,127 @@
+"""The one typed schema for ``params.yaml``.
+
+Every stage loads the file once through :func:`load_params`; unknown keys, wrong types and out-of-range
+values are rejected with a message that names the dotted key, what was expected and what was found.
+The sections live by wing (``data``, ``model``, ``compress``, ``mitigate``, ``verify``; ``base`` holds what they
+share); every name is re-exported here, so ``from fairquant.params import X`` is the one import to use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from fairquant.errors import FairquantError
+from fairquant.params.base import ArchName, Bits, TrainingParams, _Section
+from fairquant.params.compress import (CalibrationParams, CalibrationSet, LatencyParams, PruneParams,
+                                       QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams, QuantSchemeParams)
+from fairquant.params.data import DataParams, DatasetName, FacesParams, GenerateParams, GroupDifficulty, PrepareParams
+from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParams, CEAGParams, ConstrainedParams,
+                                       DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
+                                       FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
+                                       SensitivityParams, ThresholdParams)
+from fairquant.params.model import EvaluateParams, FinetuneParams, ModelParams
+from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSet, VerifyDataParams,
+                                     VerifyEvaluateParams, VerifyGenerateParams, VerifyMethod, VerifyModelParams,
+                                     VerifyParams, VerifyTrainParams)
+
+__all__ = [
+    "Params", "parse_params", "load_params",
+    # base
+    "ArchName", "Bits", "TrainingParams",
+    # data
+    "DatasetName", "GroupDifficulty", "GenerateParams", "DataParams", "PrepareParams", "FacesParams",
+    # model
+    "ModelParams", "FinetuneParams", "EvaluateParams",
+    # compress
+    "CalibrationSet", "CalibrationParams", "QuantSchemeParams", "QuantizePTQParams", "LatencyParams",
+    "QuantizeQATParams", "QuantizeKmeansParams", "PruneParams",
+    # mitigate
+    "FairnessRate", "BeforeMethod", "DuringMethod", "AfterMethod", "PrecisionMethod", "FairALMParams",
+    "DPRegularizerParams", "ConstrainedParams", "CEAGParams", "EqualizedLossParams", "CalEqOddsParams",
+    "ThresholdParams", "SensitivityParams", "REMEDY_PARAMS", "MitigateParams",
+    # verify
+    "RACES", "VerifyCalibrationSet", "VerifyGenerateParams", "VerifyDataParams", "VerifyModelParams",
+    "VerifyTrainParams", "QuantFaceParams", "VerifyEvaluateParams", "VerifyMethod", "VerifyParams",
+]
+
+
+class Params(_Section):
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], min_length=1,
+        description="training seeds: the fp32 model, every compressed variant and its evaluation are made per seed")
+    generate: GenerateParams = GenerateParams()
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    model: ModelParams = ModelParams()
+    finetune: FinetuneParams = FinetuneParams()
+    faces: FacesParams = FacesParams()
+    calibration: CalibrationParams = CalibrationParams()
+    quantize_ptq: QuantizePTQParams = QuantizePTQParams()
+    quantize_qat: QuantizeQATParams = QuantizeQATParams()
+    quantize_kmeans: QuantizeKmeansParams = QuantizeKmeansParams()
+    prune: PruneParams = PruneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    latency: LatencyParams = LatencyParams()
+    mitigate: MitigateParams = MitigateParams()
+    verify: VerifyParams = VerifyParams()
+
+    def compressors(self) -> dict[str, _Section]:
+        """Each compressor's internal name (ptq, qat, kmeans, prune: its slot) -> its section, in schema order."""
+        sections = (getattr(self, key) for key in type(self).model_fields)
+        return {section.compressor: section for section in sections if hasattr(section, "compressor")}
+
+    @model_validator(mode="after")
+    def _seeds_are_distinct(self) -> "Params":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
+        return self
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> "Params":
+        if self.generate.val_share + self.generate.test_share >= 0.9:
+            raise ValueError(
+                "generate.val_share + generate.test_share must be < 0.9 to leave a training split, "
+                f"found {self.generate.val_share + self.generate.test_share:g}"
+            )
+        return self
+
+
+def _format_error(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "params.yaml"
+    found = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"params.yaml: unknown key '{key}' (found {found!r}); remove it or fix its spelling"
+    if error["type"] == "missing":
+        return f"params.yaml: missing key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return f"params.yaml: {message}"
+    if error["type"] == "value_error":  # a cross-field check: the message names the values itself
+        return f"params.yaml: '{key}': {message}"
+    message = message.replace("Input should be", "expected").replace("Input should", "expected to")
+    return f"params.yaml: '{key}': {message}; found {found!r}"
+
+
+def parse_params(raw: dict) -> Params:
+    """Validate a params mapping; raise :class:`FairquantError` naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise FairquantError(f"params.yaml: expected a mapping of sections, found {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise FairquantError(_format_error(exc.errors()[0])) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise FairquantError(f"{path}: params file not found; run from the project root, where params.yaml is")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FairquantError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_params(raw)

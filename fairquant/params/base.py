@@ -1,0 +1,34 @@
+"""What every params section shares: strict frozen sections, the bit-width type, the architectures, and the
+fine-tuning settings that compressors, remedies and the verification branch all extend."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ArchName = Literal[
+    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1", "face_resnet10"
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+
+Bits = Annotated[int, Field(ge=2, le=16)]
+
+
+class TrainingParams(_Section):
+    """Fine-tuning after compression: quantization-aware, centroid or post-pruning."""
+
+    seed: int = 0
+    epochs: float = Field(1, ge=0, le=1000, description="may be fractional: 0.5 = half an epoch of steps")
+    batch_size: int = Field(128, ge=1, le=4096)
+    lr: float = Field(0.005, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    augment: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256)
+

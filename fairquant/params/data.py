@@ -1,0 +1,83 @@
+"""Params of the data wing: the generated default, the dataset reader, prepare, and the unlabelled faces."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fairquant.params.base import _Section
+
+DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10"]
+
+
+class GroupDifficulty(_Section):
+    """How hard the label cue is to see for one group of the generated data."""
+
+    contrast: float = Field(1.0, gt=0, le=1, description="mouth/eye contrast against the skin, 1 = full")
+    noise: float = Field(0.02, ge=0, le=0.5, description="std of per-pixel Gaussian noise, in [0, 1] units")
+    blur: float = Field(0.0, ge=0, le=3, description="Gaussian blur radius in pixels at render size")
+
+
+class GenerateParams(_Section):
+    """The embedded default: a seeded generator of face-like images in the CelebA layout."""
+
+    seed: int = 0
+    identities: int = Field(2000, ge=10)
+    images_per_identity: int = Field(4, ge=1, le=50)
+    render_size: int = Field(64, ge=32, le=256)
+    minority_share: float = Field(0.2, gt=0, lt=1, description="share of identities in the minority group")
+    base_rate_majority: float = Field(0.5, gt=0, lt=1)
+    base_rate_minority: float = Field(0.5, gt=0, lt=1)
+    difficulty_majority: GroupDifficulty = GroupDifficulty()
+    difficulty_minority: GroupDifficulty = GroupDifficulty()
+    label_noise: float = Field(0.02, ge=0, lt=0.5)
+    cue_strength: float = Field(1.5, gt=0, le=3, description="scales the mouth's curvature and line width: how "
+                                                              "visible the label cue is at the prepared size")
+    cue_overlap: float = Field(0.0, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
+                                                               "(share of the curvature range): ambiguity of the cue")
+    rare_cue_share: float = Field(
+        0.0, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
+    )
+    val_share: float = Field(0.1, gt=0, lt=0.5)
+    test_share: float = Field(0.2, gt=0, lt=0.5)
+    workers: int = Field(2, ge=1, le=64)
+
+
+class DataParams(_Section):
+    source: DatasetName = "synthetic"
+    root: str = "data/raw/synthetic"
+    target: str = "Smiling"
+    positive: list[str] | None = Field(
+        None, description="values of the target counted as positive, for a target that is not already binary"
+    )
+    protected: list[str] = Field(default_factory=lambda: ["Male"], min_length=1)
+    max_corrupt_fraction: float = Field(0.01, ge=0, le=1)
+    class_imbalance: float = Field(
+        1.0, gt=0, le=1, description="MNIST/CIFAR only: keep this share of the training images of the minority classes"
+    )
+    minority_classes: list[int] = Field(default_factory=list)
+    val_share: float = Field(0.1, gt=0, lt=0.5, description="share of the training identities held out when the dataset has no validation split")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _protected_names_are_distinct(self) -> "DataParams":
+        repeated = sorted({name for name in self.protected if self.protected.count(name) > 1})
+        if repeated:
+            raise ValueError(f"data.protected names {', '.join(repeated)} more than once; list each attribute once")
+        return self
+
+
+class PrepareParams(_Section):
+    image_size: int = Field(32, ge=8, le=512)
+    workers: int = Field(2, ge=1, le=64)
+
+
+
+class FacesParams(_Section):
+    """Unlabelled generated faces: the default stand-in for a folder of StyleGAN faces used as a calibration set."""
+
+    count: int = Field(512, ge=1, le=100000)
+    seed: int = Field(1, description="differs from generate.seed: new faces, not copies of training images")
+    minority_share: float = Field(0.5, gt=0, lt=1, description="group mix of the folder; differs from training on purpose")
+
