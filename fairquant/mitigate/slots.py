@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fairquant.errors import FairquantError
+from fairquant.params import Params
 
-COMPRESSED = ("ptq", "qat", "kmeans", "prune")
+COMPRESSED = tuple(Params().compressors())  # ptq, qat, kmeans, prune: each compressor's section declares its slot
 TIMED = ("fp32", "ptq")  # real kernels, timed: the plain fp32 model and its int8 PTQ (remedies' variants run the same)
 VARIANTS = "variants"  # predictions of models, under data/predictions/s<seed>/
 POSTPROCESSED = "postprocessed"  # predictions of post-processors, under the same
