@@ -57,11 +57,21 @@ def predictions_schema(protected: list[str]) -> pa.Schema:
     return pa.schema(PREDICTION_FIXED_FIELDS + [pa.field(name, pa.string(), nullable=False) for name in protected])
 
 
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FairquantError(f"cannot write {path}: a file stands where a folder of its path should be; remove it or "
+                             "choose another path") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise FairquantError(f"{path} is a folder; the output is a file: remove the folder or choose another path")
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -77,7 +87,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; replace ``path`` with it only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise FairquantError(f"{path} is a file; the output is a folder: remove the file or choose another path")
+    _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -113,7 +125,11 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FairquantError(f"{path}: not valid JSON ({exc}); the file is damaged: re-run the stage that writes it "
+                             "(dvc repro -f <stage>)") from None
 
 
 def write_table(path: str | Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
@@ -130,7 +146,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
-    return pq.read_table(path).to_pandas()
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise FairquantError(f"{path}: not a readable parquet table ({str(exc).splitlines()[0]}); the file is damaged: "
+                             "re-run the stage that writes it (dvc repro -f <stage>)") from None
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

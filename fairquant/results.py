@@ -26,6 +26,15 @@ def _check_keys(data: dict, required: tuple[str, ...], optional: tuple[str, ...]
                              f"that writes it")
 
 
+def _check_types(data: dict, types: dict[str, type], what: str) -> None:
+    """Each present key holds a value of its type (a bool is not an int here: JSON keeps them apart)."""
+    for key, expected in types.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool)):
+            raise FairquantError(f"{what}: '{key}' should be {expected.__name__}, found {value!r}; re-run the stage "
+                                 "that writes it")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PredictionsInfo:
     """``info.json`` of a predictions folder: the variant that predicted, its storage and speed.
@@ -45,6 +54,8 @@ class PredictionsInfo:
 
     REQUIRED = ("name", "kind", "kernels", "size_bytes", "synthetic")
     OPTIONAL = ("details", "latency")
+    TYPES = {"name": str, "kind": str, "kernels": str, "details": dict, "size_bytes": int, "latency": dict,
+             "synthetic": bool}
 
     @property
     def mitigation(self) -> dict[str, Any] | None:
@@ -58,7 +69,17 @@ class PredictionsInfo:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "info.json") -> PredictionsInfo:
+        if not isinstance(data, dict):
+            raise FairquantError(f"{source}: expected a JSON object, found {type(data).__name__}; re-run the stage "
+                                 "that writes it")
         _check_keys(data, cls.REQUIRED, cls.OPTIONAL, source)
+        _check_types(data, cls.TYPES, source)
+        bad = [mode for mode, timing in data.get("latency", {}).items()
+               if not isinstance(timing, dict) or not isinstance(timing.get("median_ms"), (int, float))]
+        mitigation = data.get("details", {}).get("mitigation")
+        if bad or (mitigation is not None and not isinstance(mitigation, dict)):
+            what = f"latency {bad} without a median_ms" if bad else "details.mitigation is not an object"
+            raise FairquantError(f"{source}: {what}; re-run the stage that writes it")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +128,8 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "evaluation") -> EvaluationResult:
         """Every key that is neither in :attr:`HEAD` nor in :attr:`TAIL` belongs to the metrics block."""
+        if not isinstance(data, dict):
+            raise FairquantError(f"{source}: expected a JSON object, found {type(data).__name__}; re-run evaluate")
         _check_keys({key: data[key] for key in data if key in cls.HEAD + cls.TAIL}, cls.HEAD, cls.TAIL, source)
         metrics = {key: value for key, value in data.items() if key not in cls.HEAD + cls.TAIL}
         return cls(**{key: data[key] for key in cls.HEAD + cls.TAIL if key in data}, metrics=metrics)

@@ -6,7 +6,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import evaluate_variant
-from fairquant.io import read_table
+from fairquant.io import read_json, read_table
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
 from stages._cli import run
@@ -14,16 +14,21 @@ from stages._cli import run
 app = typer.Typer(add_completion=False)
 
 
-def study_folders(root: Path, params) -> tuple[list[Path], dict[str, str | None]]:
-    """The prediction folders of every slot the study makes (params.yaml's mitigate lists), fp32 first."""
-    from fairquant.mitigate.slots import predictions_folder, study_slots
+def study_folders(root: Path, params) -> tuple[list[Path], dict[str, str | None], dict[str, dict]]:
+    """The prediction folders of every slot the study makes (params.yaml's mitigate lists), fp32 first; each slot's
+    baseline; and the timed slots' latency (the latency stage's file)."""
+    from fairquant.mitigate.slots import LATENCY, TIMED, predictions_folder, study_slots
 
     slots = study_slots(params.mitigate)
     folders = [predictions_folder(root, slot, params.mitigate) for slot in slots]
     missing = [folder.name for folder in folders if not (folder / "test.parquet").is_file()]
     if missing:
         raise FairquantError(f"{root} lacks predictions of {missing}; run dvc repro (the predict and mitigate stages)")
-    return folders, slots
+    latency = read_json(root / LATENCY)
+    if not isinstance(latency, dict) or set(latency) != set(TIMED) or not all(
+            isinstance(timing, dict) for timing in latency.values()):
+        raise FairquantError(f"{root / LATENCY}: expected the timings of {list(TIMED)}; re-run the latency stage")
+    return folders, slots, latency
 
 
 @app.command()
@@ -33,13 +38,17 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     baselines: dict[str, str | None] = {}
+    latency: dict[str, dict] = {}
     if len(predictions) == 1 and not (predictions[0] / "test.parquet").is_file():
-        predictions, baselines = study_folders(predictions[0], params)
+        predictions, baselines, latency = study_folders(predictions[0], params)
     reference = read_table(predictions[0] / "test.parquet")
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = PredictionsInfo.read(folder)
+        if folder.name in latency:  # timed apart from prediction (the latency stage)
+            info = PredictionsInfo.from_dict({**info.to_dict(), "latency": latency[folder.name]},
+                                             source=f"the latency stage's timing of {folder.name}")
         base = baselines.get(folder.name)
         results[folder.name] = evaluate_variant(frames[folder.name], reference, info, params.data.protected,
                                                 params.evaluate, baseline=(base, frames[base]) if base else None)

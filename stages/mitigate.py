@@ -96,28 +96,30 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
 
 
 def _after(config, predictions, out, params) -> None:
-    from fairquant.io import atomic_dir, predictions_schema, read_json, read_table, write_json, write_table
+    from dataclasses import replace
+
+    from fairquant.io import atomic_dir, predictions_schema, read_table, write_table
     from fairquant.mitigate.remedies import mitigate
+    from fairquant.results import PredictionsInfo
 
     method = config.method
     for name in ("val.parquet", "test.parquet", "info.json"):
         if not (predictions / name).is_file():
             raise FairquantError(f"{predictions / name} is missing; run the predict stage of that variant first")
-    info = read_json(predictions / "info.json")
-    if info.get("details", {}).get("mitigation", {}).get("family") == "post-processing":
+    info = PredictionsInfo.read(predictions)
+    if (info.mitigation or {}).get("family") == "post-processing":
         raise FairquantError(f"{predictions} is already post-processed; apply {method} to an unprocessed variant")
     protected = params.data.protected
     val, test, details = mitigate(config, val=read_table(predictions / "val.parquet"),
                                   test=read_table(predictions / "test.parquet"), protected=protected)
-    name = f"{info['name']}+{method}"
+    name = f"{info.name}+{method}"
     schema = predictions_schema(protected).with_metadata(
-        {"fairquant.variant": name, "fairquant.synthetic": str(info["synthetic"]).lower()})
+        {"fairquant.variant": name, "fairquant.synthetic": str(info.synthetic).lower()})
     with atomic_dir(out) as tmp:
         write_table(tmp / "val.parquet", val, schema)
         write_table(tmp / "test.parquet", test, schema)
         # the model is the variant's own; a post-processor adds a per-group lookup, not a speed claim
-        write_json(tmp / "info.json", {**info, "name": name, "latency": {},
-                                       "details": {**info.get("details", {}), "mitigation": details}})
+        replace(info, name=name, latency={}, details={**info.details, "mitigation": details}).write(tmp)
     print(f"{name}: fitted on validation; collapsed groups: {details.get('collapsed') or 'none'}")
 
 

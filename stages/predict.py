@@ -1,5 +1,6 @@
 """Predict the val and test splits with every model of one training seed (fp32 and each compressed or remedied
-variant: the study's model slots); the plain fp32 and int8 PTQ models are also timed."""
+variant: the study's model slots). Nothing here is timed (the latency stage is), so a re-run writes the same bytes for
+every unchanged model and nothing downstream of those re-runs."""
 
 from pathlib import Path
 
@@ -7,15 +8,15 @@ import typer
 
 from fairquant.data.prepare import load_prepared
 from fairquant.errors import FairquantError
-from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_json, write_table
-from fairquant.mitigate.slots import TIMED, model_slots
+from fairquant.compress.checkpoints import CHECKPOINT
+from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
+from fairquant.mitigate.slots import model_slots
 from fairquant.params import load_params
+from fairquant.results import PredictionsInfo
 from fairquant.compress.variants import load_variant
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
-DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check", "mitigation",
-           "training_seed")
 
 
 @app.command()
@@ -24,19 +25,23 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          out: Path = typer.Option(..., help="predictions folder to write, a subfolder per slot"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
-    slots = model_slots(params.mitigate)
-    missing = [slot for slot in slots if not (models / slot).is_dir()]
+    slots = list(model_slots(params.mitigate))
+    missing = [slot for slot in slots if not (models / slot / CHECKPOINT).is_file()]
     if missing:
         raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (the compressor and mitigate stages)")
     table, images, info = load_prepared(data)
+    protected = params.data.protected
+    absent = [name for name in ("sample_id", "split", "y_true", "row", *protected) if name not in table.columns]
+    if absent or "synthetic" not in info:
+        raise FairquantError(f"{data} lacks {absent or 'synthetic in info.json'} (data.protected: {protected}); "
+                             "re-run prepare with these params (dvc repro)")
     with atomic_dir(out) as tmp:  # every slot or none
         for slot in slots:
-            predict_variant(models / slot, tmp / slot, table, images, info, params, timed=slot in TIMED)
+            predict_variant(models / slot, tmp / slot, table, images, info, params)
 
 
-def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params, *, timed: bool) -> None:
-    variant = load_variant(model_dir, batch_size=params.evaluate.batch_size,
-                           repeats=params.latency.repeats, latency_batch=params.latency.batch)
+def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params) -> None:
+    variant = load_variant(model_dir, batch_size=params.evaluate.batch_size, repeats=0, latency_batch=0)
     protected = params.data.protected
     schema = predictions_schema(protected).with_metadata(
         {"fairquant.variant": variant.name, "fairquant.synthetic": str(info["synthetic"]).lower()})
@@ -48,13 +53,9 @@ def predict_variant(model_dir: Path, out: Path, table, images, info: dict, param
         frame["y_score"] = scores.astype("float32")
         frame["y_pred"] = (scores > 0.5).astype("int8")
         write_table(out / f"{split}.parquet", frame, schema)
-    latency = variant.latency() if timed and params.latency.repeats else {}
-    write_json(out / "info.json", {"name": variant.name, "kind": variant.kind, "kernels": variant.kernels,
-                                   "details": {k: v for k, v in variant.config.items() if k in DETAILS},
-                                   "size_bytes": variant.size_bytes,
-                                   "latency": latency, "synthetic": info["synthetic"]})
-    timing = ", ".join(f"{mode} {v['median_ms']:.1f} ms/batch of {v['batch_size']}" for mode, v in latency.items())
-    print(f"{variant.name}: predicted val and test; {timing or variant.kernels + ' (no latency measured)'}")
+    PredictionsInfo(name=variant.name, kind=variant.kind, kernels=variant.kernels, details=variant.details,
+                    size_bytes=variant.size_bytes, synthetic=info["synthetic"]).write(out)
+    print(f"{variant.name}: predicted val and test ({variant.kernels})")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.io import read_json
+from fairquant.results import EvaluationResult
 from fairquant.params import load_params
 from fairquant.report import write_report
 from stages._cli import run
@@ -18,7 +19,7 @@ def seed_metrics(folder: Path) -> dict[str, dict]:
     files = sorted(folder.glob("*.json"), key=lambda p: (p.stem != "fp32", p.stem))
     if not files or files[0].stem != "fp32":
         raise FairquantError(f"{folder} holds no fp32.json; run the evaluate stage for this seed first (dvc repro)")
-    return {path.stem: read_json(path) for path in files}
+    return {path.stem: EvaluationResult.read(path).to_dict() for path in files}
 
 
 @app.command()
@@ -39,7 +40,12 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
-    write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify)
+    try:
+        write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify)
+    except (KeyError, TypeError, IndexError, ZeroDivisionError) as exc:  # computed before any file is written
+        raise FairquantError(f"the metrics in {eval_dir} or {verify_path} are not what the evaluate stages write "
+                             f"({type(exc).__name__}: {exc}); re-run them (dvc repro -f evaluate verify_evaluate)"
+                             ) from None
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fairquant.mitigate.slots import (POSTPROCESSED, VARIANTS, model_slots, postprocessed_slots, predictions_folder,
-                                      study_slots)
+from fairquant.mitigate.slots import (LATENCY, POSTPROCESSED, TIMED, VARIANTS, model_slots, postprocessed_slots,
+                                      predictions_folder, study_slots)
 from fairquant.params import MitigateParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,7 @@ def resolved(tmp_path: Path, mitigate: dict | None, seeds: list[int]) -> tuple[d
     with Repo(str(tmp_path)) as repo:
         stages = {stage.name: stage for stage in repo.index.stages}
         out = {name: {"cmd": stage.cmd, "deps": [d.def_path for d in stage.deps],
+                      "params": [key for d in stage.deps for key in (getattr(d, "params", None) or [])],
                       "outs": [o.def_path for o in stage.outs]} for name, stage in stages.items()}
     return out, MitigateParams(**params["mitigate"])
 
@@ -53,6 +54,11 @@ def test_dvc_yaml_makes_exactly_the_study_slots_where_the_code_reads_them(tmp_pa
             folder = predictions_folder(root, slot, params).as_posix()
             assert any(folder == o or folder.startswith(o + "/") for o in outs), slot
         assert root.as_posix() in stages[f"evaluate@{seed}"]["deps"]
+        latency = stages[f"latency@{seed}"]  # times exactly the timed slots' models, into the file evaluate reads
+        assert latency["outs"] == [(root / LATENCY).as_posix()]
+        assert [d for d in latency["deps"] if d.startswith("data/")] == [f"data/models/s{seed}/{s}" for s in TIMED]
+        # adding a post-processor re-predicts nothing, a timing setting re-predicts nothing
+        assert not {"mitigate.after", "mitigate.post_on", "latency"} & set(predict["params"])
     after = [s for name, s in stages.items() if name.startswith("mitigate_after@")]
     for stage in after:  # each post-processor reads a predicted variant, never another post-processor's output
         (source,) = [d for d in stage["deps"] if d.startswith("data/predictions/")]
@@ -64,3 +70,9 @@ def test_a_post_processor_on_a_slot_the_study_does_not_make_is_refused():
 
     with pytest.raises(FairquantError, match=r"mitigate.post_on names \['qat\+caleqodds'\]"):
         study_slots(MitigateParams(post_on=["qat+caleqodds"]))
+
+
+def test_model_slots_do_not_depend_on_the_post_processing_lists():
+    plain = MitigateParams(**{**EVERY_REMEDY, "after": [], "post_on": []})
+    assert model_slots(plain) == model_slots(MitigateParams(**EVERY_REMEDY))
+    assert list(study_slots(MitigateParams(**EVERY_REMEDY)))[:len(model_slots(plain))] == list(model_slots(plain))

@@ -92,3 +92,34 @@ def test_identical_checkpoints_are_identical_bytes(tmp_path):
     save_checkpoint(tmp_path / "a" / "model.pt", state, {"kind": "fp32"})
     save_checkpoint(tmp_path / "b" / "model.pt", state, {"kind": "fp32"})
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
+# Found by the bad-input probe: damaged artifacts and outputs that collide with what is on disk were tracebacks.
+def test_damaged_json_and_parquet_are_one_clear_error(tmp_path):
+    from fairquant.errors import FairquantError
+    from fairquant.io import read_json, read_table
+
+    (tmp_path / "info.json").write_text('{"name": "fp32", ')
+    (tmp_path / "test.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(FairquantError, match=r"info.json: not valid JSON .*re-run the stage that writes it"):
+        read_json(tmp_path / "info.json")
+    with pytest.raises(FairquantError, match=r"test.parquet: not a readable parquet table .*re-run the stage"):
+        read_table(tmp_path / "test.parquet")
+
+
+def test_an_output_that_collides_with_a_file_or_folder_is_refused_before_any_work(tmp_path):
+    from fairquant.errors import FairquantError
+    from fairquant.io import atomic_dir, atomic_path
+
+    (tmp_path / "file").write_text("mine")
+    ran = []
+    with pytest.raises(FairquantError, match="is a file; the output is a folder"):
+        with atomic_dir(tmp_path / "file"):
+            ran.append(1)
+    with pytest.raises(FairquantError, match="is a folder; the output is a file"):
+        with atomic_path(tmp_path):
+            ran.append(1)
+    with pytest.raises(FairquantError, match="a file stands where a folder of its path should be"):
+        with atomic_path(tmp_path / "file" / "gaps.csv"):
+            ran.append(1)
+    assert not ran and (tmp_path / "file").read_text() == "mine"

@@ -42,6 +42,9 @@ def test_a_params_file_without_a_model_section_gets_the_default_classifier():
     ({"nonsense": {}}, "params.yaml: unknown key 'nonsense' (found {}); remove it or fix its spelling"),
     ({"data": {"protected": ["Male", "Young", "Male"]}},
      "params.yaml: 'data': data.protected names Male more than once; list each attribute once"),
+    ({"mitigate": {"after": ["caleqodds"], "post_on": []}},
+     "params.yaml: 'mitigate': mitigate.after lists ['caleqodds'] but mitigate.post_on is empty, so none would run; "
+     "name the slots to fix in post_on (e.g. [fp32, ptq]) or empty after"),
 ])
 def test_errors_name_the_key_expected_and_found(raw, message):
     with pytest.raises(FairquantError) as info:

@@ -132,7 +132,7 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert changed == {"finetune@1", "calibration@1", "quantize_ptq@1", "quantize_qat@1", "quantize_kmeans@1",
                        "prune@1", "mitigate_before@1-fairalm", "quantize_ptq_mitigated@1-fairalm",
                        "mitigate_control@1-fairalm", "quantize_ptq_control@1-fairalm",
-                       "mitigate_during_prune@1-ceag", "predict@1", "mitigate_after@1-caleqodds-fp32",
+                       "mitigate_during_prune@1-ceag", "predict@1", "latency@1", "mitigate_after@1-caleqodds-fp32",
                        "mitigate_after@1-caleqodds-ptq", "evaluate@1", "report"}, out
     sh("git checkout params.yaml", repo, env)
 

@@ -110,8 +110,11 @@ def test_pareto_front_by_hand():
     assert non_dominated(points) == [False, True, True, True]
 
 
-def test_one_formatter_prints_undefined_for_none_nan_and_infinities():
-    assert [fmt(v) for v in (None, float("nan"), float("inf"), -float("inf"))] == ["undefined"] * 4
+def test_one_formatter_prints_undefined_for_none_and_nan_and_infinities_as_such():
+    """Found in review: an infinite SER (a race with no errors) printed "undefined", as if nothing were known."""
+    assert [fmt(v) for v in (None, float("nan"), float("inf"), -float("inf"))] == ["undefined", "undefined", "inf",
+                                                                                    "-inf"]
+    assert fmt(float("inf"), "pct_change") == "inf"
     assert fmt(0.12345) == "0.123" and fmt(0.9, "pct") == "90.00" and fmt(-0.009, "pct_change") == "-0.90"
     assert Cell(0.1, "num", interval=(None, 0.2), note="*").words() == "0.100 [undefined, 0.200] *"
     with pytest.raises(FairquantError, match="unknown number format 'percent'"):
@@ -148,3 +151,15 @@ def test_unknown_elements_and_figure_kinds_are_errors(tmp_path):
         render_markdown(Document("r", (), (Section("F", (Figure("x", "pie", pd.DataFrame()),)),)), assets=tmp_path)
     with pytest.raises(FairquantError, match="the Markdown renderer has no rule for str"):
         render_markdown(Document("r", ("raw markdown",), ()))
+
+
+def test_verification_cells_keep_an_infinite_ser_and_an_unbounded_interval_end():
+    """The stored form of an infinite estimate is null with ``nonfinite``; a ratio's null CI end is unbounded."""
+    from fairquant.report.verification import change_cell, estimate_cell
+
+    infinite = {"value": None, "ci_low": None, "ci_high": None, "nonfinite": {"value": "inf"}}
+    assert estimate_cell(infinite, pct=False).words() == "inf"
+    assert estimate_cell({"value": 2.5, "ci_low": 1.769, "ci_high": None}, pct=False).words() == "2.500 [1.769, inf]"
+    change = {"delta": 0.03, "ci_low": -0.31, "ci_high": None, "excludes_zero": False}
+    assert change_cell(change, pct=False).words() == "+0.03 [-0.31, inf]"
+    assert estimate_cell({"value": None, "ci_low": None, "ci_high": None}).words() == "undefined"

@@ -1,6 +1,7 @@
 """Typed result records: reading a result file and writing it back gives the same bytes."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,39 @@ def test_evaluate_variant_writes_the_same_file_as_it_reads(tmp_path):
     assert data["latency_ms"] == {"batch": 1.5} and data["details"] == {"training_seed": 0}
     EvaluationResult.read(tmp_path / "ptq.json").write(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == (tmp_path / "ptq.json").read_bytes()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("size_bytes", "big", "'size_bytes' should be int, found 'big'"),
+    ("synthetic", "yes", "'synthetic' should be bool, found 'yes'"),
+    ("size_bytes", True, "'size_bytes' should be int, found True"),
+    ("details", [], "'details' should be dict, found []"),
+    ("latency", "fast", "'latency' should be dict, found 'fast'"),
+    ("latency", {"compiled": {"batch_size": 64}}, "latency ['compiled'] without a median_ms"),
+    ("details", {"mitigation": "fairalm"}, "details.mitigation is not an object"),
+])
+def test_info_with_values_of_the_wrong_type_is_one_clear_error(key, value, message):
+    """Found by the bad-input probe: a string size or flag was copied into the metrics silently."""
+    data = {"name": "qat-w4a4", "kind": "fakequant", "kernels": "simulated", "details": {}, "size_bytes": 10,
+            "latency": {}, "synthetic": True, key: value}
+    with pytest.raises(FairquantError, match=re.escape(message)):
+        PredictionsInfo.from_dict(data)
+
+
+@pytest.mark.parametrize("column, values, message", [
+    ("y_pred", [0.2, 0.9, 0.7, 0.1], "y_pred must hold the labels 0 and 1 as integers, found float64"),
+    ("y_pred", [0, 1, 2, 1], "y_pred must hold the labels 0 and 1 as integers, found int64 [0, 1, 2]"),
+    ("y_true", [1, 0, 1, 3], "y_true must hold the labels 0 and 1 as integers"),
+])
+def test_predictions_whose_labels_are_not_binary_integers_are_refused(column, values, message):
+    """Found by the bad-input probe: scores in y_pred were cut to 0 and evaluated as predictions, silently."""
+    import pandas as pd
+
+    from fairquant.fairness.evaluation import check_labels
+
+    frame = pd.DataFrame({"sample_id": list("abcd"), "y_true": [1, 0, 1, 0], "y_pred": [1, 0, 0, 0]})
+    frame[column] = values
+    with pytest.raises(FairquantError, match=re.escape(message)):
+        check_labels(frame, "ptq")
+    with pytest.raises(FairquantError, match="lack the column 'y_pred'"):
+        check_labels(frame.drop(columns="y_pred"), "ptq")

@@ -200,7 +200,39 @@ def test_predict_refuses_a_seed_whose_model_slots_are_missing(tmp_path):
 
     models = tmp_path / "models"
     (models / "fp32").mkdir(parents=True)
+    (models / "fp32" / "model.pt").write_bytes(b"not read: the stage stops before loading any model")
     out = tmp_path / "predictions" / "variants"
     result = run_stage("predict", ["--data", str(write_prepared(tmp_path / "prepared")), "--models", str(models),
                                    "--out", str(out)], tmp_path)
     assert_clean_failure(result, "lacks the models of ['ptq', 'qat', 'kmeans', 'prune', 'fairalm-control'", out)
+    (models / "ptq").mkdir()  # a slot folder without its checkpoint is missing too, found before any prediction
+    result = run_stage("predict", ["--data", str(tmp_path / "prepared"), "--models", str(models), "--out", str(out)],
+                       tmp_path)
+    assert_clean_failure(result, "lacks the models of ['ptq', 'qat'", out)
+
+
+def test_predict_refuses_an_out_path_that_is_a_file_before_any_work(tmp_path):
+    from conftest import write_prepared
+
+    out = tmp_path / "variants"
+    out.write_text("mine")
+    result = run_stage("predict", ["--data", str(write_prepared(tmp_path / "prepared")), "--models",
+                                   str(ROOT / "tests"), "--out", str(out)], tmp_path, {"mitigate.before_compression": []})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert out.read_text() == "mine"
+
+
+def test_report_on_damaged_metrics_is_one_line_and_writes_nothing(tmp_path):
+    """Found by the bad-input probe: the plot tables were written before the document failed to build."""
+    import json
+
+    evaluations = tmp_path / "eval" / "s0"
+    shutil.copytree(ROOT / "metrics" / "eval" / "s0", evaluations)
+    damaged = json.loads((evaluations / "qat.json").read_text())
+    del damaged["gaps"]
+    (evaluations / "qat.json").write_text(json.dumps(damaged))
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, "are not what the evaluate stages write (KeyError: 'gaps')", plots)
+    assert not (tmp_path / "summary.json").exists()

@@ -191,7 +191,8 @@ def test_report_section_and_summary_keys(branch, tmp_path):
     import json
 
     from fairquant.fairness.summary import verification_summary
-    from fairquant.report import Document, render_markdown, write_verification_tables
+    from fairquant.io import write_csv
+    from fairquant.report import Document, render_markdown, plot_tables
     from fairquant.report.verification import verification_section
 
     tmp, _ = branch
@@ -200,7 +201,8 @@ def test_report_section_and_summary_keys(branch, tmp_path):
     assert section.blocks[0].spans[0].text == "SYNTHETIC data" and section.blocks[0].spans[0].style == "strong"
     row = section.blocks[2].row("quantface-w4a4-synthetic")
     assert [row[k].value for k in ("method", "bits", "calibration")] == ["quantface", "W4A4", "synthetic"]
-    write_verification_tables(metrics, tmp_path)
+    for name in ("verify_ser", "verify_per_race"):
+        write_csv(tmp_path / f"{name}.csv", plot_tables({}, metrics)[name])
     render_markdown(Document("r", (), (section,)), assets=tmp_path)
     assert (tmp_path / "verify_ser.png").is_file() and (tmp_path / "verify_ser.csv").is_file()
     keys = verification_summary(metrics)

@@ -18,6 +18,9 @@ from fairquant.io import load_checkpoint
 from fairquant.training import predict_scores
 
 KINDS = (checkpoints.FP32, pruning.PRUNED, fakequant.FAKEQUANT, kmeans.KMEANS, int8.PTQ_INT8)  # what it reads
+# what a variant's config records about how it was made, copied to its predictions' info.json (``details``)
+DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check",
+           "mitigation", "training_seed")
 
 
 @dataclass
@@ -31,6 +34,11 @@ class LoadedVariant:
     score: Callable[[np.ndarray], np.ndarray]
     latency: Callable[[], dict]
     forward: Callable[[torch.Tensor], torch.Tensor]  # a standardised input batch -> raw outputs (logits, embeddings)
+
+    @property
+    def details(self) -> dict:
+        """How the variant was made (compressor settings, calibration, int8 check, remedy record, ...)."""
+        return {key: value for key, value in self.config.items() if key in DETAILS}
 
 
 def rebuild(config: dict, state_dict: dict) -> nn.Module:

@@ -11,6 +11,19 @@ from fairquant.params import EvaluateParams
 from fairquant.results import EvaluationResult, PredictionsInfo
 
 
+def check_labels(predictions: pd.DataFrame, name: str) -> None:
+    """``y_true`` and ``y_pred`` are present and binary integers: scores in ``y_pred`` would be cut to 0 silently."""
+    for column in ("sample_id", "y_true", "y_pred"):
+        if column not in predictions.columns:
+            raise FairquantError(f"predictions of {name} lack the column {column!r}; re-run predict")
+    for column in ("y_true", "y_pred"):
+        values = predictions[column]
+        if not pd.api.types.is_integer_dtype(values) or not values.isin([0, 1]).all():
+            found = sorted(set(values.dropna().tolist()))[:5]
+            raise FairquantError(f"predictions of {name}: {column} must hold the labels 0 and 1 as integers, found "
+                                 f"{values.dtype} {found}; re-run predict")
+
+
 def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: PredictionsInfo, protected: list[str],
                      params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> EvaluationResult:
     """Metrics of one variant on the test split, its paired change vs fp32 (``reference``) and, for a remedy, vs
@@ -19,6 +32,7 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
     missing = [name for name in protected if name not in predictions.columns]
     if missing:
         raise FairquantError(f"predictions of {info.name} lack protected columns {missing}; re-run predict")
+    check_labels(predictions, info.name)
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
         raise FairquantError(f"predictions of {info.name} and fp32 cover different test samples; re-run predict")
     groups = group_labels(predictions, protected)

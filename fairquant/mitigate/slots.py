@@ -8,7 +8,8 @@ compression gives <method> (the fine-tuned fp32 model) and <method>+ptq, compare
 
 Folders, per training seed s: a model slot's model in ``data/models/s<seed>/<slot>`` and its predictions in
 ``data/predictions/s<seed>/variants/<slot>`` (one predict stage per seed writes them all); a post-processed slot's
-predictions in ``data/predictions/s<seed>/postprocessed/<slot>``."""
+predictions in ``data/predictions/s<seed>/postprocessed/<slot>``; the timed slots' latency in
+``data/predictions/s<seed>/latency.json``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ COMPRESSED = tuple(Params().compressors())  # ptq, qat, kmeans, prune: each comp
 TIMED = ("fp32", "ptq")  # real kernels, timed: the plain fp32 model and its int8 PTQ (remedies' variants run the same)
 VARIANTS = "variants"  # predictions of models, under data/predictions/s<seed>/
 POSTPROCESSED = "postprocessed"  # predictions of post-processors, under the same
+LATENCY = "latency.json"  # the timed slots' latency, under the same
 
 
 def control(method: str) -> str:
@@ -33,8 +35,10 @@ def combined(first: str, then: str) -> str:
     return f"{first}+{then}"
 
 
-def study_slots(mitigate) -> dict[str, str | None]:
-    """Slot -> the slot it is compared with as its unmitigated baseline (None for fp32 and the compressors)."""
+def model_slots(mitigate) -> dict[str, str | None]:
+    """The slots that are models (every slot but post-processed predictions), fp32 first -> the slot each is compared
+    with as its unmitigated baseline (None for fp32 and the compressors). Independent of the post-processing lists,
+    so that adding a post-processor re-predicts nothing."""
     slots: dict[str, str | None] = {"fp32": None, **{c: None for c in COMPRESSED}}
     for method in mitigate.before_compression:  # vs the same fine-tuning without the remedy (its control)
         slots[control(method)] = None
@@ -49,6 +53,12 @@ def study_slots(mitigate) -> dict[str, str | None]:
         slots[combined(calibration_set, "ptq")] = "ptq"
     for method in mitigate.precision:  # a low-bit plan: compared with fp32, whose behaviour it should keep
         slots[combined(method, "ptq")] = "fp32"
+    return slots
+
+
+def study_slots(mitigate) -> dict[str, str | None]:
+    """Every slot -> the slot it is compared with as its unmitigated baseline (None for fp32 and the compressors)."""
+    slots = model_slots(mitigate)
     unknown = [s for s in mitigate.post_on if s not in slots]
     if unknown:
         raise FairquantError(f"mitigate.post_on names {unknown}, which this study does not make; choose among "
@@ -61,12 +71,6 @@ def study_slots(mitigate) -> dict[str, str | None]:
 
 def postprocessed_slots(mitigate) -> list[str]:
     return [combined(slot, method) for method in mitigate.after for slot in mitigate.post_on]
-
-
-def model_slots(mitigate) -> list[str]:
-    """The slots that are models (everything but post-processed predictions), fp32 first."""
-    post = set(postprocessed_slots(mitigate))
-    return [slot for slot in study_slots(mitigate) if slot not in post]
 
 
 def predictions_folder(root: str | Path, slot: str, mitigate) -> Path:

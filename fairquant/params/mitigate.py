@@ -174,3 +174,10 @@ class MitigateParams(_Section):
                 raise ValueError(f"mitigate.{key} lists a value more than once ({values}); list each once")
         return self
 
+    @model_validator(mode="after")
+    def _post_processors_have_slots(self) -> "MitigateParams":
+        if self.after and not self.post_on:
+            raise ValueError(f"mitigate.after lists {self.after} but mitigate.post_on is empty, so none would run; "
+                             "name the slots to fix in post_on (e.g. [fp32, ptq]) or empty after")
+        return self
+

@@ -6,11 +6,9 @@
 - ``markdown``: the Markdown renderer; ``build``: the document assembled and written.
 """
 
-from fairquant.report.build import (build_document, summary_metrics, write_plot_tables, write_report,
-                                    write_verification_tables)
+from fairquant.report.build import build_document, plot_tables, summary_metrics, write_report
 from fairquant.report.document import Cell, Document, Figure, Prose, Section, Table
 from fairquant.report.markdown import MarkdownRenderer, render_markdown
 
 __all__ = ["Cell", "Document", "Figure", "MarkdownRenderer", "Prose", "Section", "Table", "build_document",
-           "render_markdown", "summary_metrics", "write_plot_tables", "write_report",
-           "write_verification_tables"]
+           "plot_tables", "render_markdown", "summary_metrics", "write_report"]

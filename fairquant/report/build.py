@@ -57,20 +57,13 @@ def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: di
     return Document(TITLE, intro(first), tuple(sections))
 
 
-def write_plot_tables(results: dict[str, dict], verify: dict | None, folder: Path) -> None:
-    """plots/*.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER and races."""
-    write_csv(folder / "per_group.csv", per_group_table(results))
-    write_csv(folder / "gaps.csv", gaps_table(results))
-    write_csv(folder / "pareto.csv", pareto_table(results))
+def plot_tables(results: dict[str, dict], verify: dict | None) -> dict[str, "pd.DataFrame"]:
+    """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER (by bits)
+    and accuracy per race."""
+    tables = {"per_group": per_group_table(results), "gaps": gaps_table(results), "pareto": pareto_table(results)}
     if verify is not None:
-        write_verification_tables(verify, folder)
-
-
-def write_verification_tables(verify: dict, folder: Path) -> None:
-    """plots/verify_ser.csv (SER by bits) and plots/verify_per_race.csv (accuracy per race)."""
-    ser, per_race = verification_tables(verify)
-    write_csv(folder / "verify_ser.csv", ser)
-    write_csv(folder / "verify_per_race.csv", per_race)
+        tables["verify_ser"], tables["verify_per_race"] = verification_tables(verify)
+    return tables
 
 
 def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -> dict:
@@ -83,10 +76,14 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
 
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None, verify: dict | None = None) -> None:
-    """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md."""
-    write_plot_tables(per_seed[min(per_seed)], verify, plots_dir)
+    """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md. All of it is
+    computed before the first file is written, so that bad metrics leave no partial output."""
+    tables = plot_tables(per_seed[min(per_seed)], verify)
     document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify)
-    markdown = render_markdown(document, assets=plots_dir)
+    summary = summary_metrics(per_seed, verify)
+    markdown = render_markdown(document, assets=plots_dir)  # draws the figures into plots_dir
+    for name, frame in tables.items():
+        write_csv(plots_dir / f"{name}.csv", frame)
     with atomic_path(plots_dir / "report.md") as tmp:
         tmp.write_text(markdown)
-    write_json(summary_path, summary_metrics(per_seed, verify))
+    write_json(summary_path, summary)

@@ -1,6 +1,7 @@
 """How the report prints numbers: one formatter for every section, classification and verification alike.
 
-A value that is None, NaN or infinite prints as "undefined" everywhere. Formats are named by what they print.
+A value that is None or NaN prints as "undefined" everywhere, an infinite one as "inf" or "-inf" (an SER with an
+error-free group is infinite, not undefined). Formats are named by what they print.
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ FORMATS = {
 
 
 def is_undefined(value) -> bool:
-    """None, NaN or an infinity."""
-    return value is None or (isinstance(value, (int, float)) and not math.isfinite(value))
+    """None or NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value, kind: Kind = "num") -> str:
-    """``value`` printed as ``kind``; "undefined" for None, NaN and infinities."""
+    """``value`` printed as ``kind``; "undefined" for None and NaN, "inf" / "-inf" for infinities."""
     if kind not in FORMATS:
         raise FairquantError(f"unknown number format {kind!r}; use one of {sorted(FORMATS)}")
     if isinstance(value, str):
         return value
-    return UNDEFINED if is_undefined(value) else FORMATS[kind](value)
+    if is_undefined(value):
+        return UNDEFINED
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return FORMATS[kind](value)
 
 
 def interval(low, high, kind: Kind = "num") -> str:

@@ -5,6 +5,8 @@ set's estimated race mix. Built from metrics/verify.json."""
 
 from __future__ import annotations
 
+import math
+
 from fairquant.report.document import Cell, Figure, Section, code, prose, strong, table
 from fairquant.report.numbers import fmt, level
 from fairquant.report.tables import verification_tables
@@ -36,11 +38,24 @@ def describe_variant(r: dict) -> tuple[str, str, str]:
     return method, bits, (v.get("calibration") or {}).get("set", "")
 
 
+def point(e: dict) -> float | None:
+    """An estimate's value; a non-finite one (an SER or a max/min ratio with an error-free race) is stored as null
+    with its ``nonfinite`` value ("inf"), and printed as that, not as undefined."""
+    return float(e["nonfinite"]["value"]) if e["value"] is None and "nonfinite" in e else e["value"]
+
+
+def _unbounded(low, high) -> tuple[float, float]:
+    """A ratio's interval end stored as null is unbounded (a resample with an error-free race)."""
+    return (-math.inf if low is None else low), (math.inf if high is None else high)
+
+
 def estimate_cell(e: dict, pct: bool = True) -> Cell:
     """'value [low, high]' in percent (or as a ratio); the value alone where the estimate has no interval."""
     kind = "pct" if pct else "num"
     bounds = None if e["value"] is None or e["ci_low"] is None else (e["ci_low"], e["ci_high"])
-    return Cell(e["value"], kind, interval=bounds)
+    if bounds is not None and not pct:
+        bounds = _unbounded(*bounds)
+    return Cell(point(e), kind, interval=bounds)
 
 
 def change_cell(c: dict | None, pct: bool = True) -> Cell:
@@ -50,7 +65,8 @@ def change_cell(c: dict | None, pct: bool = True) -> Cell:
     kind = "pct_change" if pct else "change"
     if c["delta"] is None:
         return Cell(None, kind)
-    return Cell(c["delta"], kind, interval=(c["ci_low"], c["ci_high"]), note="*" if c.get("excludes_zero") else None)
+    return Cell(c["delta"], kind, interval=_unbounded(c["ci_low"], c["ci_high"]),
+                note="*" if c.get("excludes_zero") else None)
 
 
 def verification_section(verify: dict) -> Section:
@@ -78,7 +94,7 @@ def verification_section(verify: dict) -> Section:
         s = r["summary"]
         rows.append([Cell(name), *map(Cell, describe_variant(r)), *(estimate_cell(s[f"acc_{race}"]) for race in races),
                      estimate_cell(s["verification_accuracy"]), Cell(s["verification_std"]["value"], "pct"),
-                     Cell(s["ser"]["value"], "num")])
+                     Cell(point(s["ser"]), "num")])
     blocks.append(table(["variant", "method", "bits", "calibration", *races, "mean", "STD", "SER"], rows))
     blocks.append(Figure("verify_ser", "ser_by_bits", ser, synthetic=bool(verify.get("synthetic")),
                          confidence=verify["confidence"]))
