@@ -129,7 +129,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FairquantError(f"{path}: not valid JSON ({exc}); the file is damaged: re-run the stage that writes it "
-                             "(dvc repro -f <stage>)") from None
+                             "(dvc repro -f -s <stage>)") from None
 
 
 def write_table(path: str | Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
@@ -150,7 +150,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise FairquantError(f"{path}: not a readable parquet table ({str(exc).splitlines()[0]}); the file is damaged: "
-                             "re-run the stage that writes it (dvc repro -f <stage>)") from None
+                             "re-run the stage that writes it (dvc repro -f -s <stage>)") from None
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

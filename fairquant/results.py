@@ -123,6 +123,8 @@ class EvaluationResult:
     constraint: dict[str, Any] | None = None
 
     HEAD = ("variant", "kind", "kernels", "details", "split", "synthetic", "protected", "size_bytes", "latency_ms")
+    METRICS = ("n", "overall", "groups", "confidence", "bootstrap", "privileged_group", "gaps", "signed", "worst_group",
+               "worst_group_accuracy", "collapsed")  # what fairness_metrics always writes
     TAIL = ("vs_fp32", "baseline", "vs_baseline", "constraint")
 
     @classmethod
@@ -132,6 +134,10 @@ class EvaluationResult:
             raise FairquantError(f"{source}: expected a JSON object, found {type(data).__name__}; re-run evaluate")
         _check_keys({key: data[key] for key in data if key in cls.HEAD + cls.TAIL}, cls.HEAD, cls.TAIL, source)
         metrics = {key: value for key, value in data.items() if key not in cls.HEAD + cls.TAIL}
+        lacking = [key for key in cls.METRICS if key not in metrics]
+        if lacking or not all(isinstance(metrics[key], dict) for key in ("overall", "groups", "gaps", "signed")):
+            raise FairquantError(f"{source}: the metrics block lacks {lacking or 'objects in overall/groups/gaps/signed'}"
+                                 "; re-run evaluate (dvc repro -f -s evaluate@<seed>)")
         return cls(**{key: data[key] for key in cls.HEAD + cls.TAIL if key in data}, metrics=metrics)
 
     def to_dict(self) -> dict[str, Any]:

@@ -102,7 +102,10 @@ def _after(config, predictions, out, params) -> None:
     from fairquant.mitigate.remedies import mitigate
     from fairquant.results import PredictionsInfo
 
+    from fairquant.mitigate.slots import study_slots
+
     method = config.method
+    study_slots(params.mitigate)  # a post_on name the study does not make: one line naming the choices
     for name in ("val.parquet", "test.parquet", "info.json"):
         if not (predictions / name).is_file():
             raise FairquantError(f"{predictions / name} is missing; run the predict stage of that variant first")

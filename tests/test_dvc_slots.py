@@ -61,8 +61,9 @@ def test_dvc_yaml_makes_exactly_the_study_slots_where_the_code_reads_them(tmp_pa
         assert not {"mitigate.after", "mitigate.post_on", "latency"} & set(predict["params"])
     after = [s for name, s in stages.items() if name.startswith("mitigate_after@")]
     for stage in after:  # each post-processor reads a predicted variant, never another post-processor's output
-        (source,) = [d for d in stage["deps"] if d.startswith("data/predictions/")]
-        assert f"/{VARIANTS}/" in source
+        (source,) = [d for d in stage["deps"] if d.startswith("data/predictions/")]  # the seed's variants: so that
+        assert source.endswith(f"/{VARIANTS}")  # the stage runs, and names a bad post_on slot, when it is missing
+        assert f"--predictions {source}/" in " ".join(stage["cmd"].split())
 
 
 def test_a_post_processor_on_a_slot_the_study_does_not_make_is_refused():

@@ -115,3 +115,17 @@ def test_qat_during_mitigation_refuses_a_layer_name_the_model_lacks_before_any_w
                             cwd=ROOT, capture_output=True, text=True)
     _assert_refused(result, "quantize_qat.layers names 'fcc', which this model does not have (close names: fc)", out)
     assert not live.exists()  # nothing was trained or logged
+
+
+def test_post_processor_on_a_slot_the_study_does_not_make_names_the_choices(tmp_path):
+    """Found in review: with a per-seed predict stage, a typo in mitigate.post_on surfaced as DVC's missing-path error."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["mitigate"]["post_on"] = ["fp32", "qatt"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "qatt+caleqodds"
+    result = subprocess.run([sys.executable, "-m", "stages.mitigate", "--method", "caleqodds", "--predictions",
+                             str(tmp_path / "variants" / "qatt"), "--out", str(out), "--params",
+                             str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
+    _assert_refused(result, "mitigate.post_on names ['qatt'], which this study does not make; choose among", out)

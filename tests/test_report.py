@@ -163,3 +163,8 @@ def test_verification_cells_keep_an_infinite_ser_and_an_unbounded_interval_end()
     change = {"delta": 0.03, "ci_low": -0.31, "ci_high": None, "excludes_zero": False}
     assert change_cell(change, pct=False).words() == "+0.03 [-0.31, inf]"
     assert estimate_cell({"value": None, "ci_low": None, "ci_high": None}).words() == "undefined"
+    # a null named "undefined" (an all-NaN bootstrap) stays undefined, not unbounded; an infinite change prints inf
+    assert estimate_cell({"value": 2.0, "ci_low": 1.0, "ci_high": None, "nonfinite": {"ci_high": "undefined"}},
+                         pct=False).words() == "2.000 [1.000, undefined]"
+    assert change_cell({"delta": None, "ci_low": None, "ci_high": None, "nonfinite": {"delta": "inf"}},
+                       pct=False).words() == "inf"

@@ -234,5 +234,5 @@ def test_report_on_damaged_metrics_is_one_line_and_writes_nothing(tmp_path):
     plots = tmp_path / "plots"
     result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
                                   "--plots", str(plots)], tmp_path)
-    assert_clean_failure(result, "are not what the evaluate stages write (KeyError: 'gaps')", plots)
+    assert_clean_failure(result, "qat.json: the metrics block lacks ['gaps']; re-run evaluate", plots)
     assert not (tmp_path / "summary.json").exists()

@@ -3,6 +3,8 @@ plots/report.md."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
@@ -77,11 +79,16 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None, verify: dict | None = None) -> None:
     """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md. All of it is
-    computed before the first file is written, so that bad metrics leave no partial output."""
+    computed (the figures drawn into a temporary folder) before the first file is written, so that metrics it cannot
+    read leave no partial output."""
     tables = plot_tables(per_seed[min(per_seed)], verify)
     document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify)
     summary = summary_metrics(per_seed, verify)
-    markdown = render_markdown(document, assets=plots_dir)  # draws the figures into plots_dir
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".figures.", dir=plots_dir) as drawn:
+        markdown = render_markdown(document, assets=Path(drawn))
+        for figure in sorted(Path(drawn).glob("*.png")):
+            os.replace(figure, plots_dir / figure.name)
     for name, frame in tables.items():
         write_csv(plots_dir / f"{name}.csv", frame)
     with atomic_path(plots_dir / "report.md") as tmp:

@@ -32,8 +32,8 @@ FORMATS = {
 
 
 def is_undefined(value) -> bool:
-    """None or NaN."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None or NaN (of any float type)."""
+    return value is None or (not isinstance(value, str) and value != value)
 
 
 def fmt(value, kind: Kind = "num") -> str:
@@ -44,7 +44,7 @@ def fmt(value, kind: Kind = "num") -> str:
         return value
     if is_undefined(value):
         return UNDEFINED
-    if isinstance(value, float) and math.isinf(value):
+    if not isinstance(value, (str, bool)) and abs(value) == math.inf:
         return "inf" if value > 0 else "-inf"
     return FORMATS[kind](value)
 

@@ -38,15 +38,26 @@ def describe_variant(r: dict) -> tuple[str, str, str]:
     return method, bits, (v.get("calibration") or {}).get("set", "")
 
 
+def _stored(e: dict, key: str, default: float | None = None) -> float | None:
+    """``e[key]``; a non-finite one is stored as null and named in ``e["nonfinite"]`` ("inf", "-inf", "undefined"),
+    and read back as that. A null without a name is ``default``."""
+    if e.get(key) is not None:
+        return e[key]
+    named = (e.get("nonfinite") or {}).get(key)
+    if named is None:
+        return default
+    return math.nan if named == "undefined" else float(named)
+
+
 def point(e: dict) -> float | None:
-    """An estimate's value; a non-finite one (an SER or a max/min ratio with an error-free race) is stored as null
-    with its ``nonfinite`` value ("inf"), and printed as that, not as undefined."""
-    return float(e["nonfinite"]["value"]) if e["value"] is None and "nonfinite" in e else e["value"]
+    """An estimate's value: an SER or a max/min ratio with an error-free race prints as inf, not as undefined."""
+    return _stored(e, "value")
 
 
-def _unbounded(low, high) -> tuple[float, float]:
-    """A ratio's interval end stored as null is unbounded (a resample with an error-free race)."""
-    return (-math.inf if low is None else low), (math.inf if high is None else high)
+def _unbounded(e: dict, low: str, high: str) -> tuple[float, float]:
+    """A ratio's (or a change's) interval; an end stored as null without a name is unbounded (a resample with an
+    error-free race), as the report has always printed it."""
+    return _stored(e, low, -math.inf), _stored(e, high, math.inf)
 
 
 def estimate_cell(e: dict, pct: bool = True) -> Cell:
@@ -54,7 +65,7 @@ def estimate_cell(e: dict, pct: bool = True) -> Cell:
     kind = "pct" if pct else "num"
     bounds = None if e["value"] is None or e["ci_low"] is None else (e["ci_low"], e["ci_high"])
     if bounds is not None and not pct:
-        bounds = _unbounded(*bounds)
+        bounds = _unbounded(e, "ci_low", "ci_high")
     return Cell(point(e), kind, interval=bounds)
 
 
@@ -64,8 +75,8 @@ def change_cell(c: dict | None, pct: bool = True) -> Cell:
         return Cell("")
     kind = "pct_change" if pct else "change"
     if c["delta"] is None:
-        return Cell(None, kind)
-    return Cell(c["delta"], kind, interval=_unbounded(c["ci_low"], c["ci_high"]),
+        return Cell(_stored(c, "delta"), kind)
+    return Cell(c["delta"], kind, interval=_unbounded(c, "ci_low", "ci_high"),
                 note="*" if c.get("excludes_zero") else None)
 
 
