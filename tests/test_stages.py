@@ -236,3 +236,37 @@ def test_report_on_damaged_metrics_is_one_line_and_writes_nothing(tmp_path):
                                   "--plots", str(plots)], tmp_path)
     assert_clean_failure(result, "qat.json: the metrics block lacks ['gaps']; re-run evaluate", plots)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_latency_refuses_a_seed_without_its_timed_models(tmp_path):
+    models = tmp_path / "models"
+    (models / "fp32").mkdir(parents=True)
+    (models / "fp32" / "model.pt").write_bytes(b"not read: the stage stops before loading any model")
+    out = tmp_path / "latency.json"
+    result = run_stage("latency", ["--models", str(models), "--out", str(out)], tmp_path)
+    assert_clean_failure(result, "lacks the models of ['ptq']; run dvc repro (finetune and quantize_ptq)", out)
+
+
+@pytest.mark.parametrize("latency, message", [
+    (None, "latency.json: file not found"),
+    ("{", "latency.json: not valid JSON"),
+    ('{"fp32": {}}', "latency.json: expected the timings of ['fp32', 'ptq']; re-run the latency stage"),
+    ('{"fp32": {}, "ptq": []}', "latency.json: expected the timings of ['fp32', 'ptq']; re-run the latency stage"),
+])
+def test_evaluate_refuses_a_missing_or_damaged_latency_file(tmp_path, latency, message):
+    """The latency stage's file is an artifact evaluate reads for the timed slots: its bad cases, one line each."""
+    from fairquant.mitigate.slots import predictions_folder, study_slots
+    from fairquant.params import load_params
+    from fairquant.results import PredictionsInfo
+
+    mitigate = load_params(ROOT / "params.yaml").mitigate
+    root = tmp_path / "s0"
+    for slot in study_slots(mitigate):  # only the files' presence is checked before the latency file is read
+        folder = predictions_folder(root, slot, mitigate)
+        folder.mkdir(parents=True)
+        (folder / "test.parquet").write_bytes(b"")
+        PredictionsInfo(name=slot, kind="fp32", kernels="fp32", size_bytes=1, synthetic=True).write(folder)
+    if latency is not None:
+        (root / "latency.json").write_text(latency)
+    out = tmp_path / "eval"
+    assert_clean_failure(run_stage("evaluate", [str(root), "--out", str(out)], tmp_path), message, out)
