@@ -1,0 +1,141 @@
+"""Does a group's damage grow as compression deepens? One answer per curve, from one paired bootstrap.
+
+A curve is a list of points (the bit-widths, clusters or sparsities of one method) of models predicted on the
+same test rows as their reference (fp32). Each bootstrap draw resamples those rows once, stratified by group x
+label, and recomputes every point's quantity on the same draw, so the draws of the curve's statistic keep the
+points' shared rows (they are paired with each other and with the reference), as a curve fitted point by point
+would not.
+
+The statistic is the least-squares slope of the quantity (a gap's change vs fp32, or a group's rate) on the
+compression depth: bits removed for quantization (``-bits``), clusters removed for k-means, sparsity for pruning
+(:data:`DEPTH`), so a positive slope always reads "grows as compression deepens". Spearman's rank correlation is
+reported next to it. The verdict comes from the slope's percentile interval: "widens" (the whole interval above 0),
+"narrows" (below 0), "no clear trend" (it holds 0), "undefined" (fewer than 3 usable points).
+
+Points whose model collapsed to one class (every gap then looks fair) are left out of the fit and named, so a
+collapse at 2 bits does not read as a narrowing gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from fairquant.fairness.metrics import GAPS, RATES, gaps, rates
+
+# How deep a point compresses, from its x value: larger is deeper.
+DEPTH = {"bits": lambda x: -np.asarray(x, float), "clusters": lambda x: -np.log2(np.asarray(x, float)),
+         "sparsity": lambda x: np.asarray(x, float)}
+DEPTH_UNITS = {"bits": "per bit removed", "clusters": "per halving of the clusters", "sparsity": "per unit sparsity"}
+VERDICTS = ("widens", "narrows", "no clear trend", "undefined")
+MIN_POINTS = 3
+
+
+def slope(depth: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``values`` (..., P) on ``depth`` (P,); NaN where a value is undefined."""
+    centred = depth - depth.mean()
+    with np.errstate(invalid="ignore"):
+        return (values * centred).sum(axis=-1) / (centred ** 2).sum()
+
+
+def spearman(depth: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation of ``values`` (..., P) with ``depth`` (P,); NaN when the values are all tied."""
+    depth_ranks = rankdata(depth)
+    value_ranks = rankdata(values, axis=-1)
+    a = depth_ranks - depth_ranks.mean()
+    b = value_ranks - value_ranks.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (b * a).sum(axis=-1) / np.sqrt((a ** 2).sum() * (b ** 2).sum(axis=-1))
+
+
+def verdict(low: float, high: float, usable: int) -> str:
+    if usable < MIN_POINTS or not (np.isfinite(low) and np.isfinite(high)):
+        return "undefined"
+    if low > 0:
+        return "widens"
+    if high < 0:
+        return "narrows"
+    return "no clear trend"
+
+
+def trend_answer(depth: np.ndarray, point: np.ndarray, draws: np.ndarray, confidence: float) -> dict:
+    """Slope and Spearman of one quantity over a curve: ``point`` (P,), ``draws`` (n_boot, P) on the same points.
+
+    Points with an undefined value are left out; draws in which a kept point is undefined are left out of the
+    interval (and counted)."""
+    keep = np.isfinite(point)
+    depth, point, draws = depth[keep], point[keep], draws[:, keep]
+    usable = int(keep.sum())
+    out = {"points": usable, "slope": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "spearman": float("nan"), "spearman_ci_low": float("nan"), "spearman_ci_high": float("nan"),
+           "draws_used": 0, "verdict": "undefined"}
+    if usable < MIN_POINTS or np.ptp(depth) == 0:
+        return out
+    whole = np.isfinite(draws).all(axis=1)
+    tail = (1 - confidence) / 2
+    slopes, ranks = slope(depth, draws[whole]), spearman(depth, draws[whole])
+    low, high = (np.quantile(slopes, [tail, 1 - tail]) if whole.any() else (np.nan, np.nan))
+    ranks = ranks[np.isfinite(ranks)]
+    rank_low, rank_high = np.quantile(ranks, [tail, 1 - tail]) if ranks.size else (np.nan, np.nan)
+    out.update(slope=float(slope(depth, point)), ci_low=float(low), ci_high=float(high),
+               spearman=float(spearman(depth, point)), spearman_ci_low=float(rank_low),
+               spearman_ci_high=float(rank_high), draws_used=int(whole.sum()),
+               verdict=verdict(float(low), float(high), usable))
+    return out
+
+
+def stratified_row_weights(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, N) counts: each draw resamples the rows with replacement within each stratum (sizes kept)."""
+    weights = np.zeros((n_boot, strata.size))
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        weights[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1 / rows.size), size=n_boot)
+    return weights
+
+
+def _cells(weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray, groups: int) -> np.ndarray:
+    """(n_boot, G, 4) weighted confusion counts (tn, fp, fn, tp) per group."""
+    onehot = np.zeros((y_true.size, groups * 4))
+    onehot[np.arange(y_true.size), index * 4 + 2 * y_true + y_pred] = 1
+    return (weights @ onehot).reshape(weights.shape[0], groups, 4)
+
+
+def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.ndarray], x: Sequence[float],
+                 groups: np.ndarray, *, axis: str, collapsed: Sequence[bool], privileged_group: str | None,
+                 n_boot: int, confidence: float, seed: int) -> dict:
+    """The trend of every gap's change vs the reference and of every group's rates over one curve.
+
+    ``points`` are the curve's test predictions in the order of ``x`` (bits, clusters or sparsity, named by
+    ``axis``), each on the rows of ``reference``; ``collapsed`` flags points left out of the fit."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    names = [str(n) for n in names]
+    reference_index = names.index(privileged_group) if privileged_group in names else None
+    kept = [k for k, flag in enumerate(collapsed) if not flag]
+    depth = DEPTH[axis](np.asarray(x, float)[kept])
+    weights = stratified_row_weights(index * 2 + y_true, n_boot, np.random.default_rng(seed))
+    ones = np.ones((1, y_true.size))
+
+    def measured(w: np.ndarray) -> tuple[dict, dict]:
+        base = rates(_cells(w, y_true, np.asarray(reference, np.int64), index, len(names)))
+        base_gaps = gaps(base, reference_index)
+        per_point = [rates(_cells(w, y_true, np.asarray(points[k], np.int64), index, len(names))) for k in kept]
+        changes = {g: np.stack([gaps(r, reference_index)[g] - base_gaps[g] for r in per_point], axis=-1)
+                   for g in GAPS}
+        group_rates = {rate: np.stack([r[rate] for r in per_point], axis=-1) for rate in RATES}  # (..., G, P)
+        return changes, group_rates
+
+    point_changes, point_rates = measured(ones)
+    draw_changes, draw_rates = measured(weights)
+    return {
+        "axis": axis, "depth": DEPTH_UNITS[axis], "x": [float(v) for v in x], "left_out_collapsed":
+            [float(x[k]) for k, flag in enumerate(collapsed) if flag],
+        "confidence": confidence, "bootstrap": n_boot,
+        "method": "least-squares slope on compression depth; percentile interval from one stratified (group x label) "
+                  "row bootstrap shared by the reference and every point",
+        "gap_changes": {g: trend_answer(depth, point_changes[g][0], draw_changes[g], confidence) for g in GAPS},
+        "group_rates": {rate: {name: trend_answer(depth, point_rates[rate][0, gi], draw_rates[rate][:, gi], confidence)
+                               for gi, name in enumerate(names)} for rate in RATES},
+    }

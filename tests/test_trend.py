@@ -1,0 +1,72 @@
+"""The trend answer of a curve: slope and Spearman from one paired bootstrap shared by every point."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fairquant.fairness.trend import curve_trends, slope, spearman, trend_answer
+
+
+def _study(seed=0, n_major=600, n_minor=200, losses=(0, 4, 10, 25, 45)):
+    """fp32 equal across groups; each point flips ``loss`` of the minority's correct positives to wrong."""
+    rng = np.random.default_rng(seed)
+    groups = np.array(["Female"] * n_major + ["Male"] * n_minor)
+    y = rng.integers(0, 2, groups.size)
+    reference = np.where(rng.random(groups.size) < 0.9, y, 1 - y)
+    minority_hits = np.flatnonzero((groups == "Male") & (y == 1) & (reference == 1))
+    points = []
+    for loss in losses:
+        pred = reference.copy()
+        pred[minority_hits[:loss]] = 0
+        points.append(pred)
+    return y, reference, points, groups
+
+
+def test_slope_and_spearman_match_numpy_and_scipy():
+    from scipy.stats import spearmanr
+
+    depth = np.array([-8.0, -6, -4, -3, -2])
+    values = np.array([0.01, 0.02, 0.05, 0.04, 0.2])
+    assert slope(depth, values) == pytest.approx(np.polyfit(depth, values, 1)[0])
+    assert spearman(depth, values) == pytest.approx(spearmanr(depth, values).statistic)
+
+
+def test_a_gap_that_grows_as_bits_fall_widens_and_the_minority_rate_falls():
+    y, reference, points, groups = _study()
+    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", collapsed=[False] * 5,
+                       privileged_group="Female", n_boot=400, confidence=0.95, seed=0)
+    tpr = out["gap_changes"]["tpr_gap"]
+    assert tpr["verdict"] == "widens" and tpr["ci_low"] > 0 and tpr["slope"] > 0
+    assert tpr["spearman"] == pytest.approx(1.0)
+    male = out["group_rates"]["tpr"]["Male"]
+    assert male["verdict"] == "narrows" and male["slope"] < 0  # a falling rate: negative slope on depth
+    assert out["group_rates"]["tpr"]["Female"]["verdict"] == "undefined" or \
+        out["group_rates"]["tpr"]["Female"]["slope"] == pytest.approx(0.0)
+
+
+def test_no_change_along_the_curve_gives_no_clear_trend_or_undefined():
+    y, reference, points, groups = _study(losses=(0, 0, 0, 0, 0))
+    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", collapsed=[False] * 5,
+                       privileged_group="Female", n_boot=200, confidence=0.95, seed=0)
+    assert out["gap_changes"]["tpr_gap"]["verdict"] != "widens"
+    assert out["gap_changes"]["tpr_gap"]["slope"] == pytest.approx(0.0)
+
+
+def test_collapsed_points_are_left_out_and_named_and_two_points_are_undefined():
+    y, reference, points, groups = _study()
+    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits",
+                       collapsed=[False, False, False, True, True], privileged_group="Female", n_boot=100,
+                       confidence=0.95, seed=0)
+    assert out["left_out_collapsed"] == [3.0, 2.0]
+    assert out["gap_changes"]["tpr_gap"]["points"] == 3
+    short = trend_answer(np.array([-8.0, -4.0]), np.array([0.0, 0.1]), np.zeros((10, 2)), 0.95)
+    assert short["verdict"] == "undefined"
+
+
+def test_the_bootstrap_is_seeded():
+    y, reference, points, groups = _study()
+    args = dict(axis="bits", collapsed=[False] * 5, privileged_group="Female", n_boot=100, confidence=0.95)
+    a = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
+    b = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
+    assert json.dumps(a) == json.dumps(b)  # NaN-safe equality
