@@ -1,15 +1,22 @@
-"""Train the fp32 model on the training split; log per-epoch curves with dvclive."""
+"""Train the fp32 model on the training split; log per-epoch curves with dvclive.
 
+With ``--arch`` it trains another architecture with the same settings (the sweep's fp32 models); when that is
+the study's own architecture, the study's fp32 model and its curves (``--study-model``, ``--study-live``) are
+copied instead: the same settings and seed would train the same model again."""
+
+import shutil
 from pathlib import Path
+from typing import get_args
 
 import typer
 
-from fairquant.data.prepare import load_prepared
-from fairquant.models import build_model, load_pretrained
-from fairquant.params import load_params
-from fairquant.training import seed_everything
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
-from fairquant.training import fit_logged
+from fairquant.data.prepare import load_prepared
+from fairquant.errors import FairquantError
+from fairquant.io import atomic_dir
+from fairquant.models import build_model, load_pretrained
+from fairquant.params import ArchName, load_params
+from fairquant.training import fit_logged, seed_everything
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -20,22 +27,46 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
          data: Path = typer.Option(..., help="prepared data folder"),
          out: Path = typer.Option(..., help="model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
+         arch: str = typer.Option(None, help="train this architecture instead of model.arch (the sweep)"),
+         study_model: Path = typer.Option(None, help="with --arch: the study's fp32 model folder, reused for model.arch"),
+         study_live: Path = typer.Option(None, help="with --arch: the study's fp32 training curves, copied with it"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    model_params = params.model
+    if arch is not None:
+        if arch == model_params.arch and study_model is not None:
+            return _reuse(study_model, study_live, out, live_dir)
+        if arch not in get_args(ArchName):
+            raise FairquantError(f"--arch {arch} is not an architecture fairquant builds; use one of "
+                                 f"{', '.join(get_args(ArchName))}")
+        model_params = params.model.model_copy(update={"arch": arch})
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
-    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
-    if params.model.pretrained:
-        skipped = load_pretrained(model, params.model.pretrained)
-        print(f"loaded {params.model.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
-    model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir, f"finetune (seed {seed})",
-                       seed=seed, section="finetune")
-    config = {"kind": "fp32", "name": "fp32", "arch": params.model.arch,
-              "small_input_stem": params.model.small_input_stem, "image_size": info["image_size"],
+    model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem)
+    if model_params.pretrained:
+        skipped = load_pretrained(model, model_params.pretrained)
+        print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
+    model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir,
+                       f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
+    config = {"kind": "fp32", "name": "fp32", "arch": model_params.arch,
+              "small_input_stem": model_params.small_input_stem, "image_size": info["image_size"],
               "synthetic": info["synthetic"], "target": info["target"], "protected": info["protected"],
               "finetune": params.finetune.model_dump(), "training_seed": seed}
     save_variant(out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
+
+
+def _reuse(study_model: Path, study_live: Path | None, out: Path, live_dir: Path) -> None:
+    if not (study_model / CHECKPOINT).is_file():
+        raise FairquantError(f"{study_model} holds no {CHECKPOINT}; run dvc repro (the finetune stage) first")
+    sources = [(study_model, out)] + ([] if study_live is None else [(study_live, live_dir)])
+    for source, target in sources:
+        if not source.is_dir():
+            raise FairquantError(f"{source} is not a folder; run dvc repro (the finetune stage) first")
+    for source, target in sources:
+        with atomic_dir(target) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    print(f"the study's own architecture: reused {study_model}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Predict the val and test splits with every model of one training seed (fp32 and each compressed or remedied
 variant: the study's model slots). Nothing here is timed (the latency stage is), so a re-run writes the same bytes for
-every unchanged model and nothing downstream of those re-runs."""
+every unchanged model and nothing downstream of those re-runs. With ``--sweep`` it predicts the sweep's models
+instead: every architecture's fp32 and each of its points (``<arch>/<point folder>``)."""
 
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from fairquant.data.prepare import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
-from fairquant.mitigate.slots import model_slots
+from fairquant.mitigate.slots import model_slots, sweep_slots
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
 from fairquant.compress.variants import load_variant
@@ -23,12 +24,14 @@ app = typer.Typer(add_completion=False)
 def main(data: Path = typer.Option(..., help="prepared data folder"),
          models: Path = typer.Option(..., help="one training seed's model folder, a subfolder per slot"),
          out: Path = typer.Option(..., help="predictions folder to write, a subfolder per slot"),
+         sweep: bool = typer.Option(False, help="predict the sweep's models (data/sweep/s<seed>/models)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
-    slots = list(model_slots(params.mitigate))
+    slots = sweep_slots(params.sweep) if sweep else list(model_slots(params.mitigate))
     missing = [slot for slot in slots if not (models / slot / CHECKPOINT).is_file()]
     if missing:
-        raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (the compressor and mitigate stages)")
+        raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (the compressor, mitigate and "
+                             "sweep stages)")
     table, images, info = load_prepared(data)
     protected = params.data.protected
     absent = [name for name in ("sample_id", "split", "y_true", "row", *protected) if name not in table.columns]

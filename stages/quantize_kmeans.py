@@ -19,9 +19,10 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          model_dir: Path = typer.Option(..., "--model", help="fp32 model folder"),
          out: Path = typer.Option(..., help="clustered model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
+         point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
-    params = all_params.quantize_kmeans
+    params = all_params.section_for("kmeans", point)
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)

@@ -21,9 +21,10 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          data: Path = typer.Option(None, help="prepared data: held-out validation images for the int8 kernel check"),
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set folder"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
+         point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
-    params = all_params.quantize_ptq
+    params = all_params.section_for("ptq", point)
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed)
     model, fp32_config = load_fp32(model_dir)

@@ -20,9 +20,10 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          calibration_dir: Path = typer.Option(..., "--calibration", help="calibration set for the initial ranges"),
          out: Path = typer.Option(..., help="quantized model folder to write"),
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
+         point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
-    params = all_params.quantize_qat
+    params = all_params.section_for("qat", point)
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)

@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
+from fairquant.fairness.sweep import TRENDS
 from fairquant.io import read_json
 from fairquant.results import EvaluationResult
 from fairquant.params import load_params
@@ -22,11 +23,28 @@ def seed_metrics(folder: Path) -> dict[str, dict]:
     return {path.stem: EvaluationResult.read(path).to_dict() for path in files}
 
 
+def seed_sweep(folder: Path) -> dict:
+    """One seed's sweep: every point's metrics by slot (<arch>/<folder>) and the curves' trends."""
+    if not (folder / TRENDS).is_file():
+        raise FairquantError(f"{folder} holds no {TRENDS}; run the sweep_evaluate stage for this seed (dvc repro)")
+    points = {path.relative_to(folder / "points").with_suffix("").as_posix(): EvaluationResult.read(path).to_dict()
+              for path in sorted((folder / "points").glob("*/*.json"))}
+    trends = read_json(folder / TRENDS)
+    wanted = [p["slot"] for c in trends.get("curves", []) for p in c["points"]] + \
+        [f"{c['arch']}/fp32" for c in trends.get("curves", [])]
+    missing = sorted(set(wanted) - set(points))
+    if missing:
+        raise FairquantError(f"{folder} lacks the metrics of {missing}; re-run the sweep_evaluate stage (dvc repro)")
+    return {"points": points, "trends": trends}
+
+
 @app.command()
 def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<slot>.json from the evaluate stages"),
          calibration_dir: Path = typer.Option(None, "--calibration", help="folder of s<seed>/<set>/ calibration sets"),
          verify_path: Path = typer.Option(None, "--verify", help="metrics JSON of the verification branch"),
+         sweep_dir: Path = typer.Option(None, "--sweep", help="folder of s<seed>/ from the sweep_evaluate stages"),
          summary_path: Path = typer.Option(..., "--summary"),
+         sweep_summary: Path = typer.Option(None, help="compact metrics of the sweep's curves (metrics/sweep.json)"),
          plots_dir: Path = typer.Option(..., "--plots"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     seeds = load_params(params_file).seeds
@@ -43,7 +61,9 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
-    write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify)
+    sweep = {seed: seed_sweep(sweep_dir / f"s{seed}") for seed in seeds} if sweep_dir is not None else None
+    write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
+                 sweep=sweep, sweep_summary_path=sweep_summary)
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
 
 

@@ -225,11 +225,15 @@ class WeightQuantizer(nn.Module):
 
 
 class ActivationQuantizer(nn.Module):
-    """Fake-quantizes a layer's input per tensor. ``observing``: record ranges and pass through unchanged."""
+    """Fake-quantizes a layer's input per tensor. ``observing``: record ranges and pass through unchanged.
 
-    def __init__(self, bits: int, symmetric: bool, observer: str, percentile: float):
+    ``dynamic``: the range is each sample's own, taken at inference (min and max over the sample, 0 included, as
+    the static observers do), so a prediction never depends on the other images of its batch; the calibrated
+    static range is kept but unused."""
+
+    def __init__(self, bits: int, symmetric: bool, observer: str, percentile: float, dynamic: bool = False):
         super().__init__()
-        self.bits, self.symmetric = bits, symmetric
+        self.bits, self.symmetric, self.dynamic = bits, symmetric, dynamic
         self.qmin, self.qmax = quant_range(bits, symmetric)
         self.observing = False
         # Not a registered submodule: observer state (histograms) is a calibration tool, not part of the model.
@@ -252,7 +256,23 @@ class ActivationQuantizer(nn.Module):
             observer = self.__dict__["observer"]
             observer.to(x.device)(x.detach().float())
             return x
+        if self.dynamic:
+            scale, zero_point = self.sample_qparams(x)
+            return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, axis=0)
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    def sample_qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample scale and zero point (dynamic ranges), by the affine rule torch's observers use."""
+        flat = x.detach().reshape(x.shape[0], -1).float()
+        low = flat.min(dim=1).values.clamp(max=0)
+        high = flat.max(dim=1).values.clamp(min=0)
+        eps = torch.finfo(torch.float32).eps
+        if self.symmetric:
+            scale = (torch.maximum(-low, high) / ((self.qmax - self.qmin) / 2)).clamp(min=eps)
+            return scale, torch.zeros_like(scale, dtype=torch.int32)
+        scale = ((high - low) / (self.qmax - self.qmin)).clamp(min=eps)
+        zero_point = (self.qmin - torch.round(low / scale)).clamp(self.qmin, self.qmax).to(torch.int32)
+        return scale, zero_point
 
 
 class QuantizedLayer(nn.Module):
@@ -267,7 +287,8 @@ class QuantizedLayer(nn.Module):
             layer.weight, weight_bits, scheme.weight_symmetric, scheme.granularity == "per_channel",
             scheme.weight_observer)
         self.input_quant = None if activation_bits is None else ActivationQuantizer(
-            activation_bits, scheme.activation_symmetric, scheme.observer, scheme.percentile)
+            activation_bits, scheme.activation_symmetric, scheme.observer, scheme.percentile,
+            dynamic=scheme.activation_ranges == "dynamic")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_quant is not None:

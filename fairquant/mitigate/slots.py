@@ -77,3 +77,14 @@ def predictions_folder(root: str | Path, slot: str, mitigate) -> Path:
     """Where one seed's predictions of ``slot`` live, under that seed's predictions ``root``."""
     kind = POSTPROCESSED if slot in postprocessed_slots(mitigate) else VARIANTS
     return Path(root) / kind / slot
+
+
+# The sweep (params.yaml's sweep section), per training seed: each architecture's fp32 model and its points in
+# data/sweep/s<seed>/models/<arch>/<fp32 | point folder>, their predictions in data/sweep/s<seed>/predictions/<same>.
+SWEEP_MODELS = "models"
+SWEEP_PREDICTIONS = "predictions"
+
+
+def sweep_slots(sweep) -> list[str]:
+    """Every model of the sweep as ``<arch>/<folder>``: each architecture's fp32 first, then its points."""
+    return [f"{arch}/{folder}" for arch in sweep.architectures for folder in ("fp32", *sweep.folders())]

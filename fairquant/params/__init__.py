@@ -24,6 +24,7 @@ from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParam
                                        FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
                                        SensitivityParams, ThresholdParams)
 from fairquant.params.model import EvaluateParams, FinetuneParams, ModelParams
+from fairquant.params.sweep import SweepParams, SweepPoint, point_section
 from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSet, VerifyDataParams,
                                      VerifyEvaluateParams, VerifyGenerateParams, VerifyMethod, VerifyModelParams,
                                      VerifyParams, VerifyTrainParams)
@@ -43,6 +44,8 @@ __all__ = [
     "FairnessRate", "BeforeMethod", "DuringMethod", "AfterMethod", "PrecisionMethod", "FairALMParams",
     "DPRegularizerParams", "ConstrainedParams", "CEAGParams", "EqualizedLossParams", "CalEqOddsParams",
     "ThresholdParams", "SensitivityParams", "REMEDY_PARAMS", "MitigateParams",
+    # sweep
+    "SweepParams", "SweepPoint",
     # verify
     "RACES", "VerifyCalibrationSet", "VerifyGenerateParams", "VerifyDataParams", "VerifyModelParams",
     "VerifyTrainParams", "QuantFaceParams", "VerifyEvaluateParams", "VerifyMethod", "VerifyParams",
@@ -67,12 +70,35 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     latency: LatencyParams = LatencyParams()
     mitigate: MitigateParams = MitigateParams()
+    sweep: SweepParams = SweepParams()
     verify: VerifyParams = VerifyParams()
 
     def compressors(self) -> dict[str, _Section]:
         """Each compressor's internal name (ptq, qat, kmeans, prune: its slot) -> its section, in schema order."""
         sections = (getattr(self, key) for key in type(self).model_fields)
         return {section.compressor: section for section in sections if hasattr(section, "compressor")}
+
+    def section_for(self, method: str, point: str | None) -> _Section:
+        """A compressor's section, or with ``point`` (a sweep point's name, e.g. w4a4) that point's section."""
+        if point is None:
+            return self.compressors()[method]
+        try:
+            checked = SweepParams(**{method: [point]}).points(method)[0]
+            return self.point_section(checked)
+        except (ValidationError, ValueError) as exc:
+            message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise FairquantError(f"--point {point}: {message.removeprefix('Value error, ')}") from None
+
+    def point_section(self, point: SweepPoint) -> _Section:
+        """The section that builds a sweep point: its compressor's, with the point's values."""
+        section = self.compressors()[point.method]
+        return point_section(section, point, f"sweep.{point.method}")
+
+    @model_validator(mode="after")
+    def _sweep_points_run(self) -> "Params":
+        for point in self.sweep.points():
+            self.point_section(point)
+        return self
 
     @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":

@@ -37,6 +37,9 @@ class QuantSchemeParams(_Section):
     observer: Literal["minmax", "moving_average", "percentile", "histogram"] = Field(
         "histogram", description="activation range observer; histogram minimises the L2 quantization error")
     percentile: float = Field(0.9999, gt=0.5, le=1, description="observer=percentile: range kept, per batch")
+    activation_ranges: Literal["static", "dynamic"] = Field(
+        "static", description="static: input ranges fixed from the calibration set; dynamic: each sample's own range "
+                              "at inference (simulated; no x86 int8 kernels for dynamic convolutions)")
     fold_bn: bool = True
     layers: dict[str, Bits | None] = Field(
         default_factory=dict,
@@ -51,16 +54,17 @@ class QuantSchemeParams(_Section):
     def int8_mismatches(self) -> list[str]:
         """Keys whose values the x86 int8 kernels cannot run (W8A8, per-channel symmetric weights, uint8 inputs)."""
         wanted = {"bits": 8, "activation_bits": 8, "granularity": "per_channel", "weight_symmetric": True,
-                  "activation_symmetric": False, "weight_observer": "minmax", "fold_bn": True, "layers": {}}
+                  "activation_symmetric": False, "weight_observer": "minmax", "fold_bn": True, "layers": {}, "activation_ranges": "static"}
         return [key for key, value in wanted.items() if getattr(self, key) != value]
 
     def uses_int8_kernels(self) -> bool:
         return not self.int8_mismatches()
 
     def _scheme_name(self, compressor: str) -> str:
-        """ptq-w4a8, qat-w4af (float inputs), with -pt for per-tensor weight scales and -mixed for a layers map."""
+        """ptq-w4a8, qat-w4af (float inputs), with -dyn for dynamic activation ranges, -pt for per-tensor weight scales and -mixed for a layers map."""
         activations = "f" if self.activation_bits is None else self.activation_bits
         name = f"{compressor}-w{self.bits}a{activations}"
+        name += "-dyn" if self.activation_ranges == "dynamic" and self.activation_bits is not None else ""
         name += "-pt" if self.granularity == "per_tensor" else ""
         return name + ("-mixed" if self.layers else "")
 
@@ -79,7 +83,8 @@ class QuantizePTQParams(QuantSchemeParams):
             raise ValueError(
                 "kernels=int8 runs only the x86 int8 scheme (bits 8, activation_bits 8, per_channel, "
                 "weight_symmetric true, activation_symmetric false, weight_observer minmax, fold_bn true, no layers "
-                f"map); this scheme differs in {', '.join(self.int8_mismatches())}: set kernels to auto or simulated")
+                f"map, activation_ranges static); this scheme differs in {', '.join(self.int8_mismatches())}: set "
+                "kernels to auto or simulated")
         return self
     int8_reduce_range: Literal["auto", True, False] = Field(
         "auto", description="int8 kernels: 7-bit activations (0..127); auto = exactly on CPUs without VNNI, whose "

@@ -14,8 +14,10 @@ from fairquant.report.classification import (compression_sections, headline_sect
                                              seeds_section, signed_sections, table1_section)
 from fairquant.report.document import Document, Figure, Section
 from fairquant.report.markdown import render_markdown
+from fairquant.report import sweep_figures  # noqa: F401  (registers the sweep's drawings)
 from fairquant.report.remedies import (calibration_sections, int8_sections, mixed_precision_sections,
                                        precision_sections, remedies_section)
+from fairquant.report.sweep import plot_frames, sweep_metrics, sweep_section
 from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
 from fairquant.report.verification import verification_section
 
@@ -46,23 +48,27 @@ def _figures_section(results: dict[str, dict]) -> Section:
 
 
 def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: dict[str, dict] | None = None,
-                   verify: dict | None = None) -> Document:
-    """The whole report: across-seed tables over every training seed, detail tables of the first seed, and the
-    verification branch when its metrics are given."""
+                   verify: dict | None = None, sweep: dict[int, dict] | None = None) -> Document:
+    """The whole report: across-seed tables over every training seed, detail tables of the first seed, the sweep's
+    curves and the verification branch when their metrics are given."""
     seed = min(per_seed)
     results = per_seed[seed]
     first = next(iter(results.values()))
     seeds = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, first["confidence"])
     sections = classification_sections(results, calibration_sets, seeds, seed)
+    if sweep and sweep[min(sweep)]["trends"]["curves"]:
+        sections.append(sweep_section(sweep))
     if verify is not None:
         sections.append(verification_section(verify))
     return Document(TITLE, intro(first), tuple(sections))
 
 
-def plot_tables(results: dict[str, dict], verify: dict | None) -> dict[str, "pd.DataFrame"]:
-    """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER (by bits)
-    and accuracy per race."""
+def plot_tables(results: dict[str, dict], verify: dict | None, sweep: dict | None = None) -> dict[str, "pd.DataFrame"]:
+    """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; its sweep's curves, heatmap
+    and Pareto table; verification SER (by bits) and accuracy per race."""
     tables = {"per_group": per_group_table(results), "gaps": gaps_table(results), "pareto": pareto_table(results)}
+    if sweep is not None:
+        tables.update(plot_frames(sweep))
     if verify is not None:
         tables["verify_ser"], tables["verify_per_race"] = verification_tables(verify)
     return tables
@@ -77,20 +83,26 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
 
 
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
-                 calibration_sets: dict[str, dict] | None = None, verify: dict | None = None) -> None:
+                 calibration_sets: dict[str, dict] | None = None, verify: dict | None = None,
+                 sweep: dict[int, dict] | None = None, sweep_summary_path: Path | None = None) -> None:
     """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md. All of it is
     computed (the figures drawn into a temporary folder) before the first file is written, so that metrics it cannot
     read leave no partial output."""
-    tables = plot_tables(per_seed[min(per_seed)], verify)
-    document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify)
+    tables = plot_tables(per_seed[min(per_seed)], verify, sweep[min(sweep)] if sweep else None)
+    document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify, sweep=sweep)
     summary = summary_metrics(per_seed, verify)
+    curves = sweep_metrics(sweep) if sweep else None
     plots_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".figures.", dir=plots_dir) as drawn:
         markdown = render_markdown(document, assets=Path(drawn))
-        for figure in sorted(Path(drawn).glob("*.png")):
-            os.replace(figure, plots_dir / figure.name)
+        for figure in sorted(Path(drawn).rglob("*.png")):
+            target = plots_dir / figure.relative_to(drawn)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(figure, target)
     for name, frame in tables.items():
         write_csv(plots_dir / f"{name}.csv", frame)
     with atomic_path(plots_dir / "report.md") as tmp:
         tmp.write_text(markdown)
     write_json(summary_path, summary)
+    if sweep_summary_path is not None:
+        write_json(sweep_summary_path, curves or {})

@@ -1,0 +1,85 @@
+"""The sweep of one training seed: every point's metrics against its architecture's fp32, and each curve's trend.
+
+A curve is the points of one architecture, method, series (W=A, weight-only, dynamic, ...) and calibration set,
+ordered by their x value (bits, clusters, sparsity); its trend comes from one paired bootstrap shared by the
+curve's points and their fp32 (:mod:`fairquant.fairness.trend`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fairquant.errors import FairquantError
+from fairquant.fairness.evaluation import evaluate_variant
+from fairquant.fairness.metrics import group_labels
+from fairquant.fairness.trend import curve_trends
+from fairquant.params import EvaluateParams, SweepParams
+from fairquant.params.sweep import AXIS
+from fairquant.results import EvaluationResult, PredictionsInfo
+
+TRENDS = "trends.json"  # beside points/<arch>/<folder>.json in metrics/sweep/s<seed>/
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    slot: str  # <arch>/<folder>
+    arch: str
+    method: str
+    name: str  # the point, e.g. w4a4
+    series: str
+    calibration: str | None
+    x: float
+
+
+def sweep_points(sweep: SweepParams) -> list[CurvePoint]:
+    """Every point of the sweep with the curve it belongs to, per architecture, in the params' order."""
+    return [CurvePoint(f"{arch}/{folder}", arch, point.method, point.name, point.series, calibration, point.x)
+            for arch in sweep.architectures for point, calibration, folder in sweep.entries()]
+
+
+def curves(points: list[CurvePoint]) -> dict[tuple, list[CurvePoint]]:
+    """(arch, method, series, calibration) -> its points, deepest compression last (bits and clusters falling,
+    sparsity rising)."""
+    out: dict[tuple, list[CurvePoint]] = {}
+    for point in points:
+        out.setdefault((point.arch, point.method, point.series, point.calibration), []).append(point)
+    for key, members in out.items():
+        members.sort(key=lambda p: p.x if AXIS[p.method] == "sparsity" else -p.x)
+    return out
+
+
+def evaluate_sweep(frames: dict[str, pd.DataFrame], infos: dict[str, PredictionsInfo], sweep: SweepParams,
+                   protected: list[str], params: EvaluateParams) -> tuple[dict[str, EvaluationResult], dict]:
+    """Each slot's evaluation (its paired change against its architecture's fp32), then every curve's trend.
+
+    ``frames`` and ``infos`` hold the test predictions and records of every slot of :func:`sweep_points` and of
+    each architecture's ``<arch>/fp32``."""
+    results = {}
+    for arch in sweep.architectures:
+        reference = frames[f"{arch}/fp32"]
+        for slot in [f"{arch}/fp32"] + [p.slot for p in sweep_points(sweep) if p.arch == arch]:
+            results[slot] = evaluate_variant(frames[slot], reference, infos[slot], protected, params)
+    trends = []
+    for (arch, method, series, calibration), members in curves(sweep_points(sweep)).items():
+        reference = frames[f"{arch}/fp32"]
+        groups = group_labels(reference, protected)
+        trend = curve_trends(
+            reference["y_true"].to_numpy(), reference["y_pred"].to_numpy(),
+            [frames[p.slot]["y_pred"].to_numpy() for p in members], [p.x for p in members], groups,
+            axis=AXIS[method], collapsed=[bool(results[p.slot].metrics["collapsed"]) for p in members],
+            privileged_group=params.privileged_group, n_boot=params.bootstrap, confidence=params.confidence,
+            seed=params.seed)
+        trends.append({"arch": arch, "method": method, "series": series, "calibration": calibration,
+                       "points": [{"slot": p.slot, "point": p.name, "x": p.x} for p in members], "trend": trend})
+    return results, {"curves": trends}
+
+
+def check_same_rows(frames: dict[str, pd.DataFrame]) -> None:
+    """Every slot was predicted on the same test rows, in the same order (the trend pairs them row by row)."""
+    first_slot, first = next(iter(frames.items()))
+    for slot, frame in frames.items():
+        if not np.array_equal(frame["sample_id"].to_numpy(), first["sample_id"].to_numpy()):
+            raise FairquantError(f"sweep predictions of {slot} and {first_slot} cover different test samples; "
+                                 "re-run the sweep's predict stage")

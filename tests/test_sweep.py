@@ -1,0 +1,166 @@
+"""The sweep: points named in params, their sections, dynamic activation ranges, the per-seed evaluation with its
+curves' trends, and the report's curves, heatmap, Pareto front, plot tables and compact metrics."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairquant.compress.fakequant import ActivationQuantizer, quantize_model
+from fairquant.errors import FairquantError
+from fairquant.fairness.sweep import curves, evaluate_sweep, sweep_points
+from fairquant.mitigate.slots import sweep_slots
+from fairquant.params import EvaluateParams, Params, SweepParams, parse_params
+from fairquant.report import render_markdown
+from fairquant.report.document import Document
+from fairquant.report.sweep import plot_frames, sweep_metrics, sweep_section
+from fairquant.results import PredictionsInfo
+
+
+def test_the_default_sweep_is_the_ptq_curve_of_the_default_classifier():
+    sweep = Params().sweep
+    assert sweep.folders() == ["ptq-w8a8-train", "ptq-w6a6-train", "ptq-w4a4-train", "ptq-w3a3-train",
+                               "ptq-w2a2-train"]
+    assert sweep_slots(sweep)[0] == "face_resnet10/fp32" and len(sweep_slots(sweep)) == 6
+
+
+def test_a_point_overrides_only_its_values_and_names_its_curve():
+    params = parse_params({"sweep": {"ptq": ["w4a4", "w4", "w8a8-dyn"], "kmeans": ["k4"], "prune": ["s50"],
+                                     "qat": ["w2a8"], "ptq_calibration": ["train", "balanced"]}})
+    w4 = params.section_for("ptq", "w4")
+    assert (w4.bits, w4.activation_bits, w4.observer) == (4, None, params.quantize_ptq.observer)
+    dynamic = params.section_for("ptq", "w8a8-dyn")
+    assert dynamic.activation_ranges == "dynamic" and not dynamic.uses_int8_kernels()
+    assert dynamic.variant_name() == "ptq-w8a8-dyn-train"
+    assert params.section_for("ptq", "w8a8").uses_int8_kernels()  # the real int8 point
+    assert params.section_for("kmeans", "k4").clusters == 4 and params.section_for("prune", "s50").sparsity == 0.5
+    assert params.section_for("qat", None) == params.quantize_qat
+    series = {p.name: p.series for p in params.sweep.points()}
+    assert series == {"w4a4": "ptq W=A", "w4": "ptq weight-only", "w8a8-dyn": "ptq W=A dynamic", "w2a8": "qat mixed W/A",
+                      "k4": "kmeans", "s50": "prune"}
+    assert len(params.sweep.folders()) == 3 * 2 + 3  # each PTQ point with each calibration set
+
+
+@pytest.mark.parametrize("sweep, words", [
+    ({"ptq": ["w4a"]}, "'w4a' is not a ptq point"),
+    ({"ptq": ["w4-dyn"]}, "is not a ptq point"),
+    ({"ptq": ["w1a1"]}, "is not a ptq point"),
+    ({"ptq": ["w17a17"]}, "is not a ptq point"),
+    ({"ptq": ["w4a4", "w4a4"]}, "more than once"),
+    ({"qat": ["w4a4-dyn"]}, "is not a qat point"),
+    ({"kmeans": ["k1"]}, "is not a kmeans point"),
+    ({"kmeans": ["k300"]}, "is not a kmeans point"),
+    ({"prune": ["s100"]}, "is not a prune point"),
+    ({"prune": ["50"]}, "is not a prune point"),
+    ({"ptq_calibration": []}, "sweep.ptq_calibration"),
+    ({"ptq_calibration": ["test"]}, "sweep.ptq_calibration"),
+    ({"architectures": []}, "sweep.architectures"),
+    ({"architectures": ["vgg16"]}, "sweep.architectures"),
+    ({"architectures": ["resnet18", "resnet18"]}, "more than once"),
+    ({"ptq": "w4a4"}, "sweep.ptq"),
+    ({"points": ["w4a4"]}, "unknown key 'sweep.points'"),
+])
+def test_bad_sweep_params_are_refused_in_one_line(sweep, words):
+    with pytest.raises(FairquantError, match="params.yaml") as error:
+        parse_params({"sweep": sweep})
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_point_its_section_cannot_run_is_refused_on_load_naming_both_keys():
+    with pytest.raises(FairquantError, match="sweep.ptq point 'w4a4' cannot run.*kernels=int8"):
+        parse_params({"quantize_ptq": {"kernels": "int8"}, "sweep": {"ptq": ["w8a8", "w4a4"]}})
+
+
+def test_a_bad_point_on_the_command_line_is_one_line():
+    with pytest.raises(FairquantError, match="--point w4x4: 'w4x4' is not a ptq point"):
+        Params().section_for("ptq", "w4x4")
+
+
+def test_dynamic_ranges_are_each_samples_own_and_never_depend_on_the_batch():
+    quantizer = ActivationQuantizer(8, False, "minmax", 1.0, dynamic=True)
+    x = torch.randn(4, 3, 5, 5)
+    x[1] *= 20
+    y = quantizer(x)
+    for i in range(4):  # each sample within half a step of its own range
+        step = (x[i].max().clamp(min=0) - x[i].min().clamp(max=0)) / 255
+        assert (y[i] - x[i]).abs().max() <= step / 2 + 1e-6
+        assert torch.equal(quantizer(x[i:i + 1])[0], y[i])  # alone or in a batch: the same values
+    assert (y[0] - x[0]).abs().max() < (y[1] - x[1]).abs().max()  # a static range would give sample 0 sample 1's step
+
+
+def test_a_dynamic_scheme_builds_dynamic_quantizers():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 1))
+    scheme = Params().section_for("ptq", "w8a8-dyn").scheme()
+    quantized = quantize_model(model, scheme)
+    quantizers = [m for m in quantized.modules() if isinstance(m, ActivationQuantizer)]
+    assert len(quantizers) == 2 and all(q.dynamic for q in quantizers)
+
+
+def _frames(seed=0, n_major=500, n_minor=150, losses=(0, 3, 8, 20, 40)):
+    """fp32 and five points of one curve on the same rows; each point loses ``loss`` of the minority's hits."""
+    rng = np.random.default_rng(seed)
+    groups = np.array(["Female"] * n_major + ["Male"] * n_minor)
+    y = rng.integers(0, 2, groups.size)
+    fp32 = np.where(rng.random(groups.size) < 0.9, y, 1 - y)
+    hits = np.flatnonzero((groups == "Male") & (y == 1) & (fp32 == 1))
+    sweep = SweepParams()
+    frames, infos = {}, {}
+    base = pd.DataFrame({"sample_id": np.arange(groups.size), "y_true": y, "Male": (groups == "Male").astype(int)})
+    base["Male"] = np.where(groups == "Male", "Male", "Female")
+    for slot, loss in zip(["face_resnet10/fp32"] + [p.slot for p in sweep_points(sweep)], (0, *losses)):
+        pred = fp32.copy()
+        pred[hits[:loss]] = 0
+        frames[slot] = base.assign(y_pred=pred, y_score=pred.astype("float32"))
+        name = slot.split("/")[1]
+        infos[slot] = PredictionsInfo(name=name, kind="fp32" if name == "fp32" else "fakequant", kernels="simulated",
+                                      details={}, size_bytes=4_000_000 // (1 if name == "fp32" else 4), synthetic=True)
+    return frames, infos, sweep
+
+
+def _evaluated(seed=0):
+    frames, infos, sweep = _frames(seed)
+    params = EvaluateParams(bootstrap=200, privileged_group="Female")
+    results, trends = evaluate_sweep(frames, infos, sweep, ["Male"], params)
+    return {"points": {slot: r.to_dict() for slot, r in results.items()}, "trends": json.loads(json.dumps(trends))}
+
+
+def test_the_curve_is_ordered_deepest_last_and_its_trend_widens():
+    sweep = SweepParams(ptq=["w2a2", "w8a8", "w4a4"], prune=["s90", "s50"])
+    ordered = {key: [p.name for p in members] for key, members in curves(sweep_points(sweep)).items()}
+    assert ordered[("face_resnet10", "ptq", "ptq W=A", "train")] == ["w8a8", "w4a4", "w2a2"]
+    assert ordered[("face_resnet10", "prune", "prune", None)] == ["s50", "s90"]
+    sweep_result = _evaluated()
+    (curve,) = sweep_result["trends"]["curves"]
+    assert [p["x"] for p in curve["points"]] == [8, 6, 4, 3, 2]
+    assert curve["trend"]["gap_changes"]["tpr_gap"]["verdict"] == "widens"
+    assert curve["trend"]["group_rates"]["tpr"]["Male"]["verdict"] == "narrows"  # Male's TPR falls with depth
+    point = sweep_result["points"]["face_resnet10/ptq-w2a2-train"]
+    assert point["vs_fp32"]["gaps"]["tpr_gap"]["ci_low"] > 0  # 40 lost hits: a significant widening
+
+
+def test_the_report_reads_the_curve_heatmap_and_pareto_and_writes_compact_metrics(tmp_path):
+    per_seed = {0: _evaluated(0), 1: _evaluated(1)}
+    section = sweep_section(per_seed)
+    titles = [s.title for s in section.subsections]
+    assert titles[0] == "Curve: face_resnet10 ptq W=A (train)" and "Trends across training seeds" in titles
+    assert "Heatmap: methods x depth" in titles and "Pareto front over every point" in titles
+    curve_table = section.subsections[0].blocks[0]
+    assert curve_table.row("w2a2").get("TPR gap change vs fp32").emphasis  # significant: bold
+    assert curve_table.row("fp32").get("TPR gap change vs fp32").note == "(reference)"
+    trend = section.subsections[0].blocks[1].row("tpr_gap change")
+    assert trend["as compression deepens"].value == "widens"
+    markdown = render_markdown(Document("t", (), (section,)), assets=tmp_path)
+    assert "widens" in markdown and (tmp_path / "sweep" / "heatmap.png").is_file()
+    assert (tmp_path / "sweep" / "pareto.png").is_file() and (tmp_path / "sweep" / "face_resnet10_ptq_WeqA_train.png").is_file()
+    frames = plot_frames(per_seed[0])
+    assert set(frames) == {"sweep/groups", "sweep/gaps", "sweep/heatmap", "sweep/pareto"}
+    groups = frames["sweep/groups"]
+    assert set(groups["group"]) == {"Female", "Male"} and len(groups) == 10
+    assert (groups["accuracy_low"] <= groups["accuracy"]).all() and (groups["accuracy"] <= groups["accuracy_high"]).all()
+    assert frames["sweep/pareto"]["on_front"].any()
+    metrics = sweep_metrics(per_seed)
+    flat = pd.json_normalize(metrics).columns
+    assert len(flat) <= 30  # a curve is a few keys, not a column per number
+    assert metrics["face_resnet10 ptq W=A (train)"]["tpr_gap_verdict"] == "widens/widens"
