@@ -49,46 +49,93 @@ def local_cost(scores: np.ndarray, y: np.ndarray, cost_constraint: str) -> float
 TWO_GROUPS = {"priv": (0.45, 0.55, 0.5, 1.0), "unpriv": (0.55, 0.35, -0.5, 1.5)}
 
 
-@pytest.mark.parametrize("cost_constraint, mixed", [("fnr", "priv"), ("fpr", "unpriv"), ("weighted", "priv")])
-def test_caleqodds_matches_aif360(cost_constraint, mixed):
+def aif360_caleqodds(scores: np.ndarray, y: np.ndarray, privileged: np.ndarray, cost_constraint: str,
+                     seed: int = 7):
+    """AIF360 0.6.1's fit and predict on one score set: (the fitted object, its labels, the uniforms it drew)."""
     from aif360.algorithms.postprocessing.calibrated_eq_odds_postprocessing import CalibratedEqOddsPostprocessing
     from aif360.datasets import BinaryLabelDataset
 
-    frame = toy(4000, 0, TWO_GROUPS)
-    scores, y = frame["y_score"].to_numpy(np.float64), frame["y_true"].to_numpy(int)
-    groups = frame["Group"].to_numpy()
-    privileged = groups == "priv"
     truth = BinaryLabelDataset(df=pd.DataFrame({"g": privileged.astype(int), "y": y}), label_names=["y"],
                                protected_attribute_names=["g"])
     scored = truth.copy(deepcopy=True)
     scored.scores = scores.reshape(-1, 1)
     scored.labels = (scores >= 0.5).astype(float).reshape(-1, 1)
     theirs = CalibratedEqOddsPostprocessing(unprivileged_groups=[{"g": 0}], privileged_groups=[{"g": 1}],
-                                            cost_constraint=cost_constraint, seed=7)
+                                            cost_constraint=cost_constraint, seed=seed)
     state = np.random.get_state()
     try:
-        theirs.fit(truth, scored)
-        transformed = theirs.predict(scored)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theirs.fit(truth, scored)
+            transformed = theirs.predict(scored)
         # AIF360's predict: np.random.seed(seed), then the unprivileged rows' uniforms, then the privileged rows'
-        np.random.seed(7)
+        np.random.seed(seed)
         uniforms = np.empty(len(y))
         uniforms[~privileged] = np.random.random((~privileged).sum())
         uniforms[privileged] = np.random.random(privileged.sum())
     finally:
         np.random.set_state(state)
+    return theirs, transformed.labels.ravel().astype(np.int8), transformed.scores.ravel(), uniforms
+
+
+@pytest.mark.parametrize("cost_constraint, mixed", [("fnr", "priv"), ("fpr", "unpriv"), ("weighted", "priv")])
+def test_caleqodds_matches_aif360(cost_constraint, mixed):
+    frame = toy(4000, 0, TWO_GROUPS)
+    scores, y = frame["y_score"].to_numpy(np.float64), frame["y_true"].to_numpy(int)
+    groups = frame["Group"].to_numpy()
+    theirs, their_labels, their_scores, uniforms = aif360_caleqodds(scores, y, groups == "priv", cost_constraint)
 
     fit = fit_caleqodds(scores, y, groups, cost_constraint)
     ours = dict(zip(fit.groups, fit.mix_rates))
     assert ours["priv"] == pytest.approx(theirs.priv_mix_rate, abs=1e-9)
     assert ours["unpriv"] == pytest.approx(theirs.unpriv_mix_rate, abs=1e-9)
-    assert 0.02 < ours[mixed] < 0.98 and fit.collapsed == []  # a real mix, on the group AIF360 mixes
+    assert 0.02 < ours[mixed] < 0.98 and fit.collapsed == [] == fit.untouched  # a real mix, where AIF360 mixes
     assert dict(zip(fit.groups, fit.base_rates)) == pytest.approx(
         {"priv": theirs.base_rate_priv, "unpriv": theirs.base_rate_unpriv}, abs=1e-12)
 
     new_scores, labels = apply_caleqodds(fit, scores, groups, uniforms)
-    np.testing.assert_array_equal(labels, transformed.labels.ravel().astype(np.int8))
-    np.testing.assert_allclose(new_scores, transformed.scores.ravel(), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(labels, their_labels)
+    np.testing.assert_allclose(new_scores, their_scores, rtol=0, atol=1e-12)
     assert (labels != (scores >= 0.5)).sum() > 20  # the mix changed labels: the comparison is not vacuous
+
+
+def random_score_set(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two groups of 30-300 rows, base rates 0.15-0.85; each group's scores either track its labels (a logit
+    shift and noise of random size) or, one time in three, are miscalibrated: Beta draws unrelated to the label
+    and centred away from its base rate, so that the trivial classifier can cost less than the scores."""
+    rng = np.random.default_rng(seed)
+    scores, labels, privileged = [], [], []
+    for is_privileged in (True, False):
+        n, base = int(rng.integers(30, 301)), rng.uniform(0.15, 0.85)
+        y = (rng.random(n) < base).astype(int)
+        y[:2] = [0, 1]  # every cost needs both labels
+        if rng.random() < 1 / 3:
+            centre = 1 - y.mean() + rng.uniform(-0.15, 0.15)
+            s = rng.beta(4 * max(centre, 0.05), 4 * max(1 - centre, 0.05), n)
+        else:
+            logit = np.where(y == 1, 1.0, -1.0) * rng.uniform(0.3, 2.5) + rng.normal(0, rng.uniform(0.5, 2.0), n)
+            s = 1 / (1 + np.exp(-(logit + rng.uniform(-1, 1))))
+        scores.append(s), labels.append(y), privileged.append(np.full(n, is_privileged))
+    return np.concatenate(scores), np.concatenate(labels), np.concatenate(privileged)
+
+
+def test_caleqodds_gives_aif360s_labels_on_60_random_score_sets():
+    """60 random two-group score sets x 3 cost constraints, fed AIF360's own draws: the same labels in all 180,
+    including the groups whose trivial classifier costs less than their scores (AIF360 leaves them untouched)."""
+    agree, untouched, collapsed, changed = 0, 0, 0, 0
+    for seed in range(60):
+        scores, y, privileged = random_score_set(seed)
+        groups = np.where(privileged, "priv", "unpriv")
+        for cost_constraint in ("fpr", "fnr", "weighted"):
+            _, their_labels, _, uniforms = aif360_caleqodds(scores, y, privileged, cost_constraint, seed=seed)
+            fit = fit_caleqodds(scores, y, groups, cost_constraint)
+            _, labels = apply_caleqodds(fit, scores, groups, uniforms)
+            agree += bool(np.array_equal(labels, their_labels))
+            untouched += len(fit.untouched)
+            collapsed += len(fit.collapsed)
+            changed += bool((labels != (scores >= 0.5)).any())
+    assert agree == 180
+    # the draw holds every case the rule distinguishes, so agreement is not vacuous
+    assert untouched >= 3 and collapsed >= 1 and changed >= 100, (untouched, collapsed, changed)
 
 
 def test_public_caleqodds_uses_the_fit_and_is_seeded():
@@ -159,18 +206,38 @@ def collapse_case(a_positive_score: float) -> pd.DataFrame:
     return predictions(np.array(groups), np.array(y), np.array(s))
 
 
-@pytest.mark.parametrize("a_positive_score, why", [(0.9, "mix (0.5 - 0.1) / (0.2 - 0.1) = 4 >= 1"),
-                                                   (0.7, "trivial cost 0.2 below the group's own 0.3")])
-def test_unreachable_target_collapses_to_a_constant_and_is_reported(a_positive_score, why):
-    frame = collapse_case(a_positive_score)
+def test_unreachable_target_collapses_to_a_constant_and_is_reported():
+    frame = collapse_case(0.9)  # A's mix (0.5 - 0.1) / (0.2 - 0.1) = 4 >= 1: every row takes the base rate
     _, new_test, details = calibrated_equalized_odds(frame, frame, ["Group"], CalEqOddsParams(cost_constraint="fnr"))
-    assert details["collapsed"] == ["A"], why
+    assert details["collapsed"] == ["A"] and details["untouched"] == []
     assert details["groups"]["A"]["mix_rate"] == 1.0
     assert details["groups"]["B"]["mix_rate"] == 0.0
     assert details["groups"]["C"]["mix_rate"] == pytest.approx(0.75)
     rows_a = new_test["Group"] == "A"
     assert (new_test.loc[rows_a, "y_score"] == np.float32(0.8)).all()
     assert (new_test.loc[rows_a, "y_pred"] == 1).all()
+
+
+def test_miscalibrated_group_is_left_untouched_as_aif360_does():
+    """A's trivial classifier (cost 0.2) costs less than its own scores (0.3): AIF360's mix rate
+    (0.5 - 0.3) / (0.2 - 0.3) = -2 draws no row, so A keeps its scores; it is listed, and not as collapsed."""
+    frame = collapse_case(0.7)
+    _, new_test, details = calibrated_equalized_odds(frame, frame, ["Group"], CalEqOddsParams(cost_constraint="fnr"))
+    assert details["untouched"] == ["A"] and details["collapsed"] == []
+    assert details["groups"]["A"]["cost"] == pytest.approx(0.3) and details["groups"]["A"]["trivial_cost"] == \
+        pytest.approx(0.2)
+    assert details["groups"]["A"]["mix_rate"] == 0.0
+    assert details["groups"]["A"]["expected_cost_after"] == pytest.approx(0.3)
+    assert details["groups"]["C"]["mix_rate"] == pytest.approx(0.75)  # the others are still raised
+    rows_a = (new_test["Group"] == "A").to_numpy()
+    np.testing.assert_array_equal(new_test["y_score"].to_numpy()[rows_a], frame["y_score"].to_numpy()[rows_a])
+    np.testing.assert_array_equal(new_test["y_pred"].to_numpy()[rows_a], frame["y_pred"].to_numpy()[rows_a])
+    # even a draw of exactly 0 (AIF360: u <= -2 is false) leaves A's rows alone
+    fit = fit_caleqodds(frame["y_score"].to_numpy(np.float64), frame["y_true"].to_numpy(int),
+                        frame["Group"].to_numpy(), "fnr")
+    new_scores, _ = apply_caleqodds(fit, frame["y_score"].to_numpy(np.float64), frame["Group"].to_numpy(),
+                                    np.zeros(len(frame)))
+    np.testing.assert_array_equal(new_scores[rows_a], frame["y_score"].to_numpy(np.float64)[rows_a])
 
 
 def test_mix_rate_of_exactly_one_is_a_collapse():

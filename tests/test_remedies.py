@@ -1,6 +1,8 @@
 """In-processing remedies (FairALM, DP regulariser, CEAG, equalized loss), slots, the test-split constraint and
 the report's remedy tables."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,6 +51,31 @@ def test_fairalm_step_is_algorithm_2_for_two_groups():
     assert objective.multipliers[1] > -0.2 and logs["fairalm/eta"] == 0.5
     objective.after_epoch(0)
     assert objective.eta == 0.5  # eta_growth 1: the paper's fixed eta
+
+
+def test_fairalm_dual_step_scales_by_k_over_k_minus_1_for_three_groups():
+    """K = 3: lambda_g += eta 3/2 (mu_g - mean mu), the step the module docstring and the README state."""
+    objective = FairALM(FairALMParams(eta=0.4, surrogate="sigmoid"), ["A", "B", "C"])
+    logits = torch.tensor([2.0, -0.5, 0.3, -1.0, 1.5, 0.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    objective.loss(logits, torch.ones(6), groups)
+    miss = 1 - torch.sigmoid(logits)
+    mu = torch.stack([miss[groups == g].mean() for g in range(3)])
+    objective.after_step(1, 10)
+    assert objective.multipliers.tolist() == pytest.approx((0.4 * 3 / 2 * (mu - mu.mean())).tolist(), rel=1e-6)
+    assert float(mu.max() - mu.min()) > 0.2  # a real spread: the step is not zero
+
+
+def test_readme_states_the_dual_step_the_code_takes():
+    """Found in review: the README gave lambda_g += eta (mu_g - mean mu), without the K/(K-1) the code applies."""
+    import fairquant.mitigate.inprocess as inprocess
+
+    stated = "lambda_g += eta K/(K-1) (mu_g - mean_h mu_h)"
+    assert stated in " ".join(inprocess.__doc__.split())
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    in_readme = stated.replace("lambda", "λ").replace("eta", "η").replace("mean_h mu_h", "mean μ").replace("mu", "μ")
+    assert f"dual `{in_readme}`" in readme
+    assert "dual `λ_g += η (μ_g - mean μ)`" not in readme
 
 
 def test_fairalm_fpr_constraint_uses_negatives_and_eta_grows_per_epoch():

@@ -9,9 +9,10 @@ what was fitted.
   probability ``mix_g``, replaced by the group's base rate (the trivial classifier, still calibrated), which
   raises that group's cost until it meets the costliest group's. Written in numpy for any number of groups;
   with two groups it is AIF360 0.6.1's ``CalibratedEqOddsPostprocessing`` exactly (same costs, same mix rates,
-  same ``u <= mix`` draw, labels ``score >= 0.5``). For K groups, raising every group to the largest cost is
-  often out of reach (a group's trivial classifier may cost less than the target): the group is then made a
-  constant classifier (``mix_g = 1``) and listed under ``collapsed``, never silently.
+  same ``u <= mix`` draw, labels ``score >= 0.5``). Every group follows AIF360's rule: where the rule's mix
+  rate reaches 1 every row takes the base rate, the group becomes a constant classifier and is listed under
+  ``collapsed``; where the group's trivial classifier costs less than its own (miscalibrated) scores the rule's
+  rate is negative, the group is left untouched and listed under ``untouched``: never silently.
 - :func:`threshold_optimizer`: fairlearn's ``ThresholdOptimizer`` (Hardt et al. 2016) on the precomputed
   scores, through a prefit stand-in estimator whose ``predict`` returns the score column. Its new score is
   the per-row probability of a positive label (``_pmf_predict``); labels are drawn from it with the seed.
@@ -131,19 +132,31 @@ class CalEqOddsFit:
     base_rates: np.ndarray
     costs: np.ndarray
     trivial_costs: np.ndarray  # cost of scoring every row of the group with its base rate
-    mix_rates: np.ndarray  # probability of replacing a row's score by its group's base rate
-    target_cost: float  # the largest group cost: every group is raised to it
-    collapsed: list[str]  # groups that could not reach the target and became constant classifiers
+    mix_rates: np.ndarray  # probability, in [0, 1], of replacing a row's score by its group's base rate
+    target_cost: float  # the largest group cost: every group is raised toward it
+    collapsed: list[str]  # groups whose every row takes the base rate: constant classifiers
+    untouched: list[str]  # groups below the target whose trivial classifier costs less: left as they are
+
+
+def aif360_mix_rate(cost: float, trivial_cost: float, target: float) -> float:
+    """AIF360's mix rate ``(target - cost) / (trivial_cost - cost)`` for a group cheaper than ``target``.
+
+    Negative where the trivial classifier costs less than the group's scores (no uniform is ``<=`` it: the
+    group is left as it is); at least 1 where the target lies at or past the trivial cost (every row is
+    replaced); ``inf`` where the two costs are equal (numpy's division, as in AIF360: every row replaced).
+    """
+    room = trivial_cost - cost
+    return (target - cost) / room if room != 0 else np.inf
 
 
 def fit_caleqodds(scores: np.ndarray, y_true: np.ndarray, groups: np.ndarray, cost_constraint: str) -> CalEqOddsFit:
-    """Mix rates that raise each group's cost to the largest group cost (Pleiss et al., multi-group form).
+    """Mix rates that raise each group's cost toward the largest group cost (Pleiss et al., multi-group form).
 
     Mixing a fraction ``m`` of a group's rows toward its trivial classifier moves its cost linearly from
-    ``c_g`` to ``c_trivial_g``, so ``m = (c_max - c_g) / (c_trivial_g - c_g)``; the costliest group keeps
-    ``m = 0``. With two groups this is AIF360's rule (only the cheaper group is mixed). Where ``m >= 1``, or
-    the trivial classifier is no costlier than the group itself while ``c_g < c_max``, the target is out of
-    reach: the group gets ``m = 1`` (a constant classifier) and is listed in ``collapsed``.
+    ``c_g`` to ``c_trivial_g``; every group cheaper than the costliest takes AIF360's
+    ``m = (c_max - c_g) / (c_trivial_g - c_g)`` (with two groups, exactly AIF360's fit), the costliest keeps
+    ``m = 0``. The rate applied is that rule's draw ``u <= m`` for ``u`` in [0, 1): ``m >= 1`` replaces every
+    row (``mix_rates`` 1, the group in ``collapsed``), ``m < 0`` none (``mix_rates`` 0, in ``untouched``).
     """
     method = f"calibrated equalized odds (cost_constraint={cost_constraint})"
     undefined = {"fpr": "its generalized false-positive rate is undefined",
@@ -158,28 +171,32 @@ def fit_caleqodds(scores: np.ndarray, y_true: np.ndarray, groups: np.ndarray, co
         trivial_costs.append(group_cost(np.full_like(s, y.mean()), y, cost_constraint))
     costs, trivial_costs = np.array(costs), np.array(trivial_costs)
     target = float(costs.max())
-    mix_rates, collapsed = np.zeros(len(names)), []
+    mix_rates, collapsed, untouched = np.zeros(len(names)), [], []
     for k, name in enumerate(names):
         if costs[k] >= target:
             continue
-        room = trivial_costs[k] - costs[k]
-        mix = (target - costs[k]) / room if room > 0 else np.inf
+        mix = aif360_mix_rate(costs[k], trivial_costs[k], target)
         if mix >= 1:
             collapsed.append(name)
-        mix_rates[k] = min(mix, 1.0)
+        elif mix < 0:
+            untouched.append(name)
+        mix_rates[k] = min(max(mix, 0.0), 1.0)
     return CalEqOddsFit(cost_constraint, names, np.array(base_rates), costs, trivial_costs, mix_rates, target,
-                        collapsed)
+                        collapsed, untouched)
 
 
 def apply_caleqodds(fit: CalEqOddsFit, scores: np.ndarray, groups: np.ndarray, uniforms: np.ndarray,
                     split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """New scores and labels: rows of group g whose uniform ``u <= mix_g`` take the group's base rate.
 
-    The uniforms are an argument (one per row) so that a test can feed the draws AIF360 makes.
+    The uniforms are an argument (one per row) so that a test can feed the draws AIF360 makes. A group
+    left ``untouched`` keeps every row (AIF360's negative rate draws none, not even at ``u = 0``).
     """
     _check_seen("calibrated equalized odds", fit.groups, groups, split)
     new = scores.astype(np.float64).copy()
     for name, base_rate, mix in zip(fit.groups, fit.base_rates, fit.mix_rates):
+        if name in fit.untouched:
+            continue
         replace = (groups == name) & (uniforms <= mix)
         new[replace] = base_rate
     return new, (new >= THRESHOLD).astype(np.int8)
@@ -210,7 +227,7 @@ def calibrated_equalized_odds(val: pd.DataFrame, test: pd.DataFrame, protected: 
         }
     details = {"method": params.method, "params": params.model_dump(), "protected": list(protected),
                "threshold": THRESHOLD, "target_cost": fit.target_cost, "collapsed": fit.collapsed,
-               "groups": groups}
+               "untouched": fit.untouched, "groups": groups}
     return _replace_outputs(val, val_new, val_labels), _replace_outputs(test, test_new, test_labels), details
 
 

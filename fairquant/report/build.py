@@ -1,5 +1,5 @@
-"""The report built once from the metrics, and written: metrics/summary.json, the plot tables, figures and
-plots/report.md."""
+"""The report built once from the metrics, and written: metrics/summary.json, the plot tables, figures,
+plots/report.md and the LaTeX tables in plots/tables/."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
 from fairquant.fairness.summary import HEADLINE_GAPS, verification_summary
-from fairquant.io import atomic_path, write_csv, write_json
+from fairquant.io import atomic_dir, atomic_path, write_csv, write_json
 from fairquant.report.classification import (compression_sections, headline_section, intro, per_group_sections,
                                              seeds_section, signed_sections, table1_section)
 from fairquant.report.document import Document, Figure, Section
+from fairquant.report.latex import latex_tables
 from fairquant.report.markdown import render_markdown
 from fairquant.report import sweep_figures  # noqa: F401  (registers the sweep's drawings)
 from fairquant.report.remedies import (calibration_sections, int8_sections, mixed_precision_sections,
@@ -22,6 +24,7 @@ from fairquant.report.tables import gaps_table, pareto_table, per_group_table, v
 from fairquant.report.verification import verification_section
 
 TITLE = "fairquant report"
+LATEX_DIR = "tables"  # plots/tables/<name>.tex
 
 
 def classification_sections(results: dict[str, dict], calibration_sets: dict[str, dict] | None = None,
@@ -85,13 +88,18 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None, verify: dict | None = None,
                  sweep: dict[int, dict] | None = None, sweep_summary_path: Path | None = None) -> None:
-    """Everything the report stage writes: summary metrics, plot tables, figures and plots/report.md. All of it is
+    """Everything the report stage writes: summary metrics (and the sweep's), plot tables, figures, plots/report.md
+    and plots/tables/<name>.tex (:func:`fairquant.report.latex.latex_tables`; the folder is replaced whole). All of it is
     computed (the figures drawn into a temporary folder) before the first file is written, so that metrics it cannot
     read leave no partial output."""
     tables = plot_tables(per_seed[min(per_seed)], verify, sweep[min(sweep)] if sweep else None)
     document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify, sweep=sweep)
     summary = summary_metrics(per_seed, verify)
     curves = sweep_metrics(sweep) if sweep else None
+    tex = latex_tables(document)
+    if (plots_dir / LATEX_DIR).exists() and not (plots_dir / LATEX_DIR).is_dir():
+        raise FairquantError(f"{plots_dir / LATEX_DIR} is a file; the report writes its LaTeX tables to a folder there: "
+                             "remove the file")
     plots_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".figures.", dir=plots_dir) as drawn:
         markdown = render_markdown(document, assets=Path(drawn))
@@ -101,6 +109,9 @@ def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, pl
             os.replace(figure, target)
     for name, frame in tables.items():
         write_csv(plots_dir / f"{name}.csv", frame)
+    with atomic_dir(plots_dir / LATEX_DIR) as staged:
+        for name, source in tex.items():
+            (staged / f"{name}.tex").write_text(source, encoding="utf-8")
     with atomic_path(plots_dir / "report.md") as tmp:
         tmp.write_text(markdown)
     write_json(summary_path, summary)
