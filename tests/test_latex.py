@@ -75,7 +75,7 @@ def test_latex_tables_reproduce_the_posters_tables_1_to_3_and_every_report_table
     document = _document(per_seed[0])
     files = latex_tables(document)
     report_tables = [name for name in files if name.startswith("report_")]
-    assert list(files)[:3] == [p.name for p in PAPER_TABLES]
+    assert list(files)[:3] == [p.name for p in PAPER_TABLES][:3]  # the sweep's table needs a sweep section
     assert len(report_tables) == len(document.tables())
     assert "report_03_table_1_overall_accuracy_and_gaps_95_cis" in report_tables
     table1 = files["table1_accuracy_eo_fpr"]
