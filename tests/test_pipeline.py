@@ -23,6 +23,7 @@ TINY = {
     "quantize_kmeans": {"iterations": 10},
     "prune": {"batch_size": 64},
     "evaluate": {"bootstrap": 200},
+    "sweep": {"ptq": ["w8a8", "w4a4", "w2a2"], "qat": ["w4a4"]},  # three points: a curve with a trend, real int8 at 8
 }
 MITIGATE_TINY = {"fairalm": {"epochs": 0.5}, "ceag": {"checks": 2}}
 VERIFY_TINY = {  # face verification: 4 races x 8 test identities, one genuine and one impostor pair per fold
@@ -112,6 +113,23 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert "## Calibration sets" in report and "| distilled |" in report
     assert "## Across training seeds (1: 0)" in report and "one seed" in report
     assert "## Remedies" in report and "| ceag+prune-s80 | prune-s80 |" in report and "pareto" in report
+    # the sweep: the curve's points against the study's own fp32 (reused), the trend, heatmap, Pareto and LaTeX
+    sweep = json.loads((repo / "metrics" / "sweep.json").read_text())
+    assert set(sweep) == {"face_resnet10 ptq W=A (train)", "face_resnet10 qat W=A"}
+    curve = sweep["face_resnet10 ptq W=A (train)"]
+    assert {"w8a8", "w4a4", "w2a2", "tpr_gap_slope", "tpr_gap_verdict"} <= set(curve)
+    assert curve["tpr_gap_verdict"] in ("widens", "narrows", "no clear trend", "undefined")
+    points = repo / "metrics" / "sweep" / "s0" / "points" / "face_resnet10"
+    assert json.loads((points / "ptq-w8a8-train.json").read_text())["kernels"] == "int8"
+    assert (repo / "data" / "sweep" / "s0" / "models" / "face_resnet10" / "fp32" / "model.pt").read_bytes() == \
+        (repo / "data" / "models" / "s0" / "fp32" / "model.pt").read_bytes()  # the study's own model, reused
+    for name in ("groups.csv", "gaps.csv", "heatmap.csv", "pareto.csv", "heatmap.png", "pareto.png"):
+        assert (repo / "plots" / "sweep" / name).is_file(), name
+    assert "## Sweep: how each group's damage grows" in report and "### Curve: face_resnet10 ptq W=A (train)" in report
+    assert (repo / "plots" / "tables" / "sweep_curve.tex").is_file()
+    assert (repo / "plots" / "tables" / "table1_accuracy_eo_fpr.tex").is_file()
+    plots = json.loads(sh("dvc plots show --json --split", repo, env))  # the custom templates render
+    assert any("sweep/groups.csv" in name for name in plots)
     import pyarrow.parquet as pq
 
     table = pq.read_table(repo / "data" / "predictions" / "s0" / "variants" / "ptq" / "test.parquet")
@@ -133,7 +151,10 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
                        "prune@1", "mitigate_before@1-fairalm", "quantize_ptq_mitigated@1-fairalm",
                        "mitigate_control@1-fairalm", "quantize_ptq_control@1-fairalm",
                        "mitigate_during_prune@1-ceag", "predict@1", "latency@1", "mitigate_after@1-caleqodds-fp32",
-                       "mitigate_after@1-caleqodds-ptq", "evaluate@1", "report"}, out
+                       "mitigate_after@1-caleqodds-ptq", "evaluate@1", "sweep_finetune@1-face_resnet10",
+                       "sweep_ptq@1-face_resnet10-w8a8-train", "sweep_ptq@1-face_resnet10-w4a4-train",
+                       "sweep_ptq@1-face_resnet10-w2a2-train", "sweep_qat@1-face_resnet10-w4a4", "sweep_predict@1",
+                       "sweep_evaluate@1", "report"}, out
     sh("git checkout params.yaml", repo, env)
 
     assert "up to date" in sh("dvc status", repo, env).lower()
