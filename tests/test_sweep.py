@@ -164,3 +164,12 @@ def test_the_report_reads_the_curve_heatmap_and_pareto_and_writes_compact_metric
     flat = pd.json_normalize(metrics).columns
     assert len(flat) <= 30  # a curve is a few keys, not a column per number
     assert metrics["face_resnet10 ptq W=A (train)"]["tpr_gap_verdict"] == "widens/widens"
+
+
+def test_a_point_at_chance_or_collapsed_is_left_out_of_the_trend_with_its_reason():
+    from fairquant.fairness.sweep import broken
+
+    fp32 = {"collapsed": False, "overall": {"tpr": 0.9, "fpr": 0.1}}  # balanced accuracy 0.9: 0.4 above chance
+    assert broken({"collapsed": False, "overall": {"tpr": 0.85, "fpr": 0.15}}, fp32) is None
+    assert broken({"collapsed": False, "overall": {"tpr": 0.98, "fpr": 0.9}}, fp32).startswith("at chance")
+    assert broken({"collapsed": True, "overall": {"tpr": 1.0, "fpr": 1.0}}, fp32) == "collapsed to one class"

@@ -34,7 +34,7 @@ def test_slope_and_spearman_match_numpy_and_scipy():
 
 def test_a_gap_that_grows_as_bits_fall_widens_and_the_minority_rate_falls():
     y, reference, points, groups = _study()
-    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", collapsed=[False] * 5,
+    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", left_out=[None] * 5,
                        privileged_group="Female", n_boot=400, confidence=0.95, seed=0)
     tpr = out["gap_changes"]["tpr_gap"]
     assert tpr["verdict"] == "widens" and tpr["ci_low"] > 0 and tpr["slope"] > 0
@@ -47,7 +47,7 @@ def test_a_gap_that_grows_as_bits_fall_widens_and_the_minority_rate_falls():
 
 def test_no_change_along_the_curve_gives_no_clear_trend_or_undefined():
     y, reference, points, groups = _study(losses=(0, 0, 0, 0, 0))
-    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", collapsed=[False] * 5,
+    out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits", left_out=[None] * 5,
                        privileged_group="Female", n_boot=200, confidence=0.95, seed=0)
     assert out["gap_changes"]["tpr_gap"]["verdict"] != "widens"
     assert out["gap_changes"]["tpr_gap"]["slope"] == pytest.approx(0.0)
@@ -56,9 +56,9 @@ def test_no_change_along_the_curve_gives_no_clear_trend_or_undefined():
 def test_collapsed_points_are_left_out_and_named_and_two_points_are_undefined():
     y, reference, points, groups = _study()
     out = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits",
-                       collapsed=[False, False, False, True, True], privileged_group="Female", n_boot=100,
+                       left_out=[None, None, None, "collapsed", "at chance"], privileged_group="Female", n_boot=100,
                        confidence=0.95, seed=0)
-    assert out["left_out_collapsed"] == [3.0, 2.0]
+    assert out["left_out"] == [{"x": 3.0, "reason": "collapsed"}, {"x": 2.0, "reason": "at chance"}]
     assert out["gap_changes"]["tpr_gap"]["points"] == 3
     short = trend_answer(np.array([-8.0, -4.0]), np.array([0.0, 0.1]), np.zeros((10, 2)), 0.95)
     assert short["verdict"] == "undefined"
@@ -66,7 +66,7 @@ def test_collapsed_points_are_left_out_and_named_and_two_points_are_undefined():
 
 def test_the_bootstrap_is_seeded():
     y, reference, points, groups = _study()
-    args = dict(axis="bits", collapsed=[False] * 5, privileged_group="Female", n_boot=100, confidence=0.95)
+    args = dict(axis="bits", left_out=[None] * 5, privileged_group="Female", n_boot=100, confidence=0.95)
     a = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     b = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     assert json.dumps(a) == json.dumps(b)  # NaN-safe equality

@@ -68,12 +68,30 @@ def evaluate_sweep(frames: dict[str, pd.DataFrame], infos: dict[str, Predictions
         trend = curve_trends(
             reference["y_true"].to_numpy(), reference["y_pred"].to_numpy(),
             [frames[p.slot]["y_pred"].to_numpy() for p in members], [p.x for p in members], groups,
-            axis=AXIS[method], collapsed=[bool(results[p.slot].metrics["collapsed"]) for p in members],
+            axis=AXIS[method], left_out=[broken(results[p.slot].metrics, results[f"{arch}/fp32"].metrics)
+                                         for p in members],
             privileged_group=params.privileged_group, n_boot=params.bootstrap, confidence=params.confidence,
             seed=params.seed)
         trends.append({"arch": arch, "method": method, "series": series, "calibration": calibration,
                        "points": [{"slot": p.slot, "point": p.name, "x": p.x} for p in members], "trend": trend})
     return results, {"curves": trends}
+
+
+def balanced_accuracy(metrics: dict) -> float:
+    overall = metrics["overall"]
+    return (overall["tpr"] + 1 - overall["fpr"]) / 2
+
+
+def broken(metrics: dict, fp32: dict) -> str | None:
+    """Why a point is left out of its curve's trend, or None: it collapsed to one class, or it lost more than half
+    of what fp32 learned above chance (balanced accuracy), so its gaps shrink with its accuracy."""
+    if metrics["collapsed"]:
+        return "collapsed to one class"
+    margin = balanced_accuracy(fp32) - 0.5
+    if margin > 0 and balanced_accuracy(fp32) - balanced_accuracy(metrics) > margin / 2:
+        return (f"at chance: balanced accuracy {balanced_accuracy(metrics):.3f} against fp32's "
+                f"{balanced_accuracy(fp32):.3f}")
+    return None
 
 
 def check_same_rows(frames: dict[str, pd.DataFrame]) -> None:

@@ -12,8 +12,9 @@ compression depth: bits removed for quantization (``-bits``), clusters removed f
 reported next to it. The verdict comes from the slope's percentile interval: "widens" (the whole interval above 0),
 "narrows" (below 0), "no clear trend" (it holds 0), "undefined" (fewer than 3 usable points).
 
-Points whose model collapsed to one class (every gap then looks fair) are left out of the fit and named, so a
-collapse at 2 bits does not read as a narrowing gap.
+Points whose model is broken are left out of the fit and named (the caller says which and why: collapsed to one
+class, or at chance), so a model that stopped working at 2 bits, whose gaps then shrink with its accuracy, does not
+read as a narrowing gap.
 """
 
 from __future__ import annotations
@@ -103,17 +104,18 @@ def _cells(weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, index: n
 
 
 def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.ndarray], x: Sequence[float],
-                 groups: np.ndarray, *, axis: str, collapsed: Sequence[bool], privileged_group: str | None,
+                 groups: np.ndarray, *, axis: str, left_out: Sequence[str | None], privileged_group: str | None,
                  n_boot: int, confidence: float, seed: int) -> dict:
     """The trend of every gap's change vs the reference and of every group's rates over one curve.
 
     ``points`` are the curve's test predictions in the order of ``x`` (bits, clusters or sparsity, named by
-    ``axis``), each on the rows of ``reference``; ``collapsed`` flags points left out of the fit."""
+    ``axis``), each on the rows of ``reference``; ``left_out`` gives, per point, why it is left out of the fit
+    (None: kept)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     names = [str(n) for n in names]
     reference_index = names.index(privileged_group) if privileged_group in names else None
-    kept = [k for k, flag in enumerate(collapsed) if not flag]
+    kept = [k for k, reason in enumerate(left_out) if reason is None]
     depth = DEPTH[axis](np.asarray(x, float)[kept])
     weights = stratified_row_weights(index * 2 + y_true, n_boot, np.random.default_rng(seed))
     ones = np.ones((1, y_true.size))
@@ -130,8 +132,8 @@ def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.
     point_changes, point_rates = measured(ones)
     draw_changes, draw_rates = measured(weights)
     return {
-        "axis": axis, "depth": DEPTH_UNITS[axis], "x": [float(v) for v in x], "left_out_collapsed":
-            [float(x[k]) for k, flag in enumerate(collapsed) if flag],
+        "axis": axis, "depth": DEPTH_UNITS[axis], "x": [float(v) for v in x],
+        "left_out": [{"x": float(x[k]), "reason": reason} for k, reason in enumerate(left_out) if reason is not None],
         "confidence": confidence, "bootstrap": n_boot,
         "method": "least-squares slope on compression depth; percentile interval from one stratified (group x label) "
                   "row bootstrap shared by the reference and every point",

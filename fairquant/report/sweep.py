@@ -201,13 +201,16 @@ def sweep_section(per_seed: dict[int, dict]) -> Section:
         "and the worst group's accuracy change with paired intervals (", strong("bold"), ": the interval excludes 0). "
         "The trend answers 'does the gap widen as compression deepens?' with the least-squares slope of each change on "
         "the depth (bits removed, halvings of the clusters, sparsity) and Spearman's rank correlation, from one paired "
-        "bootstrap shared by every point of the curve; points whose model collapsed to one class are left out of it.")
+        "bootstrap shared by every point of the curve. A point whose model broke (collapsed to one class, or lost more "
+        "than half of fp32's balanced accuracy above chance) is left out of the trend and named: its gaps shrink with "
+        "its accuracy.")
     subsections = []
     for curve in curves:
-        left_out = curve["trend"]["left_out_collapsed"]
+        left_out = curve["trend"]["left_out"]
         blocks = [_curve_table(curve, sweep), _trend_table(curve)]
         if left_out:
-            blocks.insert(1, prose(f"Left out of the trend (collapsed to one class): x = {left_out}."))
+            blocks.insert(1, prose("Left out of the trend: ", "; ".join(f"x = {p['x']:g} ({p['reason']})"
+                                                                         for p in left_out), "."))
         blocks.append(Figure(f"sweep/{_file_stem(curve)}", "sweep_curve", _curve_figure_frame(curve, sweep),
                              synthetic=synthetic, confidence=confidence))
         subsections.append(Section(f"Curve: {curve_label(curve)}", tuple(blocks)))
