@@ -257,14 +257,20 @@ def sweep_metrics(per_seed: dict[int, dict]) -> dict:
         entry = {}
         for gap in ("tpr_gap", "accuracy_gap"):
             answers = [per_seed[s]["trends"]["curves"][index]["trend"]["gap_changes"][gap] for s in seeds]
-            entry[f"{gap}_slope"] = float(np.mean([a["slope"] for a in answers]))
+            entry[f"{gap}_slope"] = _mean([a["slope"] for a in answers])
             entry[f"{gap}_verdict"] = answers[0]["verdict"] if len(seeds) == 1 else \
                 "/".join(a["verdict"] for a in answers)
         for point in curve["points"]:
             results = [per_seed[s]["points"][point["slot"]] for s in seeds]
             entry[point["point"]] = {
-                "accuracy": float(np.mean([r["overall"]["accuracy"] for r in results])),
-                "worst_group_accuracy": float(np.mean([r["worst_group_accuracy"] for r in results])),
-                "tpr_gap_change": float(np.mean([r["vs_fp32"]["gaps"]["tpr_gap"]["delta"] for r in results]))}
+                "accuracy": _mean([r["overall"]["accuracy"] for r in results]),
+                "worst_group_accuracy": _mean([r["worst_group_accuracy"] for r in results]),
+                "tpr_gap_change": _mean([r["vs_fp32"]["gaps"]["tpr_gap"]["delta"] for r in results])}
         out[curve_label(curve)] = entry
     return out
+
+
+def _mean(values: list) -> float | None:
+    """The mean of the defined values (metrics files hold null for an undefined one); None when none is."""
+    defined = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(defined)) if defined else None
