@@ -100,12 +100,19 @@ def ends_and_p(low_draws: np.ndarray, high_draws: np.ndarray, confidence: float)
     return low, high, min(p, 1.0)
 
 
+Profile = Callable[[np.ndarray, int, str], np.ndarray]
+
+
 def change_bounds(joint: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], discordant: np.ndarray, *,
-                  n_draws: int, confidence: float, rng: np.random.Generator) -> list[dict]:
+                  n_draws: int, confidence: float, rng: np.random.Generator, profile: Profile | None = None) -> list[dict]:
     """Point, interval and p of every change ``statistic`` returns: joint (..., K) counts -> (..., Q) changes.
 
     ``statistic`` must keep any leading axes; ``discordant`` marks the cells where the two models disagree.
+    ``profile(draws, q, side)``, if given, replaces change q's draws under the "low" or "high" posterior (e.g.
+    by the least favourable value over a nuisance the change is not smooth in).
     """
+    if profile is None:
+        profile = lambda counts, q, side: statistic(counts)[..., q]  # noqa: E731
     joint = np.asarray(joint, dtype=float)
     point = np.atleast_1d(statistic(joint))
     one_row = np.eye(joint.size).reshape((joint.size,) + joint.shape)
@@ -119,8 +126,8 @@ def change_bounds(joint: np.ndarray, statistic: Callable[[np.ndarray], np.ndarra
             continue
         prior_low, prior_high = leaning_priors(effect[q], discordant)
         with np.errstate(invalid="ignore", divide="ignore"):
-            low_draws = statistic(draws.counts_under(prior_low))[..., q]
-            high_draws = statistic(draws.counts_under(prior_high))[..., q]
+            low_draws = profile(draws.counts_under(prior_low), q, "low")
+            high_draws = profile(draws.counts_under(prior_high), q, "high")
         low, high, p = ends_and_p(low_draws, high_draws, confidence)
         out.append({"delta": float(delta), "ci_low": low, "ci_high": high, "p_value": p})
     return out
