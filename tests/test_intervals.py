@@ -273,3 +273,58 @@ def _paired_coverage(setting: str) -> dict[str, float]:
 def test_paired_changes_cover_the_true_change_at_a_handful_of_flips(setting):
     shares = _paired_coverage(setting)
     assert min(shares.values()) >= 0.93, f"{setting}: coverage {shares} (target >= 0.93 at 95%)"
+
+
+def test_with_many_flips_the_bounds_agree_with_the_paired_bootstrap_wald_interval():
+    """Large groups and hundreds of flips: the old Wald interval (delta +- z SD of an unsmoothed paired bootstrap
+    of the joint cells, group x label strata) is right there, and the new bounds must land on it. The fp32 gaps
+    are far from 0 here (b is right on 75% of rows, a on 92%): near a zero fp32 gap the two differ on purpose
+    (the Wald interval covered 80% there)."""
+    from scipy.stats import norm
+
+    from fairquant.fairness.counts import GAPS as GAP_NAMES, RATES as RATE_NAMES
+    from fairquant.fairness.paired import _change_statistic
+
+    rng = np.random.default_rng(3)
+    n = 12000
+    groups = rng.choice(["a", "b"], n, p=[0.6, 0.4])
+    y_true = rng.integers(0, 2, n)
+    fp32 = np.where(rng.random(n) < np.where(groups == "b", 0.75, 0.92), y_true, 1 - y_true)
+    flip = rng.random(n) < np.where(groups == "b", 0.06, 0.03)
+    variant = np.where(flip & (rng.random(n) < 0.7), 0, np.where(flip, 1, fp32))  # more lost positives than gained
+    result = paired_comparison(y_true, fp32, variant, groups, privileged_group="a", n_boot=2000, seed=1)
+    index = (groups == "b").astype(int)
+    joint = np.bincount(index * 8 + 4 * y_true + 2 * fp32 + variant, minlength=16).reshape(2, 2, 4)
+    boot = rng.multinomial(joint.sum(-1), joint / joint.sum(-1, keepdims=True), size=(4000, 2, 2))
+    statistic = _change_statistic(0)
+    delta, sd = statistic(joint.astype(float)), statistic(boot.astype(float)).std(axis=0)
+    z = norm.ppf(0.975)
+    checked = {"tpr_gap": result["gaps"]["tpr_gap"], "accuracy_gap": result["gaps"]["accuracy_gap"],
+               "signed tpr": result["signed"]["tpr"]["b"], "signed fpr": result["signed"]["fpr"]["b"]}
+    columns = {"tpr_gap": GAP_NAMES.index("tpr_gap"), "accuracy_gap": GAP_NAMES.index("accuracy_gap"),
+               "signed tpr": len(GAP_NAMES) + RATE_NAMES.index("tpr"), "signed fpr": len(GAP_NAMES) + RATE_NAMES.index("fpr")}
+    for name, change in checked.items():
+        q = columns[name]
+        wald = (delta[q] - z * sd[q], delta[q] + z * sd[q])
+        assert change["delta"] == pytest.approx(delta[q])
+        tolerance = 0.15 * (wald[1] - wald[0])  # measured: ends within 0.10 of a width (pseudo-rows, Monte Carlo)
+        assert abs(change["ci_low"] - wald[0]) < tolerance and abs(change["ci_high"] - wald[1]) < tolerance, \
+            (name, change, wald)
+
+
+def test_jeffreys_bands_hold_the_rate_and_sit_inside_clopper_pearson():
+    from scipy.stats import beta, binomtest
+
+    from fairquant.fairness.metrics import jeffreys_bands
+
+    cells = np.array([[50, 0, 0, 3], [10, 5, 7, 8], [0, 0, 0, 0], [0, 0, 2, 1]])  # tn, fp, fn, tp
+    bands = jeffreys_bands(cells, 0.95)
+    assert bands[1]["tpr"] == pytest.approx([beta.ppf(0.025, 8.5, 7.5), beta.ppf(0.975, 8.5, 7.5)])
+    assert bands[0]["fpr"][0] == 0.0 and bands[0]["tpr"][1] == 1.0  # 0 of 50 and 3 of 3: the band reaches the rate
+    assert bands[2]["accuracy"] == [None, None] and bands[3]["fpr"] == [None, None]  # no rows, no negatives
+    for band, (tn, fp, fn, tp) in zip(bands, cells):
+        for rate, (x, n) in {"accuracy": (tn + tp, tn + fp + fn + tp), "tpr": (tp, tp + fn)}.items():
+            if n:
+                exact = binomtest(int(x), int(n)).proportion_ci(0.95, method="exact")
+                low, high = band[rate]
+                assert exact.low - 1e-12 <= low <= x / n <= high <= exact.high + 1e-12, (rate, band[rate], exact)
