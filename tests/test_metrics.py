@@ -34,8 +34,11 @@ GROUPS = np.array(list("aaaabbbb"))
 
 def test_rates_and_gaps_by_hand():
     m = fairness_metrics(Y_TRUE, Y_PRED, GROUPS, privileged_group="a", n_boot=200)
+    bands = m["groups"]["a"].pop("intervals")
     assert m["groups"]["a"] == pytest.approx({"accuracy": 0.75, "tpr": 0.5, "fpr": 0.0, "selection_rate": 0.25,
                                               "n": 4, "positives": 2, "in_gaps": True})
+    assert set(bands) == {"accuracy", "tpr", "fpr", "selection_rate"}
+    assert bands["fpr"][0] == 0.0 < bands["fpr"][1] < 1  # 0 of 2 negatives: the band starts at the rate
     assert m["groups"]["b"]["tpr"] == 1.0 and m["groups"]["b"]["fpr"] == 0.5
     gaps = {k: v["value"] for k, v in m["gaps"].items()}
     assert gaps["tpr_gap"] == 0.5 and gaps["fpr_gap"] == 0.5 and gaps["eq_odds"] == 0.5
@@ -160,7 +163,9 @@ def test_collapse_is_flagged():
 def test_paired_comparison_counts_flips_and_is_zero_for_identical_models():
     same = paired_comparison(Y_TRUE, Y_PRED, Y_PRED, GROUPS, n_boot=200)
     assert same["flipped"] == 0 and same["gaps"]["eq_odds"]["delta"] == 0.0
-    assert same["gaps"]["eq_odds"]["ci_low"] == 0.0 == same["gaps"]["eq_odds"]["ci_high"]
+    # no flipped row is not "no change, with certainty": 4 rows a group leave a wide interval around 0
+    assert same["gaps"]["eq_odds"]["ci_low"] < 0 < same["gaps"]["eq_odds"]["ci_high"]
+    assert same["gaps"]["eq_odds"]["p_value"] == 1.0
     variant = Y_PRED.copy()
     variant[1] = 1  # a: fixes a false negative (wrong -> correct)
     variant[6] = 0  # b: fixes a false positive
@@ -173,6 +178,11 @@ def test_paired_comparison_counts_flips_and_is_zero_for_identical_models():
     # a's TPR rises .5 -> 1, b's falls 1 -> .5: the TPR gap goes from .5 to .5 (delta 0), FPR gap .5 -> 0
     assert changed["gaps"]["tpr_gap"]["delta"] == pytest.approx(0.0)
     assert changed["gaps"]["fpr_gap"]["delta"] == pytest.approx(-0.5)
+    # one group's own changes: b lost a true positive and fixed a false positive, a fixed a false negative
+    assert changed["group_changes"]["tpr"]["b"]["delta"] == -0.5 and changed["group_changes"]["fpr"]["b"]["delta"] == -0.5
+    assert changed["group_changes"]["accuracy"]["b"]["delta"] == 0.0
+    assert changed["group_changes"]["selection_rate"]["a"]["delta"] == 0.25
+    assert changed["group_changes"]["tpr"]["a"]["p_value"] == 1.0  # 1 discordant row: McNemar cannot reject
 
 
 def test_paired_test_detects_a_real_change():

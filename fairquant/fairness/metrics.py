@@ -6,11 +6,6 @@ on the test set stays defined in every resample, and a gap is never computed ove
 point estimate: TPR and FPR (and equalized odds) come from a resample that keeps each group's positives
 and negatives (group x label strata), accuracy and selection rates from one that keeps each group's size.
 
-Definitions match fairlearn's: a gap is the largest minus the smallest group value; ``eq_odds`` is the
-larger of the TPR and FPR gaps; ``dp_ratio`` is the smallest over the largest selection rate. A group whose
-rate is undefined (no positives for TPR, no negatives for FPR) is left out of that gap; a gap over fewer
-than two groups is undefined (null in JSON), never an error.
-
 Intervals (``INTERVAL_METHODS`` names them in the output):
 
 - differences between groups, pairwise or against the privileged group, are simultaneous max-t intervals
@@ -23,24 +18,34 @@ Intervals (``INTERVAL_METHODS`` names them in the output):
   plain shares a group with 0 of 3 positives found would have a TPR of exactly 0 in every resample and an
   interval of zero width. On large groups the smoothing changes nothing visible. The paired resample is not
   smoothed: a cell where the two models disagree and no row falls is empty by construction, not by chance;
-- changes against a reference model (fp32) are Wald intervals delta +- z se from a paired bootstrap of the
-  same rows, with p = 2 Phi(-|delta| / se): the interval excludes 0 exactly when p < 1 - confidence.
+- each group's own rates get Jeffreys intervals (``groups[name]["intervals"]``), the bands of the curves;
+- changes against a reference model (fp32) are exact-beta Dirichlet bounds over the joint (reference,
+  variant) cells, :mod:`~fairquant.fairness.paired` and :mod:`~fairquant.fairness.paired_bounds` (which says
+  why): they hold at a handful of flipped rows, and the interval excludes 0 exactly when p < 1 - confidence.
+
+The counts, rates and gaps themselves live in :mod:`~fairquant.fairness.counts`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, norm
+from scipy.stats import beta
 
-from fairquant.errors import FairquantError
-
-GAPS = ("accuracy_gap", "tpr_gap", "fpr_gap", "eq_odds", "dp_gap", "dp_ratio", "disparate_impact")
-RATES = ("accuracy", "tpr", "fpr", "selection_rate")
+from fairquant.fairness.counts import (  # noqa: F401  (GroupCounts, rates, gaps: re-exported, one vocabulary)
+    GAPS,
+    RATES,
+    GroupCounts,
+    gaps,
+    rates,
+    reference_index,
+    usable_groups,
+    versus,
+)
+from fairquant.fairness.paired import paired_comparison  # noqa: F401  (re-exported)
+from fairquant.fairness.paired_bounds import METHOD as PAIRED_METHOD
 BY_LABEL = ("tpr", "fpr")  # rates taken from the group x label resample; the others from the group resample
 GAP_RATES = {"accuracy_gap": ("accuracy",), "tpr_gap": ("tpr",), "fpr_gap": ("fpr",), "eq_odds": ("tpr", "fpr"),
              "dp_gap": ("selection_rate",)}
@@ -56,7 +61,7 @@ INTERVAL_METHODS = {
     "disparate_impact": _MAXT.format("log ratios to the privileged group", "group"),
     "signed_by_group": _MAXT.format("differences to the privileged group", "group"),
     "signed_by_label": _MAXT.format("differences to the privileged group", "group x label"),
-    "paired": "Wald, paired bootstrap SE (stratified like the statistic), p = 2 Phi(-|delta|/se)",
+    "paired": PAIRED_METHOD,
 }
 
 
@@ -67,79 +72,10 @@ def group_labels(frame: pd.DataFrame, protected: list[str]) -> np.ndarray:
     return frame[protected].astype(str).agg(" & ".join, axis=1).to_numpy()
 
 
-@dataclass(frozen=True)
-class GroupCounts:
-    """Confusion counts per group: ``cells[g] = (tn, fp, fn, tp)``."""
-
-    names: list[str]
-    cells: np.ndarray  # (G, 4) int64
-
-    @classmethod
-    def from_predictions(cls, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> "GroupCounts":
-        names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-        cell = 2 * np.asarray(y_true, dtype=np.int64) + np.asarray(y_pred, dtype=np.int64)
-        counts = np.bincount(index * 4 + cell, minlength=4 * len(names)).reshape(len(names), 4)
-        return cls([str(name) for name in names], counts)
-
-
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
-
-
-def rates(cells: np.ndarray) -> dict[str, np.ndarray]:
-    """Rates per group from (..., G, 4) counts; NaN where undefined."""
-    tn, fp, fn, tp = (cells[..., k].astype(float) for k in range(4))
-    n = tn + fp + fn + tp
-    return {"accuracy": _divide(tn + tp, n), "tpr": _divide(tp, tp + fn), "fpr": _divide(fp, fp + tn),
-            "selection_rate": _divide(tp + fp, n), "n": n, "positives": tp + fn}
-
-
 def _rate_table(by_label: np.ndarray, by_group: np.ndarray) -> dict[str, np.ndarray]:
     """Each rate from the counts whose stratification keeps it defined (pass the same counts twice for points)."""
     label_rates, group_rates = rates(by_label), rates(by_group)
     return {k: (label_rates if k in BY_LABEL else group_rates)[k] for k in RATES}
-
-
-def _spread(values: np.ndarray) -> np.ndarray:
-    """Largest minus smallest over the groups axis, ignoring undefined groups; NaN with < 2 defined."""
-    defined = np.isfinite(values)
-    enough = defined.sum(axis=-1) >= 2
-    high = np.where(defined, values, -np.inf).max(axis=-1)
-    low = np.where(defined, values, np.inf).min(axis=-1)
-    return np.where(enough, high - low, np.nan)
-
-
-def _disparate_impact(selection: np.ndarray, reference: int | None) -> np.ndarray:
-    """Smallest selection rate of another group over the reference group's; NaN without a reference."""
-    if reference is None:
-        return np.full(selection.shape[:-1], np.nan)
-    others = np.delete(selection, reference, axis=-1)
-    base = selection[..., reference, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(base > 0, others / base, np.nan)
-    defined = np.isfinite(ratio)
-    return np.where(defined.any(-1), np.where(defined, ratio, np.inf).min(-1, initial=np.inf), np.nan)
-
-
-def gaps(r: dict[str, np.ndarray], reference: int | None) -> dict[str, np.ndarray]:
-    """Every gap from per-group rates (..., G); ``reference`` indexes the group disparate impact is taken against."""
-    selection = r["selection_rate"]
-    defined = np.isfinite(selection)
-    high = np.where(defined, selection, -np.inf).max(axis=-1)
-    low = np.where(defined, selection, np.inf).min(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dp_ratio = np.where((defined.sum(-1) >= 2) & (high > 0), low / np.where(high > 0, high, 1), np.nan)
-    tpr_gap, fpr_gap = _spread(r["tpr"]), _spread(r["fpr"])
-    return {
-        "accuracy_gap": _spread(r["accuracy"]),
-        "tpr_gap": tpr_gap,
-        "fpr_gap": fpr_gap,
-        "eq_odds": np.fmax(tpr_gap, fpr_gap),  # fmax: one undefined gap leaves the other
-        "dp_gap": _spread(selection),
-        "dp_ratio": dp_ratio,
-        "disparate_impact": _disparate_impact(selection, reference),
-    }
 
 
 def _resample_within(strata: np.ndarray, n_boot: int, rng: np.random.Generator, prior: float = 0.0) -> np.ndarray:
@@ -166,11 +102,6 @@ def _pairwise(values: np.ndarray) -> np.ndarray:
     """(..., G) -> (..., G(G-1)/2) differences r_i - r_j over pairs i < j."""
     i, j = np.triu_indices(values.shape[-1], 1)
     return values[..., i] - values[..., j]
-
-
-def _versus(values: np.ndarray, reference: int) -> np.ndarray:
-    """(..., G) -> (..., G-1) differences r_g - r_reference for every other group g."""
-    return np.delete(values, reference, axis=-1) - values[..., reference, None]
 
 
 def _log(values: np.ndarray) -> np.ndarray:
@@ -230,7 +161,7 @@ def _gap_intervals(point: dict, boot: dict, reference: int | None, confidence: f
     out["dp_ratio"] = (float(np.exp(-high)), float(np.exp(-low)))  # min/max = exp(-max |log ratio|)
     out["disparate_impact"] = (float("nan"), float("nan"))
     if reference is not None:
-        log_ratios = lambda v: _versus(_log(v), reference)  # noqa: E731
+        log_ratios = lambda v: versus(_log(v), reference)  # noqa: E731
         d, low, high = _family(point, boot, ("selection_rate",), log_ratios, confidence, None)
         used = ~np.isnan(d)
         if used.any() and np.isfinite(low[used]).all() and np.isfinite(high[used]).all():
@@ -249,28 +180,30 @@ def _signed_differences(point: dict, boot: dict, names: list[str], reference: in
     others = names[:reference] + names[reference + 1:]
     out = {}
     for rate in RATES:
-        d, low, high = _family(point, boot, (rate,), lambda v: _versus(v, reference), confidence)
+        d, low, high = _family(point, boot, (rate,), lambda v: versus(v, reference), confidence)
         out[rate] = {name: {"value": float(d[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
                             "interval_method": _signed_method(rate)} for k, name in enumerate(others)}
     return out
 
 
-def _usable(sizes: np.ndarray, min_group_size: int) -> np.ndarray:
-    largest = int(sizes.max(initial=0))
-    if largest < min_group_size:
-        raise FairquantError(f"evaluate.min_group_size is {min_group_size} but the largest group has {largest} test "
-                             f"samples, so no group is left for gaps; set evaluate.min_group_size to at most {largest}")
-    return sizes >= min_group_size
+def _successes_and_trials(cells: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per rate, (successes, trials) per group from (G, 4) counts (tn, fp, fn, tp)."""
+    tn, fp, fn, tp = cells.T
+    n = tn + fp + fn + tp
+    return {"accuracy": (tn + tp, n), "tpr": (tp, tp + fn), "fpr": (fp, fp + tn), "selection_rate": (tp + fp, n)}
 
 
-def _reference_index(names: list[str], privileged_group: str | None, min_group_size: int) -> int | None:
-    if privileged_group is None:
-        return None
-    if privileged_group not in names:
-        raise FairquantError(f"evaluate.privileged_group is {privileged_group!r}, not one of the groups in gaps "
-                             f"{names} (groups under evaluate.min_group_size={min_group_size} are left out); "
-                             "set it to one of them")
-    return names.index(privileged_group)
+def jeffreys_bands(cells: np.ndarray, confidence: float) -> list[dict[str, list[float | None]]]:
+    """Per group, {rate: [low, high]}: the Jeffreys interval, quantiles of Beta(x + 1/2, n - x + 1/2), with
+    Brown, Cai & DasGupta's ends (0 when x = 0, 1 when x = n, so the band holds the rate); None where the rate
+    is undefined (no rows)."""
+    tail, out = (1 - confidence) / 2, [{} for _ in range(len(cells))]
+    for rate, (x, n) in _successes_and_trials(np.asarray(cells)).items():
+        low = np.where(x > 0, beta.ppf(tail, x + 0.5, n - x + 0.5), 0.0)
+        high = np.where(x < n, beta.ppf(1 - tail, x + 0.5, n - x + 0.5), 1.0)
+        for g, band in enumerate(out):
+            band[rate] = [float(low[g]), float(high[g])] if n[g] > 0 else [None, None]
+    return out
 
 
 def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, *, privileged_group: str | None = None,
@@ -281,22 +214,24 @@ def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
     left out (an empty ``signed`` block, null disparate impact).
     """
     counts = GroupCounts.from_predictions(y_true, y_pred, groups)
-    usable = _usable(counts.cells.sum(axis=1), min_group_size)
+    usable = usable_groups(counts.cells.sum(axis=1), min_group_size)
     cells = counts.cells[usable]
     names = [name for name, keep in zip(counts.names, usable) if keep]
-    reference = _reference_index(names, privileged_group, min_group_size)
+    reference = reference_index(names, privileged_group, min_group_size)
     point = _rate_table(cells, cells)
     boot = _rate_table(*_stratified_resamples(cells, n_boot, np.random.default_rng(seed), JEFFREYS))
     values, intervals = gaps(point, reference), _gap_intervals(point, boot, reference, confidence)
     per_group = rates(counts.cells)
     overall = rates(counts.cells.sum(axis=0, keepdims=True))
+    bands = jeffreys_bands(counts.cells, confidence)
     group_accuracy = np.where(usable, per_group["accuracy"], np.nan)
     positive_rate = float(overall["selection_rate"][0])
     return {
         "n": int(counts.cells.sum()),
         "overall": {k: float(overall[k][0]) for k in RATES},
         "groups": {name: {**{k: float(per_group[k][g]) for k in RATES}, "n": int(per_group["n"][g]),
-                          "positives": int(per_group["positives"][g]), "in_gaps": bool(usable[g])}
+                          "positives": int(per_group["positives"][g]), "in_gaps": bool(usable[g]),
+                          "intervals": bands[g]}
                    for g, name in enumerate(counts.names)},
         "confidence": confidence,
         "bootstrap": n_boot,
@@ -309,92 +244,6 @@ def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
         # A model that predicts one class for nearly everything makes every gap look fair: flag it.
         "collapsed": bool(max(positive_rate, 1 - positive_rate) >= 0.98),
     }
-
-
-def _wald(delta: np.ndarray, boot: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
-    """delta +- z se and p = 2 Phi(-|delta| / se), se the bootstrap SD.
-
-    One rule for both: the interval excludes 0 exactly when p < 1 - confidence.
-    """
-    with np.errstate(invalid="ignore"):
-        se = boot.std(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(se > 0, np.abs(delta) / se, np.where(delta == 0, 0.0, np.inf))
-    defined = np.isfinite(delta) & np.isfinite(se)
-    z = norm.ppf(0.5 + confidence / 2)
-    return {"delta": delta, "ci_low": delta - z * se, "ci_high": delta + z * se,
-            "p_value": np.where(defined, 2 * norm.sf(score), np.nan)}
-
-
-def _change(delta: np.ndarray, boot: np.ndarray, confidence: float) -> list[dict]:
-    """One JSON-ready dict per entry of the last axis."""
-    wald = _wald(np.atleast_1d(delta), boot.reshape(boot.shape[0], -1), confidence)
-    return [{**{k: float(v[i]) for k, v in wald.items()}, "interval_method": INTERVAL_METHODS["paired"]}
-            for i in range(wald["delta"].size)]
-
-
-def _model_cells(joint: np.ndarray, which: int) -> np.ndarray:
-    """(..., G, 2 labels, 2 reference preds, 2 variant preds) -> (..., G, 4) counts of one model."""
-    per_model = joint.sum(axis=-1) if which == 0 else joint.sum(axis=-2)
-    return per_model.reshape(per_model.shape[:-2] + (4,))
-
-
-def _flips(y_true: np.ndarray, a: np.ndarray, b: np.ndarray, index: np.ndarray, names: list[str]) -> dict:
-    """Per group, how predictions moved between the two models, with an exact McNemar test on accuracy."""
-    correct_ref, correct_var = (a == y_true), (b == y_true)
-    flips = {}
-    for g, name in enumerate(names):
-        mask = index == g
-        lost = int((correct_ref & ~correct_var & mask).sum())
-        gained = int((~correct_ref & correct_var & mask).sum())
-        flipped = int((a != b)[mask].sum())
-        flips[name] = {
-            "n": int(mask.sum()),
-            "flipped": flipped,
-            "flip_rate": flipped / max(int(mask.sum()), 1),
-            "positive_to_negative": int(((a == 1) & (b == 0) & mask).sum()),
-            "negative_to_positive": int(((a == 0) & (b == 1) & mask).sum()),
-            "correct_to_wrong": lost,
-            "wrong_to_correct": gained,
-            "accuracy_delta": (gained - lost) / max(int(mask.sum()), 1),
-            "mcnemar_p": float(binomtest(lost, lost + gained, 0.5).pvalue) if lost + gained else 1.0,
-        }
-    return flips
-
-
-def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_variant: np.ndarray, groups: np.ndarray, *,
-                      privileged_group: str | None = None, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
-                      min_group_size: int = 1) -> dict:
-    """How each gap and signed difference moved from the reference (fp32) to a variant, on the same samples.
-
-    Paired bootstrap over the joint cells (group, label, reference prediction, variant prediction), stratified
-    like the single-model one: both models are resampled on the same rows, so the interval is for the
-    change, not for two separate runs. Per group, an exact McNemar test says whether accuracy changed.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    a, b = np.asarray(pred_reference, dtype=np.int64), np.asarray(pred_variant, dtype=np.int64)
-    names, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    joint = np.bincount(index * 8 + 4 * y_true + 2 * a + b, minlength=8 * len(names)).reshape(len(names), 2, 2, 2)
-    usable = _usable(joint.sum(axis=(1, 2, 3)), min_group_size)
-    used_names = [str(name) for name, keep in zip(names, usable) if keep]
-    reference = _reference_index(used_names, privileged_group, min_group_size)
-    joint_used = joint[usable]
-    by_label, by_group = _stratified_resamples(joint_used, n_boot, np.random.default_rng(seed))
-    point = [_rate_table(_model_cells(joint_used, m), _model_cells(joint_used, m)) for m in (0, 1)]
-    boot = [_rate_table(_model_cells(by_label, m), _model_cells(by_group, m)) for m in (0, 1)]
-    point_gaps, boot_gaps = [gaps(p, reference) for p in point], [gaps(r, reference) for r in boot]
-    gap_changes = {k: _change(point_gaps[1][k] - point_gaps[0][k], boot_gaps[1][k] - boot_gaps[0][k], confidence)[0]
-                   for k in GAPS}
-    signed = {}
-    if reference is not None:
-        others = used_names[:reference] + used_names[reference + 1:]
-        for rate in RATES:
-            delta = _versus(point[1][rate], reference) - _versus(point[0][rate], reference)
-            delta_boot = _versus(boot[1][rate], reference) - _versus(boot[0][rate], reference)
-            signed[rate] = dict(zip(others, _change(delta, delta_boot, confidence)))
-    total_flipped = int((a != b).sum())
-    return {"gaps": gap_changes, "signed": signed, "groups": _flips(y_true, a, b, index, [str(n) for n in names]),
-            "flip_rate": total_flipped / max(len(a), 1), "flipped": total_flipped}
 
 
 def rate_rows(y_true: np.ndarray, rate: str) -> np.ndarray:
