@@ -173,3 +173,43 @@ def test_a_point_at_chance_or_collapsed_is_left_out_of_the_trend_with_its_reason
     assert broken({"collapsed": False, "overall": {"tpr": 0.85, "fpr": 0.15}}, fp32) is None
     assert broken({"collapsed": False, "overall": {"tpr": 0.98, "fpr": 0.9}}, fp32).startswith("at chance")
     assert broken({"collapsed": True, "overall": {"tpr": 1.0, "fpr": 1.0}}, fp32) == "collapsed to one class"
+
+
+def _stage(stage, args, cwd, params=None):
+    from test_stages import run_stage
+
+    return run_stage(stage, args, cwd, params)
+
+
+@pytest.mark.parametrize("stage, args, message", [
+    ("finetune", ["--data", "missing", "--arch", "vgg16", "--out", "out", "--live", "live"],
+     "--arch vgg16 is not an architecture fairquant builds"),
+    ("finetune", ["--data", "missing", "--arch", "face_resnet10", "--study-model", "nowhere", "--out", "out",
+                  "--live", "live"], "nowhere holds no model.pt"),
+    ("quantize_ptq", ["--point", "w4x4", "--model", "m", "--calibration", "c", "--out", "out"],
+     "--point w4x4: 'w4x4' is not a ptq point"),
+    ("quantize_kmeans", ["--point", "w4a4", "--data", "d", "--model", "m", "--out", "out", "--live", "live"],
+     "--point w4a4: 'w4a4' is not a kmeans point"),
+    ("predict", ["--sweep", "--data", "d", "--models", "nowhere", "--out", "out"],
+     "nowhere lacks the models of ['face_resnet10/fp32'"),
+    ("sweep_evaluate", ["--predictions", "nowhere", "--out", "out"],
+     "nowhere lacks predictions of ['face_resnet10/fp32'"),
+    ("report", ["--eval", "e", "--sweep", "nowhere", "--summary", "out", "--plots", "p"], "holds no fp32.json"),
+])
+def test_sweep_stages_refuse_bad_inputs_in_one_line_with_nothing_written(tmp_path, stage, args, message):
+    from test_stages import assert_clean_failure
+
+    (tmp_path / "e" / "s0").mkdir(parents=True)
+    assert_clean_failure(_stage(stage, args, tmp_path), message, tmp_path / "out")
+
+
+def test_the_report_refuses_a_seed_without_its_sweep_trends(tmp_path):
+    from stages.report import seed_sweep
+
+    (tmp_path / "s0" / "points" / "face_resnet10").mkdir(parents=True)
+    with pytest.raises(FairquantError, match="holds no trends.json; run the sweep_evaluate stage"):
+        seed_sweep(tmp_path / "s0")
+    (tmp_path / "s0" / "trends.json").write_text(json.dumps(
+        {"curves": [{"arch": "face_resnet10", "points": [{"slot": "face_resnet10/ptq-w4a4-train"}]}]}))
+    with pytest.raises(FairquantError, match="lacks the metrics of"):
+        seed_sweep(tmp_path / "s0")
