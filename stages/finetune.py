@@ -24,7 +24,8 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
     params = load_params(params_file)
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
-    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
+    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem,
+                        image_size=info["image_size"])
     if params.model.pretrained:
         skipped = load_pretrained(model, params.model.pretrained)
         print(f"loaded {params.model.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
