@@ -82,7 +82,8 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _vit_patches_tile_the_image(self) -> "Params":
-        problem = self.model.arch == "vit_small" and vit_image_size_problem(self.prepare.image_size, "prepare.image_size")
+        problem = (self.model.arch == "vit_small"
+                   and vit_image_size_problem(self.prepare.image_size, "prepare.image_size"))
         if problem:
             raise ValueError(problem)
         return self

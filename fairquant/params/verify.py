@@ -151,7 +151,8 @@ class VerifyParams(_Section):
 
     @model_validator(mode="after")
     def _vit_patches_tile_the_image(self) -> "VerifyParams":
-        problem = self.model.arch == "vit_small" and vit_image_size_problem(self.data.image_size, "verify.data.image_size")
+        problem = (self.model.arch == "vit_small"
+                   and vit_image_size_problem(self.data.image_size, "verify.data.image_size"))
         if problem:
             raise ValueError(problem)
         return self
