@@ -48,7 +48,7 @@ def bench_prepare(params) -> None:
 def bench_finetune(params) -> None:
     table, images, _ = load_prepared(ROOT / "data" / "prepared")
     train = table[table["split"] == "train"].iloc[:1024]
-    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
+    model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem, image_size=images.shape[1])
     start = time.perf_counter()
     train_classifier(model, images[train["row"].to_numpy()], train["y_true"].to_numpy(), images[:8],
                      np.zeros(8), np.zeros(8), FinetuneParams(epochs=1, batch_size=params.finetune.batch_size),
@@ -139,7 +139,8 @@ def bench_seeds(params, seeds: int) -> None:
     reached = []
     for seed in range(seeds):
         seed_everything(seed, params.finetune.threads)
-        model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem)
+        model = build_model(params.model.arch, small_input_stem=params.model.small_input_stem,
+                            image_size=images.shape[1])
         start = time.perf_counter()
         model = train_classifier(model, images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(),
                                  group_labels(val, protected), params.finetune, torch.device("cpu"), seed=seed,

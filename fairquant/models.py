@@ -1,4 +1,5 @@
-"""torchvision architectures with the head adapted to a binary target and, optionally, small inputs."""
+"""torchvision architectures with the head adapted to a binary target and, optionally, small inputs; ViT-small
+(:mod:`fairquant.vit`) next to them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torchvision
 from torch import nn
 
 from fairquant.errors import FairquantError
+from fairquant.vit import vit_small
 
 # Inputs are uint8 images scaled to [0, 1] then standardised with these constants; fixed, so that a
 # checkpoint never depends on statistics of one dataset's training split.
@@ -47,7 +49,7 @@ def _replace_head(model: nn.Module, arch: str, outputs: int = 1) -> None:
 
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-                 "face_resnet10")
+                 "face_resnet10", "vit_small")
 
 
 def face_resnet10(outputs: int, small_input_stem: bool) -> nn.Module:
@@ -71,11 +73,21 @@ def face_resnet10(outputs: int, small_input_stem: bool) -> nn.Module:
     return model
 
 
-def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None = None) -> nn.Module:
-    """An untrained torchvision model emitting one logit (the positive class), or, with ``embedding_dim``, a face
-    embedding of that width (the trunk's pooled features through one Linear layer; verification)."""
+def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None = None, image_size: int | None = None,
+                image_size_key: str = "prepare.image_size") -> nn.Module:
+    """An untrained model emitting one logit (the positive class), or, with ``embedding_dim``, a face embedding of
+    that width (the trunk's pooled features through one Linear layer; verification).
+
+    ``image_size`` is needed by vit_small only (its patch size and position embeddings follow it; the other archs
+    pool over space), which ignores ``small_input_stem``; ``image_size_key`` is the params key that chose it, for
+    the error when it does not fit."""
     if arch not in ARCHITECTURES:
         raise FairquantError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
+    if arch == "vit_small":
+        if image_size is None:
+            raise FairquantError(f"vit_small needs the input image size ({image_size_key}) to choose its patch size; "
+                                 f"pass image_size")
+        return vit_small(image_size=image_size, outputs=embedding_dim or 1, image_size_key=image_size_key)
     if arch == "face_resnet10":
         return face_resnet10(embedding_dim or 1, small_input_stem)
     model = getattr(torchvision.models, arch)(weights=None)
@@ -87,8 +99,10 @@ def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None 
 
 def build_from_config(config: dict) -> nn.Module:
     """The untrained architecture a stored variant's config names (classifier or embedding network)."""
+    key = "verify.data.image_size" if config.get("task") == "verification" else "prepare.image_size"
     return build_model(config["arch"], small_input_stem=config["small_input_stem"],
-                       embedding_dim=config.get("embedding_dim"))
+                       embedding_dim=config.get("embedding_dim"), image_size=config.get("image_size"),
+                       image_size_key=key)
 
 
 def load_pretrained(model: nn.Module, path: str) -> list[str]:

@@ -42,7 +42,8 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
         model_params = params.model.model_copy(update={"arch": arch})
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
-    model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem)
+    model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem,
+                        image_size=info["image_size"])
     if model_params.pretrained:
         skipped = load_pretrained(model, model_params.pretrained)
         print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")

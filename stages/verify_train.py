@@ -25,7 +25,8 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     prepared = load_verification(data)
     seed_everything(verify.train.seed, verify.train.threads)
     model = build_model(verify.model.arch, small_input_stem=verify.model.small_input_stem,
-                        embedding_dim=verify.model.embedding_dim)
+                        embedding_dim=verify.model.embedding_dim, image_size=prepared.image_size,
+                        image_size_key="verify.data.image_size")
     device = pick_device(verify.train.device, "verify.train.device")
     model, head = train_embedding(model, prepared.train_images, prepared.train_rows, prepared.identities,
                                   verify.train, device, live_dir, seed=verify.train.seed)

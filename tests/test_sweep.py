@@ -213,3 +213,9 @@ def test_the_report_refuses_a_seed_without_its_sweep_trends(tmp_path):
         {"curves": [{"arch": "face_resnet10", "points": [{"slot": "face_resnet10/ptq-w4a4-train"}]}]}))
     with pytest.raises(FairquantError, match="lacks the metrics of"):
         seed_sweep(tmp_path / "s0")
+
+
+def test_a_vit_in_the_sweep_is_checked_against_the_image_size_on_load():
+    with pytest.raises(FairquantError, match="prepare.image_size is 33"):
+        parse_params({"prepare": {"image_size": 33}, "sweep": {"architectures": ["face_resnet10", "vit_small"]}})
+    assert parse_params({"prepare": {"image_size": 32}, "sweep": {"architectures": ["vit_small"]}})

@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from fairquant.errors import FairquantError
-from fairquant.params.base import ArchName, Bits, TrainingParams, _Section
+from fairquant.params.base import ArchName, Bits, TrainingParams, _Section, vit_image_size_problem
 from fairquant.params.compress import (CalibrationParams, CalibrationSet, LatencyParams, PruneParams,
                                        QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams, QuantSchemeParams)
 from fairquant.params.data import DataParams, DatasetName, FacesParams, GenerateParams, GroupDifficulty, PrepareParams
@@ -104,6 +104,14 @@ class Params(_Section):
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
+        return self
+
+    @model_validator(mode="after")
+    def _vit_patches_tile_the_image(self) -> "Params":
+        problem = ("vit_small" in (self.model.arch, *self.sweep.architectures)
+                   and vit_image_size_problem(self.prepare.image_size, "prepare.image_size"))
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

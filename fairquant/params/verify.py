@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from fairquant.params.base import ArchName, Bits, TrainingParams, _Section
+from fairquant.params.base import ArchName, Bits, TrainingParams, _Section, vit_image_size_problem
 
 RACES = ("African", "Asian", "Caucasian", "Indian")  # RFW's and BUPT's four race folders
 VerifyCalibrationSet = Literal["train", "balanced", "synthetic"]
@@ -147,5 +147,13 @@ class VerifyParams(_Section):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"verify.{key} lists a value more than once ({values}); list each once")
+        return self
+
+    @model_validator(mode="after")
+    def _vit_patches_tile_the_image(self) -> "VerifyParams":
+        problem = (self.model.arch == "vit_small"
+                   and vit_image_size_problem(self.data.image_size, "verify.data.image_size"))
+        if problem:
+            raise ValueError(problem)
         return self
 
