@@ -158,3 +158,19 @@ def test_every_written_table_compiles_on_its_own(tmp_path, per_seed):
     failed = {t.name: r.stdout[-1500:] for t, r in zip(files, runs) if r.returncode != 0}
     assert failed == {}
     assert all((tmp_path / "build" / t.stem / f"{t.stem}.pdf").stat().st_size > 1000 for t in files)
+
+
+def test_a_row_opening_with_a_bracket_is_not_read_as_an_optional_argument():
+    # after \\, \toprule or \midrule LaTeX reads "[..." as an optional length ("Illegal unit of measure")
+    t = table(["[group]", "value"], [[Cell("[18, 30)"), Cell(0.5, "num")], [Cell("x"), Cell(0.1, "num")]])
+    lines = LatexRenderer().tabular(t).splitlines()
+    assert lines[2] == r"{}[group] & value \\" and lines[4] == r"{}[18, 30) & 0.500 \\" and lines[5] == r"x & 0.100 \\"
+
+
+@needs_tex
+def test_a_table_whose_rows_open_with_brackets_compiles(tmp_path):
+    t = table(["[group]", "value"], [[Cell("[18, 30)"), Cell(0.5, "num")], [Cell("[30, 45)"), Cell(0.1, "num")]])
+    tex = tmp_path / "brackets.tex"
+    tex.write_text(render_latex_table(t, caption="age bands"), encoding="utf-8")
+    run = _compile(tex)
+    assert run.returncode == 0, run.stdout[-1500:]

@@ -100,8 +100,8 @@ class LatexRenderer:
     def tabular(self, table: Table) -> str:
         """The booktabs tabular: text columns left-aligned, number columns right-aligned."""
         lines = [rf"\begin{{tabular}}{{{''.join(_alignment(table))}}}", r"\toprule",
-                 " & ".join(escape_latex(c) for c in table.columns) + r" \\", r"\midrule"]
-        lines += [" & ".join(map(self.cell, row)) + r" \\" for row in table.rows]
+                 _row(escape_latex(c) for c in table.columns), r"\midrule"]
+        lines += [_row(map(self.cell, row)) for row in table.rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines)
 
@@ -119,6 +119,13 @@ class LatexRenderer:
     @staticmethod
     def document(body: str) -> str:
         return f"{PREAMBLE}\\begin{{document}}\n{body}\n\\end{{document}}\n"
+
+
+def _row(cells) -> str:
+    """One tabular row. A row that opens with '[' gets '{}' first: after ``\\\\``, ``\\toprule`` or ``\\midrule``
+    LaTeX would read the bracket as their optional argument (a length) and fail to compile."""
+    line = " & ".join(cells) + r" \\"
+    return "{}" + line if line.startswith("[") else line
 
 
 def _alignment(table: Table) -> list[str]:
