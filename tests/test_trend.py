@@ -70,3 +70,22 @@ def test_the_bootstrap_is_seeded():
     a = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     b = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     assert json.dumps(a) == json.dumps(b)  # NaN-safe equality
+
+
+def test_a_falling_ratio_is_a_widening_disparity():
+    """The minority's selection rate falls point by point: every disparity grows. The DP difference rises and the
+    DP ratio and disparate impact fall; all three must read 'widens'."""
+    rng = np.random.default_rng(1)
+    groups, y_true = np.array(["a"] * 600 + ["b"] * 400), rng.integers(0, 2, 1000)
+    fp32 = y_true.copy()
+    positives = np.flatnonzero((groups == "b") & (fp32 == 1))
+    points = []
+    for lost in (0, 20, 40, 60, 80):
+        variant = fp32.copy()
+        variant[positives[:lost]] = 0
+        points.append(variant)
+    out = curve_trends(y_true, fp32, points, [8, 6, 4, 3, 2], groups, axis="bits", left_out=[None] * 5,
+                       privileged_group="a", n_boot=200, confidence=0.95, seed=0)
+    assert out["gap_changes"]["dp_gap"]["slope"] > 0 and out["gap_changes"]["dp_ratio"]["slope"] < 0
+    for gap in ("dp_gap", "dp_ratio", "disparate_impact"):
+        assert out["gap_changes"][gap]["verdict"] == "widens", (gap, out["gap_changes"][gap])

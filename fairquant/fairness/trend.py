@@ -10,7 +10,9 @@ The statistic is the least-squares slope of the quantity (a gap's change vs fp32
 compression depth: bits removed for quantization (``-bits``), clusters removed for k-means, sparsity for pruning
 (:data:`DEPTH`), so a positive slope always reads "grows as compression deepens". Spearman's rank correlation is
 reported next to it. The verdict comes from the slope's percentile interval: "widens" (the whole interval above 0),
-"narrows" (below 0), "no clear trend" (it holds 0), "undefined" (fewer than 3 usable points).
+"narrows" (below 0), "no clear trend" (it holds 0), "undefined" (fewer than 3 usable points). A ratio
+(:data:`RATIOS`: DP ratio, disparate impact) is fairer the higher it is, so its disparity widens as it falls: its
+verdict reads the slope's sign the other way round.
 
 Points whose model is broken are left out of the fit and named (the caller says which and why: collapsed to one
 class, or at chance), so a model that stopped working at 2 bits, whose gaps then shrink with its accuracy, does not
@@ -31,6 +33,7 @@ DEPTH = {"bits": lambda x: -np.asarray(x, float), "clusters": lambda x: -np.log2
          "sparsity": lambda x: np.asarray(x, float)}
 DEPTH_UNITS = {"bits": "per bit removed", "clusters": "per halving of the clusters", "sparsity": "per unit sparsity"}
 VERDICTS = ("widens", "narrows", "no clear trend", "undefined")
+RATIOS = ("dp_ratio", "disparate_impact")  # 1 is parity: a falling ratio is a widening disparity
 MIN_POINTS = 3
 
 
@@ -51,17 +54,20 @@ def spearman(depth: np.ndarray, values: np.ndarray) -> np.ndarray:
         return (b * a).sum(axis=-1) / np.sqrt((a ** 2).sum() * (b ** 2).sum(axis=-1))
 
 
-def verdict(low: float, high: float, usable: int) -> str:
+def verdict(low: float, high: float, usable: int, *, ratio: bool = False) -> str:
+    """From the slope's interval; ``ratio``: the quantity is fairer the higher it is (widens when it falls)."""
     if usable < MIN_POINTS or not (np.isfinite(low) and np.isfinite(high)):
         return "undefined"
+    rising, falling = ("narrows", "widens") if ratio else ("widens", "narrows")
     if low > 0:
-        return "widens"
+        return rising
     if high < 0:
-        return "narrows"
+        return falling
     return "no clear trend"
 
 
-def trend_answer(depth: np.ndarray, point: np.ndarray, draws: np.ndarray, confidence: float) -> dict:
+def trend_answer(depth: np.ndarray, point: np.ndarray, draws: np.ndarray, confidence: float, *,
+                 ratio: bool = False) -> dict:
     """Slope and Spearman of one quantity over a curve: ``point`` (P,), ``draws`` (n_boot, P) on the same points.
 
     Points with an undefined value are left out; draws in which a kept point is undefined are left out of the
@@ -83,7 +89,7 @@ def trend_answer(depth: np.ndarray, point: np.ndarray, draws: np.ndarray, confid
     out.update(slope=float(slope(depth, point)), ci_low=float(low), ci_high=float(high),
                spearman=float(spearman(depth, point)), spearman_ci_low=float(rank_low),
                spearman_ci_high=float(rank_high), draws_used=int(whole.sum()),
-               verdict=verdict(float(low), float(high), usable))
+               verdict=verdict(float(low), float(high), usable, ratio=ratio))
     return out
 
 
@@ -137,7 +143,8 @@ def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.
         "confidence": confidence, "bootstrap": n_boot,
         "method": "least-squares slope on compression depth; percentile interval from one stratified (group x label) "
                   "row bootstrap shared by the reference and every point",
-        "gap_changes": {g: trend_answer(depth, point_changes[g][0], draw_changes[g], confidence) for g in GAPS},
+        "gap_changes": {g: trend_answer(depth, point_changes[g][0], draw_changes[g], confidence, ratio=g in RATIOS)
+                        for g in GAPS},
         "group_rates": {rate: {name: trend_answer(depth, point_rates[rate][0, gi], draw_rates[rate][:, gi], confidence)
                                for gi, name in enumerate(names)} for rate in RATES},
     }
