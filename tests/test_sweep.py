@@ -219,3 +219,30 @@ def test_a_vit_in_the_sweep_is_checked_against_the_image_size_on_load():
     with pytest.raises(FairquantError, match="prepare.image_size is 33"):
         parse_params({"prepare": {"image_size": 33}, "sweep": {"architectures": ["face_resnet10", "vit_small"]}})
     assert parse_params({"prepare": {"image_size": 32}, "sweep": {"architectures": ["vit_small"]}})
+
+
+def test_a_trend_resting_on_a_handful_of_flips_is_not_called_a_trend():
+    """The reviewer's case: the only change on the curve is 4 lost Male true positives (2 already at 3 bits). The
+    point's exact McNemar p is 0.125, so no point differs from fp32; the row bootstrap alone says the TPR gap widens
+    (slope interval above 0), and the verdict must not."""
+    groups = np.array(["Female"] * 660 + ["Male"] * 140)
+    y = np.tile([0, 1], 400)
+    rng = np.random.default_rng(0)
+    fp32 = np.where(rng.random(800) < np.where(groups == "Male", 0.7, 0.95), y, 1 - y)
+    male_hits = np.flatnonzero((groups == "Male") & (y == 1) & (fp32 == 1))
+    sweep = SweepParams()
+    base = pd.DataFrame({"sample_id": np.arange(800), "y_true": y, "Male": groups})
+    frames, infos = {}, {}
+    for slot, lost in zip(["face_resnet10/fp32"] + [p.slot for p in sweep_points(sweep)], (0, 0, 0, 0, 2, 4)):
+        pred = fp32.copy()
+        pred[male_hits[:lost]] = 0
+        frames[slot] = base.assign(y_pred=pred, y_score=pred.astype("float32"))
+        infos[slot] = PredictionsInfo(name=slot.split("/")[1], kind="fakequant", kernels="simulated", details={},
+                                      size_bytes=1000, synthetic=True)
+    results, trends = evaluate_sweep(frames, infos, sweep, ["Male"],
+                                     EvaluateParams(bootstrap=1000, privileged_group="Female"))
+    deepest = results["face_resnet10/ptq-w2a2-train"].vs_fp32
+    assert deepest["group_changes"]["tpr"]["Male"]["p_value"] == pytest.approx(0.125)
+    tpr = trends["curves"][0]["trend"]["gap_changes"]["tpr_gap"]
+    assert tpr["ci_low"] > 0  # the bootstrap's own answer: it would have said widens
+    assert tpr["verdict"] == "no clear trend" and tpr["gated"].startswith("no point's own paired change")

@@ -89,3 +89,17 @@ def test_a_falling_ratio_is_a_widening_disparity():
     assert out["gap_changes"]["dp_gap"]["slope"] > 0 and out["gap_changes"]["dp_ratio"]["slope"] < 0
     for gap in ("dp_gap", "dp_ratio", "disparate_impact"):
         assert out["gap_changes"][gap]["verdict"] == "widens", (gap, out["gap_changes"][gap])
+
+
+def test_a_verdict_needs_a_point_whose_own_paired_change_excludes_zero():
+    from fairquant.fairness.trend import gate_by_points
+
+    widening = {"slope": 0.008, "ci_low": 0.002, "ci_high": 0.017, "verdict": "widens"}
+    unsupported = [{"ci_low": -0.01, "ci_high": 0.12}, {"ci_low": -0.02, "ci_high": 0.05}]
+    gated = gate_by_points(widening, unsupported)
+    assert gated["verdict"] == "no clear trend" and "gated" in gated
+    assert gate_by_points(widening, unsupported + [{"ci_low": 0.01, "ci_high": 0.2}])["verdict"] == "widens"
+    assert gate_by_points(widening, [{"ci_low": -0.2, "ci_high": -0.01}])["verdict"] == "no clear trend"  # wrong sign
+    narrowing_ratio = {"slope": -0.05, "ci_low": -0.08, "ci_high": -0.02, "verdict": "widens"}  # a falling ratio
+    assert gate_by_points(narrowing_ratio, [{"ci_low": -0.3, "ci_high": -0.1}])["verdict"] == "widens"
+    assert gate_by_points({"verdict": "undefined", "slope": None}, [])["verdict"] == "undefined"

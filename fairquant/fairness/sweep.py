@@ -14,7 +14,7 @@ import pandas as pd
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import evaluate_variant
 from fairquant.fairness.metrics import group_labels
-from fairquant.fairness.trend import curve_trends
+from fairquant.fairness.trend import curve_trends, gate_by_points
 from fairquant.params import EvaluateParams, SweepParams
 from fairquant.params.sweep import AXIS
 from fairquant.results import EvaluationResult, PredictionsInfo
@@ -72,9 +72,26 @@ def evaluate_sweep(frames: dict[str, pd.DataFrame], infos: dict[str, Predictions
                                          for p in members],
             privileged_group=params.privileged_group, n_boot=params.bootstrap, confidence=params.confidence,
             seed=params.seed)
+        kept = [p for p, reason in zip(members, trend_left_out(trend, members)) if reason is None]
+        _gate(trend, [results[p.slot].vs_fp32 for p in kept])
         trends.append({"arch": arch, "method": method, "series": series, "calibration": calibration,
                        "points": [{"slot": p.slot, "point": p.name, "x": p.x} for p in members], "trend": trend})
     return results, {"curves": trends}
+
+
+def trend_left_out(trend: dict, members: list[CurvePoint]) -> list[str | None]:
+    left = {entry["x"]: entry["reason"] for entry in trend["left_out"]}
+    return [left.get(float(p.x)) for p in members]
+
+
+def _gate(trend: dict, changes: list[dict]) -> None:
+    """Each verdict checked against the kept points' own paired changes (:func:`gate_by_points`), in place."""
+    for gap, answer in trend["gap_changes"].items():
+        trend["gap_changes"][gap] = gate_by_points(answer, [c["gaps"][gap] for c in changes])
+    for rate, by_group in trend["group_rates"].items():
+        for group, answer in by_group.items():
+            by_group[group] = gate_by_points(answer, [c["group_changes"][rate][group] for c in changes
+                                                      if group in c["group_changes"][rate]])
 
 
 def balanced_accuracy(metrics: dict) -> float:

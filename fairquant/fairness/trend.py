@@ -148,3 +148,19 @@ def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.
         "group_rates": {rate: {name: trend_answer(depth, point_rates[rate][0, gi], draw_rates[rate][:, gi], confidence)
                                for gi, name in enumerate(names)} for rate in RATES},
     }
+
+
+def gate_by_points(answer: dict, point_changes: Sequence[dict]) -> dict:
+    """A trend verdict stands only where one of the curve's kept points shows a change of the same sign whose own
+    paired interval (exact-beta bounds, exact McNemar for one group) excludes 0. The row bootstrap behind the slope
+    shares the old Wald interval's weakness at a handful of flipped rows (a resample rarely drops all 4 of 4 flips),
+    so a curve whose every point is indistinguishable from fp32 is never called a trend."""
+    if answer["verdict"] not in ("widens", "narrows", "rises", "falls"):
+        return answer
+    sign = 1 if answer["slope"] > 0 else -1
+    supported = any(c.get("ci_low") is not None and c.get("ci_high") is not None
+                    and (c["ci_low"] > 0 if sign > 0 else c["ci_high"] < 0) for c in point_changes)
+    if supported:
+        return answer
+    return {**answer, "verdict": "no clear trend",
+            "gated": "no point's own paired change vs fp32 excludes 0 in the slope's direction"}
