@@ -332,3 +332,22 @@ def test_jeffreys_bands_hold_the_rate_and_sit_inside_clopper_pearson():
                 exact = binomtest(int(x), int(n)).proportion_ci(0.95, method="exact")
                 low, high = band[rate]
                 assert exact.low - 1e-12 <= low <= x / n <= high <= exact.high + 1e-12, (rate, band[rate], exact)
+
+
+def test_signed_and_two_group_gap_changes_never_beat_the_exact_sign_test():
+    """The reviewer's case: the minority gains 5 true positives, loses none, the privileged group has no flips:
+    exact p = 0.0625. The Monte Carlo p fell under 0.05 on some seeds (1 in 40); the exact test is now its floor."""
+    from fairquant.fairness.paired import paired_comparison
+
+    g = np.array(["maj"] * 660 + ["min"] * 140)
+    y = np.tile([0, 1], 400)
+    fp32 = y.copy()
+    positives = np.flatnonzero((g == "min") & (y == 1))
+    fp32[positives[:20]] = 0
+    variant = fp32.copy()
+    variant[positives[:5]] = 1
+    for seed in range(40):
+        result = paired_comparison(y, fp32, variant, g, privileged_group="maj", seed=seed)
+        for change in (result["signed"]["tpr"]["min"], result["gaps"]["tpr_gap"]):
+            assert change["p_value"] >= 0.0625 - 1e-12
+            assert change["ci_low"] <= 0 <= change["ci_high"]

@@ -114,6 +114,55 @@ def _group_changes(joint: np.ndarray, names: list[str], n_draws: int, confidence
     return out
 
 
+RATE_GAPS = {"accuracy_gap": "accuracy", "tpr_gap": "tpr", "fpr_gap": "fpr", "dp_gap": "selection_rate"}
+SIGN_TEST = " (an end moved to 0: the exact McNemar test on the same discordant rows does not reject)"
+
+
+def _sign_test_p(raise_rows: int, lower_rows: int) -> float:
+    """Exact McNemar-type test on discordant rows: each as likely to raise the change as to lower it."""
+    flips = raise_rows + lower_rows
+    return float(binomtest(raise_rows, flips, 0.5).pvalue) if flips else 1.0
+
+
+def _guard(change: dict, p_exact: float, alpha: float) -> None:
+    """Never significant where the exact test is not: p is at least the exact p, and then the interval holds 0."""
+    change["p_value"] = max(change["p_value"], p_exact) if np.isfinite(change["p_value"]) else change["p_value"]
+    if p_exact >= alpha and np.isfinite(change["ci_low"]) and (change["ci_low"] > 0 or change["ci_high"] < 0):
+        change["ci_low"], change["ci_high"] = min(change["ci_low"], 0.0), max(change["ci_high"], 0.0)
+        change["interval_method"] = change["interval_method"] + SIGN_TEST
+
+
+def _one_sided_p(first: tuple[int, int, int], second: tuple[int, int, int]) -> float | None:
+    """The exact McNemar p when only one of the two groups has discordant rows (then the change of their difference
+    is that group's own change); None when both have some (then the groups' sizes weigh their rows differently and
+    no sign test on the pooled rows tests the change)."""
+    (down_a, up_a, _), (down_b, up_b, _) = first, second
+    if down_b + up_b == 0:
+        return _sign_test_p(up_a, down_a)
+    if down_a + up_a == 0:
+        return _sign_test_p(up_b, down_b)
+    return None
+
+
+def _agree_with_sign_tests(gap_changes: dict, signed: dict, joint: np.ndarray, names: list[str],
+                           reference: int | None, alpha: float) -> None:
+    """The Monte Carlo p of a change of two groups' difference can fall just under alpha where the exact McNemar
+    test on the same discordant rows does not reject (5 of 5 rows one way: exact p 0.0625). Where only one of the
+    two groups has discordant rows, that test is the floor: signed changes (a group vs the privileged group) and,
+    with two groups, the rate gaps' changes."""
+    flips = {(g, rate): _flips_down_up(joint[g], rate) for g in range(len(names)) for rate in RATES}
+    pairs = []
+    if reference is not None:
+        pairs += [(change, flips[(names.index(name), rate)], flips[(reference, rate)])
+                  for rate, by_group in signed.items() for name, change in by_group.items()]
+    if len(names) == 2:
+        pairs += [(gap_changes[gap], flips[(0, rate)], flips[(1, rate)]) for gap, rate in RATE_GAPS.items()]
+    for change, first, second in pairs:
+        p_exact = _one_sided_p(first, second)
+        if p_exact is not None:
+            _guard(change, p_exact, alpha)
+
+
 def _flips(y_true: np.ndarray, a: np.ndarray, b: np.ndarray, index: np.ndarray, names: list[str]) -> dict:
     """Per group, how predictions moved between the two models, with an exact McNemar test on accuracy."""
     correct_ref, correct_var = (a == y_true), (b == y_true)
@@ -166,6 +215,7 @@ def paired_comparison(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
         for k, rate in enumerate(RATES):
             start = len(GAPS) + k * per_rate
             signed[rate] = dict(zip(others, changes[start:start + per_rate]))
+    _agree_with_sign_tests(gap_changes, signed, joint[usable], used_names, reference, 1 - confidence)
     total_flipped = int((a != b).sum())
     return {"gaps": gap_changes, "signed": signed,
             "group_changes": _group_changes(joint, names, n_boot, confidence, rng),
