@@ -39,7 +39,8 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
         if arch not in get_args(ArchName):
             raise FairquantError(f"--arch {arch} is not an architecture fairquant builds; use one of "
                                  f"{', '.join(get_args(ArchName))}")
-        model_params = params.model.model_copy(update={"arch": arch})
+        # model.pretrained holds weights of model.arch: another architecture starts from scratch
+        model_params = params.model.model_copy(update={"arch": arch, "pretrained": None})
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
     model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem,

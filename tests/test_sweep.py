@@ -38,7 +38,7 @@ def test_a_point_overrides_only_its_values_and_names_its_curve():
     assert params.section_for("kmeans", "k4").clusters == 4 and params.section_for("prune", "s50").sparsity == 0.5
     assert params.section_for("qat", None) == params.quantize_qat
     series = {p.name: p.series for p in params.sweep.points()}
-    assert series == {"w4a4": "ptq W=A", "w4": "ptq weight-only", "w8a8-dyn": "ptq W=A dynamic", "w2a8": "qat mixed W/A",
+    assert series == {"w4a4": "ptq W=A", "w4": "ptq weight-only", "w8a8-dyn": "ptq W=A dynamic", "w2a8": "qat A8",
                       "k4": "kmeans", "s50": "prune"}
     assert len(params.sweep.folders()) == 3 * 2 + 3  # each PTQ point with each calibration set
 

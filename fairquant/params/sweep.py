@@ -57,12 +57,13 @@ class SweepPoint:
 
     @property
     def series(self) -> str:
-        """The curve the point belongs to within its method: W=A, weight-only, dynamic (a curve has one x axis)."""
+        """The curve the point belongs to within its method: W=A, weight-only, or fixed activation bits (A8: w2a8,
+        w4a8, ...), each static or dynamic, so that a curve's x (weight bits) is its only moving part."""
         if self.method not in ("ptq", "qat"):
             return self.method
         values = self.overrides
         kind = "weight-only" if values["activation_bits"] is None else (
-            "W=A" if values["activation_bits"] == values["bits"] else "mixed W/A")
+            "W=A" if values["activation_bits"] == values["bits"] else f"A{values['activation_bits']}")
         return f"{self.method} {kind}" + (" dynamic" if values.get("activation_ranges") == "dynamic" else "")
 
 
