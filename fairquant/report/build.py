@@ -17,7 +17,7 @@ from fairquant.report.markdown import render_markdown
 from fairquant.report.remedies import (calibration_sections, int8_sections, mixed_precision_sections,
                                        precision_sections, remedies_section)
 from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
-from fairquant.report.verification import verification_section
+from fairquant.report.verification import curve_table, verification_section
 
 TITLE = "fairquant report"
 
@@ -60,11 +60,12 @@ def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: di
 
 
 def plot_tables(results: dict[str, dict], verify: dict | None) -> dict[str, "pd.DataFrame"]:
-    """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER (by bits)
-    and accuracy per race."""
+    """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; verification SER (by bits),
+    accuracy per race, and each race's accuracy along every bits curve."""
     tables = {"per_group": per_group_table(results), "gaps": gaps_table(results), "pareto": pareto_table(results)}
     if verify is not None:
         tables["verify_ser"], tables["verify_per_race"] = verification_tables(verify)
+        tables["verify_curve"] = curve_table(verify)
     return tables
 
 
