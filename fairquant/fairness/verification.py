@@ -55,8 +55,8 @@ from fairquant.fairness.verification_trend import BitCurve, bit_curves, bits_tre
 
 __all__ = [
     "BitCurve", "GLOBAL_THRESHOLDS", "N_FOLDS", "REPORT_FOLDS", "SELECTION_FOLDS", "THRESHOLDS", "PairLayout",
-    "bit_curves", "error_rates_at_threshold", "fairness_discrepancy_rate", "garbe", "gini", "global_threshold", "inequity_rate",
-    "max_over_min", "pair_layout", "protocol_accuracy", "race_summary", "resampled_accuracies",
+    "bit_curves", "error_rates_at_threshold", "fairness_discrepancy_rate", "garbe", "gini", "global_threshold",
+    "inequity_rate", "max_over_min", "pair_layout", "protocol_accuracy", "race_summary", "resampled_accuracies",
     "race_differences", "skewed_error_ratio", "stratified_resample_indices", "verification_report",
 ]
 

@@ -112,7 +112,8 @@ def verification_section(verify: dict) -> Section:
     blocks.append(Figure("verify_ser", "ser_by_bits", ser, synthetic=bool(verify.get("synthetic")),
                          confidence=verify["confidence"]))
     subsections = [*_difference_sections(verify, lv), _change_section(verify, races, lv),
-                   *_bits_sections(verify, races, lv), *_contrast_sections(verify), _threshold_section(verify, races, lv),
+                   *_bits_sections(verify, races, lv), *_contrast_sections(verify),
+                   _threshold_section(verify, races, lv),
                    _race_mix_section(verify.get("synthetic_race_mix"))]
     return Section(f"Face verification: race bias on RFW's protocol ({REFERENCE_WORK})", tuple(blocks),
                    tuple(subsections))
@@ -215,7 +216,8 @@ def curve_table(verify: dict) -> pd.DataFrame:
 
 def curve_figure_frame(verify: dict) -> pd.DataFrame:
     """The curve figure's data: per curve and bit-width (fp32 flagged ``reference``, at 32 bits) each race's
-    accuracy with its CI, and the SER (series "SER"; its percentile CI is biased, see the section, so left out)."""
+    accuracy with its CI, and the SER (series "SER"; its percentile CI is biased, see the section, so left out;
+    None where infinite)."""
     rows = []
     reference = verify["reference"]
     for curve, t in (verify.get("trends") or {}).items():
@@ -224,7 +226,9 @@ def curve_figure_frame(verify: dict) -> pd.DataFrame:
             for race in verify["races"]:
                 e = summary[f"acc_{race}"]
                 rows.append([curve, bits, name == reference, "accuracy", race, e["value"], e["ci_low"], e["ci_high"]])
-            rows.append([curve, bits, name == reference, "ser", "SER", point(summary["ser"]), None, None])
+            ser = point(summary["ser"])  # an error-free race makes it infinite: not drawn
+            rows.append([curve, bits, name == reference, "ser", "SER", ser if ser is not None and math.isfinite(ser)
+                         else None, None, None])
     return pd.DataFrame(rows, columns=["curve", "bits", "reference", "quantity", "series", "value", "ci_low",
                                        "ci_high"])
 
@@ -238,7 +242,7 @@ def _trend_cell(answer: dict, kind: str, reads: str | None = None) -> Cell:
 
 
 def _spearman_cell(answer: dict) -> Cell:
-    if answer["verdict"] == "undefined":
+    if answer["verdict"] == "undefined" or answer["spearman"] is None:  # too few points, or every value tied
         return Cell(None, "num2")
     return Cell(answer["spearman"], "num2", interval=(answer["spearman_ci_low"], answer["spearman_ci_high"]))
 
