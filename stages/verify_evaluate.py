@@ -1,6 +1,7 @@
 """Score every verification variant on the test pairs and evaluate it per race: RFW's 10-fold protocol
 (per-race accuracy, STD, SER), one global threshold (per-race FMR / FNMR), paired changes vs fp32, and the
-synthetic calibration set's race mix as a classifier estimates it."""
+synthetic calibration set's race mix as a classifier estimates it; per method x calibration set, the trend of SER and
+each race's accuracy over verify.bits."""
 
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import typer
 
 from fairquant.compress.variants import load_variant
 from fairquant.data.verification import load_verification
-from fairquant.fairness.verification import race_differences, verification_report
+from fairquant.fairness.verification import bit_curves, race_differences, verification_report
 from fairquant.io import PAIR_SCORES_SCHEMA, atomic_dir, read_images, read_json, write_json, write_table
 from fairquant.params import load_params
 from fairquant.verify.embedding import embed, pair_scores
@@ -55,7 +56,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     report = verification_report(scores, pairs["genuine"].to_numpy(), pairs["fold"].to_numpy(),
                                  pairs["race"].to_numpy(), reference="fp32", bootstrap=settings.bootstrap,
                                  confidence=params.evaluate.confidence, seed=params.evaluate.seed,
-                                 target_fmr=settings.target_fmr)
+                                 target_fmr=settings.target_fmr, curves=bit_curves(configs))
     variants = report["variants"]
     for name, values in scores.items():  # do the races differ at all (pairwise, simultaneous CIs)
         variants[name]["race_differences"] = race_differences(
@@ -85,6 +86,9 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
         summary = {key: r["summary"][key]["value"] for key in ("verification_accuracy", "verification_std", "ser")}
         print(f"{name}: accuracy {summary['verification_accuracy']:.4f}, STD {summary['verification_std']:.4f}, "
               f"SER {'inf' if summary['ser'] is None else round(summary['ser'], 3)}")
+    for name, trend in report["trends"].items():
+        print(f"{name} over bits {trend['x']}: SER {trend['ser']['verdict']}, " + ", ".join(
+            f"{race} {answer['as_bits_fall']}" for race, answer in trend["accuracy"].items()))
 
 
 def calibration_contrasts(configs: dict[str, dict]) -> dict[str, str]:

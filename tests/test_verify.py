@@ -180,6 +180,12 @@ def test_branch_writes_every_variant_and_its_pairs(branch):
     assert metrics["variants"]["ptq-w4a4-train"]["variant"]["kernels"] == "simulated"
     assert metrics["variants"]["quantface-w4a4-synthetic"]["variant"]["scheme"]["weight_symmetric"] is False
     assert metrics["variants"]["fp32"]["change"] is None
+    trends = metrics["trends"]  # one curve per method x calibration set over verify.bits: two points, no trend
+    assert set(trends) == {f"{m}-{c}" for m in ("ptq", "quantface") for c in ("train", "synthetic")}
+    assert trends["ptq-train"]["x"] == [8, 4]
+    assert trends["ptq-train"]["variants"] == ["ptq-w8a8-train", "ptq-w4a4-train"]
+    assert trends["quantface-synthetic"]["ser"]["verdict"] == "undefined"
+    assert set(trends["ptq-train"]["accuracy"]) == set(metrics["races"])
     fp32 = pd.read_parquet(tmp / "pred" / "fp32" / "pairs.parquet")
     assert len(fp32) == 4 * 20 and fp32.groupby("race")["fold"].nunique().eq(10).all()
     assert fp32["score"].between(-1.0001, 1.0001).all()
@@ -201,10 +207,12 @@ def test_report_section_and_summary_keys(branch, tmp_path):
     assert section.blocks[0].spans[0].text == "SYNTHETIC data" and section.blocks[0].spans[0].style == "strong"
     row = section.blocks[2].row("quantface-w4a4-synthetic")
     assert [row[k].value for k in ("method", "bits", "calibration")] == ["quantface", "W4A4", "synthetic"]
-    for name in ("verify_ser", "verify_per_race"):
+    for name in ("verify_ser", "verify_per_race", "verify_curve"):
         write_csv(tmp_path / f"{name}.csv", plot_tables({}, metrics)[name])
     render_markdown(Document("r", (), (section,)), assets=tmp_path)
     assert (tmp_path / "verify_ser.png").is_file() and (tmp_path / "verify_ser.csv").is_file()
+    assert (tmp_path / "verify_curve.png").is_file()
+    assert len(plot_tables({}, metrics)["verify_curve"]) == (1 + 4 * 2) * 4  # fp32 and 4 curves x 2 bits, 4 races
     keys = verification_summary(metrics)
     assert keys["fp32"]["ser"] == metrics["variants"]["fp32"]["summary"]["ser"]["value"]
     assert keys["ptq-w4a4-train"]["acc_Indian"] == metrics["variants"]["ptq-w4a4-train"]["summary"]["acc_Indian"]["value"]

@@ -49,12 +49,14 @@ from fairquant.fairness.verification_protocol import (
     protocol_accuracy,
     scored_pairs,
 )
+from fairquant.fairness.verification_trend import METHOD as TREND_METHOD
+from fairquant.fairness.verification_trend import BitCurve, bit_curves, bits_trends, check_curves
 
 
 __all__ = [
-    "GLOBAL_THRESHOLDS", "N_FOLDS", "REPORT_FOLDS", "SELECTION_FOLDS", "THRESHOLDS", "PairLayout",
-    "error_rates_at_threshold", "fairness_discrepancy_rate", "garbe", "gini", "global_threshold", "inequity_rate",
-    "max_over_min", "pair_layout", "protocol_accuracy", "race_summary", "resampled_accuracies",
+    "BitCurve", "GLOBAL_THRESHOLDS", "N_FOLDS", "REPORT_FOLDS", "SELECTION_FOLDS", "THRESHOLDS", "PairLayout",
+    "bit_curves", "error_rates_at_threshold", "fairness_discrepancy_rate", "garbe", "gini", "global_threshold",
+    "inequity_rate", "max_over_min", "pair_layout", "protocol_accuracy", "race_summary", "resampled_accuracies",
     "race_differences", "skewed_error_ratio", "stratified_resample_indices", "verification_report",
 ]
 
@@ -161,15 +163,19 @@ def _check_options(scores: Mapping, reference: str, bootstrap: int, confidence: 
 
 def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *, reference: str,
                         bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                        target_fmr: float | None = None, alpha: float = 0.5) -> dict:
+                        target_fmr: float | None = None, alpha: float = 0.5,
+                        curves: Mapping[str, BitCurve] | None = None) -> dict:
     """Everything above for each model in ``scores`` (name -> per-pair cosine), as JSON-ready nested dicts.
 
     Per variant: ``summary`` (acc_<race>, verification_accuracy, verification_std, ser with intervals),
     ``races`` (fold details), ``global_threshold`` (its own threshold, FMR/FNMR per race and FDR, IR, GARBE);
     and for every variant but the reference, ``change`` (paired change of the summary against the reference)
-    and ``at_reference_threshold`` (FMR/FNMR at the reference's global threshold and their change).
+    and ``at_reference_threshold`` (FMR/FNMR at the reference's global threshold and their change). With
+    ``curves`` (:func:`bit_curves`), also ``trends``: each curve's trend answers over bits
+    (:mod:`~fairquant.fairness.verification_trend`), from the same resamples.
     """
     _check_options(scores, reference, bootstrap, confidence, target_fmr, alpha)
+    check_curves(curves or {}, scores)
     layout, distances = scored_pairs(scores, genuine, fold, race)
     bins = {name: PairBins.of(distance, layout) for name, distance in distances.items()}
     n_races, everything = len(layout.races), np.arange(layout.n_pairs)[None]
@@ -190,7 +196,7 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
             "at_reference_threshold": None if name == reference else _at_reference(p, ref, b, ref_boot,
                                                                                    layout.races, confidence),
         }
-    return {
+    report = {
         "reference": reference, "races": list(layout.races), "pairs": layout.n_pairs, "bootstrap": int(bootstrap),
         "confidence": float(confidence), "seed": int(seed), "alpha": float(alpha),
         "target_fmr": None if target_fmr is None else float(target_fmr),
@@ -212,6 +218,11 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
         },
         "variants": variants,
     }
+    if curves is not None:
+        report["conventions"]["trend"] = TREND_METHOD
+        report["trends"] = bits_trends(curves, point, boot, reference=reference, races=layout.races,
+                                       confidence=confidence)
+    return report
 
 
 def race_differences(score, genuine, fold, race, *, bootstrap: int, confidence: float, seed: int) -> dict:

@@ -21,7 +21,7 @@ from fairquant.report.remedies import (calibration_sections, int8_sections, mixe
                                        precision_sections, remedies_section)
 from fairquant.report.sweep import plot_frames, sweep_metrics, sweep_section
 from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
-from fairquant.report.verification import verification_section
+from fairquant.report.verification import curve_table, verification_section
 
 TITLE = "fairquant report"
 LATEX_DIR = "tables"  # plots/tables/<name>.tex
@@ -68,12 +68,13 @@ def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: di
 
 def plot_tables(results: dict[str, dict], verify: dict | None, sweep: dict | None = None) -> dict[str, "pd.DataFrame"]:
     """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; its sweep's curves, heatmap
-    and Pareto table; verification SER (by bits) and accuracy per race."""
+    and Pareto table; verification SER (by bits), accuracy per race, and each race's accuracy along every bits curve."""
     tables = {"per_group": per_group_table(results), "gaps": gaps_table(results), "pareto": pareto_table(results)}
     if sweep is not None:
         tables.update(plot_frames(sweep))
     if verify is not None:
         tables["verify_ser"], tables["verify_per_race"] = verification_tables(verify)
+        tables["verify_curve"] = curve_table(verify)
     return tables
 
 

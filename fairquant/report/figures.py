@@ -123,3 +123,39 @@ def _ser_by_bits(figure: Figure) -> plt.Figure:
     ax.set_title(f"SER by bits, {level(figure.confidence)} bootstrap CI{_synthetic_note(figure)}")
     ax.legend(fontsize=8)
     return fig
+
+
+@drawing("verify_curve")
+def _verify_curve(figure: Figure) -> plt.Figure:
+    """Per curve (a row of panels): each race's accuracy against bits with its CI band and its fp32 level dashed,
+    and SER against bits with fp32's dashed."""
+    frame = figure.frame
+    curves = list(dict.fromkeys(frame["curve"]))
+    fig, axes = plt.subplots(len(curves), 2, figsize=(12, 3.6 * len(curves)), squeeze=False)
+    for (left, right), curve in zip(axes, curves):
+        part = frame[frame["curve"] == curve]
+        accuracy, ser = part[part["quantity"] == "accuracy"], part[part["quantity"] == "ser"]
+        for k, (race, series) in enumerate(accuracy.groupby("series", sort=False)):
+            color = f"C{k}"
+            points = series[~series["reference"]].sort_values("bits")
+            left.plot(points["bits"], points["value"], marker="o", color=color, label=race)
+            left.fill_between(points["bits"], points["ci_low"].astype(float), points["ci_high"].astype(float),
+                              color=color, alpha=0.15)
+            left.axhline(float(series[series["reference"]]["value"].iloc[0]), color=color, linestyle="--", lw=1)
+        points = ser[~ser["reference"]].sort_values("bits")
+        right.plot(points["bits"], points["value"].astype(float), marker="o", color="black", label="SER")
+        fp32 = ser[ser["reference"]]["value"].astype(float)
+        if len(fp32) and fp32.notna().all():
+            right.axhline(float(fp32.iloc[0]), color="black", linestyle="--", lw=1, label="fp32")
+        left.set_title(f"{curve}: accuracy per race, {level(figure.confidence)} CI band; dashed: fp32"
+                       f"{_synthetic_note(figure)}", fontsize=9)
+        right.set_title(f"{curve}: SER (max race error / min race error){_synthetic_note(figure)}", fontsize=9)
+        for ax in (left, right):
+            ax.set_xlabel("bits (weights and activations)")
+            ax.set_xticks(sorted(points["bits"].unique()))
+            ax.invert_xaxis()
+            ax.legend(fontsize=7)
+        left.set_ylabel("accuracy")
+        right.set_ylabel("SER")
+    fig.tight_layout()
+    return fig

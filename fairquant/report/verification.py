@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from fairquant.report.document import Cell, Figure, Section, code, prose, strong, table
 from fairquant.report.numbers import fmt, level
 from fairquant.report.tables import verification_tables
@@ -110,7 +112,8 @@ def verification_section(verify: dict) -> Section:
     blocks.append(Figure("verify_ser", "ser_by_bits", ser, synthetic=bool(verify.get("synthetic")),
                          confidence=verify["confidence"]))
     subsections = [*_difference_sections(verify, lv), _change_section(verify, races, lv),
-                   *_contrast_sections(verify), _threshold_section(verify, races, lv),
+                   *_bits_sections(verify, races, lv), *_contrast_sections(verify),
+                   _threshold_section(verify, races, lv),
                    _race_mix_section(verify.get("synthetic_race_mix"))]
     return Section(f"Face verification: race bias on RFW's protocol ({REFERENCE_WORK})", tuple(blocks),
                    tuple(subsections))
@@ -191,3 +194,101 @@ def _race_mix_section(mix: dict | None) -> Section:
               f"{fmt(probe['held_out_balanced_accuracy'])}{on_test}. Applied to the {mix['images']} synthetic faces: "
               "the shares it predicts, and the shares adjusted by its confusion matrix on the held-out identities."),
         table(columns, rows)))
+
+
+# --- race bias against bits: one curve per method x calibration set ---------------------------------------------
+
+CURVE_COLUMNS = ["method", "calibration", "bits", "race", "accuracy", "ci_low", "ci_high"]
+
+
+def curve_table(verify: dict) -> pd.DataFrame:
+    """plots/verify_curve.csv: each race's accuracy and its CI per curve (method x calibration set) and bit-width,
+    one row per race, with fp32 once (method fp32, calibration none, bits 32); no rows without ``trends``."""
+    trends = verify.get("trends") or {}
+    points = [("fp32", "none", 32, verify["reference"])] if trends else []
+    points += [(t["method"], t["calibration"], bits, name) for t in trends.values()
+               for bits, name in zip(t["x"], t["variants"])]
+    rows = [[method, calibration, bits, race, e["value"], e["ci_low"], e["ci_high"]]
+            for method, calibration, bits, name in points for race in verify["races"]
+            for e in [verify["variants"][name]["summary"][f"acc_{race}"]]]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def curve_figure_frame(verify: dict) -> pd.DataFrame:
+    """The curve figure's data: per curve and bit-width (fp32 flagged ``reference``, at 32 bits) each race's
+    accuracy with its CI, and the SER (series "SER"; its percentile CI is biased, see the section, so left out;
+    None where infinite)."""
+    rows = []
+    reference = verify["reference"]
+    for curve, t in (verify.get("trends") or {}).items():
+        for bits, name in [(32, reference), *zip(t["x"], t["variants"])]:
+            summary = verify["variants"][name]["summary"]
+            for race in verify["races"]:
+                e = summary[f"acc_{race}"]
+                rows.append([curve, bits, name == reference, "accuracy", race, e["value"], e["ci_low"], e["ci_high"]])
+            ser = point(summary["ser"])  # an error-free race makes it infinite: not drawn
+            rows.append([curve, bits, name == reference, "ser", "SER", ser if ser is not None and math.isfinite(ser)
+                         else None, None, None])
+    return pd.DataFrame(rows, columns=["curve", "bits", "reference", "quantity", "series", "value", "ci_low",
+                                       "ci_high"])
+
+
+def _trend_cell(answer: dict, kind: str, reads: str | None = None) -> Cell:
+    """A slope per bit removed with its interval and the verdict; "undefined (n points)" without one."""
+    if answer["verdict"] == "undefined":
+        return Cell(None, kind, note=f"({answer['points']} points)")
+    return Cell(answer["slope"], kind, interval=(answer["ci_low"], answer["ci_high"]),
+                note=reads or answer["verdict"], emphasis=answer["verdict"] in ("widens", "narrows"))
+
+
+def _spearman_cell(answer: dict) -> Cell:
+    if answer["verdict"] == "undefined" or answer["spearman"] is None:  # too few points, or every value tied
+        return Cell(None, "num2")
+    return Cell(answer["spearman"], "num2", interval=(answer["spearman_ci_low"], answer["spearman_ci_high"]))
+
+
+def curve_rows(verify: dict, trend: dict, races: list[str]) -> list[list[Cell]]:
+    """fp32, each bit-width (accuracy per race with CI, STD, SER, paired SER change vs fp32), then the trend."""
+    rows = []
+    for bits, name in [("fp32", verify["reference"]), *zip(trend["x"], trend["variants"])]:
+        r = verify["variants"][name]
+        s = r["summary"]
+        rows.append([Cell(str(bits)), Cell(name), *(estimate_cell(s[f"acc_{race}"]) for race in races),
+                     Cell(s["verification_std"]["value"], "pct"), Cell(point(s["ser"]), "num"),
+                     change_cell((r.get("change") or {}).get("ser"), pct=False)])
+    accuracy = trend["accuracy"]
+    rows.append([Cell("trend: slope per bit removed"), Cell(""),
+                 *(_trend_cell(accuracy[race], "pct_change", accuracy[race]["as_bits_fall"]) for race in races),
+                 _trend_cell(trend["verification_std"], "pct_change"), _trend_cell(trend["ser"], "change"),
+                 _trend_cell(trend["ser_change"], "change")])
+    rows.append([Cell("trend: Spearman with bits removed"), Cell(""),
+                 *(_spearman_cell(accuracy[race]) for race in races), _spearman_cell(trend["verification_std"]),
+                 _spearman_cell(trend["ser"]), _spearman_cell(trend["ser_change"])])
+    return rows
+
+
+def _bits_sections(verify: dict, races: list[str], lv: str) -> list[Section]:
+    """Race bias against bits: per curve a table of its points and its trend, then one figure of every curve."""
+    trends = verify.get("trends") or {}
+    if not trends:
+        return []
+    few = sorted({len(t["x"]) for t in trends.values() if len(t["x"]) < 3})
+    blocks = [prose(
+        f"Does the bias grow as bits fall? {REFERENCE_WORK} reads its results as a curve: \"the lower the bits, the "
+        "higher the bias\". Per method and calibration set: fp32 and each bit-width (accuracy per race with its "
+        f"{lv} CI, STD and SER, and SER's paired change vs fp32), then the trend over the bit-widths: the "
+        f"least-squares slope per bit removed with its {lv} percentile interval, and Spearman's rank correlation "
+        "with the bits removed. Both come from the same pair resamples that fp32 and every point share (pairs "
+        "resampled within race x fold x genuine, thresholds re-chosen), so the pairing of the points is kept. "
+        "Verdicts: SER, STD: widens (grows as bits fall), narrows, no clear trend (the interval holds 0); a race's "
+        "accuracy: falls, rises, no clear trend. SER's slope and its change's are the same number (fp32 is one "
+        "constant per resample): the change column leaves out resamples where fp32's SER is infinite."
+        + (f" With {' or '.join(map(str, few))} bit-width(s) a trend is undefined: "
+           "list at least 3 in verify.bits, e.g. [8, 6, 4]." if few else ""))]
+    for name, trend in trends.items():
+        blocks += [prose(strong(f"{trend['method']}, {trend['calibration']} calibration"),
+                         f" (bits {', '.join(map(str, trend['x']))})"),
+                   table(["bits", "variant", *races, "STD", "SER", "Δ SER vs fp32"], curve_rows(verify, trend, races))]
+    blocks.append(Figure("verify_curve", "verify_curve", curve_figure_frame(verify),
+                         synthetic=bool(verify.get("synthetic")), confidence=verify["confidence"]))
+    return [Section(f"Race bias against bits (trend from one paired bootstrap, {lv})", tuple(blocks))]
