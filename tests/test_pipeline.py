@@ -34,6 +34,7 @@ VERIFY_TINY = {  # face verification: 4 races x 8 test identities, one genuine a
     "quantface": {"epochs": 0.5, "batch_size": 16},
     "evaluate": {"bootstrap": 100},
 }
+VERIFY_BITS = [8, 4]  # two points: the curve and its (undefined) trend without a third compression of the branch
 VERIFY_VARIANTS = {"fp32", "ptq-w8a8-train", "ptq-w8a8-synthetic", "ptq-w4a4-train", "ptq-w4a4-synthetic",
                    "quantface-w8a8-train", "quantface-w8a8-synthetic", "quantface-w4a4-train",
                    "quantface-w4a4-synthetic"}
@@ -63,6 +64,7 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
         params["mitigate"][method].update(values)
     for section, values in VERIFY_TINY.items():
         params["verify"][section].update(values)
+    params["verify"]["bits"] = VERIFY_BITS
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -73,7 +75,10 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert set(summary) == SLOTS | {"synthetic_data", "seeds", "verify"} and summary["synthetic_data"] is True
     # the verification branch: every variant's SER, STD, mean and per-race accuracy, and its pairs table
-    assert set(summary["verify"]) == VERIFY_VARIANTS | {"synthetic_data"} and summary["verify"]["synthetic_data"]
+    trends = {k for k in summary["verify"] if k.startswith("trend ")}  # each bits curve: SER and accuracy slopes
+    assert trends == {"trend ptq-train", "trend ptq-synthetic", "trend quantface-train", "trend quantface-synthetic"}
+    assert summary["verify"]["trend ptq-train"]["ser_verdict"] == "undefined"  # two bit-widths: no trend claimed
+    assert set(summary["verify"]) - trends == VERIFY_VARIANTS | {"synthetic_data"} and summary["verify"]["synthetic_data"]
     for name in VERIFY_VARIANTS:
         assert {"ser", "verification_std", "verification_accuracy", "acc_African", "acc_Asian", "acc_Caucasian",
                 "acc_Indian"} <= set(summary["verify"][name])

@@ -70,7 +70,7 @@ VERIFICATION_KEYS = ("verification_accuracy", "verification_std", "ser")
 
 def verification_summary(verify: dict) -> dict:
     """Per verification variant: ser, verification_std, verification_accuracy, acc_<race>, the SER change vs
-    fp32 and the size (what dvc metrics diff shows)."""
+    fp32 and the size (what dvc metrics diff shows); per bits curve, the slopes and verdicts of SER and accuracy."""
     out = {}
     for name, r in verify["variants"].items():
         estimates = r["summary"]
@@ -80,6 +80,10 @@ def verification_summary(verify: dict) -> dict:
             row["ser_change"] = r["change"]["ser"]["delta"]
         row["size_bytes"] = r.get("variant", {}).get("size_bytes")
         out[name] = row
+    for name, curve in (verify.get("trends") or {}).items():  # each bits curve in a few keys
+        out[f"trend {name}"] = {"ser_slope": curve["ser"]["slope"], "ser_verdict": curve["ser"]["verdict"],
+                                "accuracy_slope": curve["verification_accuracy"]["slope"],
+                                "accuracy_verdict": curve["verification_accuracy"]["verdict"]}
     out["synthetic_data"] = bool(verify.get("synthetic"))
     return out
 
