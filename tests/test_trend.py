@@ -70,3 +70,13 @@ def test_the_bootstrap_is_seeded():
     a = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     b = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, seed=3, **args)
     assert json.dumps(a) == json.dumps(b)  # NaN-safe equality
+
+
+def test_a_curve_whose_every_point_is_left_out_answers_undefined_instead_of_crashing():
+    y, reference, points, groups = _study()
+    trend = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits",
+                         left_out=["collapsed to one class"] * 5, privileged_group="Female", n_boot=100,
+                         confidence=0.95, seed=0)
+    answers = [*trend["gap_changes"].values(), *(a for r in trend["group_rates"].values() for a in r.values())]
+    assert answers and all(a["verdict"] == "undefined" and a["points"] == 0 for a in answers)
+    assert [entry["x"] for entry in trend["left_out"]] == [8, 6, 4, 3, 2]
