@@ -195,6 +195,10 @@ def _stage(stage, args, cwd, params=None):
     ("sweep_evaluate", ["--predictions", "nowhere", "--out", "out"],
      "nowhere lacks predictions of ['face_resnet10/fp32'"),
     ("report", ["--eval", "e", "--sweep", "nowhere", "--summary", "out", "--plots", "p"], "holds no fp32.json"),
+    ("report", ["--eval", "e", "--summary", "out/s.json", "--sweep-summary", "out/sweep.json", "--plots", "out/p"],
+     "--sweep-summary needs --sweep"),
+    ("report", ["--eval", "e", "--sweep", "s", "--summary", "out/s.json", "--sweep-summary", "e", "--plots", "out/p"],
+     "--sweep-summary e is a folder; the report writes a file there"),
 ])
 def test_sweep_stages_refuse_bad_inputs_in_one_line_with_nothing_written(tmp_path, stage, args, message):
     from test_stages import assert_clean_failure
@@ -208,11 +212,71 @@ def test_the_report_refuses_a_seed_without_its_sweep_trends(tmp_path):
 
     (tmp_path / "s0" / "points" / "face_resnet10").mkdir(parents=True)
     with pytest.raises(FairquantError, match="holds no trends.json; run the sweep_evaluate stage"):
-        seed_sweep(tmp_path / "s0")
-    (tmp_path / "s0" / "trends.json").write_text(json.dumps(
-        {"curves": [{"arch": "face_resnet10", "points": [{"slot": "face_resnet10/ptq-w4a4-train"}]}]}))
-    with pytest.raises(FairquantError, match="lacks the metrics of"):
-        seed_sweep(tmp_path / "s0")
+        seed_sweep(tmp_path / "s0", SweepParams())
+    _write_sweep(tmp_path / "s0", _evaluated())
+    (tmp_path / "s0" / "points" / "face_resnet10" / "ptq-w4a4-train.json").unlink()
+    with pytest.raises(FairquantError, match=r"lacks the metrics of \['face_resnet10/ptq-w4a4-train'\]"):
+        seed_sweep(tmp_path / "s0", SweepParams())
+
+
+def _write_sweep(folder, evaluated):
+    for slot, result in evaluated["points"].items():
+        (folder / "points" / slot).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "points" / f"{slot}.json").write_text(json.dumps(result))
+    (folder / "trends.json").write_text(json.dumps(evaluated["trends"]))
+
+
+def _curves_edit(edit):
+    return lambda t: {"curves": [edit(c) for c in t["curves"]]}
+
+
+def _point_edit(edit):
+    def change(points):
+        edit(points["face_resnet10/ptq-w4a4-train"])
+        return points
+    return change
+
+
+@pytest.mark.parametrize("trends_edit, points_edit, sweep, message", [
+    (lambda t: [], None, {}, "not a sweep_evaluate trends file (expected an object with a list of curves)"),
+    (lambda t: {"curves": "x"}, None, {}, "expected an object with a list of curves"),
+    (_curves_edit(lambda c: {k: v for k, v in c.items() if k != "points"}), None, {}, "curve 0 lacks ['points']"),
+    (_curves_edit(lambda c: {k: v for k, v in c.items() if k != "trend"}), None, {}, "curve 0 lacks ['trend']"),
+    (_curves_edit(lambda c: {**c, "trend": {**c["trend"], "gap_changes": {}}}), None, {},
+     "curve 0's trend lacks answers for every gap"),
+    (_curves_edit(lambda c: {**c, "points": [{**p, "x": "eight"} for p in c["points"]]}), None, {},
+     "points are not objects with a slot, a point and a numeric x"),
+    (lambda t: {"curves": []}, None, {}, "holds the sweep of other params"),
+    (None, None, {"ptq": ["w8a8", "w4a4"]}, "holds the sweep of other params (differs in"),
+    (None, None, {"ptq": ["w8a8", "w6a6", "w5a5", "w3a3", "w2a2"]}, "'face_resnet10/ptq-w5a5-train'"),
+    (None, None, {"architectures": ["resnet18"]}, "holds the sweep of other params"),
+    (None, _point_edit(lambda r: [g.pop("intervals") for g in r["groups"].values()]), {},
+     "lacks ['groups.Female.intervals', 'groups.Male.intervals']"),
+    (None, _point_edit(lambda r: r["vs_fp32"].pop("group_changes")), {}, "lacks ['vs_fp32.group_changes']"),
+])
+def test_the_report_refuses_a_damaged_or_stale_sweep_in_one_line(tmp_path, trends_edit, points_edit, sweep, message):
+    from stages.report import seed_sweep
+
+    evaluated = _evaluated()
+    if trends_edit:
+        evaluated["trends"] = trends_edit(evaluated["trends"])
+    if points_edit:
+        evaluated["points"] = points_edit(evaluated["points"])
+    _write_sweep(tmp_path / "s0", evaluated)
+    with pytest.raises(FairquantError) as error:
+        seed_sweep(tmp_path / "s0", SweepParams(**sweep))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_report_reads_only_the_points_params_lists(tmp_path):
+    from stages.report import seed_sweep
+
+    evaluated = _evaluated()
+    _write_sweep(tmp_path / "s0", evaluated)
+    stale = tmp_path / "s0" / "points" / "face_resnet10" / "ptq-w5a5-train.json"  # left by other params
+    stale.write_text(json.dumps(evaluated["points"]["face_resnet10/ptq-w4a4-train"]))
+    read = seed_sweep(tmp_path / "s0", SweepParams())
+    assert set(read["points"]) == set(sweep_slots(SweepParams())) and "face_resnet10/ptq-w5a5-train" not in read["points"]
 
 
 def test_a_vit_in_the_sweep_is_checked_against_the_image_size_on_load():
