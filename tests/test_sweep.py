@@ -61,6 +61,14 @@ def test_a_point_overrides_only_its_values_and_names_its_curve():
     ({"architectures": ["resnet18", "resnet18"]}, "more than once"),
     ({"ptq": "w4a4"}, "sweep.ptq"),
     ({"points": ["w4a4"]}, "unknown key 'sweep.points'"),
+    ({"ptq": [4]}, "'sweep.ptq.0': expected a valid string; found 4"),
+    ({"ptq": ["W4A4"]}, "'W4A4' is not a ptq point"),
+    ({"ptq": ["w8a8", False]}, "'sweep.ptq.1': expected a valid string; found False"),  # YAML's bare `no`
+    ({"ptq": ["w4a4 "]}, "'w4a4 ' is not a ptq point"),
+    ({"prune": ["s50.5"]}, "'s50.5' is not a prune point"),
+    ({"kmeans": ["k016"]}, "'k016' is not a kmeans point"),
+    ({"qat": ["w8a8-dyn"]}, "'w8a8-dyn' is not a qat point"),
+    ({"ptq": []}, "the sweep lists no points; list at least one in sweep.ptq, qat, kmeans or prune"),
 ])
 def test_bad_sweep_params_are_refused_in_one_line(sweep, words):
     with pytest.raises(FairquantError, match="params.yaml") as error:
@@ -71,6 +79,25 @@ def test_bad_sweep_params_are_refused_in_one_line(sweep, words):
 def test_a_point_its_section_cannot_run_is_refused_on_load_naming_both_keys():
     with pytest.raises(FairquantError, match="sweep.ptq point 'w4a4' cannot run.*kernels=int8"):
         parse_params({"quantize_ptq": {"kernels": "int8"}, "sweep": {"ptq": ["w8a8", "w4a4"]}})
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"quantize_ptq": {"activation_ranges": "dynamic", "activation_bits": None}},
+     "'quantize_ptq': activation_ranges is dynamic but activation_bits is null"),
+    ({"quantize_qat": {"activation_ranges": "dynamic"}, "sweep": {"qat": ["w4"]}},
+     "sweep.qat point 'w4' cannot run with the section's settings: activation_ranges is dynamic"),
+    ({"quantize_ptq": {"activation_ranges": "Dynamic"}}, "'quantize_ptq.activation_ranges': expected 'static' or"),
+])
+def test_dynamic_ranges_without_quantized_inputs_are_refused_on_load(raw, words):
+    with pytest.raises(FairquantError) as error:
+        parse_params(raw)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_dynamic_ranges_with_a_layers_map_that_quantizes_inputs_load():
+    params = parse_params({"quantize_ptq": {"activation_ranges": "dynamic", "activation_bits": None,
+                                            "layers": {"fc": 8}}})
+    assert params.quantize_ptq.activation_ranges == "dynamic"
 
 
 def test_a_bad_point_on_the_command_line_is_one_line():
