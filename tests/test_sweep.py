@@ -234,6 +234,28 @@ def test_sweep_stages_refuse_bad_inputs_in_one_line_with_nothing_written(tmp_pat
     assert_clean_failure(_stage(stage, args, tmp_path), message, tmp_path / "out")
 
 
+@pytest.mark.parametrize("args, made, message", [
+    (["--seed", "0", "--study-model", "study"], [], "--study-model and --study-live go with --arch"),
+    (["--seed", "1", "--arch", "face_resnet10", "--study-model", "study"], [],
+     "study holds a fp32 face_resnet10 model of training seed 0, not the fp32 face_resnet10 of seed 1"),
+    (["--seed", "0", "--arch", "vit_small", "--study-model", "study"], [],
+     "not the fp32 vit_small of seed 0"),  # params below make vit_small the study's arch
+    (["--seed", "0", "--arch", "face_resnet10", "--study-model", "study", "--study-live", "curves"], ["live"],
+     "live is a file; the output is a folder"),  # nothing copied to out before the live folder is refused
+])
+def test_finetune_reuses_only_the_studys_own_fp32_and_all_or_nothing(tmp_path, args, made, message):
+    from fairquant.compress.checkpoints import save_variant
+    from test_stages import assert_clean_failure
+
+    save_variant(tmp_path / "study", {}, {"kind": "fp32", "arch": "face_resnet10", "training_seed": 0})
+    (tmp_path / "curves").mkdir()
+    for name in made:
+        (tmp_path / name).write_text("x")
+    params = {"model.arch": "vit_small"} if "vit_small" in args else None
+    result = _stage("finetune", [*args, "--data", "missing", "--out", "out", "--live", "live"], tmp_path, params)
+    assert_clean_failure(result, message, tmp_path / "out")
+
+
 def test_the_report_refuses_a_seed_without_its_sweep_trends(tmp_path):
     from stages.report import seed_sweep
 
