@@ -332,3 +332,52 @@ def test_a_vit_in_the_sweep_is_checked_against_the_image_size_on_load():
     with pytest.raises(FairquantError, match="prepare.image_size is 33"):
         parse_params({"prepare": {"image_size": 33}, "sweep": {"architectures": ["face_resnet10", "vit_small"]}})
     assert parse_params({"prepare": {"image_size": 32}, "sweep": {"architectures": ["vit_small"]}})
+
+
+@pytest.fixture(scope="module")
+def sweep_models(tmp_path_factory):
+    """A prepared folder, an untrained fp32 and its real simulated w8a8 point (the quantize_ptq stage)."""
+    from conftest import write_prepared
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.io import read_images, write_images, write_json
+    from fairquant.models import build_model
+
+    root = tmp_path_factory.mktemp("sweep_models")
+    write_prepared(root / "prepared", n=60, size=16)
+    model = build_model("face_resnet10", small_input_stem=False, image_size=16)
+    fp32 = root / "models" / "face_resnet10" / "fp32"
+    save_variant(fp32, model.state_dict(), {"kind": "fp32", "name": "fp32", "arch": "face_resnet10",
+                                            "small_input_stem": False, "image_size": 16, "synthetic": True,
+                                            "target": "Smiling", "protected": ["Male"], "training_seed": 0})
+    (root / "calibration").mkdir()
+    write_images(root / "calibration" / "images.npy", np.array(read_images(root / "prepared" / "images.npy"))[:16])
+    write_json(root / "calibration" / "info.json", {"set": "train", "size": 16})
+    result = _stage("quantize_ptq", ["--point", "w8a8", "--model", str(fp32), "--calibration", str(root / "calibration"),
+                                     "--out", str(root / "models" / "face_resnet10" / "ptq-w8a8-train")], root,
+                    {"quantize_ptq.kernels": "simulated"})
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("w8a8 copied as w4a4", "ptq-w4a4-train holds the face_resnet10 model ptq-w8a8-train, not ptq-w4a4-train"),
+    ("fp32 copied as w4a4", "ptq-w4a4-train holds the face_resnet10 model fp32, not ptq-w4a4-train"),
+    ("data of another size", "holds a model of 16 px images but 24 px data"),
+])
+def test_predict_refuses_sweep_models_that_are_not_what_params_name_in_one_line(tmp_path, sweep_models, damage,
+                                                                                message):
+    import shutil
+
+    from conftest import write_prepared
+    from test_stages import assert_clean_failure
+
+    models = tmp_path / "models" / "face_resnet10"
+    shutil.copytree(sweep_models / "models", tmp_path / "models")
+    source = {"w8a8 copied as w4a4": "ptq-w8a8-train", "fp32 copied as w4a4": "fp32"}.get(damage, "ptq-w8a8-train")
+    shutil.copytree(models / source, models / "ptq-w4a4-train")
+    data = write_prepared(tmp_path / "prepared24", n=60, size=24) if damage == "data of another size" \
+        else sweep_models / "prepared"
+    result = _stage("predict", ["--sweep", "--data", str(data), "--models", str(tmp_path / "models"), "--out", "out"],
+                    tmp_path, {"sweep.ptq": ["w8a8", "w4a4"], "quantize_ptq.kernels": "simulated",
+                               "data.protected": ["Male"]})
+    assert_clean_failure(result, message, tmp_path / "out")  # one line: torchao's import chatter is silenced too
