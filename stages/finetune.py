@@ -13,7 +13,7 @@ import typer
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.data.prepare import load_prepared
 from fairquant.errors import FairquantError
-from fairquant.io import atomic_dir
+from fairquant.io import atomic_dir, load_checkpoint
 from fairquant.models import build_model, load_pretrained
 from fairquant.params import ArchName, load_params
 from fairquant.training import fit_logged, seed_everything
@@ -33,9 +33,12 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     model_params = params.model
+    if arch is None and (study_model is not None or study_live is not None):
+        raise FairquantError("--study-model and --study-live go with --arch (the sweep's architecture); without it "
+                             "finetune trains model.arch: drop them or add --arch")
     if arch is not None:
         if arch == model_params.arch and study_model is not None:
-            return _reuse(study_model, study_live, out, live_dir)
+            return _reuse(study_model, study_live, out, live_dir, arch=arch, seed=seed)
         if arch not in get_args(ArchName):
             raise FairquantError(f"--arch {arch} is not an architecture fairquant builds; use one of "
                                  f"{', '.join(get_args(ArchName))}")
@@ -58,13 +61,21 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
     print(f"saved {out / CHECKPOINT}")
 
 
-def _reuse(study_model: Path, study_live: Path | None, out: Path, live_dir: Path) -> None:
+def _reuse(study_model: Path, study_live: Path | None, out: Path, live_dir: Path, *, arch: str, seed: int) -> None:
     if not (study_model / CHECKPOINT).is_file():
         raise FairquantError(f"{study_model} holds no {CHECKPOINT}; run dvc repro (the finetune stage) first")
+    config = load_checkpoint(study_model / CHECKPOINT)["config"]
+    found = (config.get("kind"), config.get("arch"), config.get("training_seed"))
+    if found != ("fp32", arch, seed):
+        raise FairquantError(f"{study_model} holds a {found[0]} {found[1]} model of training seed {found[2]}, not the "
+                             f"fp32 {arch} of seed {seed}; point --study-model at data/models/s{seed}/fp32 or re-run "
+                             "the finetune stage (dvc repro)")
     sources = [(study_model, out)] + ([] if study_live is None else [(study_live, live_dir)])
-    for source, target in sources:
+    for source, target in sources:  # every check before the first copy: all or nothing
         if not source.is_dir():
             raise FairquantError(f"{source} is not a folder; run dvc repro (the finetune stage) first")
+        if target.exists() and not target.is_dir():
+            raise FairquantError(f"{target} is a file; the output is a folder: remove the file or choose another path")
     for source, target in sources:
         with atomic_dir(target) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)

@@ -11,7 +11,7 @@ from fairquant.data.prepare import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
-from fairquant.mitigate.slots import model_slots, sweep_slots
+from fairquant.mitigate.slots import model_slots, sweep_model_names, sweep_slots
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
 from fairquant.compress.variants import load_variant
@@ -38,13 +38,24 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     if absent or "synthetic" not in info:
         raise FairquantError(f"{data} lacks {absent or 'synthetic in info.json'} (data.protected: {protected}); "
                              "re-run prepare with these params (dvc repro)")
+    expected = sweep_model_names(params) if sweep else {}
     with atomic_dir(out) as tmp:  # every slot or none
         for slot in slots:
-            predict_variant(models / slot, tmp / slot, table, images, info, params)
+            predict_variant(models / slot, tmp / slot, table, images, info, params, expected=expected.get(slot))
 
 
-def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params) -> None:
+def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params, *,
+                    expected: tuple[str, str] | None = None) -> None:
+    """Predict val and test with the model in ``model_dir``; ``expected``: the (arch, name) it must record (the
+    sweep's folders are named by params, so a model copied or left there from other params is refused)."""
     variant = load_variant(model_dir, batch_size=params.evaluate.batch_size, repeats=0, latency_batch=0)
+    found = (variant.config.get("arch"), variant.name)
+    if expected is not None and found != expected:
+        raise FairquantError(f"{model_dir} holds the {found[0]} model {found[1]}, not {expected[1]} of {expected[0]} "
+                             "as params.yaml's sweep names it; re-run its sweep stage (dvc repro)")
+    if variant.config.get("image_size", info["image_size"]) != info["image_size"]:
+        raise FairquantError(f"{model_dir} holds a model of {variant.config['image_size']} px images but {info['image_size']} "
+                             "px data; re-run prepare and the model's stages with one params.yaml (dvc repro)")
     protected = params.data.protected
     schema = predictions_schema(protected).with_metadata(
         {"fairquant.variant": variant.name, "fairquant.synthetic": str(info["synthetic"]).lower()})

@@ -5,10 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.sweep import TRENDS
+from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
 from fairquant.io import read_json
 from fairquant.results import EvaluationResult
-from fairquant.params import load_params
+from fairquant.params import SweepParams, load_params
 from fairquant.report import write_report
 from stages._cli import run
 
@@ -23,19 +23,34 @@ def seed_metrics(folder: Path) -> dict[str, dict]:
     return {path.stem: EvaluationResult.read(path).to_dict() for path in files}
 
 
-def seed_sweep(folder: Path) -> dict:
-    """One seed's sweep: every point's metrics by slot (<arch>/<folder>) and the curves' trends."""
+def seed_sweep(folder: Path, sweep: SweepParams) -> dict:
+    """One seed's sweep: the metrics of exactly the points ``sweep`` lists, by slot (<arch>/<folder>), and the curves'
+    trends; refused when they come from other params or an older evaluation."""
     if not (folder / TRENDS).is_file():
         raise FairquantError(f"{folder} holds no {TRENDS}; run the sweep_evaluate stage for this seed (dvc repro)")
-    points = {path.relative_to(folder / "points").with_suffix("").as_posix(): EvaluationResult.read(path).to_dict()
-              for path in sorted((folder / "points").glob("*/*.json"))}
     trends = read_json(folder / TRENDS)
-    wanted = [p["slot"] for c in trends.get("curves", []) for p in c["points"]] + \
-        [f"{c['arch']}/fp32" for c in trends.get("curves", [])]
-    missing = sorted(set(wanted) - set(points))
+    check_trends(trends, sweep, str(folder / TRENDS))
+    wanted = sorted([f"{arch}/fp32" for arch in sweep.architectures] + [p.slot for p in sweep_points(sweep)],
+                    key=lambda slot: slot.split("/"))
+    missing = [slot for slot in wanted if not (folder / "points" / f"{slot}.json").is_file()]
     if missing:
         raise FairquantError(f"{folder} lacks the metrics of {missing}; re-run the sweep_evaluate stage (dvc repro)")
+    points = {}
+    for slot in wanted:  # only these: a point file left from other params is not part of this sweep
+        path = folder / "points" / f"{slot}.json"
+        points[slot] = EvaluationResult.read(path).to_dict()
+        check_point(points[slot], slot, str(path))
     return {"points": points, "trends": trends}
+
+
+def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None) -> None:
+    """Refuse before writing anything: a folder where a file goes, or a sweep summary without a sweep."""
+    if sweep_summary is not None and sweep_dir is None:
+        raise FairquantError("--sweep-summary needs --sweep (the folder of s<seed>/ from the sweep_evaluate stages)")
+    for option, path in (("--summary", summary_path), ("--sweep-summary", sweep_summary)):
+        if path is not None and path.is_dir():
+            raise FairquantError(f"{option} {path} is a folder; the report writes a file there: remove it or choose "
+                                 "another path")
 
 
 @app.command()
@@ -47,7 +62,9 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
          sweep_summary: Path = typer.Option(None, help="compact metrics of the sweep's curves (metrics/sweep.json)"),
          plots_dir: Path = typer.Option(..., "--plots"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    seeds = load_params(params_file).seeds
+    params = load_params(params_file)
+    seeds = params.seeds
+    _check_outputs(summary_path, sweep_summary, sweep_dir)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")
@@ -61,7 +78,7 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
-    sweep = {seed: seed_sweep(sweep_dir / f"s{seed}") for seed in seeds} if sweep_dir is not None else None
+    sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
                  sweep=sweep, sweep_summary_path=sweep_summary)
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")

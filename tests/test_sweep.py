@@ -61,6 +61,14 @@ def test_a_point_overrides_only_its_values_and_names_its_curve():
     ({"architectures": ["resnet18", "resnet18"]}, "more than once"),
     ({"ptq": "w4a4"}, "sweep.ptq"),
     ({"points": ["w4a4"]}, "unknown key 'sweep.points'"),
+    ({"ptq": [4]}, "'sweep.ptq.0': expected a valid string; found 4"),
+    ({"ptq": ["W4A4"]}, "'W4A4' is not a ptq point"),
+    ({"ptq": ["w8a8", False]}, "'sweep.ptq.1': expected a valid string; found False"),  # YAML's bare `no`
+    ({"ptq": ["w4a4 "]}, "'w4a4 ' is not a ptq point"),
+    ({"prune": ["s50.5"]}, "'s50.5' is not a prune point"),
+    ({"kmeans": ["k016"]}, "'k016' is not a kmeans point"),
+    ({"qat": ["w8a8-dyn"]}, "'w8a8-dyn' is not a qat point"),
+    ({"ptq": []}, "the sweep lists no points; list at least one in sweep.ptq, qat, kmeans or prune"),
 ])
 def test_bad_sweep_params_are_refused_in_one_line(sweep, words):
     with pytest.raises(FairquantError, match="params.yaml") as error:
@@ -71,6 +79,25 @@ def test_bad_sweep_params_are_refused_in_one_line(sweep, words):
 def test_a_point_its_section_cannot_run_is_refused_on_load_naming_both_keys():
     with pytest.raises(FairquantError, match="sweep.ptq point 'w4a4' cannot run.*kernels=int8"):
         parse_params({"quantize_ptq": {"kernels": "int8"}, "sweep": {"ptq": ["w8a8", "w4a4"]}})
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"quantize_ptq": {"activation_ranges": "dynamic", "activation_bits": None}},
+     "'quantize_ptq': activation_ranges is dynamic but activation_bits is null"),
+    ({"quantize_qat": {"activation_ranges": "dynamic"}, "sweep": {"qat": ["w4"]}},
+     "sweep.qat point 'w4' cannot run with the section's settings: activation_ranges is dynamic"),
+    ({"quantize_ptq": {"activation_ranges": "Dynamic"}}, "'quantize_ptq.activation_ranges': expected 'static' or"),
+])
+def test_dynamic_ranges_without_quantized_inputs_are_refused_on_load(raw, words):
+    with pytest.raises(FairquantError) as error:
+        parse_params(raw)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_dynamic_ranges_with_a_layers_map_that_quantizes_inputs_load():
+    params = parse_params({"quantize_ptq": {"activation_ranges": "dynamic", "activation_bits": None,
+                                            "layers": {"fc": 8}}})
+    assert params.quantize_ptq.activation_ranges == "dynamic"
 
 
 def test_a_bad_point_on_the_command_line_is_one_line():
@@ -195,6 +222,10 @@ def _stage(stage, args, cwd, params=None):
     ("sweep_evaluate", ["--predictions", "nowhere", "--out", "out"],
      "nowhere lacks predictions of ['face_resnet10/fp32'"),
     ("report", ["--eval", "e", "--sweep", "nowhere", "--summary", "out", "--plots", "p"], "holds no fp32.json"),
+    ("report", ["--eval", "e", "--summary", "out/s.json", "--sweep-summary", "out/sweep.json", "--plots", "out/p"],
+     "--sweep-summary needs --sweep"),
+    ("report", ["--eval", "e", "--sweep", "s", "--summary", "out/s.json", "--sweep-summary", "e", "--plots", "out/p"],
+     "--sweep-summary e is a folder; the report writes a file there"),
 ])
 def test_sweep_stages_refuse_bad_inputs_in_one_line_with_nothing_written(tmp_path, stage, args, message):
     from test_stages import assert_clean_failure
@@ -203,16 +234,98 @@ def test_sweep_stages_refuse_bad_inputs_in_one_line_with_nothing_written(tmp_pat
     assert_clean_failure(_stage(stage, args, tmp_path), message, tmp_path / "out")
 
 
+@pytest.mark.parametrize("args, made, message", [
+    (["--seed", "0", "--study-model", "study"], [], "--study-model and --study-live go with --arch"),
+    (["--seed", "1", "--arch", "face_resnet10", "--study-model", "study"], [],
+     "study holds a fp32 face_resnet10 model of training seed 0, not the fp32 face_resnet10 of seed 1"),
+    (["--seed", "0", "--arch", "vit_small", "--study-model", "study"], [],
+     "not the fp32 vit_small of seed 0"),  # params below make vit_small the study's arch
+    (["--seed", "0", "--arch", "face_resnet10", "--study-model", "study", "--study-live", "curves"], ["live"],
+     "live is a file; the output is a folder"),  # nothing copied to out before the live folder is refused
+])
+def test_finetune_reuses_only_the_studys_own_fp32_and_all_or_nothing(tmp_path, args, made, message):
+    from fairquant.compress.checkpoints import save_variant
+    from test_stages import assert_clean_failure
+
+    save_variant(tmp_path / "study", {}, {"kind": "fp32", "arch": "face_resnet10", "training_seed": 0})
+    (tmp_path / "curves").mkdir()
+    for name in made:
+        (tmp_path / name).write_text("x")
+    params = {"model.arch": "vit_small"} if "vit_small" in args else None
+    result = _stage("finetune", [*args, "--data", "missing", "--out", "out", "--live", "live"], tmp_path, params)
+    assert_clean_failure(result, message, tmp_path / "out")
+
+
 def test_the_report_refuses_a_seed_without_its_sweep_trends(tmp_path):
     from stages.report import seed_sweep
 
     (tmp_path / "s0" / "points" / "face_resnet10").mkdir(parents=True)
     with pytest.raises(FairquantError, match="holds no trends.json; run the sweep_evaluate stage"):
-        seed_sweep(tmp_path / "s0")
-    (tmp_path / "s0" / "trends.json").write_text(json.dumps(
-        {"curves": [{"arch": "face_resnet10", "points": [{"slot": "face_resnet10/ptq-w4a4-train"}]}]}))
-    with pytest.raises(FairquantError, match="lacks the metrics of"):
-        seed_sweep(tmp_path / "s0")
+        seed_sweep(tmp_path / "s0", SweepParams())
+    _write_sweep(tmp_path / "s0", _evaluated())
+    (tmp_path / "s0" / "points" / "face_resnet10" / "ptq-w4a4-train.json").unlink()
+    with pytest.raises(FairquantError, match=r"lacks the metrics of \['face_resnet10/ptq-w4a4-train'\]"):
+        seed_sweep(tmp_path / "s0", SweepParams())
+
+
+def _write_sweep(folder, evaluated):
+    for slot, result in evaluated["points"].items():
+        (folder / "points" / slot).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "points" / f"{slot}.json").write_text(json.dumps(result))
+    (folder / "trends.json").write_text(json.dumps(evaluated["trends"]))
+
+
+def _curves_edit(edit):
+    return lambda t: {"curves": [edit(c) for c in t["curves"]]}
+
+
+def _point_edit(edit):
+    def change(points):
+        edit(points["face_resnet10/ptq-w4a4-train"])
+        return points
+    return change
+
+
+@pytest.mark.parametrize("trends_edit, points_edit, sweep, message", [
+    (lambda t: [], None, {}, "not a sweep_evaluate trends file (expected an object with a list of curves)"),
+    (lambda t: {"curves": "x"}, None, {}, "expected an object with a list of curves"),
+    (_curves_edit(lambda c: {k: v for k, v in c.items() if k != "points"}), None, {}, "curve 0 lacks ['points']"),
+    (_curves_edit(lambda c: {k: v for k, v in c.items() if k != "trend"}), None, {}, "curve 0 lacks ['trend']"),
+    (_curves_edit(lambda c: {**c, "trend": {**c["trend"], "gap_changes": {}}}), None, {},
+     "curve 0's trend lacks answers for every gap"),
+    (_curves_edit(lambda c: {**c, "points": [{**p, "x": "eight"} for p in c["points"]]}), None, {},
+     "points are not objects with a slot, a point and a numeric x"),
+    (lambda t: {"curves": []}, None, {}, "holds the sweep of other params"),
+    (None, None, {"ptq": ["w8a8", "w4a4"]}, "holds the sweep of other params (differs in"),
+    (None, None, {"ptq": ["w8a8", "w6a6", "w5a5", "w3a3", "w2a2"]}, "'face_resnet10/ptq-w5a5-train'"),
+    (None, None, {"architectures": ["resnet18"]}, "holds the sweep of other params"),
+    (None, _point_edit(lambda r: [g.pop("intervals") for g in r["groups"].values()]), {},
+     "lacks ['groups.Female.intervals', 'groups.Male.intervals']"),
+    (None, _point_edit(lambda r: r["vs_fp32"].pop("group_changes")), {}, "lacks ['vs_fp32.group_changes']"),
+])
+def test_the_report_refuses_a_damaged_or_stale_sweep_in_one_line(tmp_path, trends_edit, points_edit, sweep, message):
+    from stages.report import seed_sweep
+
+    evaluated = _evaluated()
+    if trends_edit:
+        evaluated["trends"] = trends_edit(evaluated["trends"])
+    if points_edit:
+        evaluated["points"] = points_edit(evaluated["points"])
+    _write_sweep(tmp_path / "s0", evaluated)
+    with pytest.raises(FairquantError) as error:
+        seed_sweep(tmp_path / "s0", SweepParams(**sweep))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_report_reads_only_the_points_params_lists(tmp_path):
+    from stages.report import seed_sweep
+
+    evaluated = _evaluated()
+    _write_sweep(tmp_path / "s0", evaluated)
+    stale = tmp_path / "s0" / "points" / "face_resnet10" / "ptq-w5a5-train.json"  # left by other params
+    stale.write_text(json.dumps(evaluated["points"]["face_resnet10/ptq-w4a4-train"]))
+    read = seed_sweep(tmp_path / "s0", SweepParams())
+    assert set(read["points"]) == set(sweep_slots(SweepParams())) and "face_resnet10/ptq-w5a5-train" not in read["points"]
 
 
 def test_a_vit_in_the_sweep_is_checked_against_the_image_size_on_load():
@@ -246,3 +359,52 @@ def test_a_trend_resting_on_a_handful_of_flips_is_not_called_a_trend():
     tpr = trends["curves"][0]["trend"]["gap_changes"]["tpr_gap"]
     assert tpr["ci_low"] > 0  # the bootstrap's own answer: it would have said widens
     assert tpr["verdict"] == "no clear trend" and tpr["gated"].startswith("no point's own paired change")
+
+
+@pytest.fixture(scope="module")
+def sweep_models(tmp_path_factory):
+    """A prepared folder, an untrained fp32 and its real simulated w8a8 point (the quantize_ptq stage)."""
+    from conftest import write_prepared
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.io import read_images, write_images, write_json
+    from fairquant.models import build_model
+
+    root = tmp_path_factory.mktemp("sweep_models")
+    write_prepared(root / "prepared", n=60, size=16)
+    model = build_model("face_resnet10", small_input_stem=False, image_size=16)
+    fp32 = root / "models" / "face_resnet10" / "fp32"
+    save_variant(fp32, model.state_dict(), {"kind": "fp32", "name": "fp32", "arch": "face_resnet10",
+                                            "small_input_stem": False, "image_size": 16, "synthetic": True,
+                                            "target": "Smiling", "protected": ["Male"], "training_seed": 0})
+    (root / "calibration").mkdir()
+    write_images(root / "calibration" / "images.npy", np.array(read_images(root / "prepared" / "images.npy"))[:16])
+    write_json(root / "calibration" / "info.json", {"set": "train", "size": 16})
+    result = _stage("quantize_ptq", ["--point", "w8a8", "--model", str(fp32), "--calibration", str(root / "calibration"),
+                                     "--out", str(root / "models" / "face_resnet10" / "ptq-w8a8-train")], root,
+                    {"quantize_ptq.kernels": "simulated"})
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("w8a8 copied as w4a4", "ptq-w4a4-train holds the face_resnet10 model ptq-w8a8-train, not ptq-w4a4-train"),
+    ("fp32 copied as w4a4", "ptq-w4a4-train holds the face_resnet10 model fp32, not ptq-w4a4-train"),
+    ("data of another size", "holds a model of 16 px images but 24 px data"),
+])
+def test_predict_refuses_sweep_models_that_are_not_what_params_name_in_one_line(tmp_path, sweep_models, damage,
+                                                                                message):
+    import shutil
+
+    from conftest import write_prepared
+    from test_stages import assert_clean_failure
+
+    models = tmp_path / "models" / "face_resnet10"
+    shutil.copytree(sweep_models / "models", tmp_path / "models")
+    source = {"w8a8 copied as w4a4": "ptq-w8a8-train", "fp32 copied as w4a4": "fp32"}.get(damage, "ptq-w8a8-train")
+    shutil.copytree(models / source, models / "ptq-w4a4-train")
+    data = write_prepared(tmp_path / "prepared24", n=60, size=24) if damage == "data of another size" \
+        else sweep_models / "prepared"
+    result = _stage("predict", ["--sweep", "--data", str(data), "--models", str(tmp_path / "models"), "--out", "out"],
+                    tmp_path, {"sweep.ptq": ["w8a8", "w4a4"], "quantize_ptq.kernels": "simulated",
+                               "data.protected": ["Male"]})
+    assert_clean_failure(result, message, tmp_path / "out")  # one line: torchao's import chatter is silenced too

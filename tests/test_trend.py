@@ -103,3 +103,13 @@ def test_a_verdict_needs_a_point_whose_own_paired_change_excludes_zero():
     narrowing_ratio = {"slope": -0.05, "ci_low": -0.08, "ci_high": -0.02, "verdict": "widens"}  # a falling ratio
     assert gate_by_points(narrowing_ratio, [{"ci_low": -0.3, "ci_high": -0.1}])["verdict"] == "widens"
     assert gate_by_points({"verdict": "undefined", "slope": None}, [])["verdict"] == "undefined"
+
+
+def test_a_curve_whose_every_point_is_left_out_answers_undefined_instead_of_crashing():
+    y, reference, points, groups = _study()
+    trend = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits",
+                         left_out=["collapsed to one class"] * 5, privileged_group="Female", n_boot=100,
+                         confidence=0.95, seed=0)
+    answers = [*trend["gap_changes"].values(), *(a for r in trend["group_rates"].values() for a in r.values())]
+    assert answers and all(a["verdict"] == "undefined" and a["points"] == 0 for a in answers)
+    assert [entry["x"] for entry in trend["left_out"]] == [8, 6, 4, 3, 2]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import math
 
 import numpy as np
@@ -67,13 +68,25 @@ def _observer_dtype(bits: int, symmetric: bool) -> torch.dtype:
     return torch.int32
 
 
+@functools.cache
+def _observers():
+    """torchao's observer module. Its first import logs an Enum-registration warning through torch's logging that
+    says nothing about the model; a stage that then refuses an input must print one line, not two."""
+    logger = logging.getLogger("torch.utils._pytree")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization.pt2e import observer
+    finally:
+        logger.setLevel(level)
+    return observer
+
+
 def make_observer(kind: str, bits: int, symmetric: bool, percentile: float = 1.0, per_channel: bool = False):
     """An observer for activations (per tensor) or weights (per channel along axis 0)."""
-    from torchao.quantization.pt2e.observer import (
-        MinMaxObserver,
-        MovingAverageMinMaxObserver,
-        PerChannelMinMaxObserver,
-    )
+    observers = _observers()
+    MinMaxObserver, MovingAverageMinMaxObserver = observers.MinMaxObserver, observers.MovingAverageMinMaxObserver
+    PerChannelMinMaxObserver = observers.PerChannelMinMaxObserver
 
     qmin, qmax = quant_range(bits, symmetric)
     common = {"dtype": _observer_dtype(bits, symmetric), "quant_min": qmin, "quant_max": qmax, "eps": EPS}
@@ -94,7 +107,7 @@ def make_observer(kind: str, bits: int, symmetric: bool, percentile: float = 1.0
 
 @functools.cache
 def _percentile_observer_class():
-    from torchao.quantization.pt2e.observer import MinMaxObserver
+    MinMaxObserver = _observers().MinMaxObserver
 
     class _PercentileObserver(MinMaxObserver):
         """Range = mean over batches of the batch's [1-p, p] quantiles (outliers clipped)."""
@@ -127,7 +140,7 @@ def PercentileObserver(percentile: float, **kwargs):  # noqa: N802 - a class fac
 
 @functools.cache
 def levels_histogram_observer_class():
-    from torchao.quantization.pt2e.observer import HistogramObserver
+    HistogramObserver = _observers().HistogramObserver
 
     class _LevelsHistogramObserver(HistogramObserver):
         """torchao's L2 range search, told the grid's real number of levels.

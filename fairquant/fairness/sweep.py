@@ -13,6 +13,7 @@ import pandas as pd
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import evaluate_variant
+from fairquant.fairness.counts import GAPS, RATES
 from fairquant.fairness.metrics import group_labels
 from fairquant.fairness.trend import curve_trends, gate_by_points
 from fairquant.params import EvaluateParams, SweepParams
@@ -118,3 +119,60 @@ def check_same_rows(frames: dict[str, pd.DataFrame]) -> None:
         if not np.array_equal(frame["sample_id"].to_numpy(), first["sample_id"].to_numpy()):
             raise FairquantError(f"sweep predictions of {slot} and {first_slot} cover different test samples; "
                                  "re-run the sweep's predict stage")
+
+
+_TREND_KEYS = ("axis", "depth", "left_out", "gap_changes", "group_rates")
+_ANSWER_KEYS = ("points", "slope", "ci_low", "ci_high", "spearman", "spearman_ci_low", "spearman_ci_high", "verdict")
+
+
+def _trends_damage(trends) -> str | None:
+    """What makes ``trends`` (a trends.json as read) other than sweep_evaluate's output, or None."""
+    if not isinstance(trends, dict) or not isinstance(trends.get("curves"), list):
+        return "expected an object with a list of curves"
+    for index, curve in enumerate(trends["curves"]):
+        lacking = [k for k in ("arch", "method", "series", "calibration", "points", "trend")
+                   if not isinstance(curve, dict) or k not in curve]
+        if lacking:
+            return f"curve {index} lacks {lacking}"
+        points, trend = curve["points"], curve["trend"]
+        if not isinstance(points, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("slot"), str) and isinstance(p.get("point"), str)
+                and isinstance(p.get("x"), (int, float)) and not isinstance(p.get("x"), bool) for p in points):
+            return f"curve {index}'s points are not objects with a slot, a point and a numeric x"
+        if not isinstance(trend, dict) or any(k not in trend for k in _TREND_KEYS):
+            return f"curve {index}'s trend lacks {[k for k in _TREND_KEYS if not isinstance(trend, dict) or k not in trend]}"
+        gap_changes, group_rates = trend["gap_changes"], trend["group_rates"]
+        if not isinstance(gap_changes, dict) or not (isinstance(group_rates, dict)
+                                                     and all(isinstance(group_rates.get(r), dict) for r in RATES)):
+            return f"curve {index}'s gap_changes and group_rates are not objects"
+        answers = [gap_changes.get(g) for g in GAPS] + [a for r in RATES for a in group_rates[r].values()]
+        if not all(isinstance(a, dict) and all(k in a for k in _ANSWER_KEYS) for a in answers):
+            return f"curve {index}'s trend lacks answers for every gap ({', '.join(GAPS)}) and rate ({', '.join(RATES)})"
+    return None
+
+
+def check_trends(trends, sweep: SweepParams, source: str) -> None:
+    """``trends`` is sweep_evaluate's output for exactly the curves ``sweep`` (params.yaml's) asks for."""
+    damage = _trends_damage(trends)
+    if damage:
+        raise FairquantError(f"{source}: not a sweep_evaluate trends file ({damage}); the file is damaged: re-run "
+                             "the sweep_evaluate stage (dvc repro -f -s sweep_evaluate)")
+    found = [((c["arch"], c["method"], c["series"], c["calibration"]), [(p["slot"], float(p["x"])) for p in c["points"]])
+             for c in trends["curves"]]
+    wanted = [(key, [(p.slot, p.x) for p in members]) for key, members in curves(sweep_points(sweep)).items()]
+    if found != wanted:
+        stale = sorted({s for _, pts in found for s, _ in pts} ^ {s for _, pts in wanted for s, _ in pts}) or \
+            "the same points on other curves"
+        raise FairquantError(f"{source} holds the sweep of other params (differs in {stale}); re-run the "
+                             "sweep_evaluate stage with this params.yaml (dvc repro)")
+
+
+def check_point(result: dict, slot: str, source: str) -> None:
+    """A sweep point's metrics carry what the report reads: per-group intervals, and (but fp32) the group changes."""
+    lacking = [f"groups.{g}.intervals" for g, v in result["groups"].items()
+               if not isinstance(v, dict) or not isinstance(v.get("intervals"), dict)]
+    if not slot.endswith("/fp32") and not isinstance((result.get("vs_fp32") or {}).get("group_changes"), dict):
+        lacking.append("vs_fp32.group_changes")
+    if lacking:
+        raise FairquantError(f"{source} lacks {lacking[:3]} (written before the sweep's intervals); re-run the "
+                             "sweep_evaluate stage (dvc repro -f -s sweep_evaluate)")

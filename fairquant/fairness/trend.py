@@ -109,6 +109,11 @@ def _cells(weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, index: n
     return (weights @ onehot).reshape(weights.shape[0], groups, 4)
 
 
+def _stack(values: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+    """``values`` stacked on a last axis, or an empty (..., 0) array shaped like ``like`` when there are none."""
+    return np.stack(values, axis=-1) if values else np.empty(np.shape(like) + (0,))
+
+
 def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.ndarray], x: Sequence[float],
                  groups: np.ndarray, *, axis: str, left_out: Sequence[str | None], privileged_group: str | None,
                  n_boot: int, confidence: float, seed: int) -> dict:
@@ -130,9 +135,10 @@ def curve_trends(y_true: np.ndarray, reference: np.ndarray, points: Sequence[np.
         base = rates(_cells(w, y_true, np.asarray(reference, np.int64), index, len(names)))
         base_gaps = gaps(base, reference_index)
         per_point = [rates(_cells(w, y_true, np.asarray(points[k], np.int64), index, len(names))) for k in kept]
-        changes = {g: np.stack([gaps(r, reference_index)[g] - base_gaps[g] for r in per_point], axis=-1)
+        # Every point left out (all collapsed or at chance): empty (..., 0) arrays, so each answer is "undefined".
+        changes = {g: _stack([gaps(r, reference_index)[g] - base_gaps[g] for r in per_point], base_gaps[g])
                    for g in GAPS}
-        group_rates = {rate: np.stack([r[rate] for r in per_point], axis=-1) for rate in RATES}  # (..., G, P)
+        group_rates = {rate: _stack([r[rate] for r in per_point], base[rate]) for rate in RATES}  # (..., G, P)
         return changes, group_rates
 
     point_changes, point_rates = measured(ones)

@@ -88,3 +88,17 @@ SWEEP_PREDICTIONS = "predictions"
 def sweep_slots(sweep) -> list[str]:
     """Every model of the sweep as ``<arch>/<folder>``: each architecture's fp32 first, then its points."""
     return [f"{arch}/{folder}" for arch in sweep.architectures for folder in ("fp32", *sweep.folders())]
+
+
+def sweep_model_names(params: Params) -> dict[str, tuple[str, str]]:
+    """Each sweep slot -> (architecture, name) its model records: the fp32 model, or its point's variant name as the
+    point's section (with its PTQ calibration set) names it."""
+    out = {}
+    for arch in params.sweep.architectures:
+        out[f"{arch}/fp32"] = (arch, "fp32")
+        for point, calibration, folder in params.sweep.entries():
+            section = params.point_section(point)
+            if calibration is not None:
+                section = section.model_copy(update={"calibration": calibration})
+            out[f"{arch}/{folder}"] = (arch, section.variant_name())
+    return out

@@ -47,6 +47,14 @@ class QuantSchemeParams(_Section):
     calibration: CalibrationSet = "train"
     calibration_size: int | None = Field(None, ge=1, description="images taken from the calibration set; null = all")
 
+    @model_validator(mode="after")
+    def _dynamic_ranges_quantize_inputs(self) -> "QuantSchemeParams":
+        if self.activation_ranges == "dynamic" and self.activation_bits is None and not any(
+                bits is not None for bits in self.layers.values()):
+            raise ValueError("activation_ranges is dynamic but activation_bits is null (float inputs): no input is "
+                             "quantized; set activation_bits (e.g. 8) or activation_ranges static")
+        return self
+
     def scheme(self) -> "QuantSchemeParams":
         """Just the quantization scheme of a section that also holds other settings (QAT's training, PTQ's kernels)."""
         return QuantSchemeParams(**self.model_dump(include=set(QuantSchemeParams.model_fields)))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fairquant.params.base import ArchName, _Section
 from fairquant.params.compress import CalibrationSet
@@ -107,6 +107,13 @@ class SweepParams(_Section):
         if repeated:
             raise ValueError(f"lists {repeated} more than once; list each once")
         return values
+
+    @model_validator(mode="after")
+    def _lists_a_point(self) -> "SweepParams":
+        if not any(getattr(self, method) for method in self.methods):
+            raise ValueError("the sweep lists no points; list at least one in sweep.ptq, qat, kmeans or prune "
+                             "(e.g. ptq: [w8a8]): its stages always run")
+        return self
 
     def points(self, method: str | None = None) -> list[SweepPoint]:
         if method is not None:
