@@ -25,6 +25,17 @@ from fairquant.fairness.verification_intervals import (
     resampled_accuracies,
     stratified_resample_indices,
 )
+from fairquant.fairness.verification_paired import (
+    HULL_RACE_METHOD,
+    HULL_SPREAD_METHOD,
+    bootstrap_p,
+    error_rate_bound,
+    hull,
+    joint_cells,
+    pair_correct,
+    race_bounds,
+    spread_bounds,
+)
 from fairquant.fairness.verification_metrics import (
     fairness_discrepancy_rate,
     garbe,
@@ -78,11 +89,21 @@ def _estimate(value, boot: np.ndarray, confidence: float) -> dict:
     return _json_fields({"value": float(value), "ci_low": low, "ci_high": high}) | {"undefined_resamples": undefined}
 
 
-def _change(delta, boot: np.ndarray, confidence: float) -> dict:
-    low, high, undefined = percentile_interval(np.asarray(boot, dtype=np.float64), confidence)
+def _change(delta, boot: np.ndarray, confidence: float, bound: dict | None = None, method: str | None = None) -> dict:
+    """A paired change: the percentile bootstrap interval or, with ``bound``, its hull with the bound (p the larger)."""
+    boot = np.asarray(boot, dtype=np.float64)
+    low, high, undefined = percentile_interval(boot, confidence)
+    if bound is not None and low is not None:
+        low, high, p = hull(low, high, bootstrap_p(boot), bound)
+    else:
+        p = None
     known = low is not None and not (math.isnan(low) or math.isnan(high))
     out = _json_fields({"delta": float(delta), "ci_low": low, "ci_high": high})
-    return out | {"excludes_zero": bool(low > 0 or high < 0) if known else None, "undefined_resamples": undefined}
+    out |= {"excludes_zero": bool(low > 0 or high < 0) if known else None, "undefined_resamples": undefined}
+    if bound is not None:
+        out |= {"p_value": p, "interval_method": method,
+                "bound": _json_fields({k: bound[k] for k in ("ci_low", "ci_high", "p_value")})}
+    return out
 
 
 def _threshold_fields(index: int) -> dict:
@@ -123,25 +144,36 @@ def _summary(point: dict, boot: dict, races: tuple[str, ...], confidence: float)
                   for k in ("verification_accuracy", "verification_std", "ser")}
 
 
-def _changes(point: dict, ref: dict, boot: dict, ref_boot: dict, races: tuple[str, ...], confidence: float) -> dict:
+def _changes(point: dict, ref: dict, boot: dict, ref_boot: dict, layout: PairLayout, joint: np.ndarray,
+             confidence: float, seed: int) -> dict:
+    race_bound = race_bounds(joint, confidence=confidence, seed=seed)
+    spread = spread_bounds(joint, confidence=confidence, seed=seed)
     with np.errstate(invalid="ignore"):  # inf - inf (SER infinite in both): undefined
         out = {f"acc_{name}": _change(point["accuracy"][0, r] - ref["accuracy"][0, r],
-                                      boot["accuracy"][:, r] - ref_boot["accuracy"][:, r], confidence)
-               for r, name in enumerate(races)}
-        return out | {k: _change(point[k][0] - ref[k][0], boot[k] - ref_boot[k], confidence)
+                                      boot["accuracy"][:, r] - ref_boot["accuracy"][:, r], confidence,
+                                      race_bound[r], HULL_RACE_METHOD)
+               for r, name in enumerate(layout.races)}
+        return out | {k: _change(point[k][0] - ref[k][0], boot[k] - ref_boot[k], confidence, spread[k],
+                                 HULL_SPREAD_METHOD)
                       for k in ("verification_accuracy", "verification_std", "ser")}
 
 
-def _at_reference(point: dict, ref: dict, boot: dict, ref_boot: dict, races: tuple[str, ...],
-                  confidence: float) -> dict:
+def _at_reference(point: dict, ref: dict, boot: dict, ref_boot: dict, layout: PairLayout,
+                  distances: tuple[np.ndarray, np.ndarray], confidence: float, seed: int) -> dict:
+    threshold = GLOBAL_THRESHOLDS[int(ref["global_index"][0])]
+    accepted = [distance < threshold for distance in distances]  # fp32's, the variant's
+    reported = np.isin(layout.fold, REPORT_FOLDS)
     races_out = {}
-    for r, name in enumerate(races):
+    for r, name in enumerate(layout.races):
         entry = {}
-        for rate in ("fmr", "fnmr"):
+        for rate, kind, errors in (("fmr", 0, accepted), ("fnmr", 1, [~a for a in accepted])):
             mine, theirs = f"{rate}_at_reference", rate
+            rows = reported & (layout.race == r) & (layout.genuine == kind)
+            bound = error_rate_bound(errors[0], errors[1], rows, confidence=confidence, seed=seed)
             entry[rate] = _estimate(point[mine][0, r], boot[mine][:, r], confidence)
             entry[f"{rate}_change"] = _change(point[mine][0, r] - ref[theirs][0, r],
-                                              boot[mine][:, r] - ref_boot[theirs][:, r], confidence)
+                                              boot[mine][:, r] - ref_boot[theirs][:, r], confidence, bound,
+                                              HULL_RACE_METHOD)
         races_out[name] = entry
     return {**_threshold_fields(int(ref["global_index"][0])), "races": races_out}
 
@@ -185,16 +217,19 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
             point[name] = batch_statistics(bins[name], everything, n_races, target_fmr, alpha,
                                            point[reference]["global_index"])
     boot = bootstrap_statistics(bins, layout, reference, bootstrap, seed, target_fmr, alpha)
+    ref_correct = pair_correct(distances[reference], layout, point[reference]["best"][0])
     variants = {}
     for name in scores:
         p, b, ref, ref_boot = point[name], boot[name], point[reference], boot[reference]
+        joint = joint_cells(ref_correct, pair_correct(distances[name], layout, p["best"][0]), layout)
+        pair = (distances[reference], distances[name])
         variants[name] = {
             "summary": _summary(p, b, layout.races, confidence),
             "races": _race_details(p, layout),
             "global_threshold": _global_block(p, b, layout, distances[name], confidence),
-            "change": None if name == reference else _changes(p, ref, b, ref_boot, layout.races, confidence),
-            "at_reference_threshold": None if name == reference else _at_reference(p, ref, b, ref_boot,
-                                                                                   layout.races, confidence),
+            "change": None if name == reference else _changes(p, ref, b, ref_boot, layout, joint, confidence, seed),
+            "at_reference_threshold": None if name == reference else _at_reference(p, ref, b, ref_boot, layout,
+                                                                                   pair, confidence, seed),
         }
     report = {
         "reference": reference, "races": list(layout.races), "pairs": layout.n_pairs, "bootstrap": int(bootstrap),
@@ -209,7 +244,9 @@ def verification_report(scores: Mapping[str, np.ndarray], genuine, fold, race, *
                                 + f" on folds {list(SELECTION_FOLDS)}, np.arange(0, 4, 0.001); reported on folds "
                                   f"{list(REPORT_FOLDS)}",
             "interval": "percentile bootstrap (order statistics), pairs resampled within race x fold x genuine, "
-                        "thresholds re-chosen per resample; changes paired on the same resamples",
+                        "thresholds re-chosen per resample; changes paired on the same resamples, each change's "
+                        "interval the hull of that and an exact-beta Dirichlet bound from the pairs' joint (fp32, "
+                        "variant) outcomes at the point thresholds (its interval_method says which)",
             "biased_statistics": "verification_std, ser and the global threshold's ratios, fdr, ir and garbe are "
                                  "max/min or spread statistics, biased away from their no-difference values: their "
                                  "resamples can lie mostly on one side of the estimate, so the interval need not "
