@@ -44,41 +44,66 @@ KINKED = {"accuracy_gap": ("accuracy",), "tpr_gap": ("tpr",), "fpr_gap": ("fpr",
           "dp_gap": ("selection_rate",), "dp_ratio": ("selection_rate",)}
 
 
+def _tie_levels(level: np.ndarray, step: np.ndarray, tail: float) -> list[np.ndarray]:
+    """Per draw, the fp32 levels (n_draws, G) at which a gap change is kinked, to try besides the draw's own.
+
+    For every pair of groups (i, j), group j is moved to tie with i in fp32 (d = 0) or in the variant
+    (d = -delta, d = r_j - r_i), per draw where that kink lies inside d's interval over the draws (else the
+    draw's own level is kept). With three groups or more, all groups tied to group 0 in fp32, or in the
+    variant, where every pair's kink is inside.
+    """
+    groups = level.shape[-1]
+    options, all_inside = [], {0: True, 1: True}
+    for i in range(groups):
+        for j in range(i + 1, groups):
+            d = level[..., j] - level[..., i]
+            low, high = np.nanquantile(d, [tail, 1 - tail]) if np.isfinite(d).any() else (np.nan, np.nan)
+            for k, kink in enumerate((np.zeros_like(d), step[..., i] - step[..., j])):
+                inside = (kink >= low) & (kink <= high)
+                moved = level.copy()
+                moved[..., j] = np.where(inside, level[..., i] + kink, level[..., j])
+                options.append(moved)
+                all_inside[k] = all_inside[k] & inside if i == 0 else all_inside[k]
+    if groups > 2:
+        for k, inside in all_inside.items():
+            tied = level[..., :1] + (step[..., :1] - step if k else 0.0)
+            options.append(np.where(np.asarray(inside)[..., None], tied, level))
+    return options
+
+
 def _profile(reference: int | None, confidence: float):
-    """A gap change's draws, least favourable over the fp32 level (two groups).
+    """A gap change's draws, least favourable over the fp32 level.
 
     A gap change |d + delta| - |d| is kinked at d = 0: near a zero fp32 gap its true value (|delta|) is the top
     of what the draws can give, and percentile ends miss it (86% coverage measured). So, per draw, the change
-    is also taken at the kinks, d = 0 and d = -delta (d the fp32 difference of the two groups' rates, the
+    is also taken at the kinks, d = 0 and d = -delta (d the fp32 difference of two groups' rates, the
     variant kept at d + delta), where they lie inside d's interval over the draws, and the least favourable
     value kept. Between kinks the change moves smoothly with d, which the draws already carry; with no kink
-    inside, nothing moves. With three groups or more the draws are used as they are.
+    inside, nothing moves. With three groups or more a max - min gap is kinked wherever any two groups tie,
+    so every pair's kinks are tried, and all groups tied (:func:`_tie_levels`): with the raw draws, coverage
+    of a 5-point TPR loss in one of three equal groups was 0.90 (eq_odds).
     """
     statistic, tail = _change_statistic(reference), (1 - confidence) / 2
 
     def profile(counts: np.ndarray, q: int, side: str) -> np.ndarray:
         values = statistic(counts)[..., q]
         gap = GAPS[q] if q < len(GAPS) else None
-        if gap not in KINKED or counts.shape[-3] != 2:
+        if gap not in KINKED:
             return values
         joint = counts.reshape(counts.shape[:-1] + (2, 2))
         before, after = rates(_model_cells(joint, 0)), rates(_model_cells(joint, 1))
-        options = {}
+        pick, kinked = (np.fmax if side == "high" else np.fmin), KINKED[gap]
+        level, moved = dict(before), dict(after)
         with np.errstate(invalid="ignore"):
-            for rate in KINKED[gap]:
-                d, step = before[rate][..., 1] - before[rate][..., 0], after[rate] - before[rate]
-                low, high = np.nanquantile(d, [tail, 1 - tail]) if np.isfinite(d).any() else (np.nan, np.nan)
-                kinks = np.stack([np.zeros_like(d), step[..., 0] - step[..., 1]], axis=-1)
-                inside = (kinks >= low) & (kinks <= high)
-                options[rate] = np.concatenate([d[..., None], np.where(inside, kinks, d[..., None])], axis=-1)
-            pick = np.fmax if side == "high" else np.fmin
-            for choice in product(range(3), repeat=len(KINKED[gap])):
-                level, moved = dict(before), dict(after)
-                for rate, k in zip(KINKED[gap], choice):
-                    base = before[rate][..., 0]
-                    level[rate] = np.clip(np.stack([base, base + options[rate][..., k]], axis=-1), 0.0, 1.0)
-                    moved[rate] = np.clip(level[rate] + after[rate] - before[rate], 0.0, 1.0)
-                values = pick(values, gaps(moved, reference)[gap] - gaps(level, reference)[gap])
+            for axis, rate in enumerate(kinked):  # one options axis per rate: every combination at once
+                step = after[rate] - before[rate]
+                options = np.stack([before[rate]] + _tie_levels(before[rate], step, tail))
+                options = options.reshape(tuple(len(options) if a == axis else 1 for a in range(len(kinked)))
+                                          + before[rate].shape)
+                level[rate] = np.clip(options, 0.0, 1.0)
+                moved[rate] = np.clip(level[rate] + step, 0.0, 1.0)
+            change = gaps(moved, reference)[gap] - gaps(level, reference)[gap]
+            values = pick(values, pick.reduce(change.reshape((-1,) + values.shape), axis=0))
         return values
     return profile
 
