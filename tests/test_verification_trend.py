@@ -220,3 +220,14 @@ def test_an_older_verify_json_without_trends_has_no_curve_section():
     titles = [s.title for s in verification_section(verify).subsections]
     assert not any(t.startswith("Race bias against bits") for t in titles)
     assert curve_table(verify).empty
+
+
+def test_the_summary_reads_an_accuracy_trend_as_falling_or_rising_not_as_a_gap():
+    from fairquant.fairness.summary import verification_summary
+
+    verify = {"variants": {}, "synthetic": True, "trends": {"ptq-train": {
+        "ser": {"slope": 0.04, "verdict": "no clear trend"},
+        "verification_accuracy": {"slope": -0.007, "verdict": "narrows"}}}}
+    row = verification_summary(verify)["trend ptq-train"]
+    assert row == {"ser_slope": 0.04, "ser_verdict": "no clear trend", "accuracy_slope": -0.007,
+                   "accuracy_verdict": "falls"}

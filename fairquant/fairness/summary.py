@@ -83,7 +83,8 @@ def verification_summary(verify: dict) -> dict:
     for name, curve in (verify.get("trends") or {}).items():  # each bits curve in a few keys
         out[f"trend {name}"] = {"ser_slope": curve["ser"]["slope"], "ser_verdict": curve["ser"]["verdict"],
                                 "accuracy_slope": curve["verification_accuracy"]["slope"],
-                                "accuracy_verdict": curve["verification_accuracy"]["verdict"]}
+                                "accuracy_verdict": {"widens": "rises", "narrows": "falls"}.get(
+                                    curve["verification_accuracy"]["verdict"], curve["verification_accuracy"]["verdict"])}
     out["synthetic_data"] = bool(verify.get("synthetic"))
     return out
 

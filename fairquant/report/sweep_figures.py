@@ -65,7 +65,7 @@ def _sweep_curve(figure: Figure) -> plt.Figure:
 def _sweep_heatmap(figure: Figure) -> plt.Figure:
     """Curves x points: the worst group's accuracy change and the TPR gap change; * where the interval excludes 0."""
     frame = figure.frame
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.5 * frame["curve"].nunique()))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 1.6 + 0.5 * frame["curve"].nunique()), layout="constrained")
     panels = (("worst_group_change", "worst_group_significant", "worst group's accuracy change", "RdBu"),
               ("tpr_gap_change", "tpr_gap_significant", "TPR gap change", "RdBu_r"))
     for ax, (value, flag, title, cmap) in zip(axes, panels):
