@@ -86,3 +86,24 @@ def test_a_method_of_another_family_is_refused_in_a_list():
     with pytest.raises(FairquantError, match=r"^params.yaml: 'mitigate.after.0': expected 'caleqodds' or 'threshold'; "
                                              r"found 'ceag'$"):
         parse_params({"mitigate": {"after": ["ceag"]}})
+
+
+def test_the_shipped_params_file_names_every_key_of_the_schema():
+    """DVC reads the keys a stage lists from params.yaml: a schema key missing there fails `dvc repro` of any stage
+    that lists it (the sweep's QAT points list quantize_qat.activation_ranges), and the file is the documentation."""
+    import yaml
+
+    from fairquant.params import Params
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+    def missing(file: dict, schema: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in schema.items():
+            if key not in file:
+                out.append(prefix + key)
+            elif isinstance(value, dict) and isinstance(file[key], dict) and key != "layers":
+                out += missing(file[key], value, f"{prefix}{key}.")
+        return out
+
+    assert missing(shipped, Params().model_dump()) == []
