@@ -133,8 +133,9 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert "## Sweep: how each group's damage grows" in report and "### Curve: face_resnet10 ptq W=A (train)" in report
     assert (repo / "plots" / "tables" / "sweep_curve.tex").is_file()
     assert (repo / "plots" / "tables" / "table1_accuracy_eo_fpr.tex").is_file()
-    plots = json.loads(sh("dvc plots show --json --split", repo, env))  # the custom templates render
-    assert any("sweep/groups.csv" in name for name in plots)
+    plots = json.loads(sh("dvc plots show --json --split", repo, env))["data"]  # the custom templates render
+    curve = plots["plots/sweep/groups.csv"][0]["content"]
+    assert curve["description"].startswith("fairquant sweep") and curve["facet"]["row"]["field"] == "curve"
     import pyarrow.parquet as pq
 
     table = pq.read_table(repo / "data" / "predictions" / "s0" / "variants" / "ptq" / "test.parquet")
