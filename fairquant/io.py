@@ -47,14 +47,25 @@ PAIR_SCORES_SCHEMA = pa.schema([  # one verification variant's scores on the tes
 ])
 
 
-def samples_schema(protected: list[str]) -> pa.Schema:
+def _labels_wide(fields: list[pa.Field], classes: list[str] | None) -> list[pa.Field]:
+    """A multi-class target's labels are int16 (class indices); a binary one keeps int8 0/1."""
+    if classes is None:
+        return fields
+    return [pa.field(f.name, pa.int16(), nullable=False) if f.name in ("y_true", "y_pred") else f for f in fields]
+
+
+def samples_schema(protected: list[str], classes: list[str] | None = None) -> pa.Schema:
     """The prepared table: one row per image, ``row`` indexing the uint8 image store."""
-    return pa.schema(SAMPLES_FIXED_FIELDS + [pa.field(name, pa.string(), nullable=False) for name in protected])
+    return pa.schema(_labels_wide(SAMPLES_FIXED_FIELDS, classes)
+                     + [pa.field(name, pa.string(), nullable=False) for name in protected])
 
 
-def predictions_schema(protected: list[str]) -> pa.Schema:
-    """Predictions of one variant on one split; protected attributes keep their own names."""
-    return pa.schema(PREDICTION_FIXED_FIELDS + [pa.field(name, pa.string(), nullable=False) for name in protected])
+def predictions_schema(protected: list[str], classes: list[str] | None = None) -> pa.Schema:
+    """Predictions of one variant on one split; protected attributes keep their own names. With a multi-class
+    target, ``y_score`` is the predicted class's probability and ``y_prob`` every class's, in class order."""
+    extra = [] if classes is None else [pa.field("y_prob", pa.list_(pa.float32()), nullable=False)]
+    return pa.schema(_labels_wide(PREDICTION_FIXED_FIELDS, classes) + extra
+                     + [pa.field(name, pa.string(), nullable=False) for name in protected])
 
 
 def _make_parent(path: Path) -> None:

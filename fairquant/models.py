@@ -1,4 +1,5 @@
-"""torchvision architectures with the head adapted to a binary target and, optionally, small inputs; ViT-small
+"""torchvision architectures with the head adapted to the target (one logit for a binary target, one per class
+for a multi-class one) and, optionally, small inputs; ViT-small
 (:mod:`fairquant.vit`) next to them."""
 
 from __future__ import annotations
@@ -74,24 +75,26 @@ def face_resnet10(outputs: int, small_input_stem: bool) -> nn.Module:
 
 
 def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None = None, image_size: int | None = None,
-                image_size_key: str = "prepare.image_size") -> nn.Module:
-    """An untrained model emitting one logit (the positive class), or, with ``embedding_dim``, a face embedding of
-    that width (the trunk's pooled features through one Linear layer; verification).
+                image_size_key: str = "prepare.image_size", classes: int | None = None) -> nn.Module:
+    """An untrained model emitting one logit (the positive class), one logit per class with ``classes`` (a
+    multi-class target), or, with ``embedding_dim``, a face embedding of that width (the trunk's pooled features
+    through one Linear layer; verification).
 
     ``image_size`` is needed by vit_small only (its patch size and position embeddings follow it; the other archs
     pool over space), which ignores ``small_input_stem``; ``image_size_key`` is the params key that chose it, for
     the error when it does not fit."""
     if arch not in ARCHITECTURES:
         raise FairquantError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
+    outputs = embedding_dim or classes or 1
     if arch == "vit_small":
         if image_size is None:
             raise FairquantError(f"vit_small needs the input image size ({image_size_key}) to choose its patch size; "
                                  f"pass image_size")
-        return vit_small(image_size=image_size, outputs=embedding_dim or 1, image_size_key=image_size_key)
+        return vit_small(image_size=image_size, outputs=outputs, image_size_key=image_size_key)
     if arch == "face_resnet10":
-        return face_resnet10(embedding_dim or 1, small_input_stem)
+        return face_resnet10(outputs, small_input_stem)
     model = getattr(torchvision.models, arch)(weights=None)
-    _replace_head(model, arch, embedding_dim or 1)
+    _replace_head(model, arch, outputs)
     if small_input_stem:
         _adapt_stem(model, arch)
     return model
@@ -102,7 +105,7 @@ def build_from_config(config: dict) -> nn.Module:
     key = "verify.data.image_size" if config.get("task") == "verification" else "prepare.image_size"
     return build_model(config["arch"], small_input_stem=config["small_input_stem"],
                        embedding_dim=config.get("embedding_dim"), image_size=config.get("image_size"),
-                       image_size_key=key)
+                       image_size_key=key, classes=len(config["classes"]) if config.get("classes") else None)
 
 
 def load_pretrained(model: nn.Module, path: str) -> list[str]:
@@ -120,6 +123,44 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
         raise FairquantError(f"{file}: no tensor matches model.arch's parameter names and shapes")
     model.load_state_dict(usable, strict=False)
     return sorted(set(own) - set(usable))
+
+
+def _read_state_dict(file: Path) -> dict:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise FairquantError(f"{file}: not a readable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                             "save it with torch.save(model.state_dict(), path)") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FairquantError(f"{file}: holds no state dict of tensors; save it with torch.save(model.state_dict(), path)")
+    return state
+
+
+def load_audited(model: nn.Module, path: str, key: str = "model.pretrained") -> None:
+    """Load the model to audit as it is: every tensor of ``model`` from the file at ``path`` (``key`` chose it),
+    with its shape; a missing, extra or differently shaped tensor is refused (naming the layer), never skipped.
+    Keys saved from DataParallel / DDP (``module.`` prefixed) are accepted."""
+    file = Path(path)
+    if not file.is_file():
+        raise FairquantError(f"{file}: the model to audit ({key}) not found; point {key} at its state dict file")
+    state = _read_state_dict(file)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = model.state_dict()
+    for name, tensor in own.items():
+        if name not in state:
+            raise FairquantError(f"{file}: no tensor {name!r} ({key} must be a state dict of this architecture and "
+                                 f"task; check model.arch and data.target)")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise FairquantError(f"{file}: layer {name!r} has shape {tuple(state[name].shape)} but the model needs "
+                                 f"{tuple(tensor.shape)}; check model.arch, model.small_input_stem and the number of "
+                                 f"classes of data.target")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise FairquantError(f"{file}: tensor {extra[0]!r} (and {len(extra) - 1} more) is not in model.arch's model; "
+                             f"{key} must be a state dict of this architecture")
+    model.load_state_dict({name: state[name] for name in own})
 
 
 def pick_device(name: str, key: str = "finetune.device") -> torch.device:

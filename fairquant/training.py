@@ -41,29 +41,59 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[:, :, dy:dy + h, dx:dx + w]
 
 
+def logits_of(output: torch.Tensor) -> torch.Tensor:
+    """A model's output as logits: (N,) for a binary head (one logit), (N, K) for a multi-class one."""
+    output = output.reshape(len(output), -1)
+    return output[:, 0] if output.shape[1] == 1 else output
+
+
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row: binary on one logit per row, softmax over K logits per row (``targets`` hold
+    0/1, or class indices, as floats)."""
+    if logits.ndim == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return nn.functional.cross_entropy(logits, targets.long(), reduction="none")
+
+
+def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The label each row's logits choose: positive when the one logit is > 0, else the largest logit."""
+    return (logits > 0).long() if logits.ndim == 1 else logits.argmax(dim=1)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """The positive class's probability (N,), or every class's (N, K)."""
+    return torch.sigmoid(logits) if logits.ndim == 1 else torch.softmax(logits, dim=1)
+
+
+def labels_from_scores(scores: np.ndarray) -> np.ndarray:
+    """Predicted labels from :func:`predict_scores`' output: score > 0.5 (binary) or the most probable class."""
+    return (scores > 0.5).astype(np.int8) if scores.ndim == 1 else scores.argmax(axis=1).astype(np.int16)
+
+
 @torch.no_grad()
 def predict_scores(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu", *,
                    rows: np.ndarray | None = None) -> np.ndarray:
-    """Positive-class probability for every image of ``images`` in order, or for ``images[rows]`` when given
-    (read batch by batch, never copied out as a whole)."""
+    """Positive-class probability (N,) for every image of ``images`` in order, or every class's (N, K) for a
+    multi-class head; for ``images[rows]`` when given (read batch by batch, never copied out as a whole)."""
     model.eval()
     if rows is not None:
         images = ImageRows(images, rows)
     scores = []
     for start in range(0, len(images), batch_size):
         batch = to_input(images[start:start + batch_size]).to(device)
-        scores.append(torch.sigmoid(model(batch).flatten().float()).cpu())
+        scores.append(probabilities(logits_of(model(batch)).float()).cpu())
     return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
 
 class Objective:
-    """What a training step minimises: plain binary cross-entropy here; remedies (FairALM, the DP regulariser,
-    cooper's constrained problems) subclass it. ``loss`` gets the batch's logits, 0/1 targets and group indices
+    """What a training step minimises: plain cross-entropy here (binary, or softmax for a multi-class head); remedies (FairALM, the DP regulariser,
+    cooper's constrained problems) subclass it. ``loss`` gets the batch's logits (:func:`logits_of`), targets
+    (0/1 or class indices, as floats) and group indices
     and returns what the primal optimiser descends; ``after_step`` runs after the primal step (dual updates,
     validation checks) and returns per-step values to log; ``after_epoch`` runs at every epoch's end."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return per_sample_loss(logits, targets).mean()
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         return {}
@@ -101,7 +131,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
                      seed: int | None = None, groups: np.ndarray | None = None, objective: Objective | None = None,
                      on_step: Callable[[dict[str, float]], None] | None = None) -> nn.Module:
-    """SGD with Nesterov momentum and a one-cycle schedule on binary cross-entropy.
+    """SGD with Nesterov momentum and a one-cycle schedule on cross-entropy (binary or softmax, by the head).
 
     ``params`` is a FinetuneParams or a TrainingParams (compression fine-tuning). ``freeze_bn`` keeps
     BatchNorm statistics fixed, as fine-tuning a compressed model (QAT, pruning, shared weights) needs.
@@ -147,7 +177,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             if params.augment:
                 batch = augment(batch, generator)
             y = targets[idx].to(device)
-            logits = model(batch.to(device).contiguous(memory_format=torch.channels_last)).flatten()
+            logits = logits_of(model(batch.to(device).contiguous(memory_format=torch.channels_last)))
             loss = objective.loss(logits, y, group_index[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,15 +189,15 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             if on_step:
                 on_step(logs)
             total_loss += loss.item() * len(idx)
-            correct += int(((logits > 0).float() == y).sum())
+            correct += int((predicted_labels(logits) == y.long()).sum())
             seen += len(idx)
             if on_batch:
                 on_batch(len(idx))
             if step == total_steps:
                 break
         # validated in training-size batches: a fixed 512 would add ~1 GB of activations at 64 px
-        val_pred = predict_scores(model, val_images, params.batch_size, device, rows=val_rows) > 0.5
-        hits = val_pred == val_labels.astype(bool)
+        val_pred = labels_from_scores(predict_scores(model, val_images, params.batch_size, device, rows=val_rows))
+        hits = val_pred == np.asarray(val_labels)
         log = EpochLog(epoch, total_loss / seen, correct / seen, float(hits.mean()),
                        {str(g): float(hits[val_groups == g].mean()) for g in np.unique(val_groups)})
         if on_epoch:

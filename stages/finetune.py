@@ -13,8 +13,8 @@ import typer
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.data.prepare import load_prepared
 from fairquant.errors import FairquantError
-from fairquant.io import atomic_dir, load_checkpoint
-from fairquant.models import build_model, load_pretrained
+from fairquant.io import atomic_dir, load_checkpoint, write_json
+from fairquant.models import build_model, load_audited, load_pretrained
 from fairquant.params import ArchName, load_params
 from fairquant.training import fit_logged, seed_everything
 from stages._cli import run
@@ -46,17 +46,27 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
         model_params = params.model.model_copy(update={"arch": arch, "pretrained": None})
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
+    classes = info.get("classes")
     model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem,
-                        image_size=info["image_size"])
-    if model_params.pretrained:
-        skipped = load_pretrained(model, model_params.pretrained)
-        print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
-    model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir,
-                       f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
+                        image_size=info["image_size"], classes=len(classes) if classes else None)
     config = {"kind": "fp32", "name": "fp32", "arch": model_params.arch,
               "small_input_stem": model_params.small_input_stem, "image_size": info["image_size"],
               "synthetic": info["synthetic"], "target": info["target"], "protected": info["protected"],
               "finetune": params.finetune.model_dump(), "training_seed": seed}
+    if classes:
+        config["classes"] = classes
+    if not params.finetune.epochs:  # audit: the user's model as it is, never trained here
+        load_audited(model, model_params.pretrained)
+        config.update(trained_here=False, pretrained=str(model_params.pretrained))
+        with atomic_dir(live_dir) as tmp:
+            write_json(tmp / "metrics.json", {"fine_tuned": False, "audited": str(model_params.pretrained)})
+        print(f"audit: {model_params.pretrained} as it is (finetune.epochs 0, not trained here)")
+    else:
+        if model_params.pretrained:
+            skipped = load_pretrained(model, model_params.pretrained)
+            print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
+        model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir,
+                           f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
     save_variant(out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 

@@ -5,6 +5,7 @@ instead: every architecture's fp32 and each of its points (``<arch>/<point folde
 
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from fairquant.data.prepare import load_prepared
@@ -14,6 +15,7 @@ from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
 from fairquant.mitigate.slots import model_slots, sweep_model_names, sweep_slots
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
+from fairquant.training import labels_from_scores
 from fairquant.compress.variants import load_variant
 from stages._cli import run
 
@@ -53,19 +55,29 @@ def predict_variant(model_dir: Path, out: Path, table, images, info: dict, param
     if expected is not None and found != expected:
         raise FairquantError(f"{model_dir} holds the {found[0]} model {found[1]}, not {expected[1]} of {expected[0]} "
                              "as params.yaml's sweep names it; re-run its sweep stage (dvc repro)")
+    classes = info.get("classes")
+    if variant.config.get("classes") != classes:
+        have = f"{len(variant.config['classes'])} classes" if variant.config.get("classes") else "a binary target"
+        want = f"{len(classes)} classes" if classes else "a binary target"
+        raise FairquantError(f"{model_dir} holds a model of {have} but the prepared data has {want}; re-run "
+                             "prepare and the model's stages with one params.yaml (dvc repro)")
     if variant.config.get("image_size", info["image_size"]) != info["image_size"]:
         raise FairquantError(f"{model_dir} holds a model of {variant.config['image_size']} px images but {info['image_size']} "
                              "px data; re-run prepare and the model's stages with one params.yaml (dvc repro)")
     protected = params.data.protected
-    schema = predictions_schema(protected).with_metadata(
+    schema = predictions_schema(protected, classes).with_metadata(
         {"fairquant.variant": variant.name, "fairquant.synthetic": str(info["synthetic"]).lower()})
     out.mkdir(parents=True)
     for split in ("val", "test"):
         part = table[table["split"] == split].reset_index(drop=True)
         scores = variant.score(ImageRows(images, part["row"].to_numpy()))  # read batch by batch
         frame = part[["sample_id", "y_true", *protected]].copy()
-        frame["y_score"] = scores.astype("float32")
-        frame["y_pred"] = (scores > 0.5).astype("int8")
+        frame["y_pred"] = labels_from_scores(scores)
+        if scores.ndim == 1:
+            frame["y_score"] = scores.astype("float32")
+        else:  # the predicted class's probability, and every class's
+            frame["y_score"] = scores[np.arange(len(scores)), frame["y_pred"].to_numpy()].astype("float32")
+            frame["y_prob"] = list(scores.astype("float32"))
         write_table(out / f"{split}.parquet", frame, schema)
     PredictionsInfo(name=variant.name, kind=variant.kind, kernels=variant.kernels, details=variant.details,
                     size_bytes=variant.size_bytes, synthetic=info["synthetic"]).write(out)

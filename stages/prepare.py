@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress
 
 from fairquant.data.loaders import load_dataset
-from fairquant.data.prepare import build_image_store, check_splits
+from fairquant.data.prepare import build_image_store, check_splits, label_counts
 from fairquant.io import atomic_dir, samples_schema, write_json, write_table
 from fairquant.params import load_params
 from stages._cli import run
@@ -25,16 +25,16 @@ def main(out: Path = typer.Option(..., help="prepared folder to write"),
         table, _, dropped = build_image_store(
             raw, params.prepare.image_size, params.prepare.workers, params.data.max_corrupt_fraction,
             out=tmp / "images.npy", progress=lambda n: progress.advance(task, n))
-        check_splits(table, params.data.protected)
-        counts = table.groupby(["split", *params.data.protected])["y_true"].agg(["size", "sum"])
+        check_splits(table, params.data.protected, raw.classes)
         info = {
             "synthetic": params.data.source == "synthetic",
             "source": params.data.source, "target": params.data.target, "protected": params.data.protected,
             "image_size": params.prepare.image_size, "samples": len(table), **dropped,
-            "counts": [{"split": k[0], "group": " & ".join(k[1:]), "n": int(v["size"]), "positives": int(v["sum"])}
-                       for k, v in counts.iterrows()],
+            "counts": label_counts(table, params.data.protected, raw.classes),
         }
-        write_table(tmp / "samples.parquet", table, samples_schema(params.data.protected))
+        if raw.classes is not None:  # absent for a binary target: its info stays as it was
+            info.update(task="multiclass", classes=raw.classes)
+        write_table(tmp / "samples.parquet", table, samples_schema(params.data.protected, raw.classes))
         write_json(tmp / "info.json", info)
     print(f"prepared {len(table)} images at {params.prepare.image_size}px; dropped: {dropped}")
 

@@ -23,7 +23,7 @@ def test_a_params_file_without_a_model_section_gets_the_default_classifier():
 
 @pytest.mark.parametrize("raw, message", [
     ({"finetune": {"epoch": 3}}, "params.yaml: unknown key 'finetune.epoch' (found 3); remove it or fix its spelling"),
-    ({"finetune": {"epochs": 0}}, "params.yaml: 'finetune.epochs': expected greater than or equal to 1; found 0"),
+    ({"finetune": {"epochs": -1}}, "params.yaml: 'finetune.epochs': expected greater than or equal to 0; found -1"),
     ({"model": {"arch": "vgg"}}, "params.yaml: 'model.arch': expected 'resnet18', 'resnet50', 'mobilenet_v2', "
                                  "'mobilenet_v3_small', 'efficientnet_b0', 'squeezenet1_1', 'face_resnet10' or "
                                  "'vit_small'; found 'vgg'"),

@@ -15,11 +15,12 @@ from torch import nn
 
 from fairquant.compress import checkpoints, fakequant, int8, kmeans, pruning, registry
 from fairquant.io import load_checkpoint
-from fairquant.training import predict_scores
+from fairquant.training import logits_of, predict_scores, probabilities
 
 KINDS = (checkpoints.FP32, pruning.PRUNED, fakequant.FAKEQUANT, kmeans.KMEANS, int8.PTQ_INT8)  # what it reads
 # what a variant's config records about how it was made, copied to its predictions' info.json (``details``)
 DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check",
+           "trained_here", "pretrained",
            "mitigation", "training_seed")
 
 
@@ -64,8 +65,7 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
         compiled = int8.compile_for_cpu(model)
 
         def score(images: np.ndarray) -> np.ndarray:
-            logits = int8.run_fixed_batches(compiled, images, export_batch)
-            return torch.sigmoid(logits).numpy()
+            return probabilities(logits_of(int8.run_fixed_batches(compiled, images, export_batch))).numpy()
 
         def latency() -> dict:
             measured = int8.measure_latency(compiled, export_batch, image_size, repeats, "compiled")

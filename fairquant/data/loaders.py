@@ -28,16 +28,19 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class RawDataset:
-    """Samples with split, binary target and protected attributes (as readable strings).
+    """Samples with split, target and protected attributes (as readable strings).
 
     Images are either ``paths`` (files to decode) or ``arrays`` (uint8 N x H x W x C, for datasets
     that ship pixels in one file). ``skipped`` counts entries dropped for malformed metadata.
+    ``classes`` names the multi-class target's values in label order (``y_true`` indexes it); None for a
+    binary target (``y_true`` is 1 for a positive value).
     """
 
     table: pd.DataFrame  # sample_id, split, y_true, one column per protected attribute
     paths: list[Path] | None = None
     arrays: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    classes: list[str] | None = None
 
 
 Reader = Callable[[Path, DataParams], RawDataset]  # (data.root, data) -> the dataset
@@ -66,14 +69,17 @@ def _check_attribute(name: str, valid: list[str], role: str) -> None:
         raise FairquantError(f"unknown {role} attribute '{name}'; valid attributes: {', '.join(valid)}")
 
 
+MAX_CLASSES = 32767  # y_true is int16 for a multi-class target
+
+
 def _binary_target(values: pd.Series, name: str, positive: list[str] | None, natural: str | None) -> np.ndarray:
     """1 where the target value is positive. ``natural`` is the positive value of an already binary attribute."""
     values = values.astype(str)
     if positive is None:
         if natural is None:
             raise FairquantError(
-                f"target '{name}' is not binary; set data.positive to the values counted as positive "
-                f"(found values: {', '.join(sorted(values.unique())[:12])})")
+                f"target '{name}' is not binary; set data.positive to the values counted as positive, or "
+                f"data.task: multiclass (found values: {', '.join(sorted(values.unique())[:12])})")
         positive = [natural]
     unknown = sorted(set(positive) - set(values.unique()))
     if unknown:
@@ -82,16 +88,49 @@ def _binary_target(values: pd.Series, name: str, positive: list[str] | None, nat
     return values.isin(positive).to_numpy().astype(np.int8)
 
 
-def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural_positive: dict[str, str]) -> pd.DataFrame:
+def _class_target(values: pd.Series, name: str, order: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Each row's class index and the class names: ``order`` (the dataset's own label order) when the dataset
+    has one, else the values sorted (numerically when every value is a number)."""
+    values = values.astype(str)
+    found = sorted(values.unique(), key=lambda v: (0, float(v), v) if _is_number(v) else (1, 0.0, v))
+    classes = found if order is None else [c for c in order if c in set(found)] + [c for c in found if c not in order]
+    if len(classes) < 2:
+        raise FairquantError(f"target '{name}' has only the value {found[0]!r}; a multi-class target needs at "
+                             f"least two values (check data.target)")
+    if len(classes) > MAX_CLASSES:
+        raise FairquantError(f"target '{name}' has {len(classes)} values, more than the {MAX_CLASSES} classes "
+                             f"fairquant supports; choose another data.target")
+    lookup = {c: k for k, c in enumerate(classes)}
+    return values.map(lookup).to_numpy().astype(np.int16), classes
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural_positive: dict[str, str],
+              class_order: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, list[str] | None]:
+    """The samples table (sample_id, split, y_true, protected columns) and, for a multi-class target, its class
+    names. ``natural_positive`` names the positive value of already binary attributes; ``class_order`` the
+    dataset's own label order of categorical ones."""
     _check_attribute(params.target, valid, "target")
     for name in params.protected:
         _check_attribute(name, valid, "protected")
     table = pd.DataFrame({"sample_id": frame["sample_id"].astype(str), "split": frame["split"].astype(str)})
-    table["y_true"] = _binary_target(frame[params.target], params.target, params.positive,
-                                     natural_positive.get(params.target))
+    classes = None
+    if params.task == "multiclass":
+        table["y_true"], classes = _class_target(frame[params.target], params.target,
+                                                 (class_order or {}).get(params.target))
+    else:
+        table["y_true"] = _binary_target(frame[params.target], params.target, params.positive,
+                                         natural_positive.get(params.target))
     for name in params.protected:
         table[name] = frame[name].astype(str).to_numpy()
-    return table.reset_index(drop=True)
+    return table.reset_index(drop=True), classes
 
 
 def _random_split(n: int, val_share: float, test_share: float, seed: int) -> np.ndarray:
@@ -137,8 +176,8 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
         yes, no = _celeba_value_names(name)
         frame[name] = np.where(attrs[name].to_numpy() == 1, yes, no)
     natural = {name: _celeba_value_names(name)[0] for name in names}
-    table = _assemble(frame, params, names, natural)
-    return RawDataset(table, paths=[images / f for f in attrs.index])
+    table, classes = _assemble(frame, params, names, natural)
+    return RawDataset(table, paths=[images / f for f in attrs.index], classes=classes)
 
 
 # --- UTKFace ------------------------------------------------------------------------------------------
@@ -171,11 +210,14 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
     frame["sample_id"] = [p.name for p in frame["path"]]
     frame["split"] = _random_split(len(frame), params.val_share, 0.2, params.seed)
-    table = _assemble(frame, params, ["age", "age_group", "gender", "race"], {"gender": "Female"})
-    return RawDataset(table, paths=list(frame["path"]), skipped={"malformed_names": malformed})
+    table, classes = _assemble(frame, params, ["age", "age_group", "gender", "race"], {"gender": "Female"},
+                               {"race": list(UTK_RACES), "gender": list(UTK_GENDERS), "age_group": AGE_LABELS})
+    return RawDataset(table, paths=list(frame["path"]), skipped={"malformed_names": malformed}, classes=classes)
 
 
 # --- FairFace -----------------------------------------------------------------------------------------
+
+FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
 
 @reader("fairface")
 def load_fairface(root: Path, params: DataParams) -> RawDataset:
@@ -197,8 +239,9 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     frame.loc[is_train, "split"] = _random_split(int(is_train.sum()), params.val_share, 0.0, params.seed)
     frame["sample_id"] = frame["file"]
     paths = [root / f for f in frame["file"]]
-    table = _assemble(frame, params, ["age", "gender", "race"], {"gender": "Female"})
-    return RawDataset(table, paths=paths)
+    table, classes = _assemble(frame, params, ["age", "gender", "race"], {"gender": "Female"},
+                               {"age": FAIRFACE_AGES})
+    return RawDataset(table, paths=paths, classes=classes)
 
 
 # --- MNIST / Fashion-MNIST / CIFAR-10 in torchvision's raw formats ------------------------------------
@@ -230,7 +273,8 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str],
                    params: DataParams) -> RawDataset:
-    """The class is both the group ('class') and, through data.positive, the binary target."""
+    """The class ('class') is the target: multi-class (data.task: multiclass) or, through data.positive, binary;
+    listed in data.protected it is also the group (class as the group)."""
     rng = np.random.default_rng(params.seed)
     train_keep = np.ones(labels["train"].size, dtype=bool)
     if params.class_imbalance < 1:
@@ -252,8 +296,8 @@ def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     pixels = np.concatenate(arrays)
     if pixels.ndim == 3:
         pixels = pixels[..., None]
-    table = _assemble(frame, params, ["class"], {})
-    return RawDataset(table, arrays=pixels)
+    table, target_classes = _assemble(frame, params, ["class"], {}, {"class": classes})
+    return RawDataset(table, arrays=pixels, classes=target_classes)
 
 
 def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[str]) -> RawDataset:
@@ -288,14 +332,36 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(_require(path, "CIFAR-10 python batch"), "rb") as handle:
+def _read_cifar_pickle(path: Path, what: str) -> dict:
+    with open(_require(path, what), "rb") as handle:
         try:
             batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError) as exc:
-            raise FairquantError(f"{path}: not a CIFAR-10 python batch ({exc})") from None
-    data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return data, np.asarray(batch["labels"], dtype=np.int64)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+            raise FairquantError(f"{path}: not a {what} ({exc})") from None
+    if not isinstance(batch, dict):
+        raise FairquantError(f"{path}: not a {what} (a {type(batch).__name__}, not a dict)")
+    return batch
+
+
+def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 python batch"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    batch = _read_cifar_pickle(path, what)
+    if "data" not in batch or label_key not in batch:
+        raise FairquantError(f"{path}: not a {what} (no 'data' or {label_key!r} entry)")
+    try:
+        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (ValueError, TypeError) as exc:
+        raise FairquantError(f"{path}: not a {what} ({exc})") from None
+    if labels.shape != (len(data),):
+        raise FairquantError(f"{path}: {len(data)} images but {labels.size} labels; the file is damaged")
+    return data, labels
+
+
+def _check_label_range(labels: dict[str, np.ndarray], classes: list[str], source: Path) -> None:
+    for name, values in labels.items():
+        if values.size and (values.min() < 0 or values.max() >= len(classes)):
+            raise FairquantError(f"{source}: {name} labels outside 0..{len(classes) - 1}; the files are damaged")
 
 
 @reader("cifar10")
@@ -305,7 +371,27 @@ def load_cifar10(root: Path, params: DataParams) -> RawDataset:
     test_x, test_y = _read_cifar_batch(folder / "test_batch")
     images = {"train": np.concatenate([x for x, _ in train]), "test": test_x}
     labels = {"train": np.concatenate([y for _, y in train]), "test": test_y}
+    _check_label_range(labels, CIFAR10_CLASSES, folder)
     return _class_dataset(images, labels, CIFAR10_CLASSES, params)
+
+
+@reader("cifar100")
+def load_cifar100(root: Path, params: DataParams) -> RawDataset:
+    """CIFAR-100 as torchvision ships it: ``cifar-100-python/{train,test,meta}``; the class is the fine label
+    (100 classes) or, with data.cifar100_labels: coarse, the 20 superclasses."""
+    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+    what = "CIFAR-100 python file"
+    meta = _read_cifar_pickle(folder / "meta", what)
+    names_key = f"{params.cifar100_labels}_label_names"
+    if names_key not in meta:
+        raise FairquantError(f"{folder / 'meta'}: no {names_key!r} entry; not CIFAR-100's meta file")
+    classes = [str(name) for name in meta[names_key]]
+    label_key = f"{params.cifar100_labels}_labels"
+    train_x, train_y = _read_cifar_batch(folder / "train", label_key, what)
+    test_x, test_y = _read_cifar_batch(folder / "test", label_key, what)
+    labels = {"train": train_y, "test": test_y}
+    _check_label_range(labels, classes, folder)
+    return _class_dataset({"train": train_x, "test": test_x}, labels, classes, params)
 
 
 def load_dataset(params: DataParams) -> RawDataset:

@@ -139,15 +139,38 @@ def build_image_store(raw: RawDataset, size: int, workers: int, max_corrupt_frac
     return table, store.images if out is None else read_images(out), counts
 
 
-def check_splits(table: pd.DataFrame, protected: list[str]) -> None:
-    """Every split must exist and contain both labels; groups with no positives are allowed (metrics say undefined)."""
+def check_splits(table: pd.DataFrame, protected: list[str], classes: list[str] | None = None) -> None:
+    """Every split must exist and contain at least two labels; groups with no positives are allowed (metrics say
+    undefined). A multi-class target (``classes``) needs every class among the training images."""
     for split in ("train", "val", "test"):
         part = table[table["split"] == split]
         if part.empty:
             raise FairquantError(f"the {split} split has no samples after loading; check the dataset's partition file")
         if part["y_true"].nunique() < 2:
-            raise FairquantError(f"the {split} split has only label {int(part['y_true'].iloc[0])}; "
-                                 f"the target needs both classes in every split (check data.target / data.positive)")
+            only = int(part["y_true"].iloc[0])
+            raise FairquantError(f"the {split} split has only label {classes[only] if classes else only}; "
+                                 f"the target needs two classes or more in every split (check data.target / "
+                                 f"data.positive)")
+    if classes is not None:
+        seen = set(table.loc[table["split"] == "train", "y_true"].tolist())
+        absent = [name for k, name in enumerate(classes) if k not in seen]
+        if absent:
+            raise FairquantError(f"class {absent[0]!r} of target has no training image ({len(absent)} such classes); "
+                                 f"the model cannot learn it: check data.class_imbalance or data.target")
+
+
+def label_counts(table: pd.DataFrame, protected: list[str], classes: list[str] | None) -> list[dict]:
+    """Rows per split and group, with positives (binary) or rows per class (multi-class): prepare's info."""
+    counts = []
+    for key, part in table.groupby(["split", *protected]):
+        row = {"split": key[0], "group": " & ".join(key[1:]), "n": len(part)}
+        if classes is None:
+            row["positives"] = int(part["y_true"].sum())
+        else:
+            per_class = part["y_true"].value_counts()
+            row["per_class"] = {name: int(per_class.get(k, 0)) for k, name in enumerate(classes)}
+        counts.append(row)
+    return counts
 
 
 def calibration_indices(table: pd.DataFrame, size: int, seed: int, key: str = "calibration.size") -> np.ndarray:

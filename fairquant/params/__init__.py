@@ -101,6 +101,40 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _remedies_fit_the_target(self) -> "Params":
+        """FairALM, the DP regulariser, calibrated equalized odds and ThresholdOptimizer are binary methods (a
+        positive class, one score); CEAG and equalized loss hold per-group accuracy, which any target has."""
+        if self.data.task != "multiclass":
+            return self
+        for key, binary_only in (("before_compression", ("fairalm", "dp_regularizer")),
+                                 ("after", ("caleqodds", "threshold"))):
+            listed = [m for m in getattr(self.mitigate, key) if m in binary_only]
+            if listed:
+                raise ValueError(f"mitigate.{key} lists {', '.join(listed)}, a binary method, but data.task is "
+                                 f"multiclass; remove it (CEAG and equalized loss in mitigate.during_* work for "
+                                 f"multi-class targets)")
+        during = {m for key in ("during_prune", "during_qat", "during_kmeans") for m in getattr(self.mitigate, key)}
+        for method in sorted(during):
+            if getattr(self.mitigate, method).rate != "accuracy":
+                raise ValueError(f"mitigate.{method}.rate is {getattr(self.mitigate, method).rate}, a binary rate, but "
+                                 f"data.task is multiclass; set mitigate.{method}.rate: accuracy")
+        return self
+
+    @model_validator(mode="after")
+    def _audit_has_a_model(self) -> "Params":
+        """finetune.epochs 0 audits model.pretrained as it is: it needs that file, and no other architecture."""
+        if self.finetune.epochs:
+            return self
+        if not self.model.pretrained:
+            raise ValueError("finetune.epochs is 0 (audit a trained model as it is) but model.pretrained is null; set "
+                             "model.pretrained to the model's state dict, or finetune.epochs >= 1")
+        others = [arch for arch in self.sweep.architectures if arch != self.model.arch]
+        if others:
+            raise ValueError(f"finetune.epochs is 0 (audit model.pretrained) but sweep.architectures lists {others}, "
+                             f"which would have no weights; remove them or set finetune.epochs >= 1")
+        return self
+
+    @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")

@@ -8,7 +8,8 @@ from pydantic import Field, model_validator
 
 from fairquant.params.base import _Section
 
-DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10"]
+DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+Task = Literal["binary", "multiclass"]
 
 
 class GroupDifficulty(_Section):
@@ -48,9 +49,13 @@ class DataParams(_Section):
     source: DatasetName = "synthetic"
     root: str = "data/raw/synthetic"
     target: str = "Smiling"
+    task: Task = Field("binary", description="binary: one logit, the target's positive values (data.positive) vs the "
+                                             "rest; multiclass: one logit per value of the target (softmax)")
     positive: list[str] | None = Field(
-        None, description="values of the target counted as positive, for a target that is not already binary"
+        None, description="binary only: values of the target counted as positive, for a target that is not already binary"
     )
+    cifar100_labels: Literal["fine", "coarse"] = Field(
+        "fine", description="CIFAR-100 only: the 100 fine classes or the 20 coarse superclasses as 'class'")
     protected: list[str] = Field(default_factory=lambda: ["Male"], min_length=1)
     max_corrupt_fraction: float = Field(0.01, ge=0, le=1)
     class_imbalance: float = Field(
@@ -65,6 +70,13 @@ class DataParams(_Section):
         repeated = sorted({name for name in self.protected if self.protected.count(name) > 1})
         if repeated:
             raise ValueError(f"data.protected names {', '.join(repeated)} more than once; list each attribute once")
+        return self
+
+    @model_validator(mode="after")
+    def _positive_is_binary_only(self) -> "DataParams":
+        if self.task == "multiclass" and self.positive is not None:
+            raise ValueError("data.positive is set but data.task is multiclass (every value of the target is a class); "
+                             "remove data.positive, or set data.task: binary")
         return self
 
 

@@ -13,13 +13,14 @@ class ModelParams(_Section):
     arch: ArchName = "face_resnet10"
     small_input_stem: bool = Field(False, description="3x3 stride-1 first convolution for inputs of 64 px or less "
                                                       "(resnet18 and the torchvision archs need it at 32 px)")
-    pretrained: str | None = Field(None, description="path to a local state dict; never downloaded")
+    pretrained: str | None = Field(None, description="path to a local state dict; never downloaded. With "
+                                                     "finetune.epochs 0 it is the model audited as it is")
 
 
 class FinetuneParams(_Section):
     """fp32 training; its seed is each entry of the top-level ``seeds`` list."""
 
-    epochs: int = Field(8, ge=1, le=1000)
+    epochs: int = Field(8, ge=0, le=1000, description="0 audits model.pretrained as it is (no training here)")
     batch_size: int = Field(128, ge=1, le=4096)
     lr: float = Field(0.05, gt=0, le=10)
     weight_decay: float = Field(5e-4, ge=0, le=1)

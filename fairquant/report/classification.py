@@ -49,9 +49,13 @@ def methods_note(confidence: float) -> Prose:
         "differs detectably; DP ratio and disparate impact the same on log selection rates. The bootstrap is "
         "stratified (TPR, FPR: each group's positives and negatives kept; accuracy, selection rate: each group's size "
         "kept) and draws from Jeffreys-smoothed cell shares, so a small group keeps its uncertainty. Changes vs fp32 "
-        "are Wald intervals, change ± z·se with se from a paired bootstrap of the same samples, and "
-        f"p = 2Φ(-|change|/se): an interval excludes 0 exactly when p < {1 - confidence:g}. Each interval's method is "
-        "named in metrics/eval/s<seed>/<slot>.json (", code("interval_method"), ").")
+        "(and a remedy's vs the variant it fixes) are exact-beta Dirichlet bounds on the same test samples: each "
+        "group x label's joint (fp32, variant) cells get a Dirichlet posterior and each end of the interval leans one "
+        "pseudo-row against itself on the cells where the models disagree (Clopper-Pearson carried over to any "
+        "function of the cells), so an interval holds at a handful of flipped rows and is never [0, 0]; for one "
+        "group's change it excludes 0 exactly when the exact McNemar test rejects, and p is the matching tail: an "
+        f"interval excludes 0 exactly when p < {1 - confidence:g}. Each interval's method is named in "
+        "metrics/eval/s<seed>/<slot>.json (", code("interval_method"), ").")
 
 
 def seeds_section(table_by_slot: dict[str, dict], confidence: float, seed: int) -> Section:
@@ -133,8 +137,8 @@ def signed_sections(results: dict[str, dict], confidence: float) -> list[Section
     if compared:
         rows = [[Cell(r["variant"]), Cell(g), *(_signed_change_cell(r["vs_fp32"]["signed"].get(rate, {}).get(g))
                                                 for rate in SIGNED_RATES)] for r in compared for g in others]
-        sections.append(Section(f"Change of the signed differences vs fp32 (paired, {level(confidence)} Wald CIs, "
-                                "p-values)", (table(columns, rows),)))
+        sections.append(Section(f"Change of the signed differences vs fp32 (paired, {level(confidence)} exact-beta "
+                                "Dirichlet bounds, p-values)", (table(columns, rows),)))
     return sections
 
 

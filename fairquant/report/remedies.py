@@ -28,7 +28,7 @@ def remedies_section(results: dict[str, dict], seeds: dict[str, dict] | None, co
                      _collapse_cell(r)])
     columns = ["remedy", "fixes", "accuracy change", "worst-group acc", "size vs fixed",
                *(f"{g} change" for g in HEADLINE_GAPS), "collapsed"]
-    blocks = (prose(f"Paired on the same test samples ({level(confidence)} Wald CIs of the bootstrap): a negative gap "
+    blocks = (prose(f"Paired on the same test samples ({level(confidence)} exact-beta Dirichlet bounds): a negative gap "
                     "change means the remedy narrowed the gap. Accuracy and size are the cost; ", italic("collapsed"),
                     " flags a constant classifier (the whole model, or a group made constant by a post-processor)."),
               table(columns, rows), prose("Verdicts: WIDENS / narrows when the whole CI is above / below 0."))
