@@ -20,8 +20,7 @@ from fairquant.training import logits_of, predict_scores, probabilities
 KINDS = (checkpoints.FP32, pruning.PRUNED, fakequant.FAKEQUANT, kmeans.KMEANS, int8.PTQ_INT8)  # what it reads
 # what a variant's config records about how it was made, copied to its predictions' info.json (``details``)
 DETAILS = ("calibration", "scheme", "layers", "clusters", "sparsity", "training", "fp32_size_bytes", "int8_check",
-           "trained_here", "pretrained",
-           "mitigation", "training_seed")
+           "trained_here", "pretrained", "classes", "mitigation", "training_seed")
 
 
 @dataclass

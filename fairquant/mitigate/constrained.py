@@ -32,7 +32,7 @@ from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import excess_drops, rate_rows
 from fairquant.mitigate.inprocess import group_means
 from fairquant.params import CEAGParams, ConstrainedParams, EqualizedLossParams
-from fairquant.training import Objective, predict_scores
+from fairquant.training import Objective, labels_from_scores, per_sample_loss, predict_scores, predicted_labels
 
 
 class _GroupProblem(cooper.ConstrainedMinimizationProblem):
@@ -95,8 +95,8 @@ class ConstrainedObjective(Objective):
 
     def loss(self, logits, targets, groups):
         rows = torch.as_tensor(rate_rows(targets.cpu().numpy() > 0.5, self.params.rate), device=logits.device)
-        ce = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        overall_loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        ce = per_sample_loss(logits, targets)  # binary or softmax cross-entropy, by the head's width
+        overall_loss = ce.mean()
         if not bool(rows.any()):
             self.state = None
             return overall_loss
@@ -104,7 +104,7 @@ class ConstrainedObjective(Objective):
         rate_loss = ce[rows].mean()
         features = torch.nonzero(present).flatten()
         violation = self.violation(group_loss, rate_loss)
-        correct = ((logits.detach() > 0) == (targets > 0.5))[rows].cpu().numpy()
+        correct = (predicted_labels(logits.detach()) == targets.long())[rows].cpu().numpy()
         for g, ok in zip(groups[rows].cpu().numpy(), correct):
             self.buffers[g].append(bool(ok))
         strict, strict_features, dual = self.dual_signal()
@@ -236,15 +236,20 @@ def reference_for(model: nn.Module, images, rows: np.ndarray, labels: np.ndarray
     """The fp32 model's per-group accuracy and loss on ``rows`` (restricted to ``rate``'s rows), and its scores."""
     scores = predict_scores(model, images, batch_size, rows=rows)
     measured = rate_rows(labels, rate)  # every group has such rows: compress_during checked
-    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
-    loss = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
-    correct = (scores > 0.5) == labels.astype(bool)
+    labels = np.asarray(labels, dtype=np.int64)
+    if scores.ndim == 1:
+        p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+        loss = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    else:  # softmax: minus the log probability of the true class
+        loss = -np.log(np.clip(scores[np.arange(len(labels)), labels].astype(np.float64), 1e-7, 1))
+    correct = labels_from_scores(scores) == labels
     return Reference(correct[measured], loss[measured], groups[measured], n_groups), scores
 
 
 def constraint_report(labels, reference_scores, variant_scores, groups_named, rate: str, tolerance) -> dict:
     """Whether the constraint holds on one split: excess drops per group and their maximum vs the tolerance."""
-    drops = excess_drops(labels, reference_scores > 0.5, variant_scores > 0.5, groups_named, rate)
+    drops = excess_drops(labels, labels_from_scores(reference_scores), labels_from_scores(variant_scores),
+                         groups_named, rate)
     drops["tolerance"] = tolerance
     drops["holds"] = None if tolerance is None else bool(drops["max_excess_drop"] <= tolerance)
     return drops

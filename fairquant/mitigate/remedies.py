@@ -105,7 +105,7 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
     from fairquant.fairness.metrics import excess_drops, rate_rows
     from fairquant.mitigate.constrained import (constrained_objective, constraint_report, reference_for,
                                                 require_tolerance)
-    from fairquant.training import compression_finetuner, group_index, predict_scores
+    from fairquant.training import compression_finetuner, group_index, labels_from_scores, predict_scores
 
     method = config.method
     compressor = getattr(compressor_params, "compressor", type(compressor_params).__name__)
@@ -137,10 +137,9 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
 
     def validate(candidate) -> dict:
         device = next(candidate.parameters()).device
-        scores = predict_scores(candidate, images, batch, device, rows=val_rows)
-        drops = excess_drops(val_y, val_ref_scores > 0.5, scores > 0.5, val_named, config.rate)
-        return {"accuracy": float(((scores > 0.5) == val_y.astype(bool)).mean()),
-                "max_excess_drop": drops["max_excess_drop"]}
+        predicted = labels_from_scores(predict_scores(candidate, images, batch, device, rows=val_rows))
+        drops = excess_drops(val_y, labels_from_scores(val_ref_scores), predicted, val_named, config.rate)
+        return {"accuracy": float((predicted == val_y).mean()), "max_excess_drop": drops["max_excess_drop"]}
 
     objectives = []
 

@@ -29,7 +29,7 @@ from fairquant.compress import fakequant
 from fairquant.errors import FairquantError
 from fairquant.models import to_input
 from fairquant.params import QuantSchemeParams
-from fairquant.training import predict_scores
+from fairquant.training import labels_from_scores, logits_of, predict_scores, probabilities
 
 CALIBRATION_BATCH = 128  # fakequant.calibrate's batch: histogram observers' ranges depend on the batching
 
@@ -45,9 +45,9 @@ def _layer_names(model: nn.Module) -> list[str]:
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],
               reference: dict | None = None) -> dict:
-    """Overall and per-group accuracy of ``scores > 0.5``, the worst group, and (against ``reference``, the
-    fp32 result) the damage to the worst group and the drop of each group."""
-    hits = (scores > 0.5) == labels.astype(bool)
+    """Overall and per-group accuracy of the labels ``scores`` choose (> 0.5, or the most probable class), the
+    worst group, and (against ``reference``, the fp32 result) the damage to the worst group and each group's drop."""
+    hits = labels_from_scores(scores) == np.asarray(labels)
     by_group = {name: float(hits[groups == name].mean()) for name in names}
     worst = min(names, key=lambda name: by_group[name])  # ties: the first group in sorted order
     out = {"accuracy": float(hits.mean()), "group_accuracy": by_group, "worst_group": worst,
@@ -130,7 +130,7 @@ def _single_layer_scores(graph: fx.GraphModule, wrapped: dict[str, fakequant.Qua
         for node in nodes:
             env[node] = batch if node.op == "placeholder" else interpreter.run_node(node)
         output = nodes[-1]
-        float_scores.append(torch.sigmoid(env[output].flatten().float()))
+        float_scores.append(probabilities(logits_of(env[output]).float()))
         for name, layer in wrapped.items():
             changed = {}
             interpreter.env = collections.ChainMap(changed, env)
@@ -140,7 +140,7 @@ def _single_layer_scores(graph: fx.GraphModule, wrapped: dict[str, fakequant.Qua
                     changed[node] = layer(*args, **kwargs)
                 else:
                     changed[node] = interpreter.run_node(node)
-            layer_scores[name].append(torch.sigmoid(interpreter.env[output].flatten().float()))
+            layer_scores[name].append(probabilities(logits_of(interpreter.env[output]).float()))
     interpreter.env = {}
     return (torch.cat(float_scores).numpy(),
             {name: torch.cat(scores).numpy() for name, scores in layer_scores.items()})
