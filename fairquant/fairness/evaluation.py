@@ -7,20 +7,24 @@ import pandas as pd
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import excess_drops, fairness_metrics, group_labels, paired_comparison
+from fairquant.fairness.multiclass import multiclass_metrics, multiclass_paired
 from fairquant.params import EvaluateParams
 from fairquant.results import EvaluationResult, PredictionsInfo
 
 
-def check_labels(predictions: pd.DataFrame, name: str) -> None:
-    """``y_true`` and ``y_pred`` are present and binary integers: scores in ``y_pred`` would be cut to 0 silently."""
+def check_labels(predictions: pd.DataFrame, name: str, classes: list[str] | None = None) -> None:
+    """``y_true`` and ``y_pred`` are present and integer labels (0/1, or class indices below ``len(classes)``):
+    scores in ``y_pred`` would be cut to 0 silently."""
     for column in ("sample_id", "y_true", "y_pred"):
         if column not in predictions.columns:
             raise FairquantError(f"predictions of {name} lack the column {column!r}; re-run predict")
+    allowed = range(len(classes)) if classes else (0, 1)
     for column in ("y_true", "y_pred"):
         values = predictions[column]
-        if not pd.api.types.is_integer_dtype(values) or not values.isin([0, 1]).all():
+        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
             found = sorted(set(values.dropna().tolist()))[:5]
-            raise FairquantError(f"predictions of {name}: {column} must hold the labels 0 and 1 as integers, found "
+            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
+            raise FairquantError(f"predictions of {name}: {column} must hold {what} as integers, found "
                                  f"{values.dtype} {found}; re-run predict")
 
 
@@ -32,7 +36,8 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
     missing = [name for name in protected if name not in predictions.columns]
     if missing:
         raise FairquantError(f"predictions of {info.name} lack protected columns {missing}; re-run predict")
-    check_labels(predictions, info.name)
+    classes = info.details.get("classes")
+    check_labels(predictions, info.name, classes)
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
         raise FairquantError(f"predictions of {info.name} and fp32 cover different test samples; re-run predict")
     groups = group_labels(predictions, protected)
@@ -42,18 +47,25 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
     options = {"privileged_group": params.privileged_group, "n_boot": params.bootstrap,
                "confidence": params.confidence, "seed": params.seed, "min_group_size": params.min_group_size}
     y_true, y_pred = predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy()
+    if not np.array_equal(y_true, reference["y_true"].to_numpy()):
+        raise FairquantError(f"predictions of {info.name} and fp32 hold different true labels; re-run predict")
+    if classes:  # a multi-class target: per class rates, worst-class gaps, Balancing Act's drops
+        options["classes"] = classes
+        measure, compare = multiclass_metrics, multiclass_paired
+    else:
+        measure, compare = fairness_metrics, paired_comparison
     result = EvaluationResult(variant=info.name, kind=info.kind, kernels=info.kernels, details=info.details,
                               synthetic=info.synthetic, protected=protected, size_bytes=info.size_bytes,
-                              latency_ms=info.latency_ms, metrics=fairness_metrics(y_true, y_pred, groups, **options))
+                              latency_ms=info.latency_ms, metrics=measure(y_true, y_pred, groups, **options))
     if info.name != "fp32":
-        result.vs_fp32 = paired_comparison(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
+        result.vs_fp32 = compare(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
     if baseline is not None:
         slot, frame = baseline
         if not np.array_equal(frame["sample_id"].to_numpy(), predictions["sample_id"].to_numpy()):
             raise FairquantError(f"predictions of {info.name} and of {slot} cover different test samples; "
                                  f"re-run predict")
         result.baseline = slot
-        result.vs_baseline = paired_comparison(y_true, frame["y_pred"].to_numpy(), y_pred, groups, **options)
+        result.vs_baseline = compare(y_true, frame["y_pred"].to_numpy(), y_pred, groups, **options)
     mitigation = info.mitigation
     if mitigation is not None and mitigation.get("constraint") is not None:
         result.constraint = _constraint_record(mitigation, y_true, reference["y_pred"].to_numpy(), y_pred, groups,

@@ -61,7 +61,20 @@ def summary(results: dict[str, dict]) -> dict:
             "tpr_diff": tpr.get("value"), "tpr_diff_ci_low": tpr.get("ci_low"), "tpr_diff_ci_high": tpr.get("ci_high"),
             "tpr_diff_group": group,
         }
+        if r.get("task") == "multiclass":
+            out[slot].update(multiclass_headline(r))
     out["synthetic_data"] = any(r["synthetic"] for r in results.values())
+    return out
+
+
+def multiclass_headline(r: dict) -> dict:
+    """A multi-class variant's extra headline: the worst class's recall and, vs fp32, Balancing Act's largest
+    excess accuracy drop over groups and over classes (0 for fp32 itself)."""
+    out = {"balanced_accuracy": r["classes"]["balanced_accuracy"], "worst_class": r["classes"]["worst_class"],
+           "worst_class_recall": r["classes"]["worst_class_recall"]}
+    for key, block in (("max_excess_drop", "balancing_act"), ("max_class_excess_drop", "balancing_act_by_class")):
+        entry = (r.get("vs_fp32") or {}).get(block, {}).get("max_excess_drop")
+        out[key] = 0.0 if "vs_fp32" not in r else (entry or {}).get("value")
     return out
 
 

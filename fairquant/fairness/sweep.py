@@ -66,18 +66,33 @@ def evaluate_sweep(frames: dict[str, pd.DataFrame], infos: dict[str, Predictions
     for (arch, method, series, calibration), members in curves(sweep_points(sweep)).items():
         reference = frames[f"{arch}/fp32"]
         groups = group_labels(reference, protected)
+        y_true, reference_pred = reference["y_true"].to_numpy(), reference["y_pred"].to_numpy()
+        point_preds = [frames[p.slot]["y_pred"].to_numpy() for p in members]
+        multiclass = results[f"{arch}/fp32"].metrics.get("task") == "multiclass"
+        if multiclass:  # each row right or wrong: per-group accuracy is what every class shares
+            y_true, reference_pred, point_preds = (np.ones_like(y_true), (reference_pred == y_true).astype(np.int64),
+                                                   [(pred == y_true).astype(np.int64) for pred in point_preds])
         trend = curve_trends(
-            reference["y_true"].to_numpy(), reference["y_pred"].to_numpy(),
-            [frames[p.slot]["y_pred"].to_numpy() for p in members], [p.x for p in members], groups,
+            y_true, reference_pred, point_preds, [p.x for p in members], groups,
             axis=AXIS[method], left_out=[broken(results[p.slot].metrics, results[f"{arch}/fp32"].metrics)
                                          for p in members],
             privileged_group=params.privileged_group, n_boot=params.bootstrap, confidence=params.confidence,
             seed=params.seed)
+        if multiclass:
+            trend = accuracy_only(trend)
         kept = [p for p, reason in zip(members, trend_left_out(trend, members)) if reason is None]
         _gate(trend, [results[p.slot].vs_fp32 for p in kept])
         trends.append({"arch": arch, "method": method, "series": series, "calibration": calibration,
                        "points": [{"slot": p.slot, "point": p.name, "x": p.x} for p in members], "trend": trend})
     return results, {"curves": trends}
+
+
+def accuracy_only(trend: dict) -> dict:
+    """A multi-class curve's trend on correctness alone: the accuracy gap's change and each group's accuracy (the
+    one-vs-rest rates' trends are per class, and a curve of worst-class gaps changes class from point to point)."""
+    return {**trend, "framing": "multi-class: correctness per row (per-group accuracy)",
+            "gap_changes": {"accuracy_gap": trend["gap_changes"]["accuracy_gap"]},
+            "group_rates": {"accuracy": trend["group_rates"]["accuracy"]}}
 
 
 def trend_left_out(trend: dict, members: list[CurvePoint]) -> list[str | None]:
@@ -96,8 +111,16 @@ def _gate(trend: dict, changes: list[dict]) -> None:
 
 
 def balanced_accuracy(metrics: dict) -> float:
+    """Mean recall over classes (binary: of the two labels)."""
+    if metrics.get("task") == "multiclass":
+        return metrics["classes"]["balanced_accuracy"]
     overall = metrics["overall"]
     return (overall["tpr"] + 1 - overall["fpr"]) / 2
+
+
+def chance(metrics: dict) -> float:
+    """Balanced accuracy of a model that guesses: 1 / classes."""
+    return 1 / len(metrics["classes"]["names"]) if metrics.get("task") == "multiclass" else 0.5
 
 
 def broken(metrics: dict, fp32: dict) -> str | None:
@@ -105,7 +128,7 @@ def broken(metrics: dict, fp32: dict) -> str | None:
     of what fp32 learned above chance (balanced accuracy), so its gaps shrink with its accuracy."""
     if metrics["collapsed"]:
         return "collapsed to one class"
-    margin = balanced_accuracy(fp32) - 0.5
+    margin = balanced_accuracy(fp32) - chance(fp32)
     if margin > 0 and balanced_accuracy(fp32) - balanced_accuracy(metrics) > margin / 2:
         return (f"at chance: balanced accuracy {balanced_accuracy(metrics):.3f} against fp32's "
                 f"{balanced_accuracy(fp32):.3f}")
@@ -142,12 +165,13 @@ def _trends_damage(trends) -> str | None:
         if not isinstance(trend, dict) or any(k not in trend for k in _TREND_KEYS):
             return f"curve {index}'s trend lacks {[k for k in _TREND_KEYS if not isinstance(trend, dict) or k not in trend]}"
         gap_changes, group_rates = trend["gap_changes"], trend["group_rates"]
+        gaps, rates = (("accuracy_gap",), ("accuracy",)) if "framing" in trend else (GAPS, RATES)  # multi-class
         if not isinstance(gap_changes, dict) or not (isinstance(group_rates, dict)
-                                                     and all(isinstance(group_rates.get(r), dict) for r in RATES)):
+                                                     and all(isinstance(group_rates.get(r), dict) for r in rates)):
             return f"curve {index}'s gap_changes and group_rates are not objects"
-        answers = [gap_changes.get(g) for g in GAPS] + [a for r in RATES for a in group_rates[r].values()]
+        answers = [gap_changes.get(g) for g in gaps] + [a for r in rates for a in group_rates[r].values()]
         if not all(isinstance(a, dict) and all(k in a for k in _ANSWER_KEYS) for a in answers):
-            return f"curve {index}'s trend lacks answers for every gap ({', '.join(GAPS)}) and rate ({', '.join(RATES)})"
+            return f"curve {index}'s trend lacks answers for every gap ({', '.join(gaps)}) and rate ({', '.join(rates)})"
     return None
 
 

@@ -18,6 +18,25 @@ from fairquant.report.document import Cell, Figure, Section, prose, strong, tabl
 
 CURVE_GAPS = ("accuracy_gap", "tpr_gap", "fpr_gap", "eq_odds")
 CURVE_RATES = ("accuracy", "tpr", "fpr")
+GAP_NAMES = {"tpr_gap": "TPR gap", "accuracy_gap": "accuracy gap"}
+
+
+def is_multiclass(sweep: dict) -> bool:
+    return next(iter(sweep["points"].values())).get("task") == "multiclass"
+
+
+def headline_gap(sweep: dict) -> str:
+    """The gap each curve leads with: the TPR gap (equal opportunity); for a multi-class target, the accuracy gap,
+    which every class shares (its trend is on correctness: fairquant/fairness/sweep.py)."""
+    return "accuracy_gap" if is_multiclass(sweep) else "tpr_gap"
+
+
+def curve_gaps(sweep: dict) -> tuple[str, ...]:
+    return ("accuracy_gap",) if is_multiclass(sweep) else CURVE_GAPS
+
+
+def curve_rates(sweep: dict) -> tuple[str, ...]:
+    return ("accuracy",) if is_multiclass(sweep) else CURVE_RATES
 
 
 def curve_label(curve: dict) -> str:
@@ -62,7 +81,7 @@ def group_frame(sweep: dict) -> pd.DataFrame:
             for group in _groups(result):
                 values = result["groups"][group]
                 row = {"curve": curve_label(curve), "point": point["point"], "x": point["x"], "group": group}
-                for rate in CURVE_RATES:
+                for rate in curve_rates(sweep):
                     low, high = values.get("intervals", {}).get(rate, (None, None))
                     row.update({rate: values[rate], f"{rate}_low": low, f"{rate}_high": high,
                                 f"fp32_{rate}": fp32[group][rate]})
@@ -76,7 +95,7 @@ def gap_frame(sweep: dict) -> pd.DataFrame:
     for curve in sweep["trends"]["curves"]:
         for point in curve["points"]:
             changes = sweep["points"][point["slot"]]["vs_fp32"]["gaps"]
-            for gap in CURVE_GAPS:
+            for gap in curve_gaps(sweep):
                 change = changes[gap]
                 rows.append({"curve": curve_label(curve), "point": point["point"], "x": point["x"], "gap": gap,
                              "change": change["delta"], "ci_low": change["ci_low"], "ci_high": change["ci_high"],
@@ -85,33 +104,35 @@ def gap_frame(sweep: dict) -> pd.DataFrame:
 
 
 def heatmap_frame(sweep: dict) -> pd.DataFrame:
-    """plots/sweep/heatmap.csv: per curve and point, the worst group's accuracy change and the TPR gap change,
-    each flagged where its paired interval excludes 0."""
+    """plots/sweep/heatmap.csv: per curve and point, the worst group's accuracy change and the headline gap's change
+    (TPR gap; accuracy gap for a multi-class target), each flagged where its paired interval excludes 0."""
     rows = []
+    gap = headline_gap(sweep)
     for curve in sweep["trends"]["curves"]:
         for point in curve["points"]:
             result = sweep["points"][point["slot"]]
             drop = worst_drop(result) or {}
-            tpr = result["vs_fp32"]["gaps"]["tpr_gap"]
+            change = result["vs_fp32"]["gaps"][gap]
             rows.append({"curve": curve_label(curve), "point": point["point"], "x": point["x"],
                          "worst_group": drop.get("group"), "worst_group_change": drop.get("delta"),
                          "worst_group_significant": _excludes_zero(drop),
-                         "tpr_gap_change": tpr["delta"], "tpr_gap_significant": _excludes_zero(tpr)})
+                         f"{gap}_change": change["delta"], f"{gap}_significant": _excludes_zero(change)})
     return pd.DataFrame(rows)
 
 
 def pareto_frame(sweep: dict) -> pd.DataFrame:
-    """plots/sweep/pareto.csv: every sweep model's size, worst-group accuracy and TPR gap; the front over the three
-    (smaller, more accurate for the worst group, fairer)."""
+    """plots/sweep/pareto.csv: every sweep model's size, worst-group accuracy and headline gap (TPR; accuracy for a
+    multi-class target); the front over the three (smaller, more accurate for the worst group, fairer)."""
     rows = []
+    gap = headline_gap(sweep)
     for slot, result in sweep["points"].items():
-        metrics = result
         rows.append({"slot": slot, "size_mb": result["size_bytes"] / 1e6,
-                     "worst_group_accuracy": metrics["worst_group_accuracy"],
-                     "tpr_gap": metrics["gaps"]["tpr_gap"]["value"], "collapsed": metrics["collapsed"]})
+                     "worst_group_accuracy": result["worst_group_accuracy"],
+                     gap: result["gaps"][gap]["value"], "collapsed": result["collapsed"]})
     frame = pd.DataFrame(rows)
-    objectives = [(-r.size_mb, r.worst_group_accuracy, -(r.tpr_gap if np.isfinite(r.tpr_gap) else np.inf))
-                  for r in frame.itertuples()]
+    values = frame[gap].astype(float).to_numpy()
+    objectives = [(-r.size_mb, r.worst_group_accuracy, -(v if np.isfinite(v) else np.inf))
+                  for r, v in zip(frame.itertuples(), values)]
     frame["on_front"] = non_dominated(objectives)
     return frame
 
@@ -125,19 +146,20 @@ def plot_frames(sweep: dict) -> dict[str, pd.DataFrame]:
 def _curve_table(curve: dict, sweep: dict):
     fp32 = sweep["points"][_fp32_slot(curve)]
     groups = _groups(fp32)
-    columns = ["point", "size (MB)", *[f"{g} accuracy" for g in groups], "TPR gap", "TPR gap change vs fp32",
-               "worst group's accuracy change"]
+    gap = headline_gap(sweep)
+    columns = ["point", "size (MB)", *[f"{g} accuracy" for g in groups], GAP_NAMES[gap],
+               f"{GAP_NAMES[gap]} change vs fp32", "worst group's accuracy change"]
     rows = [[Cell("fp32"), Cell(fp32["size_bytes"] / 1e6, "num2"),
-             *[_rate_cell(fp32, g, "accuracy") for g in groups], _gap_cell(fp32), Cell(None, note="(reference)"),
+             *[_rate_cell(fp32, g, "accuracy") for g in groups], _gap_cell(fp32, gap), Cell(None, note="(reference)"),
              Cell(None, note="(reference)")]]
     for point in curve["points"]:
         result = sweep["points"][point["slot"]]
-        tpr = result["vs_fp32"]["gaps"]["tpr_gap"]
+        change = result["vs_fp32"]["gaps"][gap]
         drop = worst_drop(result)
         rows.append([Cell(point["point"], note="(collapsed)" if result["collapsed"] else None),
                      Cell(result["size_bytes"] / 1e6, "num2"), *[_rate_cell(result, g, "accuracy") for g in groups],
-                     _gap_cell(result),
-                     Cell(tpr["delta"], "num", _interval(tpr), emphasis=_excludes_zero(tpr)),
+                     _gap_cell(result, gap),
+                     Cell(change["delta"], "num", _interval(change), emphasis=_excludes_zero(change)),
                      Cell(None) if drop is None else Cell(drop["delta"], "num", _interval(drop),
                                                           emphasis=_excludes_zero(drop), note=f"({drop['group']})")])
     return table(columns, rows)
@@ -149,15 +171,15 @@ def _rate_cell(result: dict, group: str, rate: str) -> Cell:
     return Cell(values[rate], "num", (low, high))
 
 
-def _gap_cell(result: dict) -> Cell:
-    gap = result["gaps"]["tpr_gap"]
+def _gap_cell(result: dict, name: str) -> Cell:
+    gap = result["gaps"][name]
     return Cell(gap["value"], "num", _interval(gap))
 
 
 def _trend_table(curve: dict):
     trend = curve["trend"]
     rows = []
-    for gap in CURVE_GAPS:
+    for gap in trend["gap_changes"]:
         answer = trend["gap_changes"][gap]
         rows.append([Cell(f"{gap} change"), Cell(answer["slope"], "num4", _interval(answer),
                                                  emphasis=answer["verdict"] in ("widens", "narrows")),
@@ -177,7 +199,7 @@ def _seed_trend_table(per_seed: dict[int, dict], confidence: float):
     first = per_seed[min(per_seed)]
     rows = []
     for index, curve in enumerate(first["trends"]["curves"]):
-        for gap in ("tpr_gap", "accuracy_gap"):
+        for gap in _slope_gaps(first):
             answers = [per_seed[s]["trends"]["curves"][index]["trend"]["gap_changes"][gap] for s in sorted(per_seed)]
             test = across_seeds([a["slope"] for a in answers], confidence)
             rows.append([Cell(curve_label(curve)), Cell(f"{gap} change"),
@@ -197,7 +219,8 @@ def sweep_section(per_seed: dict[int, dict]) -> Section:
     confidence, synthetic = first["confidence"], first["synthetic"]
     intro = prose(
         "Every point of each method's curve, against its architecture's fp32 on the same test rows (training seed ",
-        f"{seed}). Per point: each group's accuracy with its {confidence:.0%} interval, the TPR gap, its change vs fp32 "
+        f"{seed}). Per point: each group's accuracy with its {confidence:.0%} interval, the {GAP_NAMES[headline_gap(sweep)]}, "
+        "its change vs fp32 "
         "and the worst group's accuracy change with paired intervals (", strong("bold"), ": the interval excludes 0). "
         "The trend answers 'does the gap widen as compression deepens?' with the least-squares slope of each change on "
         "the depth (bits removed, halvings of the clusters, sparsity) and Spearman's rank correlation, from one paired "
@@ -219,15 +242,16 @@ def sweep_section(per_seed: dict[int, dict]) -> Section:
     heat = heatmap_frame(sweep)
     pareto = pareto_frame(sweep)
     subsections.append(Section("Heatmap: methods x depth", (
-        prose("Each cell: the worst group's accuracy change vs fp32 (left) and the TPR gap change (right); * marks a "
+        prose(f"Each cell: the worst group's accuracy change vs fp32 (left) and the {GAP_NAMES[headline_gap(sweep)]} "
+              "change (right); * marks a "
               "cell whose paired interval excludes 0 (the figure of the configurations grid in \"Beyond Naive "
               "Quantization\")."),
         Figure("sweep/heatmap", "sweep_heatmap", heat, synthetic=synthetic))))
     subsections.append(Section("Pareto front over every point", (
-        table(["model", "size (MB)", "worst-group accuracy", "TPR gap", "on the front"],
+        table(["model", "size (MB)", "worst-group accuracy", GAP_NAMES[headline_gap(sweep)], "on the front"],
               [[Cell(r.slot, note="(collapsed)" if r.collapsed else None), Cell(r.size_mb, "num2"),
-                Cell(r.worst_group_accuracy, "num"), Cell(r.tpr_gap, "num"), Cell("yes" if r.on_front else "no",
-                                                                                   emphasis=bool(r.on_front))]
+                Cell(r.worst_group_accuracy, "num"), Cell(getattr(r, headline_gap(sweep)), "num"),
+                Cell("yes" if r.on_front else "no", emphasis=bool(r.on_front))]
                for r in pareto.itertuples()]),
         Figure("sweep/pareto", "sweep_pareto", pareto, synthetic=synthetic))))
     return Section("Sweep: how each group's damage grows as compression deepens", (intro,), tuple(subsections))
@@ -253,9 +277,10 @@ def sweep_metrics(per_seed: dict[int, dict]) -> dict:
     seeds = sorted(per_seed)
     first = per_seed[seeds[0]]
     out = {}
+    gap_name = headline_gap(first)
     for index, curve in enumerate(first["trends"]["curves"]):
         entry = {}
-        for gap in ("tpr_gap", "accuracy_gap"):
+        for gap in _slope_gaps(first):
             answers = [per_seed[s]["trends"]["curves"][index]["trend"]["gap_changes"][gap] for s in seeds]
             entry[f"{gap}_slope"] = _mean([a["slope"] for a in answers])
             entry[f"{gap}_verdict"] = answers[0]["verdict"] if len(seeds) == 1 else \
@@ -265,9 +290,14 @@ def sweep_metrics(per_seed: dict[int, dict]) -> dict:
             entry[point["point"]] = {
                 "accuracy": _mean([r["overall"]["accuracy"] for r in results]),
                 "worst_group_accuracy": _mean([r["worst_group_accuracy"] for r in results]),
-                "tpr_gap_change": _mean([r["vs_fp32"]["gaps"]["tpr_gap"]["delta"] for r in results])}
+                f"{gap_name}_change": _mean([r["vs_fp32"]["gaps"][gap_name]["delta"] for r in results])}
         out[curve_label(curve)] = entry
     return out
+
+
+def _slope_gaps(sweep: dict) -> tuple[str, ...]:
+    """The gaps whose slopes the across-seed table and metrics/sweep.json carry."""
+    return ("accuracy_gap",) if is_multiclass(sweep) else ("tpr_gap", "accuracy_gap")
 
 
 def _mean(values: list) -> float | None:

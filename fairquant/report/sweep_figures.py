@@ -32,9 +32,10 @@ def _sweep_curve(figure: Figure) -> plt.Figure:
     """Per rate, each group's value against depth with its interval band and fp32's level dashed; then each gap's
     change vs fp32 with its paired interval."""
     frame, gaps, axis = figure.frame, figure.frame.attrs["gaps"], figure.frame.attrs["axis"]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    drawn = [rate for rate in RATE_TITLE if rate in frame.columns]  # accuracy alone for a multi-class target
+    fig, axes = plt.subplots(1, len(drawn) + 1, figsize=(4.25 * (len(drawn) + 1), 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, rate in zip(axes, RATE_TITLE):
+    for ax, rate in zip(axes, drawn):
         for k, (group, part) in enumerate(frame.groupby("group", sort=False)):
             part = part.sort_values("x")
             color = colors[k % len(colors)]
@@ -63,11 +64,13 @@ def _sweep_curve(figure: Figure) -> plt.Figure:
 
 @drawing("sweep_heatmap")
 def _sweep_heatmap(figure: Figure) -> plt.Figure:
-    """Curves x points: the worst group's accuracy change and the TPR gap change; * where the interval excludes 0."""
+    """Curves x points: the worst group's accuracy change and the TPR (multi-class: accuracy) gap change; * where the interval excludes 0."""
     frame = figure.frame
     fig, axes = plt.subplots(1, 2, figsize=(15, 1.6 + 0.5 * frame["curve"].nunique()), layout="constrained")
+    gap = "tpr_gap" if "tpr_gap_change" in frame.columns else "accuracy_gap"  # accuracy: a multi-class target
     panels = (("worst_group_change", "worst_group_significant", "worst group's accuracy change", "RdBu"),
-              ("tpr_gap_change", "tpr_gap_significant", "TPR gap change", "RdBu_r"))
+              (f"{gap}_change", f"{gap}_significant", f"{gap.replace('_', ' ').replace('tpr', 'TPR')} change",
+               "RdBu_r"))
     for ax, (value, flag, title, cmap) in zip(axes, panels):
         grid = frame.pivot_table(index="curve", columns="point", values=value, aggfunc="first", sort=False)
         marks = frame.pivot_table(index="curve", columns="point", values=flag, aggfunc="first", sort=False)
@@ -88,10 +91,11 @@ def _sweep_heatmap(figure: Figure) -> plt.Figure:
 
 @drawing("sweep_pareto")
 def _sweep_pareto(figure: Figure) -> plt.Figure:
-    """Size against worst-group accuracy, colour by TPR gap; the front (smaller, better worst group, fairer) ringed."""
+    """Size against worst-group accuracy, colour by TPR gap (accuracy gap: multi-class); the front (smaller, better worst group, fairer) ringed."""
     frame: pd.DataFrame = figure.frame
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = ax.scatter(frame["size_mb"], frame["worst_group_accuracy"], c=frame["tpr_gap"].astype(float),
+    gap = "tpr_gap" if "tpr_gap" in frame.columns else "accuracy_gap"  # accuracy: a multi-class target
+    points = ax.scatter(frame["size_mb"], frame["worst_group_accuracy"], c=frame[gap].astype(float),
                         cmap="viridis_r", s=60)
     front = frame[frame["on_front"]]
     ax.scatter(front["size_mb"], front["worst_group_accuracy"], s=180, facecolors="none", edgecolors="tab:red",
@@ -99,10 +103,11 @@ def _sweep_pareto(figure: Figure) -> plt.Figure:
     for row in frame.itertuples():
         ax.annotate(row.slot.split("/")[-1], (row.size_mb, row.worst_group_accuracy), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")
-    fig.colorbar(points, ax=ax, label="TPR gap")
+    fig.colorbar(points, ax=ax, label=gap.replace("_", " ").replace("tpr", "TPR"))
     ax.set_xscale("log")
     ax.set_xlabel("size (MB, log)")
     ax.set_ylabel("worst-group accuracy")
-    ax.set_title(f"every sweep point: size x worst-group accuracy x TPR gap{_note(figure)}", fontsize=9)
+    ax.set_title(f"every sweep point: size x worst-group accuracy x {gap.replace('_', ' ').replace('tpr', 'TPR')}"
+                 f"{_note(figure)}", fontsize=9)
     ax.legend(fontsize=8)
     return fig
