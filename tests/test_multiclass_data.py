@@ -6,6 +6,7 @@ planes), ``fine_labels``, ``coarse_labels``, ``filenames``, ``batch_label``; ``m
 and ``coarse_label_names``. torchvision's ``CIFAR100`` reads them with ``pickle.load(f, encoding="latin1")``.
 """
 
+import gzip
 import io
 import pickle
 import struct
@@ -13,13 +14,13 @@ import struct
 import numpy as np
 import pandas as pd
 import pytest
+from test_data import _jpeg, _write_idx
+from test_stages import assert_clean_failure, run_stage
 
-from fairquant.data.loaders import (CIFAR10_CLASSES, FASHION_CLASSES, MNIST_CLASSES, UTK_RACES, load_dataset)
+from fairquant.data.loaders import CIFAR10_CLASSES, FASHION_CLASSES, MNIST_CLASSES, UTK_RACES, load_dataset
 from fairquant.data.prepare import check_splits, label_counts
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams, parse_params
-from test_data import _jpeg, _write_idx
-from test_stages import assert_clean_failure, run_stage
 
 CIFAR100_FINE = (
     "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle "
@@ -430,3 +431,27 @@ def test_celeba_binary_attribute_as_a_two_class_target(tiny_celeba):
     assert np.array_equal(binary.table["y_true"].to_numpy(), two.table["y_true"].to_numpy())  # class 1 = Smiling
     male = load_dataset(multiclass("celeba", tiny_celeba, target="Male", protected=["Eyeglasses"]))
     assert male.classes == ["Female", "Male"]
+
+
+MNIST_DAMAGES = {
+    "truncated images": r"train-images-idx3-ubyte.gz: header says shape \[20, 28, 28\] but the file holds",
+    "label out of range": r"MNIST/raw: test labels outside 0..9; the files are damaged",
+    "fewer labels than images": r"MNIST/raw: train has 20 images but labels of shape \(19,\); the IDX files do not match",
+}
+
+
+@pytest.mark.parametrize("damage", MNIST_DAMAGES)
+def test_damaged_mnist_files_are_one_line(tmp_path, damage):
+    write_mnist_like(tmp_path, "MNIST", np.repeat(np.arange(10), 2), np.arange(10))
+    raw_dir = tmp_path / "MNIST" / "raw"
+    if damage == "truncated images":
+        path = raw_dir / "train-images-idx3-ubyte.gz"
+        data = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(data[: len(data) - 100]))
+    elif damage == "label out of range":
+        _write_idx(raw_dir / "t10k-labels-idx1-ubyte.gz", np.array([10] + list(range(1, 10))))
+    else:
+        _write_idx(raw_dir / "train-labels-idx1-ubyte.gz", np.repeat(np.arange(10), 2)[:19])
+    with pytest.raises(FairquantError, match=MNIST_DAMAGES[damage]) as error:
+        load_dataset(multiclass("mnist", tmp_path))
+    assert "\n" not in str(error.value)
