@@ -455,3 +455,15 @@ def test_damaged_mnist_files_are_one_line(tmp_path, damage):
     with pytest.raises(FairquantError, match=MNIST_DAMAGES[damage]) as error:
         load_dataset(multiclass("mnist", tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_readme_cifar100_example_is_valid_params():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```yaml\n(data:\n  source: cifar100\n.*?)```", readme, re.S).group(1)
+    params = parse_params({**yaml.safe_load(snippet), "mitigate": {"before_compression": [], "after": []}})
+    assert params.data.task == "multiclass" and params.data.minority_classes == [4, 57]
