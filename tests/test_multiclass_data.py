@@ -158,6 +158,9 @@ def _damage(folder, damage):
             def __reduce__(self):
                 return (eval, ("print('pwned')",))
         (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": Evil(), "coarse_label_names": []}))
+    elif damage == "repeated class name":
+        names = CIFAR100_FINE[:99] + ["apple"]
+        (folder / "meta").write_bytes(python2_pickle({"fine_label_names": names, "coarse_label_names": CIFAR100_COARSE}))
     elif damage == "labels shorter than images":
         (folder / "test").write_bytes(python2_pickle({**cifar100_batch(np.arange(100), "testing"),
                                                      "fine_labels": list(range(99))}))
@@ -169,6 +172,7 @@ DAMAGES = {
     "label out of range": r"cifar-100-python: test labels outside 0..99; the files are damaged",
     "truncated pickle": r"cifar-100-python/train: not a CIFAR-100 python file \(",
     "forbidden class": r"cifar-100-python/meta: not a CIFAR-100 python file \(refusing to load builtins.eval",
+    "repeated class name": r"cifar-100-python/meta: fine_label_names repeats a name; not CIFAR-100's meta file",
     "labels shorter than images": r"cifar-100-python/test: 100 images but 99 labels; the file is damaged",
 }
 

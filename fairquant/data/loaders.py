@@ -415,6 +415,8 @@ def load_cifar100(root: Path, params: DataParams) -> RawDataset:
     if names_key not in meta:
         raise FairquantError(f"{folder / 'meta'}: no {names_key!r} entry; not CIFAR-100's meta file")
     classes = [_text(name) for name in meta[names_key]]
+    if len(set(classes)) != len(classes):
+        raise FairquantError(f"{folder / 'meta'}: {names_key} repeats a name; not CIFAR-100's meta file")
     label_key = f"{params.cifar100_labels}_labels"
     train_x, train_y = _read_cifar_batch(folder / "train", label_key, what)
     test_x, test_y = _read_cifar_batch(folder / "test", label_key, what)
