@@ -347,6 +347,8 @@ def test_prepare_stage_refuses_a_class_without_training_images(tmp_path):
     ({"source": "utkface", "class_imbalance": 0.5, "minority_classes": [1]},
      "shape MNIST / CIFAR training sets, but data.source is utkface"),
     ({"source": "celeba", "minority_classes": [1]}, "but data.source is celeba"),
+    ({"source": "mnist", "class_imbalance": 0.5, "minority_classes": [2, 2]},
+     "data.minority_classes names 2 more than once; list each class once"),
 ])
 def test_params_refuse_inconsistent_multiclass_keys(data, message):
     with pytest.raises(FairquantError, match=message) as error:

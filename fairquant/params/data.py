@@ -78,6 +78,9 @@ class DataParams(_Section):
         if self.class_imbalance < 1 and not self.minority_classes:
             raise ValueError(f"data.class_imbalance is {self.class_imbalance} but data.minority_classes is empty; "
                              f"list the class indices to shrink, or set data.class_imbalance: 1.0")
+        repeated = sorted({c for c in self.minority_classes if self.minority_classes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"data.minority_classes names {repeated[0]} more than once; list each class once")
         if (self.class_imbalance < 1 or self.minority_classes) and self.source not in CLASS_DATASETS:
             raise ValueError(f"data.class_imbalance / data.minority_classes shape MNIST / CIFAR training sets, but "
                              f"data.source is {self.source}; remove them (class_imbalance: 1.0, minority_classes: [])")
