@@ -411,16 +411,18 @@ def write_fairface(root, n_train=63, n_val=21):
     return root
 
 
-def test_fairface_race_is_seven_classes_with_gender_protected(tmp_path):
+def test_fairface_race_is_seven_classes_with_gender_and_age_protected(tmp_path):
     write_fairface(tmp_path)
-    raw = load_dataset(multiclass("fairface", tmp_path, target="race", protected=["gender"]))
+    raw = load_dataset(multiclass("fairface", tmp_path, target="race", protected=["gender", "age"]))
     assert raw.classes == FAIRFACE_RACES  # FairFace's own label order, not the alphabet
     labels = pd.concat([pd.read_csv(tmp_path / f"fairface_label_{n}.csv") for n in ("train", "val")])
     truth = labels.set_index("file").loc[raw.table["sample_id"]]
     assert (np.array(FAIRFACE_RACES)[raw.table["y_true"]] == truth["race"].to_numpy()).all()
-    assert (raw.table["gender"].to_numpy() == truth["gender"].to_numpy()).all()
+    assert (raw.table[["gender", "age"]].to_numpy() == truth[["gender", "age"]].to_numpy()).all()
     assert (raw.table["split"] == "test").sum() == 21
-    check_splits(raw.table, ["gender"], raw.classes)
+    check_splits(raw.table, ["gender", "age"], raw.classes)
+    groups = {row["group"] for row in label_counts(raw.table, ["gender", "age"], raw.classes)}
+    assert "Female & 20-29" in groups  # intersectional groups, as for a binary target
 
 
 def test_fairface_age_groups_as_target_are_in_age_order(tmp_path):
