@@ -88,12 +88,18 @@ def _binary_target(values: pd.Series, name: str, positive: list[str] | None, nat
     return values.isin(positive).to_numpy().astype(np.int8)
 
 
-def _class_target(values: pd.Series, name: str, order: list[str] | None) -> tuple[np.ndarray, list[str]]:
+def _class_target(values: pd.Series, name: str, order: list[str] | None, closed: bool = False
+                  ) -> tuple[np.ndarray, list[str]]:
     """Each row's class index and the class names: ``order`` (the dataset's own label order) when the dataset
-    has one, else the values sorted (numerically when every value is a number)."""
+    has one, else the values sorted (numerically when every value is a number). A ``closed`` order (a class
+    dataset's label list) is kept whole, so the class index is the dataset's label even where a class has no
+    image (prepare then refuses the class that has no training image)."""
     values = values.astype(str)
     found = sorted(values.unique(), key=lambda v: (0, float(v), v) if _is_number(v) else (1, 0.0, v))
-    classes = found if order is None else [c for c in order if c in set(found)] + [c for c in found if c not in order]
+    if order is None:
+        classes = found
+    else:
+        classes = [c for c in order if closed or c in set(found)] + [c for c in found if c not in order]
     if len(classes) < 2:
         raise FairquantError(f"target '{name}' has only the value {found[0]!r}; a multi-class target needs at "
                              f"least two values (check data.target)")
@@ -113,10 +119,11 @@ def _is_number(value: str) -> bool:
 
 
 def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural_positive: dict[str, str],
-              class_order: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, list[str] | None]:
+              class_order: dict[str, list[str]] | None = None, closed: bool = False
+              ) -> tuple[pd.DataFrame, list[str] | None]:
     """The samples table (sample_id, split, y_true, protected columns) and, for a multi-class target, its class
     names. ``natural_positive`` names the positive value of already binary attributes; ``class_order`` the
-    dataset's own label order of categorical ones."""
+    dataset's own label order of categorical ones (``closed``: kept whole, see :func:`_class_target`)."""
     _check_attribute(params.target, valid, "target")
     for name in params.protected:
         _check_attribute(name, valid, "protected")
@@ -124,7 +131,7 @@ def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural
     classes = None
     if params.task == "multiclass":
         table["y_true"], classes = _class_target(frame[params.target], params.target,
-                                                 (class_order or {}).get(params.target))
+                                                 (class_order or {}).get(params.target), closed)
     else:
         table["y_true"] = _binary_target(frame[params.target], params.target, params.positive,
                                          natural_positive.get(params.target))
@@ -176,7 +183,8 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
         yes, no = _celeba_value_names(name)
         frame[name] = np.where(attrs[name].to_numpy() == 1, yes, no)
     natural = {name: _celeba_value_names(name)[0] for name in names}
-    table, classes = _assemble(frame, params, names, natural)
+    order = {name: list(reversed(_celeba_value_names(name))) for name in names}  # -1 then 1: class 1 = binary's 1
+    table, classes = _assemble(frame, params, names, natural, order)
     return RawDataset(table, paths=[images / f for f in attrs.index], classes=classes)
 
 
@@ -218,6 +226,8 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
 # --- FairFace -----------------------------------------------------------------------------------------
 
 FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+FAIRFACE_RACES = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+FAIRFACE_GENDERS = ["Male", "Female"]  # the order of FairFace's released model's heads
 
 @reader("fairface")
 def load_fairface(root: Path, params: DataParams) -> RawDataset:
@@ -240,7 +250,7 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     frame["sample_id"] = frame["file"]
     paths = [root / f for f in frame["file"]]
     table, classes = _assemble(frame, params, ["age", "gender", "race"], {"gender": "Female"},
-                               {"age": FAIRFACE_AGES})
+                               {"age": FAIRFACE_AGES, "race": FAIRFACE_RACES, "gender": FAIRFACE_GENDERS})
     return RawDataset(table, paths=paths, classes=classes)
 
 
@@ -255,7 +265,11 @@ def _read_idx(path: Path) -> np.ndarray:
         raise FairquantError(f"{path}: not an IDX file of unsigned bytes (magic {magic:#x})")
     ndim = magic & 0xFF
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except ValueError:
+        raise FairquantError(f"{path}: header says shape {shape} but the file holds {len(data)} bytes; "
+                             f"the file is truncated") from None
 
 
 def _idx_file(raw: Path, stem: str) -> Path:
@@ -275,14 +289,19 @@ def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                    params: DataParams) -> RawDataset:
     """The class ('class') is the target: multi-class (data.task: multiclass) or, through data.positive, binary;
     listed in data.protected it is also the group (class as the group)."""
+    outside = [c for c in params.minority_classes if not 0 <= c < len(classes)]
+    if outside:
+        raise FairquantError(f"data.minority_classes lists {outside[0]}, but {params.source} has classes "
+                             f"0..{len(classes) - 1}; list class indices of the dataset")
     rng = np.random.default_rng(params.seed)
+    # drawn before the imbalance: the imbalanced ("unfair") set is the balanced one minus minority images
+    train_split = np.where(rng.random(labels["train"].size) < params.val_share, "val", "train")
     train_keep = np.ones(labels["train"].size, dtype=bool)
     if params.class_imbalance < 1:
         for c in params.minority_classes:
             idx = np.flatnonzero(labels["train"] == c)
             drop = rng.permutation(idx)[round(idx.size * params.class_imbalance):]
             train_keep[drop] = False
-    train_split = np.where(rng.random(labels["train"].size) < params.val_share, "val", "train")
     parts, arrays = [], []
     for split_name, keep, splits in (("train", train_keep, train_split), ("test", None, None)):
         y = labels[split_name] if keep is None else labels[split_name][keep]
@@ -296,7 +315,7 @@ def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     pixels = np.concatenate(arrays)
     if pixels.ndim == 3:
         pixels = pixels[..., None]
-    table, target_classes = _assemble(frame, params, ["class"], {}, {"class": classes})
+    table, target_classes = _assemble(frame, params, ["class"], {}, {"class": classes}, closed=True)
     return RawDataset(table, arrays=pixels, classes=target_classes)
 
 
@@ -306,8 +325,13 @@ def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[s
         raise FairquantError(f"{root}: no {folder}/raw/ folder with IDX files (torchvision's layout); check data.root")
     images = {"train": _idx_file(raw, "train-images-idx3-ubyte"), "test": _idx_file(raw, "t10k-images-idx3-ubyte")}
     labels = {"train": _idx_file(raw, "train-labels-idx1-ubyte"), "test": _idx_file(raw, "t10k-labels-idx1-ubyte")}
-    return _class_dataset({k: _read_idx(v) for k, v in images.items()}, {k: _read_idx(v) for k, v in labels.items()},
-                          classes, params)
+    images, labels = {k: _read_idx(v) for k, v in images.items()}, {k: _read_idx(v) for k, v in labels.items()}
+    for split in ("train", "test"):
+        if labels[split].ndim != 1 or len(labels[split]) != len(images[split]):
+            raise FairquantError(f"{raw}: {split} has {len(images[split])} images but labels of shape "
+                                 f"{labels[split].shape}; the IDX files do not match")
+    _check_label_range(labels, classes, raw)
+    return _class_dataset(images, labels, classes, params)
 
 
 @reader("mnist")
@@ -340,7 +364,12 @@ def _read_cifar_pickle(path: Path, what: str) -> dict:
             raise FairquantError(f"{path}: not a {what} ({exc})") from None
     if not isinstance(batch, dict):
         raise FairquantError(f"{path}: not a {what} (a {type(batch).__name__}, not a dict)")
-    return batch
+    return {_text(key): value for key, value in batch.items()}
+
+
+def _text(value: object) -> str:
+    """A name from a CIFAR pickle: str as Python 2 wrote it (read as latin1), or bytes re-pickled by Python 3."""
+    return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
 def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 python batch"
@@ -385,7 +414,9 @@ def load_cifar100(root: Path, params: DataParams) -> RawDataset:
     names_key = f"{params.cifar100_labels}_label_names"
     if names_key not in meta:
         raise FairquantError(f"{folder / 'meta'}: no {names_key!r} entry; not CIFAR-100's meta file")
-    classes = [str(name) for name in meta[names_key]]
+    classes = [_text(name) for name in meta[names_key]]
+    if len(set(classes)) != len(classes):
+        raise FairquantError(f"{folder / 'meta'}: {names_key} repeats a name; not CIFAR-100's meta file")
     label_key = f"{params.cifar100_labels}_labels"
     train_x, train_y = _read_cifar_batch(folder / "train", label_key, what)
     test_x, test_y = _read_cifar_batch(folder / "test", label_key, what)

@@ -10,6 +10,7 @@ from fairquant.params.base import _Section
 
 DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10", "cifar100"]
 Task = Literal["binary", "multiclass"]
+CLASS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")  # read with class_imbalance
 
 
 class GroupDifficulty(_Section):
@@ -70,6 +71,19 @@ class DataParams(_Section):
         repeated = sorted({name for name in self.protected if self.protected.count(name) > 1})
         if repeated:
             raise ValueError(f"data.protected names {', '.join(repeated)} more than once; list each attribute once")
+        return self
+
+    @model_validator(mode="after")
+    def _imbalance_names_its_classes(self) -> "DataParams":
+        if self.class_imbalance < 1 and not self.minority_classes:
+            raise ValueError(f"data.class_imbalance is {self.class_imbalance} but data.minority_classes is empty; "
+                             f"list the class indices to shrink, or set data.class_imbalance: 1.0")
+        repeated = sorted({c for c in self.minority_classes if self.minority_classes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"data.minority_classes names {repeated[0]} more than once; list each class once")
+        if (self.class_imbalance < 1 or self.minority_classes) and self.source not in CLASS_DATASETS:
+            raise ValueError(f"data.class_imbalance / data.minority_classes shape MNIST / CIFAR training sets, but "
+                             f"data.source is {self.source}; remove them (class_imbalance: 1.0, minority_classes: [])")
         return self
 
     @model_validator(mode="after")
