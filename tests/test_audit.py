@@ -94,10 +94,11 @@ def multiclass_prepared(tmp_path_factory, tiny_celeba):
 
 def test_prepare_records_the_classes_of_a_multiclass_target(multiclass_prepared):
     info = json.loads((multiclass_prepared / "info.json").read_text())
-    assert info["task"] == "multiclass" and info["classes"] == ["Smiling", "not Smiling"]
+    assert info["task"] == "multiclass" and info["classes"] == ["not Smiling", "Smiling"]
     table = pd.read_parquet(multiclass_prepared / "samples.parquet")
     assert table["y_true"].dtype == np.int16 and set(table["y_true"]) == {0, 1}
-    assert all(set(row["per_class"]) == {"Smiling", "not Smiling"} for row in info["counts"])
+    assert all(set(row["per_class"]) <= {"Smiling", "not Smiling"} and sum(row["per_class"].values()) == row["n"]
+               for row in info["counts"])
 
 
 def test_finetune_trains_a_softmax_head_and_predict_writes_every_class_probability(tmp_path, multiclass_prepared):
@@ -106,7 +107,7 @@ def test_finetune_trains_a_softmax_head_and_predict_writes_every_class_probabili
     tiny = {"finetune.epochs": 1, "finetune.batch_size": 32, **MULTICLASS}
     _finetune_in_process(tmp_path, multiclass_prepared, tmp_path / "models" / "fp32", tmp_path / "live", tiny)
     model, config = load_fp32(tmp_path / "models" / "fp32")
-    assert config["classes"] == ["Smiling", "not Smiling"] and model.fc.out_features == 2
+    assert config["classes"] == ["not Smiling", "Smiling"] and model.fc.out_features == 2
     from stages.predict import predict_variant
     from fairquant.data.prepare import load_prepared
     from fairquant.params import load_params

@@ -208,7 +208,7 @@ def test_prepare_stage_writes_cifar100_coarse_classes(tmp_path):
     assert info["task"] == "multiclass" and info["classes"] == CIFAR100_COARSE and info["samples"] == 300
     assert table["y_true"].dtype == np.int16 and images.shape == (300, 8, 8, 3)
     test_counts = {row["group"]: row["per_class"] for row in info["counts"] if row["split"] == "test"}
-    assert test_counts["fish"] == {name: 5 if name == "fish" else 0 for name in CIFAR100_COARSE}
+    assert test_counts["fish"] == {"fish": 5}  # class as group: each cell holds its own class only
 
 
 # --- MNIST, Fashion-MNIST, CIFAR-10 ------------------------------------------------------------------

@@ -167,8 +167,8 @@ def label_counts(table: pd.DataFrame, protected: list[str], classes: list[str] |
         if classes is None:
             row["positives"] = int(part["y_true"].sum())
         else:
-            per_class = part["y_true"].value_counts()
-            row["per_class"] = {name: int(per_class.get(k, 0)) for k, name in enumerate(classes)}
+            per_class = part["y_true"].value_counts()  # classes the cell holds (class as group: one)
+            row["per_class"] = {name: int(per_class[k]) for k, name in enumerate(classes) if k in per_class.index}
         counts.append(row)
     return counts
 
