@@ -93,7 +93,7 @@ def test_every_interval_holds_its_estimate_and_the_worst_class_interval_holds_ev
             if gap not in ("dp_ratio", "disparate_impact"):  # a max: its ends are the largest of the classes' ends
                 assert per_class["ci_high"] <= entry["ci_high"] + 1e-12
     assert m["gaps"]["accuracy_gap"]["ci_low"] > 0  # g0 is served far worse: the gap is detected
-    for g, block in m["groups"].items():
+    for block in m["groups"].values():
         low, high = block["intervals"]["accuracy"]
         assert low < block["accuracy"] < high
         for band in block["per_class"].values():
@@ -211,9 +211,9 @@ def test_balancing_act_agrees_with_excess_drops_on_binary_targets():
 
 
 def test_excess_drop_intervals_never_collapse_at_zero_flips():
-    y_true, ref, _, group, classes = _compressed(9, 5, 3, {})
+    y_true, ref, _, group, _ = _compressed(9, 5, 3, {})
     block = balancing_act(y_true, ref, ref, group, n_boot=300)
-    for entry in (*block["groups"].values(),):
+    for entry in block["groups"].values():
         for key in ("drop", "excess_drop"):
             change = entry[key]
             assert change["value"] == 0 and change["ci_low"] < 0 < change["ci_high"], key

@@ -54,7 +54,7 @@ def _excess_statistic(strata: np.ndarray) -> np.ndarray:
 
 def _as_drop(change: dict) -> dict:
     """A rate change (variant minus fp32) turned into a drop (fp32 minus variant)."""
-    return {"value": -change["delta"], "ci_low": -change["ci_high"], "ci_high": -change["ci_low"],
+    return {"value": 0.0 - change["delta"], "ci_low": 0.0 - change["ci_high"], "ci_high": 0.0 - change["ci_low"],
             "p_value": change["p_value"], "interval_method": change["interval_method"]}
 
 

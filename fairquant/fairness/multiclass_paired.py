@@ -21,8 +21,13 @@ import numpy as np
 
 from fairquant.fairness.balancing_act import balancing_act
 from fairquant.fairness.counts import GAPS, GroupCounts, gaps, rates, reference_index, usable_groups
-from fairquant.fairness.multiclass import CLASS_AS_GROUP_REASON, WORST_IS_SMALLEST, check_class_labels, class_counts
-from fairquant.fairness.multiclass import is_class_as_group
+from fairquant.fairness.multiclass import (
+    CLASS_AS_GROUP_REASON,
+    WORST_IS_SMALLEST,
+    check_class_labels,
+    class_counts,
+    is_class_as_group,
+)
 from fairquant.fairness.paired import _flips, paired_comparison
 from fairquant.fairness.paired_bounds import rate_change
 
