@@ -192,6 +192,22 @@ def test_paired_changes_agree_with_the_binary_comparison_per_class():
     assert "positive_to_negative" not in m["groups"]["g0"]
 
 
+def test_many_groups_give_points_with_a_reason_where_the_profiled_bounds_cost_too_much():
+    y_true, ref, var, group, classes = _compressed(12, 3, 13, {"g12": 0.3})
+    m = multiclass_paired(y_true, ref, var, group, classes, n_boot=200)
+    before = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=ref, sensitive_features=group)
+    now = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=var, sensitive_features=group)
+    gap = m["gaps"]["accuracy_gap"]
+    assert gap["delta"] == pytest.approx(now.difference() - before.difference())
+    assert gap["ci_low"] is None and "more than 12 groups" in gap["reason"]
+    t, p_ref, p_var = (y_true == 1).astype(int), (ref == 1).astype(int), (var == 1).astype(int)
+    change = (equalized_odds_difference(t, p_var, sensitive_features=group)
+              - equalized_odds_difference(t, p_ref, sensitive_features=group))
+    assert m["gaps"]["eq_odds"]["per_class"]["class1"]["delta"] == pytest.approx(change)
+    assert m["gaps"]["eq_odds"]["per_class"]["class1"]["ci_low"] is None and m["gaps"]["eq_odds"]["reason"]
+    assert m["balancing_act"]["max_drop"]["group"] == "g12" and m["balancing_act"]["max_drop"]["ci_low"] > 0
+
+
 def test_balancing_act_agrees_with_excess_drops_on_binary_targets():
     rng = np.random.default_rng(8)
     group = rng.choice(["a", "b", "c"], 1200)

@@ -36,7 +36,6 @@ from fairquant.fairness.metrics import (
     INTERVAL_METHODS,
     JEFFREYS,
     _family,
-    _gap_intervals,
     _max_abs_interval,
     _pairwise,
     _resample_within,
@@ -129,31 +128,42 @@ def _null_gap(reason: str) -> dict:
             "per_class": {}, "reason": reason}
 
 
-def _per_class_interval(gap: str, point: dict, boot: dict, reference: int | None, confidence: float) -> np.ndarray:
-    """(K, 2) interval of each class's gap, from the family of every class together (sliced per class)."""
-    keys = {"tpr_gap": ("tpr",), "fpr_gap": ("fpr",), "eq_odds": ("tpr", "fpr"), "dp_gap": ("selection_rate",),
-            "dp_ratio": ("selection_rate",), "disparate_impact": ("selection_rate",)}[gap]
-    with np.errstate(divide="ignore"):
-        logged = {k: np.log(v) for k, v in point.items()}, {k: np.log(v) for k, v in boot.items()}
+def _ends(d: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """A max |d| interval per class (rows of a (K, P) family) and over every class (the worst class's)."""
+    return np.array([_max_abs_interval(d[c], low[c], high[c]) for c in range(d.shape[0])]), _max_abs_interval(d, low,
+                                                                                                                high)
+
+
+def _smallest_ratio(d: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
+    """Interval of the smallest ratio to the reference group from log-ratio intervals (binary _gap_intervals' rule)."""
+    used = ~np.isnan(d)
+    if used.any() and np.isfinite(low[used]).all() and np.isfinite(high[used]).all():
+        return float(np.exp(low[used]).min()), float(np.exp(high[used]).min())
+    return float("nan"), float("nan")
+
+
+def _class_gap_intervals(gap: str, point: dict, boot: dict, reference: int | None,
+                         confidence: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """(K, 2) interval of each class's gap and the worst class's, from ONE family of every class's contrasts (so
+    each class's interval is simultaneous over the classes and the worst's holds the worst gap); the binary
+    :func:`~fairquant.fairness.metrics._gap_intervals` rules, per class."""
     if gap in ("tpr_gap", "fpr_gap", "eq_odds", "dp_gap"):
-        d, low, high = _family(point, boot, keys, _pairwise, confidence)
-        return np.array([_max_abs_interval(d[c], low[c], high[c]) for c in range(d.shape[0])])
-    if gap == "dp_ratio":
-        d, low, high = _family(*logged, keys, _pairwise, confidence, None)
-        ends = np.array([_max_abs_interval(d[c], low[c], high[c]) for c in range(d.shape[0])])
-        return np.exp(-ends[:, ::-1])
+        keys = {"tpr_gap": ("tpr",), "fpr_gap": ("fpr",), "eq_odds": ("tpr", "fpr"), "dp_gap": ("selection_rate",)}
+        return _ends(*_family(point, boot, keys[gap], _pairwise, confidence))
+    with np.errstate(divide="ignore"):
+        logged = {"selection_rate": np.log(point["selection_rate"])}, {"selection_rate": np.log(boot["selection_rate"])}
+    if gap == "dp_ratio":  # min/max = exp(-max |log ratio|)
+        per_class, (low, high) = _ends(*_family(*logged, ("selection_rate",), _pairwise, confidence, None))
+        return np.exp(-per_class[:, ::-1]), (float(np.exp(-high)), float(np.exp(-low)))
+    classes = point["selection_rate"].shape[0]
     if reference is None:
-        return np.full((point["tpr"].shape[0], 2), np.nan)
-    d, low, high = _family(*logged, keys, lambda v: versus(v, reference), confidence, None)
-    out = []
-    for c in range(d.shape[0]):
-        used = ~np.isnan(d[c])
-        ok = used.any() and np.isfinite(low[c][used]).all() and np.isfinite(high[c][used]).all()
-        out.append((np.exp(low[c][used]).min(), np.exp(high[c][used]).min()) if ok else (np.nan, np.nan))
-    return np.array(out)
+        return np.full((classes, 2), np.nan), (float("nan"), float("nan"))
+    d, low, high = _family(*logged, ("selection_rate",), lambda v: versus(v, reference), confidence, None)
+    return np.array([_smallest_ratio(d[c], low[c], high[c]) for c in range(classes)]), _smallest_ratio(d, low, high)
 
 
-def _class_gap(gap: str, per_class: np.ndarray, ends: np.ndarray, whole: tuple, classes: list[str]) -> dict:
+def _class_gap(gap: str, per_class: np.ndarray, ends: np.ndarray, whole: tuple[float, float],
+               classes: list[str]) -> dict:
     """The worst class's gap with its interval (``whole``), which class, and every class's gap."""
     defined = np.isfinite(per_class)
     entry = {"value": float("nan"), "ci_low": float(whole[0]), "ci_high": float(whole[1]),
@@ -227,17 +237,15 @@ def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarra
     boot = {"accuracy": _accuracy_of(_resample_within(correct, n_boot, rng, JEFFREYS))}
     per_class_gaps = gap_values({**point, "accuracy": np.broadcast_to(point["accuracy"], point["tpr"].shape)},
                                 reference)
-    if class_as_group:  # the one-vs-rest gaps are null: resample only what accuracy needs (100 classes: cheap)
-        whole = {"accuracy_gap": _max_abs_interval(*_family(point, boot, ("accuracy",), _pairwise, confidence))}
-    else:
-        boot.update(_resampled_class_rates(used, n_boot, rng))
-        whole = _gap_intervals(point, boot, reference, confidence)
-    out_gaps = {"accuracy_gap": _estimate(per_class_gaps["accuracy_gap"][0], *whole["accuracy_gap"],
+    accuracy_ends = _max_abs_interval(*_family(point, boot, ("accuracy",), _pairwise, confidence))
+    out_gaps = {"accuracy_gap": _estimate(per_class_gaps["accuracy_gap"][0], *accuracy_ends,
                                           INTERVAL_METHODS["accuracy_gap"])}
+    if not class_as_group:  # (else the one-vs-rest gaps are null: nothing more to resample, 100 classes stay cheap)
+        boot.update(_resampled_class_rates(used, n_boot, rng))
     for gap in GAPS[1:]:
         out_gaps[gap] = (_null_gap(CLASS_AS_GROUP_REASON) if class_as_group else
-                         _class_gap(gap, per_class_gaps[gap], _per_class_interval(gap, point, boot, reference,
-                                                                                  confidence), whole[gap], classes))
+                         _class_gap(gap, per_class_gaps[gap], *_class_gap_intervals(gap, point, boot, reference,
+                                                                                    confidence), classes))
     signed = {}
     if reference is not None:
         d, low, high = _family(point, boot, ("accuracy",), lambda v: versus(v, reference), confidence)

@@ -10,7 +10,8 @@
 - ``tpr_gap``, ``fpr_gap``, ``dp_gap``, ``eq_odds``, ``dp_ratio``, ``disparate_impact`` changes: per class, the
   binary paired change on that class's one-vs-rest labels (each class's interval holds at ``confidence`` on its
   own, not simultaneously over classes); the headline entry is the class whose gap is worst in the VARIANT
-  (``class``), all classes under ``per_class``. Null with a ``reason`` when the class is the group;
+  (``class``), all classes under ``per_class``. Null with a ``reason`` when the class is the group; points with a
+  ``reason`` past ``MAX_CLASS_PAIRS`` (pairs of groups) x classes, where K profiled comparisons cost too much;
 - ``balancing_act`` (per group) and ``balancing_act_by_class`` (the classes as groups): drops vs fp32 and excess
   drops, :mod:`~fairquant.fairness.balancing_act`.
 """
@@ -34,6 +35,9 @@ from fairquant.fairness.paired_bounds import rate_change
 MAX_PROFILED_GROUPS = 12
 TOO_MANY_GROUPS = ("more than {} groups: the profiled paired bounds of a max - min gap try every pair of groups and "
                    "cost too much; see balancing_act for each group's drop with its interval")
+MAX_CLASS_PAIRS = 150  # pairs of groups x classes: 6 pairs (4 groups) x 25 classes, 15 (6 groups) x 10 classes
+TOO_MANY_PAIRS = ("more than {} (pairs of groups) x classes: the per-class profiled paired bounds cost too much; the "
+                  "change is a point, and balancing_act carries each group's drop with its interval")
 _BINARY_FLIPS = ("positive_to_negative", "negative_to_positive")  # of a binary prediction: not defined here
 
 
@@ -66,11 +70,24 @@ def _null_change(reason: str) -> dict:
             "class": None, "per_class": {}, "reason": reason}
 
 
-def _class_gap_changes(y_true, ref, var, groups, classes: list[str], options: dict, variant_gaps: dict) -> dict:
-    """Per one-vs-rest gap: each class's paired change, headed by the class whose gap is worst in the variant."""
-    per_class = {c: paired_comparison((y_true == k).astype(np.int64), (ref == k).astype(np.int64),
-                                      (var == k).astype(np.int64), groups, **options)["gaps"]
-                 for k, c in enumerate(classes)}
+def _unbounded_changes(before: dict, after: dict, reason: str) -> dict:
+    """Per gap, each class's change as a point (no interval), saying why."""
+    return {gap: {"delta": after[gap] - before[gap], "ci_low": None, "ci_high": None, "p_value": None,
+                  "interval_method": None, "reason": reason} for gap in GAPS[1:]}
+
+
+def _class_gap_changes(y_true, ref, var, groups, classes: list[str], options: dict, *, bounded: bool) -> dict:
+    """Per one-vs-rest gap: each class's paired change, headed by the class whose gap is worst in the variant;
+    with ``bounded`` False (too many groups x classes for the profiled bounds) the changes are points."""
+    variant_gaps = _class_gaps(y_true, var, groups, classes, options)
+    if bounded:
+        per_class = {c: paired_comparison((y_true == k).astype(np.int64), (ref == k).astype(np.int64),
+                                          (var == k).astype(np.int64), groups, **options)["gaps"]
+                     for k, c in enumerate(classes)}
+    else:
+        reference_gaps = _class_gaps(y_true, ref, groups, classes, options)
+        reason = TOO_MANY_PAIRS.format(MAX_CLASS_PAIRS)
+        per_class = {c: _unbounded_changes(reference_gaps[c], variant_gaps[c], reason) for c in classes}
     out = {}
     for gap in GAPS[1:]:
         values = np.array([variant_gaps[c][gap] for c in classes], dtype=float)
@@ -79,18 +96,19 @@ def _class_gap_changes(y_true, ref, var, groups, classes: list[str], options: di
         if np.isfinite(values).any():
             worst = classes[int((np.nanargmin if gap in WORST_IS_SMALLEST else np.nanargmax)(values))]
             entry = {**per_class[worst][gap], "class": worst}
-            entry["interval_method"] = (entry["interval_method"] + "; the one-vs-rest problem of the class whose gap "
-                                        "is worst in the variant (per class, not simultaneous over classes)")
+            if entry["interval_method"] is not None:
+                entry["interval_method"] += ("; the one-vs-rest problem of the class whose gap is worst in the variant "
+                                             "(per class, not simultaneous over classes)")
         entry["per_class"] = {c: per_class[c][gap] for c in classes}
         out[gap] = entry
     return out
 
 
-def _variant_class_gaps(y_true, var, groups, classes: list[str], options: dict) -> dict:
-    """Each class's one-vs-rest gap values of the variant (points: which class is worst after compression)."""
+def _class_gaps(y_true, y_pred, groups, classes: list[str], options: dict) -> dict:
+    """Each class's one-vs-rest gap values of one model (points: which class is worst after compression)."""
     out = {}
     for k, c in enumerate(classes):
-        counts = GroupCounts.from_predictions((y_true == k).astype(np.int64), (var == k).astype(np.int64), groups)
+        counts = GroupCounts.from_predictions((y_true == k).astype(np.int64), (y_pred == k).astype(np.int64), groups)
         usable = usable_groups(counts.cells.sum(axis=1), options["min_group_size"])
         names = [n for n, keep in zip(counts.names, usable) if keep]
         reference = reference_index(names, options["privileged_group"], options["min_group_size"])
@@ -113,8 +131,8 @@ def multiclass_paired(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
     if class_as_group:
         class_gaps = {gap: _null_change(CLASS_AS_GROUP_REASON) for gap in GAPS[1:]}
     else:
-        class_gaps = _class_gap_changes(y_true, ref, var, groups, classes, options,
-                                        _variant_class_gaps(y_true, var, groups, classes, options))
+        pairs = len(names) * (len(names) - 1) // 2 * len(classes)
+        class_gaps = _class_gap_changes(y_true, ref, var, groups, classes, options, bounded=pairs <= MAX_CLASS_PAIRS)
     index = np.unique(groups, return_inverse=True)[1]
     flips = {g: {k: v for k, v in f.items() if k not in _BINARY_FLIPS}
              for g, f in _flips(y_true, ref, var, index, names).items()}
