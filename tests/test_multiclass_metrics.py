@@ -34,12 +34,15 @@ def _data(seed: int, k: int, groups: int, n: int = 1500):
     return y_true, y_pred, group, [f"class{c}" for c in range(k)]
 
 
-def _fairlearn_class_gaps(y_true, y_pred, group, k: int, privileged: str) -> dict[str, np.ndarray]:
-    """Per class (one-vs-rest labels), fairlearn's gaps; disparate impact from its by-group selection rates."""
+def _fairlearn_class_gaps(y_true, y_pred, group, k: int, privileged: str, frames: list | None = None):
+    """Per class (one-vs-rest labels), fairlearn's gaps; disparate impact from its by-group selection rates. The
+    per-class MetricFrames are appended to ``frames`` when given."""
     out = {gap: [] for gap in CLASS_GAPS}
     for c in range(k):
         t, p = (y_true == c).astype(int), (y_pred == c).astype(int)
         frame = MetricFrame(metrics=ONE_VS_REST, y_true=t, y_pred=p, sensitive_features=group)
+        if frames is not None:
+            frames.append(frame)
         out["tpr_gap"].append(frame.difference()["tpr"])
         out["fpr_gap"].append(frame.difference()["fpr"])
         out["dp_gap"].append(demographic_parity_difference(t, p, sensitive_features=group))
@@ -50,7 +53,7 @@ def _fairlearn_class_gaps(y_true, y_pred, group, k: int, privileged: str) -> dic
     return {gap: np.array(values) for gap, values in out.items()}
 
 
-@pytest.mark.parametrize("seed,k,groups", [(0, 3, 2), (1, 3, 4), (2, 5, 3), (3, 5, 4)])
+@pytest.mark.parametrize("seed,k,groups", [(0, 3, 2), (1, 3, 4), (2, 5, 3)])
 def test_every_value_fairlearn_computes_agrees(seed, k, groups):
     y_true, y_pred, group, classes = _data(seed, k, groups)
     m = multiclass_metrics(y_true, y_pred, group, classes, privileged_group="g1", n_boot=200, seed=seed)
@@ -61,14 +64,13 @@ def test_every_value_fairlearn_computes_agrees(seed, k, groups):
             value - accuracy.by_group["g1"])
     assert m["gaps"]["accuracy_gap"]["value"] == pytest.approx(accuracy.difference())
     assert m["overall"]["accuracy"] == pytest.approx(accuracy.overall)
-    for c, name in enumerate(classes):
-        frame = MetricFrame(metrics=ONE_VS_REST, y_true=(y_true == c).astype(int), y_pred=(y_pred == c).astype(int),
-                            sensitive_features=group)
+    frames = []
+    expected = _fairlearn_class_gaps(y_true, y_pred, group, k, "g1", frames)
+    for name, frame in zip(classes, frames):
         for g, row in frame.by_group.iterrows():
             for rate in ONE_VS_REST:
                 assert m["groups"][g]["per_class"][name][rate] == pytest.approx(row[rate]), (g, name, rate)
         assert m["overall"]["per_class"][name]["tpr"] == pytest.approx(frame.overall["tpr"])
-    expected = _fairlearn_class_gaps(y_true, y_pred, group, k, "g1")
     for gap in CLASS_GAPS:
         per_class = np.array([m["gaps"][gap]["per_class"][c]["value"] for c in classes])
         np.testing.assert_allclose(per_class, expected[gap], err_msg=gap)
@@ -173,10 +175,10 @@ def _compressed(seed: int, k: int, groups: int, lost: dict[str, float]):
 
 def test_paired_changes_agree_with_the_binary_comparison_per_class():
     y_true, ref, var, group, classes = _compressed(7, 3, 3, {"g0": 0.1, "g2": 0.02})
-    m = multiclass_paired(y_true, ref, var, group, classes, privileged_group="g1", n_boot=300)
+    m = multiclass_paired(y_true, ref, var, group, classes, privileged_group="g1", n_boot=200)
     for c, name in enumerate(classes):
         binary = paired_comparison((y_true == c).astype(int), (ref == c).astype(int), (var == c).astype(int), group,
-                                   privileged_group="g1", n_boot=300)
+                                   privileged_group="g1", n_boot=200)
         for gap in CLASS_GAPS:
             assert m["gaps"][gap]["per_class"][name] == binary["gaps"][gap]
     after = _fairlearn_class_gaps(y_true, var, group, 3, "g1")
