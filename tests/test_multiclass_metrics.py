@@ -249,6 +249,12 @@ def test_a_handful_of_flips_in_a_small_group_is_not_significant_but_many_are():
     many = _excess(np.array([[3, 0, 12, 15], [100, 0, 0, 900]]), n_draws=2000, confidence=0.95,
                    rng=np.random.default_rng(0))
     assert many["ci_low"] > 0
+    # 5 lost, none gained, the other rows unchanged: exact McNemar p = 0.0625, so 0 stays inside (a Bayesian
+    # interval without the pseudo-row leaning against each end excludes it, p 0.012); 6 lost: p = 0.031, excluded
+    five, six = (_excess(np.array([[5, 0, lost, 40 - lost], [100, 0, 0, 900]]), n_draws=4000, confidence=0.95,
+                         rng=np.random.default_rng(0)) for lost in (5, 6))
+    assert five["ci_low"] < 0 < five["ci_high"] and five["p_value"] > 0.05
+    assert six["ci_low"] > 0 and six["p_value"] < 0.05
 
 
 def _excess_coverage(sizes, lost, gained: float, reps: int, seed: int) -> tuple[float, float]:
