@@ -150,6 +150,16 @@ def test_class_as_group_is_detected_and_its_degenerate_gaps_are_null():
                                n_boot=200)
     assert paired["class_as_group"] is True and paired["gaps"]["dp_gap"]["delta"] is None
     assert paired["gaps"]["accuracy_gap"]["ci_low"] is not None  # ten groups: still profiled
+    # groups named apart from their classes: the per-class block is the per-group block, named by class
+    variant = np.where(np.arange(len(y_true)) % 5 == 0, (y_pred + 1) % 10, y_pred)
+    renamed = multiclass_paired(y_true, y_pred, variant, np.char.add("group of ", group), classes, n_boot=100)
+    direct = balancing_act(y_true, y_pred, variant, group, n_boot=100)
+    by_class = renamed["balancing_act_by_class"]
+    assert set(by_class["groups"]) == set(classes) and by_class["max_excess_drop"]["group"] in classes
+    for name in classes:
+        for key in ("drop", "excess_drop"):
+            assert by_class["groups"][name][key]["value"] == pytest.approx(direct["groups"][name][key]["value"])
+    assert by_class["max_excess_drop"]["group"] == direct["max_excess_drop"]["group"]
 
 
 @pytest.mark.parametrize("y_pred,match", [(np.array([0, 1, 3]), "y_pred must hold class indices 0..2"),

@@ -13,7 +13,8 @@
   (``class``), all classes under ``per_class``. Null with a ``reason`` when the class is the group; points with a
   ``reason`` past ``MAX_CLASS_PAIRS`` (pairs of groups) x classes, where K profiled comparisons cost too much;
 - ``balancing_act`` (per group) and ``balancing_act_by_class`` (the classes as groups): drops vs fp32 and excess
-  drops, :mod:`~fairquant.fairness.balancing_act`.
+  drops, :mod:`~fairquant.fairness.balancing_act`. With the class as the group they are one block, the second
+  naming each group by its class (computed once: 100 classes cost seconds).
 """
 
 from __future__ import annotations
@@ -116,6 +117,22 @@ def _class_gaps(y_true, y_pred, groups, classes: list[str], options: dict) -> di
     return out
 
 
+def _class_of_group(names: list[str], counts: np.ndarray, classes: list[str]) -> dict[str, str] | None:
+    """With the class as the group, each group's class when no two groups share one (then the per-class block is
+    the per-group block renamed); else None."""
+    class_of = {name: classes[int(counts[g].sum(axis=-1).argmax())] for g, name in enumerate(names)}
+    return class_of if len(set(class_of.values())) == len(class_of) else None
+
+
+def _renamed(block: dict, class_of: dict[str, str]) -> dict:
+    """A Balancing Act block with its groups named by their class."""
+    out = {**block, "groups": {class_of[g]: v for g, v in block["groups"].items()}}
+    for key in ("max_drop", "max_excess_drop"):
+        if out[key] is not None:
+            out[key] = {**out[key], "group": class_of[out[key]["group"]]}
+    return out
+
+
 def multiclass_paired(y_true: np.ndarray, pred_reference: np.ndarray, pred_variant: np.ndarray, groups: np.ndarray,
                       classes: list[str], *, privileged_group: str | None = None, n_boot: int = 1000,
                       confidence: float = 0.95, seed: int = 0, min_group_size: int = 1) -> dict:
@@ -137,6 +154,10 @@ def multiclass_paired(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
     flips = {g: {k: v for k, v in f.items() if k not in _BINARY_FLIPS}
              for g, f in _flips(y_true, ref, var, index, names).items()}
     drops = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    by_group = balancing_act(y_true, ref, var, groups, min_group_size=min_group_size, **drops)
+    class_of = _class_of_group(names, counts, classes) if class_as_group else None
+    by_class = (_renamed(by_group, class_of) if class_of is not None and min_group_size <= 1
+                else balancing_act(y_true, ref, var, np.asarray(classes)[y_true], **drops))
     total_flipped = int((ref != var).sum())
     return {
         "task": "multiclass",
@@ -147,7 +168,7 @@ def multiclass_paired(y_true: np.ndarray, pred_reference: np.ndarray, pred_varia
         "groups": flips,
         "flip_rate": total_flipped / max(len(ref), 1),
         "flipped": total_flipped,
-        "balancing_act": balancing_act(y_true, ref, var, groups, min_group_size=min_group_size, **drops),
-        "balancing_act_by_class": balancing_act(y_true, ref, var, np.asarray(classes)[y_true], **drops),
+        "balancing_act": by_group,
+        "balancing_act_by_class": by_class,
     }
 
