@@ -23,7 +23,7 @@ def _results(tmp_path, y_true, group, classes, variants: dict[str, np.ndarray], 
             result["vs_fp32"] = multiclass_paired(y_true, variants["fp32"], y_pred, group, classes,
                                                   privileged_group=privileged, **OPTIONS)
         write_json(tmp_path / f"{name}.json", result)
-        out[name] = read_json(tmp_path / f"{name}.json")
+        out[f"slot-{name}"] = read_json(tmp_path / f"{name}.json")  # keyed by slot, printed by variant name
     return out
 
 
@@ -47,7 +47,7 @@ def test_class_as_group_leads_with_per_class_accuracy_and_drops(tmp_path):
     text = render_markdown(document)
     assert "Each group is one class" in text and "degenerate" in text
     accuracy = document.tables()[0]
-    fp32_recall = results["fp32"]["classes"]["per_class"]["digit0"]["recall"]
+    fp32_recall = results["slot-fp32"]["classes"]["per_class"]["digit0"]["recall"]
     assert accuracy.row("digit0")["fp32 (%)"].value == pytest.approx(fp32_recall)
     assert f"{100 * fp32_recall:.2f} [" in text  # the band is printed next to the value
     summary, drops = document.tables()[2], document.tables()[3]
@@ -75,7 +75,7 @@ def test_attribute_as_group_shows_groups_worst_class_gaps_and_their_changes(tmp_
     document = Document("r", (), tuple(sections))
     text = render_markdown(document)
     gaps = document.tables()[1].row("int8")
-    worst = results["int8"]["gaps"]["tpr_gap"]["worst_class"]
+    worst = results["slot-int8"]["gaps"]["tpr_gap"]["worst_class"]
     assert gaps["worst-class TPR (recall) gap"].note == f"({worst})"
     changes = document.tables()[2].row("int8")
     assert changes["accuracy gap change"].interval[0] > 0  # female lost 15 % of its right rows
@@ -84,3 +84,12 @@ def test_attribute_as_group_shows_groups_worst_class_gaps_and_their_changes(tmp_
     assert not drops.row("male")["int8 excess drop (pts)"].emphasis
     assert "undefined" not in document.tables()[0].rows[0][1].words()
     assert text.count("\n## ") == len(sections)
+
+
+def test_a_metrics_block_nested_under_metrics_renders_the_same(tmp_path):
+    results = _class_as_group(tmp_path)
+    nested = {slot: {"variant": r["variant"], "metrics": {k: v for k, v in r.items() if k not in ("variant", "vs_fp32")},
+                     **({"vs_fp32": r["vs_fp32"]} if "vs_fp32" in r else {})} for slot, r in results.items()}
+    flat_text = render_markdown(Document("r", (), tuple(multiclass_sections(results, 0.9))))
+    assert render_markdown(Document("r", (), tuple(multiclass_sections(nested, 0.9)))) == flat_text
+    assert "slot-" not in flat_text

@@ -20,6 +20,11 @@ def _metrics(result: dict) -> dict:
     return result.get("metrics", result)
 
 
+def _names(results: dict[str, dict]) -> dict[str, str]:
+    """slot -> the variant's name as the report prints it (its ``variant`` key, else the slot)."""
+    return {slot: r.get("variant", slot) for slot, r in results.items()}
+
+
 def _band(value, bounds) -> Cell:
     """A rate in percent with its Jeffreys band."""
     return Cell(value, "pct", interval=None if bounds is None else tuple(bounds))
@@ -45,7 +50,7 @@ def per_class_accuracy_table(results: dict[str, dict]) -> Table:
     """Rows: classes; columns: each variant's recall (class accuracy, %) with its Jeffreys band."""
     first = _metrics(next(iter(results.values())))
     classes = first["classes"]["names"]
-    return table(["class", "n", *(f"{name} (%)" for name in results)],
+    return table(["class", "n", *(f"{name} (%)" for name in _names(results).values())],
                  [[Cell(c), Cell(first["classes"]["per_class"][c]["n"], "int"),
                    *(_band(m["per_class"][c]["recall"], m["per_class"][c]["interval"])
                      for m in (_metrics(r)["classes"] for r in results.values()))] for c in classes])
@@ -53,9 +58,9 @@ def per_class_accuracy_table(results: dict[str, dict]) -> Table:
 
 def worst_class_table(results: dict[str, dict]) -> Table:
     """Per variant: overall and balanced accuracy, the worst class with its recall, and the class-recall spread."""
-    rows = []
-    for name, r in results.items():
-        m = _metrics(r)
+    rows, names = [], _names(results)
+    for slot, r in results.items():
+        m, name = _metrics(r), names[slot]
         worst = m["classes"]["worst_class"]
         bounds = None if worst is None else m["classes"]["per_class"][worst]["interval"]
         rows.append([Cell(name), Cell(m["overall"]["accuracy"], "pct"), Cell(m["classes"]["balanced_accuracy"], "pct"),
@@ -64,7 +69,9 @@ def worst_class_table(results: dict[str, dict]) -> Table:
 
 
 def _compared(results: dict[str, dict]) -> dict[str, dict]:
-    return {name: r["vs_fp32"] for name, r in results.items() if r.get("vs_fp32")}
+    """The variant's name -> its paired comparison vs fp32, for every variant that has one."""
+    names = _names(results)
+    return {names[slot]: r["vs_fp32"] for slot, r in results.items() if r.get("vs_fp32")}
 
 
 def drops_table(compared: dict[str, dict], block: str, unit: str) -> Table:
@@ -119,19 +126,19 @@ def class_sections(results: dict[str, dict], confidence: float) -> list[Section]
 
 
 def per_group_accuracy_table(results: dict[str, dict]) -> Table:
-    groups = list(_metrics(next(iter(results.values())))["groups"])
+    groups, names = list(_metrics(next(iter(results.values())))["groups"]), _names(results)
     return table(["variant", *(f"{g} (%)" for g in groups)],
-                 [[Cell(name), *(_band(_metrics(r)["groups"][g]["accuracy"],
-                                       _metrics(r)["groups"][g]["intervals"]["accuracy"]) for g in groups)]
-                  for name, r in results.items()])
+                 [[Cell(names[slot]), *(_band(_metrics(r)["groups"][g]["accuracy"],
+                                              _metrics(r)["groups"][g]["intervals"]["accuracy"]) for g in groups)]
+                  for slot, r in results.items()])
 
 
 def worst_class_gaps_table(results: dict[str, dict]) -> Table:
     """Per variant: the accuracy gap and each one-vs-rest gap of its worst class (named)."""
-    rows = []
-    for name, r in results.items():
+    rows, names = [], _names(results)
+    for slot, r in results.items():
         gaps = _metrics(r)["gaps"]
-        rows.append([Cell(name), _estimate(gaps["accuracy_gap"]),
+        rows.append([Cell(names[slot]), _estimate(gaps["accuracy_gap"]),
                      *(_estimate(gaps[k], note=f"({gaps[k]['worst_class']})" if gaps[k].get("worst_class") else None)
                        for k in CLASS_GAPS)])
     return table(["variant", "accuracy gap", *(f"worst-class {label}" for label in CLASS_GAPS.values())], rows)
