@@ -130,8 +130,8 @@ def _null_gap(reason: str) -> dict:
 
 def _ends(d: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """A max |d| interval per class (rows of a (K, P) family) and over every class (the worst class's)."""
-    return np.array([_max_abs_interval(d[c], low[c], high[c]) for c in range(d.shape[0])]), _max_abs_interval(d, low,
-                                                                                                                high)
+    per_class = np.array([_max_abs_interval(d[c], low[c], high[c]) for c in range(d.shape[0])])
+    return per_class, _max_abs_interval(d, low, high)
 
 
 def _smallest_ratio(d: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
@@ -220,19 +220,13 @@ def class_block(counts: np.ndarray, classes: list[str], confidence: float) -> di
             "worst_class_recall": float("nan") if worst is None else float(recall[worst])}
 
 
-def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str], *,
-                       privileged_group: str | None = None, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
-                       min_group_size: int = 1) -> dict:
-    """:func:`~fairquant.fairness.metrics.fairness_metrics` for K classes (module docstring): same top-level keys,
-    per-class rates under ``groups[g]["per_class"]``, worst-class gaps, a ``classes`` block, ``class_as_group``."""
-    y_true, y_pred = check_class_labels(y_true, y_pred, classes)
-    names, counts = class_counts(y_true, y_pred, groups, len(classes))
-    usable = usable_groups(counts.sum(axis=(1, 2)), min_group_size)
-    used, used_names = counts[usable], [n for n, keep in zip(names, usable) if keep]
-    reference = reference_index(used_names, privileged_group, min_group_size)
-    class_as_group = is_class_as_group(counts)
-    rng = np.random.default_rng(seed)
-    correct = np.stack([used.sum(axis=(1, 2)) - np.trace(used, axis1=1, axis2=2), np.trace(used, axis1=1, axis2=2)], -1)
+def _gaps_and_signed(used: np.ndarray, names: list[str], classes: list[str], reference: int | None,
+                     class_as_group: bool, *, n_boot: int, confidence: float,
+                     rng: np.random.Generator) -> tuple[dict, dict]:
+    """Every gap (accuracy; per class and the worst class for the one-vs-rest rates, null with the class as the
+    group) and each group's accuracy minus the privileged group's, with their intervals, from (G, K, K) counts."""
+    right = np.trace(used, axis1=1, axis2=2)
+    correct = np.stack([used.sum(axis=(1, 2)) - right, right], axis=-1)
     point = {"accuracy": _accuracy_of(correct), **{r: rates(one_vs_rest_cells(used))[r] for r in CLASS_RATES}}
     boot = {"accuracy": _accuracy_of(_resample_within(correct, n_boot, rng, JEFFREYS))}
     per_class_gaps = gap_values({**point, "accuracy": np.broadcast_to(point["accuracy"], point["tpr"].shape)},
@@ -249,9 +243,25 @@ def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarra
     signed = {}
     if reference is not None:
         d, low, high = _family(point, boot, ("accuracy",), lambda v: versus(v, reference), confidence)
-        others = used_names[:reference] + used_names[reference + 1:]
+        others = names[:reference] + names[reference + 1:]
         signed["accuracy"] = {name: _estimate(d[k], low[k], high[k], INTERVAL_METHODS["signed_by_group"])
                               for k, name in enumerate(others)}
+    return out_gaps, signed
+
+
+def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str], *,
+                       privileged_group: str | None = None, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                       min_group_size: int = 1) -> dict:
+    """:func:`~fairquant.fairness.metrics.fairness_metrics` for K classes (module docstring): same top-level keys,
+    per-class rates under ``groups[g]["per_class"]``, worst-class gaps, a ``classes`` block, ``class_as_group``."""
+    y_true, y_pred = check_class_labels(y_true, y_pred, classes)
+    names, counts = class_counts(y_true, y_pred, groups, len(classes))
+    usable = usable_groups(counts.sum(axis=(1, 2)), min_group_size)
+    used_names = [n for n, keep in zip(names, usable) if keep]
+    reference = reference_index(used_names, privileged_group, min_group_size)
+    class_as_group = is_class_as_group(counts)
+    out_gaps, signed = _gaps_and_signed(counts[usable], used_names, classes, reference, class_as_group,
+                                        n_boot=n_boot, confidence=confidence, rng=np.random.default_rng(seed))
     group_block = _group_block(counts, usable, names, classes, confidence)
     accuracy = np.array([group_block[n]["accuracy"] if usable[g] else np.nan for g, n in enumerate(names)])
     total = counts.sum(axis=0)
