@@ -78,14 +78,16 @@ def _rate_table(by_label: np.ndarray, by_group: np.ndarray) -> dict[str, np.ndar
     return {k: (label_rates if k in BY_LABEL else group_rates)[k] for k in RATES}
 
 
-def _resample_within(strata: np.ndarray, n_boot: int, rng: np.random.Generator, prior: float = 0.0) -> np.ndarray:
+def _resample_within(strata: np.ndarray, n_boot: int, rng: np.random.Generator,
+                     prior: float | np.ndarray = 0.0) -> np.ndarray:
     """(..., K) counts, each leading index a stratum of fixed size -> (n_boot, ..., K) multinomial resamples.
 
     With ``prior`` 0 this is exactly resampling rows with replacement within each stratum; ``prior``
-    pseudo-counts per cell smooth the shares the rows are drawn with.
+    pseudo-counts per cell (a scalar or an array shaped like ``strata``) smooth the shares the rows are drawn with.
     """
     totals = strata.sum(axis=-1)
-    shares = (strata + prior) / np.maximum(totals + prior * strata.shape[-1], 1e-12)[..., None]
+    pseudo = np.broadcast_to(prior, strata.shape).sum(axis=-1)  # a scalar, or one prior per cell (multi-class)
+    shares = (strata + prior) / np.maximum(totals + pseudo, 1e-12)[..., None]
     return rng.multinomial(totals, shares, size=(n_boot,) + totals.shape)
 
 
