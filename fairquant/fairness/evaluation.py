@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 
 from fairquant.errors import FairquantError
+from fairquant.fairness.balancing_act import balancing_act
 from fairquant.fairness.metrics import excess_drops, fairness_metrics, group_labels, paired_comparison
-from fairquant.fairness.multiclass import multiclass_metrics, multiclass_paired
+from fairquant.fairness.multiclass import multiclass_metrics
+from fairquant.fairness.multiclass_paired import multiclass_paired
 from fairquant.params import EvaluateParams
 from fairquant.results import EvaluationResult, PredictionsInfo
 
@@ -59,6 +61,10 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
                               latency_ms=info.latency_ms, metrics=measure(y_true, y_pred, groups, **options))
     if info.name != "fp32":
         result.vs_fp32 = compare(y_true, reference["y_pred"].to_numpy(), y_pred, groups, **options)
+        if not classes:  # Balancing Act's drops need only correctness: binary variants get them too
+            result.vs_fp32["balancing_act"] = balancing_act(
+                y_true, reference["y_pred"].to_numpy(), y_pred, groups, n_boot=params.bootstrap,
+                confidence=params.confidence, seed=params.seed, min_group_size=params.min_group_size)
     if baseline is not None:
         slot, frame = baseline
         if not np.array_equal(frame["sample_id"].to_numpy(), predictions["sample_id"].to_numpy()):

@@ -6,7 +6,17 @@ from __future__ import annotations
 from typing import Literal
 
 HEADLINE_GAPS = ("tpr_gap", "fpr_gap", "eq_odds", "dp_gap")
+MULTICLASS_GAPS = ("accuracy_gap",) + HEADLINE_GAPS  # the one-vs-rest gaps are each the worst class's
 Verdict = Literal["widens", "narrows", "no detectable change", "undefined"]
+
+
+def headline_gaps(result: dict) -> tuple[str, ...]:
+    """The gaps a variant's tables lead with: equal opportunity, FPR, equalized odds and DP for a binary target; for a
+    multi-class one the accuracy gap first (the one-vs-rest gaps are the worst class's), and with the class as the
+    group the accuracy gap alone (the others are degenerate there)."""
+    if result.get("task") != "multiclass":
+        return HEADLINE_GAPS
+    return ("accuracy_gap",) if result.get("class_as_group") else MULTICLASS_GAPS
 
 
 def worst_difference(r: dict, rate: str) -> tuple[str | None, dict]:

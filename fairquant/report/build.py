@@ -9,10 +9,11 @@ from pathlib import Path
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
-from fairquant.fairness.summary import HEADLINE_GAPS, verification_summary
+from fairquant.fairness.summary import headline_gaps, verification_summary
 from fairquant.io import atomic_dir, atomic_path, write_csv, write_json
-from fairquant.report.classification import (compression_sections, headline_section, intro, per_group_sections,
-                                             seeds_section, signed_sections, table1_section)
+from fairquant.report.classification import (compression_sections, flips_section, headline_section, intro,
+                                             per_group_sections, seeds_section, signed_sections, table1_section)
+from fairquant.report.multiclass import multiclass_sections
 from fairquant.report.document import Document, Figure, Section
 from fairquant.report.latex import latex_tables
 from fairquant.report.markdown import render_markdown
@@ -33,9 +34,13 @@ def classification_sections(results: dict[str, dict], calibration_sets: dict[str
     first = next(iter(results.values()))
     confidence = first["confidence"]
     sections = [seeds_section(seeds, confidence, seed)] if seeds is not None else []
-    sections += [headline_section(results), *signed_sections(results, confidence), table1_section(results, confidence),
-                 *per_group_sections(results), *compression_sections(results, confidence),
-                 *remedies_section(results, seeds, confidence), *precision_sections(results), *int8_sections(results),
+    if first.get("task") == "multiclass":  # per-class recall, worst class, Balancing Act's drops lead
+        sections += [*multiclass_sections(results, confidence), flips_section(results)]
+    else:
+        sections += [headline_section(results), *signed_sections(results, confidence),
+                     table1_section(results, confidence), *per_group_sections(results),
+                     *compression_sections(results, confidence)]
+    sections += [*remedies_section(results, seeds, confidence), *precision_sections(results), *int8_sections(results),
                  *calibration_sections(calibration_sets or {}), *mixed_precision_sections(results),
                  _figures_section(results)]
     return sections
@@ -57,7 +62,7 @@ def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: di
     seed = min(per_seed)
     results = per_seed[seed]
     first = next(iter(results.values()))
-    seeds = seed_table(per_seed, ("accuracy_gap",) + HEADLINE_GAPS, first["confidence"])
+    seeds = seed_table(per_seed, tuple(dict.fromkeys(("accuracy_gap",) + headline_gaps(first))), first["confidence"])
     sections = classification_sections(results, calibration_sets, seeds, seed)
     if sweep and sweep[min(sweep)]["trends"]["curves"]:
         sections.append(sweep_section(sweep))

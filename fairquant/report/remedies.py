@@ -4,7 +4,7 @@ layers kept at their own bit-width."""
 
 from __future__ import annotations
 
-from fairquant.fairness.summary import HEADLINE_GAPS, change_verdict
+from fairquant.fairness.summary import change_verdict, headline_gaps
 from fairquant.report.classification import VERDICT_WORDS, across_seeds_table, estimate_cell
 from fairquant.report.document import Cell, Section, italic, prose, table
 from fairquant.report.numbers import fmt, level
@@ -17,17 +17,17 @@ def remedies_section(results: dict[str, dict], seeds: dict[str, dict] | None, co
     remedies = [r for r in results.values() if r.get("baseline")]
     if not remedies:
         return []
-    rows = []
+    rows, gaps = [], headline_gaps(remedies[0])
     for r in remedies:
         base, change = results[r["baseline"]], r["vs_baseline"]["gaps"]
         rows.append([Cell(r["variant"]), Cell(base["variant"]),
                      Cell(r["overall"]["accuracy"] - base["overall"]["accuracy"], "pct_change", note="pts"),
                      Cell(r["worst_group_accuracy"], "pct", note=f"(was {fmt(base['worst_group_accuracy'], 'pct')})"),
                      Cell(r["size_bytes"] / base["size_bytes"], "times"),
-                     *(estimate_cell(change[g], "delta", note=_verdict_word(change[g])) for g in HEADLINE_GAPS),
+                     *(estimate_cell(change[g], "delta", note=_verdict_word(change[g])) for g in gaps),
                      _collapse_cell(r)])
     columns = ["remedy", "fixes", "accuracy change", "worst-group acc", "size vs fixed",
-               *(f"{g} change" for g in HEADLINE_GAPS), "collapsed"]
+               *(f"{g} change" for g in gaps), "collapsed"]
     blocks = (prose(f"Paired on the same test samples ({level(confidence)} exact-beta Dirichlet bounds): a negative gap "
                     "change means the remedy narrowed the gap. Accuracy and size are the cost; ", italic("collapsed"),
                     " flags a constant classifier (the whole model, or a group made constant by a post-processor)."),
