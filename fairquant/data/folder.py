@@ -178,22 +178,38 @@ def _check_identity_splits(identities: pd.Series, split: np.ndarray, rows: _Rows
 def _drawn_split(frame: pd.DataFrame, params: DataParams) -> np.ndarray:
     """A seeded split, stratified by target x protected groups and grouped by identity when one is given.
 
-    Units (identities, or rows) are stratified by their most common stratum; within each stratum they are
-    permuted and assigned by systematic sampling, so each split's share holds to one unit per stratum."""
-    strata = frame[[params.target, *params.protected]].agg("\x1f".join, axis=1)
-    identity = params.folder.identity_column
-    units = frame[identity] if identity is not None else pd.Series(np.arange(len(frame)).astype(str))
-    unit_stratum = pd.DataFrame({"unit": units, "stratum": strata}).groupby("unit")["stratum"].agg(
-        lambda s: sorted(s.value_counts().loc[lambda c: c == c.max()].index)[0])
+    Units (identities, or rows without one) take their most common group and target. Each group's units, sorted
+    by target and shuffled within it, are assigned by a golden-ratio sequence, so any run of them (the group, each
+    target within it) gets its split shares to within a unit or two; a group of three units or more gets at
+    least one in every split, since evaluation needs every group in val and test."""
+    units = (frame[params.folder.identity_column] if params.folder.identity_column is not None
+             else pd.Series(np.arange(len(frame)).astype(str)))
+    rows = pd.DataFrame({"unit": units, "group": frame[params.protected].agg("\x1f".join, axis=1),
+                         "target": frame[params.target]})
+    counted = rows.groupby(["unit", "group", "target"]).size().rename("n").reset_index()
+    dominant = counted.sort_values(["unit", "n", "group", "target"], ascending=[True, False, True, True],
+                                   kind="stable").drop_duplicates("unit")
     rng = np.random.default_rng(params.seed)
-    test_share, val_share = params.folder.test_share, params.val_share
-    unit_split = {}
-    for _, members in unit_stratum.groupby(unit_stratum, sort=True):
-        order = rng.permutation(members.index.to_numpy())
-        position = (np.arange(order.size) + rng.random()) / order.size
-        assigned = np.where(position < test_share, "test", np.where(position < test_share + val_share, "val", "train"))
-        unit_split.update(zip(order, assigned))
+    dominant = dominant.assign(shuffle=rng.permutation(len(dominant))).sort_values(["group", "target", "shuffle"])
+    unit_split: dict[str, str] = {}
+    for _, block in dominant.groupby("group", sort=True):
+        assigned = _golden_assignment(len(block), params.folder.test_share, params.val_share, rng.random())
+        unit_split.update(zip(block["unit"], assigned))
     return units.map(unit_split).to_numpy().astype(str)
+
+
+GOLDEN = (np.sqrt(5) - 1) / 2
+
+
+def _golden_assignment(n: int, test_share: float, val_share: float, offset: float) -> np.ndarray:
+    position = (offset + np.arange(n) * GOLDEN) % 1.0
+    assigned = np.where(position < test_share, "test", np.where(position < test_share + val_share, "val", "train"))
+    if n >= len(SPLITS):
+        for name in SPLITS:
+            if not (assigned == name).any():
+                donor = max(SPLITS, key=lambda s: (assigned == s).sum())
+                assigned[np.flatnonzero(assigned == donor)[-1]] = name
+    return assigned
 
 
 def _check_groups(frame: pd.DataFrame, split: np.ndarray, protected: list[str], table_path: Path, *,
