@@ -357,3 +357,23 @@ def test_prepare_refuses_a_bad_folder_with_one_line_and_no_output(folder, tmp_pa
                        {**FOLDER_STUDY, "data.root": str(folder)})
     assert_clean_failure(result, f"{folder / 'labels.csv'}: line 6: file 'images/000005.jpg' is missing", 
                          tmp_path / "prepared")
+
+
+def test_an_unreadable_table_is_refused(folder):
+    (folder / "labels.parquet").write_bytes(b"not parquet at all")
+    message = refusal(folder, folder={"table": "labels.parquet"})
+    assert message.startswith(f"{folder / 'labels.parquet'}: not a readable label table (")
+
+
+def test_a_csv_with_a_byte_order_mark_reads(folder):
+    text = (folder / "labels.csv").read_text()
+    (folder / "labels.csv").write_text("\ufeff" + text, encoding="utf-8")
+    assert len(load_folder(folder, data(folder)).table) == len(labels(folder))
+
+
+def test_the_default_generator_output_does_not_mention_the_layout(tiny_celeba):
+    """generate.layout is new; the default (CelebA) dataset's files, generator.json included, stay as they were."""
+    from fairquant.io import read_json
+
+    assert "layout" not in read_json(tiny_celeba / "generator.json")["params"]
+    assert not (tiny_celeba / "labels.csv").exists()

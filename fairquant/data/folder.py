@@ -57,11 +57,10 @@ def load_folder(root: Path, params: DataParams) -> RawDataset:
         if options.identity_column is not None:
             _check_identity_splits(frame[options.identity_column], split, rows)
     _check_groups(frame, split, params.protected, table_path, drawn=split_column is None)
-    frame = frame.assign(sample_id=[p.relative_to(root.resolve()).as_posix() for p in paths], split=split)
-    columns = [c for c in frame.columns if c not in ("sample_id", "split")]
-    natural = {name: NATURAL_POSITIVE[frozenset(frame[name])] for name in columns
+    frame = frame.assign(sample_id=frame[options.file_column], split=split)
+    natural = {name: NATURAL_POSITIVE[frozenset(frame[name])] for name in {params.target, *params.protected}
                if frozenset(frame[name]) in NATURAL_POSITIVE}
-    table, classes = _assemble(frame, params, columns, natural)
+    table, classes = _assemble(frame, params, list(used), natural)
     return RawDataset(table, paths=paths, classes=classes, synthetic=(root / SYNTHETIC_MARKER).is_file())
 
 
@@ -89,7 +88,7 @@ def _used_columns(params: DataParams, split_column: str | None) -> dict[str, str
 def _header(table_path: Path) -> list[str]:
     try:
         if table_path.suffix.lower() == ".csv":
-            return [str(c) for c in pd.read_csv(table_path, nrows=0).columns]
+            return [str(c) for c in pd.read_csv(table_path, nrows=0, encoding="utf-8-sig").columns]
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(table_path).names)
@@ -105,7 +104,7 @@ def _read_table(table_path: Path, used: dict[str, str]) -> pd.DataFrame:
             raise FairquantError(f"{table_path}: no column {name!r} ({key}); the table's columns: {', '.join(header)}")
     try:
         if table_path.suffix.lower() == ".csv":
-            frame = pd.read_csv(table_path, usecols=list(used), dtype=str, keep_default_na=False)
+            frame = pd.read_csv(table_path, usecols=list(used), dtype=str, keep_default_na=False, encoding="utf-8-sig")
         else:
             frame = pd.read_parquet(table_path, columns=list(used))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
