@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_stages import assert_clean_failure, run_stage
 
 from fairquant.data.folder import load_folder
 from fairquant.data.loaders import load_dataset
 from fairquant.data.synthetic import _expression_labels, _identities, generate_folder_like
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams, GenerateParams, parse_params
-from test_stages import assert_clean_failure, run_stage
 
 TWIN = GenerateParams(identities=40, images_per_identity=3, render_size=32, workers=1, minority_share=0.3,
                       base_rate_majority=0.4, base_rate_minority=0.4, layout="folder")

@@ -408,4 +408,4 @@ def load_dataset(params: DataParams) -> RawDataset:
 
 
 # Readers in their own modules register on import; importing them here fills READERS wherever load_dataset is used.
-from fairquant.data import folder  # noqa: E402,F401  (data.source: folder)
+from fairquant.data import folder as _folder_reader  # noqa: F401  (data.source: folder)
