@@ -84,6 +84,12 @@ def test_a_binary_zero_one_target_needs_no_data_positive(twin):
     assert list(raw.table["y_true"]) == list(labels(twin)["Smiling"].astype(int))
 
 
+def test_a_binary_target_from_named_values_uses_data_positive(twin):
+    raw = load_dataset(data(twin, task="binary", positive=["smiling"]))
+    assert list(raw.table["y_true"]) == list(labels(twin)["Smiling"].astype(int))
+    assert "target 'Expression' is not binary; set data.positive" in refusal(twin, task="binary")
+
+
 def test_a_given_split_column_is_used_as_it_is(folder):
     frame = labels(folder)
     frame["split"] = split_by_identity(frame)
