@@ -27,7 +27,7 @@ def main(out: Path = typer.Option(..., help="prepared folder to write"),
             out=tmp / "images.npy", progress=lambda n: progress.advance(task, n))
         check_splits(table, params.data.protected, raw.classes)
         info = {
-            "synthetic": params.data.source == "synthetic",
+            "synthetic": params.data.source == "synthetic" or raw.synthetic,
             "source": params.data.source, "target": params.data.target, "protected": params.data.protected,
             "image_size": params.prepare.image_size, "samples": len(table), **dropped,
             "counts": label_counts(table, params.data.protected, raw.classes),

@@ -33,7 +33,8 @@ class RawDataset:
     Images are either ``paths`` (files to decode) or ``arrays`` (uint8 N x H x W x C, for datasets
     that ship pixels in one file). ``skipped`` counts entries dropped for malformed metadata.
     ``classes`` names the multi-class target's values in label order (``y_true`` indexes it); None for a
-    binary target (``y_true`` is 1 for a positive value).
+    binary target (``y_true`` is 1 for a positive value). ``synthetic`` marks generated data whose source name
+    does not say so (the generated folder twin read by ``data.source: folder``).
     """
 
     table: pd.DataFrame  # sample_id, split, y_true, one column per protected attribute
@@ -41,6 +42,7 @@ class RawDataset:
     arrays: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     classes: list[str] | None = None
+    synthetic: bool = False
 
 
 Reader = Callable[[Path, DataParams], RawDataset]  # (data.root, data) -> the dataset
@@ -434,3 +436,7 @@ def load_dataset(params: DataParams) -> RawDataset:
         raise FairquantError(f"{root}: dataset root not found; set data.root in params.yaml "
                              f"(the default 'data/raw/synthetic' is written by the generate stage)")
     return READERS[params.source](root, params)
+
+
+# Readers in their own modules register on import; importing them here fills READERS wherever load_dataset is used.
+from fairquant.data import folder as _folder_reader  # noqa: F401  (data.source: folder)

@@ -18,7 +18,8 @@ from fairquant.errors import FairquantError
 from fairquant.params.base import ArchName, Bits, TrainingParams, _Section, vit_image_size_problem
 from fairquant.params.compress import (CalibrationParams, CalibrationSet, LatencyParams, PruneParams,
                                        QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams, QuantSchemeParams)
-from fairquant.params.data import DataParams, DatasetName, FacesParams, GenerateParams, GroupDifficulty, PrepareParams
+from fairquant.params.data import (DataParams, DatasetName, FacesParams, FolderParams, GeneratedLayout, GenerateParams,
+                                   GroupDifficulty, PrepareParams)
 from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParams, CEAGParams, ConstrainedParams,
                                        DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
                                        FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
@@ -34,7 +35,8 @@ __all__ = [
     # base
     "ArchName", "Bits", "TrainingParams",
     # data
-    "DatasetName", "GroupDifficulty", "GenerateParams", "DataParams", "PrepareParams", "FacesParams",
+    "DatasetName", "GroupDifficulty", "GenerateParams", "GeneratedLayout", "DataParams", "FolderParams", "PrepareParams",
+    "FacesParams",
     # model
     "ModelParams", "FinetuneParams", "EvaluateParams",
     # compress
@@ -98,6 +100,15 @@ class Params(_Section):
     def _sweep_points_run(self) -> "Params":
         for point in self.sweep.points():
             self.point_section(point)
+        return self
+
+    @model_validator(mode="after")
+    def _generated_layout_has_its_reader(self) -> "Params":
+        """The CelebA-layout default is read by data.source: synthetic; the folder twin by data.source: folder."""
+        if self.data.source == "synthetic" and self.generate.layout != "celeba":
+            raise ValueError(f"generate.layout is {self.generate.layout} but data.source is synthetic, which reads the "
+                             f"CelebA layout; set data.source: folder to read the generated folder, or "
+                             f"generate.layout: celeba")
         return self
 
     @model_validator(mode="after")

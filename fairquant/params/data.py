@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fairquant.params.base import _Section
 
-DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+DatasetName = Literal["synthetic", "celeba", "utkface", "fairface", "mnist", "fashion_mnist", "cifar10", "cifar100",
+                      "folder"]
+GeneratedLayout = Literal["celeba", "folder"]
+DEFAULT_SPLIT_COLUMN = "split"
 Task = Literal["binary", "multiclass"]
 CLASS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")  # read with class_imbalance
 
@@ -44,6 +47,33 @@ class GenerateParams(_Section):
     val_share: float = Field(0.1, gt=0, lt=0.5)
     test_share: float = Field(0.2, gt=0, lt=0.5)
     workers: int = Field(2, ge=1, le=64)
+    layout: GeneratedLayout = Field(
+        "celeba", description="celeba: the binary default in CelebA's layout, read by data.source: synthetic; folder: "
+                              "the same faces as an image folder with labels.csv, a three-way Expression (smiling, "
+                              "neutral, frowning), Smiling, Male and identity and no split column, read by "
+                              "data.source: folder (the multi-class twin)")
+
+
+class FolderParams(_Section):
+    """data.source: folder: a root of images plus one label table naming each image's file and its columns."""
+
+    table: str = Field("labels.csv", description="the label table, relative to data.root: .csv or .parquet")
+    file_column: str = Field("file", description="column holding each image's path, relative to data.root")
+    split_column: str | None = Field(
+        DEFAULT_SPLIT_COLUMN, description="column holding train/val/test; when the table has no column named "
+        "'split' (the default) or this is null, the split is drawn: seeded by data.seed, stratified by target x "
+        "protected groups, grouped by identity_column; a column named otherwise must exist")
+    identity_column: str | None = Field(
+        None, description="column naming the person (or any unit) in each image: one identity never sits in two splits")
+    test_share: float = Field(0.2, gt=0, lt=0.5, description="share of the images drawn into the test split when the "
+                                                             "table has no split column (data.val_share for val)")
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_csv_or_parquet(cls, value: str) -> str:
+        if not value.lower().endswith((".csv", ".parquet")):
+            raise ValueError(f"data.folder.table is {value!r}; name a .csv or .parquet file (relative to data.root)")
+        return value
 
 
 class DataParams(_Section):
@@ -65,6 +95,7 @@ class DataParams(_Section):
     minority_classes: list[int] = Field(default_factory=list)
     val_share: float = Field(0.1, gt=0, lt=0.5, description="share of the training identities held out when the dataset has no validation split")
     seed: int = 0
+    folder: FolderParams = Field(default_factory=FolderParams, description="data.source: folder only: the label table")
 
     @model_validator(mode="after")
     def _protected_names_are_distinct(self) -> "DataParams":
