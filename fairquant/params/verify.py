@@ -41,6 +41,8 @@ class VerifyGenerateParams(_Section):
         default_factory=lambda: {"African": 0.1, "Asian": 0.15, "Caucasian": 0.6, "Indian": 0.15},
         description="race mix of the unlabelled faces (unknown to the pipeline; the report estimates it)")
     workers: int = Field(2, ge=1, le=64)
+    train_recordio: bool = Field(False, description="also write the training identities as insightface's RecordIO "
+                                                    "(recordio/train.rec, train.idx, identity_races.csv)")
 
     @model_validator(mode="after")
     def _mixes_are_distributions(self) -> "VerifyGenerateParams":
@@ -60,6 +62,11 @@ class VerifyDataParams(_Section):
     train_root: str = Field("data/raw/synthetic_verify/race_per_7000", description=(
         "identity folders: <root>/<Race>/<identity>/*.jpg (BUPT-Balancedface/Globalface) or <root>/<identity>/*.jpg "
         "(e.g. MS1MV2 exported to images; race unknown)"))
+    train_layout: Literal["identity_folders", "recordio"] = Field(
+        "identity_folders", description="identity_folders: train_root holds identity folders; recordio: train_root "
+                                        "holds insightface's train.rec + train.idx (MS1MV2, Glint360K, WebFace)")
+    train_race_map: str | None = Field(None, description="recordio only: a CSV 'identity,race' giving the race of "
+                                                         "RecordIO labels (race unknown otherwise)")
     rfw_root: str = Field("data/raw/synthetic_verify/rfw", description="RFW root: holds test/data and test/txts")
     races: list[Literal["African", "Asian", "Caucasian", "Indian"]] = Field(
         default_factory=lambda: list(RACES), min_length=2)
@@ -71,6 +78,14 @@ class VerifyDataParams(_Section):
     calibration_size: int = Field(512, ge=1, le=1000000, description="images in the train and balanced sets")
     seed: int = 0
     workers: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _race_map_needs_recordio(self) -> "VerifyDataParams":
+        if self.train_race_map is not None and self.train_layout != "recordio":
+            raise ValueError(f"verify.data.train_race_map is set but verify.data.train_layout is "
+                             f"'{self.train_layout}' (identity folders take races from <Race>/ folders); set "
+                             f"train_layout: recordio or train_race_map: null")
+        return self
 
 
 class VerifyModelParams(_Section):
