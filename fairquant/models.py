@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from fairquant.errors import FairquantError
+from fairquant.verify.backbones import FACE_BACKBONES, face_backbone
 from fairquant.vit import vit_small
 
 # Inputs are uint8 images scaled to [0, 1] then standardised with these constants; fixed, so that a
@@ -76,11 +77,17 @@ def face_resnet10(outputs: int, small_input_stem: bool) -> nn.Module:
 def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None = None, image_size: int | None = None,
                 image_size_key: str = "prepare.image_size") -> nn.Module:
     """An untrained model emitting one logit (the positive class), or, with ``embedding_dim``, a face embedding of
-    that width (the trunk's pooled features through one Linear layer; verification).
+    that width (the trunk's pooled features through one Linear layer; verification), or one of insightface's
+    face backbones (:mod:`fairquant.verify.backbones`, verification only).
 
     ``image_size`` is needed by vit_small only (its patch size and position embeddings follow it; the other archs
     pool over space), which ignores ``small_input_stem``; ``image_size_key`` is the params key that chose it, for
     the error when it does not fit."""
+    if arch in FACE_BACKBONES:
+        if embedding_dim is None or image_size is None:
+            raise FairquantError(f"{arch} is a face-recognition backbone (an embedding network): use it as "
+                                 f"verify.model.arch, not model.arch")
+        return face_backbone(arch, embedding_dim=embedding_dim, image_size=image_size, image_size_key=image_size_key)
     if arch not in ARCHITECTURES:
         raise FairquantError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
     if arch == "vit_small":

@@ -3,7 +3,7 @@ compression, real vs synthetic calibration)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,9 @@ from fairquant.params.base import ArchName, Bits, TrainingParams, _Section, vit_
 
 RACES = ("African", "Asian", "Caucasian", "Indian")  # RFW's and BUPT's four race folders
 VerifyCalibrationSet = Literal["train", "balanced", "synthetic"]
+# insightface's backbones (fairquant.verify.backbones.FACE_BACKBONES): verification only
+FaceBackboneName = Literal["iresnet18", "iresnet34", "iresnet50", "iresnet100", "mobilefacenet"]
+VerifyArchName = Literal[get_args(ArchName) + get_args(FaceBackboneName)]  # one choice list in errors
 
 
 class VerifyGenerateParams(_Section):
@@ -89,7 +92,11 @@ class VerifyDataParams(_Section):
 
 
 class VerifyModelParams(_Section):
-    arch: ArchName = Field("face_resnet10", description="face_resnet10 (narrow, fast on CPU) or any torchvision arch")
+    arch: VerifyArchName = Field(
+        "face_resnet10", description="face_resnet10 (narrow, fast on CPU), any torchvision arch, or insightface's "
+                                     "iresnet18/34/50/100 and mobilefacenet (arcface_torch backbone.pth loads as is)")
+    pretrained: str | None = Field(None, description="a local state dict of arch (e.g. arcface_torch's backbone.pth), "
+                                                     "loaded strictly; with verify.train.epochs 0 audited as it is")
     small_input_stem: bool = Field(False, description="face_resnet10: stride-1 stem (4x the compute); torchvision "
                                                       "archs: the 3x3 stride-1 stem instead of ImageNet's")
     embedding_dim: int = Field(128, ge=8, le=4096)
@@ -102,7 +109,8 @@ class VerifyTrainParams(TrainingParams):
     scale: float = Field(32.0, gt=0, le=128, description="s: logits are s * cos (64 in the papers; 16-32 from scratch)")
     margin: float = Field(0.35, ge=0, le=1, description="CosFace: subtracted from cos; ArcFace: added angle (radians)")
     warmup_epochs: float = Field(1, ge=0, le=1000, description="epochs of plain normalised softmax (margin 0) first")
-    epochs: float = Field(8, gt=0, le=1000)
+    epochs: float = Field(8, ge=0, le=1000, description="0: no training, the model is verify.model.pretrained as it "
+                                                        "is (an audit of a model trained elsewhere)")
     batch_size: int = Field(128, ge=2, le=4096)
     lr: float = Field(0.1, gt=0, le=10)
     weight_decay: float = Field(5e-4, ge=0, le=1)
@@ -162,6 +170,21 @@ class VerifyParams(_Section):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"verify.{key} lists a value more than once ({values}); list each once")
+        return self
+
+    @model_validator(mode="after")
+    def _untrained_needs_pretrained(self) -> "VerifyParams":
+        if self.train.epochs == 0 and self.model.pretrained is None:
+            raise ValueError("verify.train.epochs is 0 (no training) but verify.model.pretrained is null; set it to "
+                             "the state dict to audit (e.g. arcface_torch's backbone.pth) or train (epochs >= 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _face_backbone_input_size(self) -> "VerifyParams":
+        size = self.data.image_size
+        if self.model.arch in get_args(FaceBackboneName) and size % 16:
+            raise ValueError(f"verify.data.image_size={size}: verify.model.arch={self.model.arch} needs a multiple of "
+                             f"16 (112 for arcface_torch weights); set it to 112 (or 32, 48, 64 from scratch)")
         return self
 
     @model_validator(mode="after")
