@@ -122,7 +122,7 @@ def test_params_cross_checks():
     assert audit.train.epochs == 0 and audit.model.arch == "iresnet100"
 
 
-def _inputs(tmp_path, size=32, n=16):
+def _inputs(tmp_path, size=32, n=8):
     from fairquant.io import write_images, write_json
     from fairquant.verify.variants import VerificationData
 
@@ -133,27 +133,49 @@ def _inputs(tmp_path, size=32, n=16):
     return VerificationData(images, np.arange(n), np.arange(n) % 4, tmp_path / "cal", size)
 
 
-@pytest.mark.parametrize("arch", ["iresnet18", "mobilefacenet"])
-def test_the_verification_compressors_take_the_backbones(arch, tmp_path):
-    from fairquant.verify.variants import VariantSpec, build_variant
+def _compress(arch, tmp_path, specs, kernels):
+    from fairquant.verify.variants import build_variant
 
     torch.manual_seed(0)
     config = {"kind": "fp32", "name": "fp32", "arch": arch, "small_input_stem": False, "embedding_dim": 32,
               "image_size": 32, "task": "verification"}
     model = build_from_config(config).eval()
     data = _inputs(tmp_path)
-    params = Params().model_copy(update={"latency": Params().latency.model_copy(update={"batch": 8})})
+    params = Params().model_copy(update={
+        "latency": Params().latency.model_copy(update={"batch": 8}),
+        "quantize_ptq": Params().quantize_ptq.model_copy(update={"kernels": kernels})})
     head = centroid_head(model, data.train_images, data.train_rows, data.identities)
     assert head["weight"].shape == (4, 32) and torch.allclose(head["weight"].norm(dim=1), torch.ones(4))
-    for spec in (VariantSpec("ptq", 8, "train"), VariantSpec("ptq", 4, "train")):
-        state, variant = build_variant(spec, model, config, head, params, data, tmp_path / "live", seed=0)
-        assert variant["size_bytes"] < variant["fp32_size_bytes"], spec
+    return model, [build_variant(spec, model, config, head, params, data, tmp_path / "live", seed=0) for spec in specs]
+
+
+@pytest.mark.parametrize("arch", ["iresnet18", "mobilefacenet"])
+def test_the_verification_compressors_take_the_backbones(arch, tmp_path):
+    from fairquant.compress import fakequant
+    from fairquant.verify.variants import VariantSpec
+
+    model, [(state, variant)] = _compress(arch, tmp_path, [VariantSpec("ptq", 4, "train")], "simulated")
+    assert variant["size_bytes"] < variant["fp32_size_bytes"] / 6
     assert variant["kernels"] == "simulated" and variant["scheme"]["bits"] == 4
+    quantized = fakequant.quantize_model(model, Params().quantize_ptq.scheme())
+    quantized.load_state_dict(state)
     with torch.no_grad():
-        from fairquant.compress import fakequant
-        quantized = fakequant.quantize_model(model, Params().quantize_ptq.scheme())
-        quantized.load_state_dict(state)
         assert quantized.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["iresnet18", "mobilefacenet"])
+def test_int8_kmeans_and_pruning_with_the_centroid_head(arch, tmp_path):
+    """About two minutes each on 2 cores (torch.export and the x86 int8 lowering; k-means over every weight;
+    pruning fine-tunes one epoch on the margin loss with the head of identity centres)."""
+    from fairquant.verify.variants import VariantSpec
+
+    specs = [VariantSpec("ptq", 8, "train"), VariantSpec("kmeans"), VariantSpec("prune")]
+    _, made = _compress(arch, tmp_path, specs, "auto")
+    (_, int8_variant), (_, kmeans_variant), (_, pruned) = made
+    assert int8_variant["kernels"] == "int8" and int8_variant["int8_check"]["sqnr_db"] > 15
+    assert kmeans_variant["size_bytes"] < kmeans_variant["fp32_size_bytes"]
+    assert pruned["kind"] == "pruned" and (tmp_path / "live" / "prune").is_dir()
 
 
 def test_fp32_head_prefers_the_trained_head_and_computes_centres_only_when_needed(tmp_path):

@@ -1,9 +1,12 @@
 """A verification training set in insightface's RecordIO layout: the generated twin (verify.generate.train_recordio)
 prepares to the same images, identities and races as its identity folders; bad params combinations are refused."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from fairquant.data.prepare_verification import prepare_verification
@@ -68,3 +71,85 @@ def test_recordio_params_errors(generated, tmp_path):
     with pytest.raises(FairquantError, match="missing.csv does not exist; set verify.data.train_race_map"):
         prepare_verification(_params(generated, train_race_map=str(tmp_path / "missing.csv")), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# --- the stages: a RecordIO-trained study, and a model audited as it is (verify.train.epochs 0) -------------------
+
+def _stage_params(tmp_path, root, **sections) -> Path:
+    from tests.test_verify import write_params
+
+    params = yaml.safe_load(write_params(tmp_path, root, methods=["ptq"], bits=[4], calibration=["train"]).read_text())
+    params["verify"]["generate"]["train_recordio"] = True
+    params["verify"]["data"].update({"train_layout": "recordio", "train_root": str(root / "recordio"),
+                                     "train_race_map": str(root / "recordio" / "identity_races.csv")})
+    for section, values in sections.items():
+        params["verify"][section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """generate (with the RecordIO twin) -> prepare from train.rec -> verify_train with epochs 0 on a state dict
+    saved beforehand -> verify_compress (PTQ W4A4 and pruning with one epoch: the centroid head)."""
+    import torch
+
+    from fairquant.models import build_model
+    from tests.test_verify import stage
+
+    tmp = tmp_path_factory.mktemp("audit")
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, embedding_dim=128)
+    torch.save(model.state_dict(), tmp / "backbone.pth")
+    params = _stage_params(tmp, tmp / "raw", train={"epochs": 0}, model={"pretrained": str(tmp / "backbone.pth")})
+    values = yaml.safe_load(params.read_text())
+    values["verify"]["methods"] = ["ptq", "prune"]
+    values["prune"].update({"epochs": 1, "steps": 1, "batch_size": 16})
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    runs = {}
+    for name, args in [("verify_generate", ["--out", tmp / "raw"]), ("verify_prepare", ["--out", tmp / "prepared"]),
+                       ("verify_train", ["--data", tmp / "prepared", "--out", tmp / "fp32", "--live", tmp / "live"]),
+                       ("verify_compress", ["--model", tmp / "fp32", "--data", tmp / "prepared", "--out",
+                                            tmp / "variants", "--live", tmp / "live-variants"])]:
+        runs[name] = stage(name, *args, params=params)
+        assert runs[name].returncode == 0, f"{name}\n{runs[name].stdout[-2000:]}\n{runs[name].stderr[-3000:]}"
+    return tmp, params, runs, model
+
+
+@pytest.mark.slow  # four stage processes: about a minute on 2 cores
+def test_a_recordio_study_audits_a_pretrained_model_as_it_is(audited):
+    import json
+
+    import torch
+
+    tmp, _, runs, model = audited
+    prepared = json.loads((tmp / "prepared" / "info.json").read_text())
+    assert prepared["train"]["layout"] == "recordio" and prepared["sources"]["train_layout"] == "recordio"
+    assert "training images" in runs["verify_prepare"].stdout and "(recordio)" in runs["verify_prepare"].stdout
+    config = json.loads((tmp / "fp32" / "info.json").read_text())
+    assert config["trained_here"] is False and config["pretrained"] == str(tmp / "backbone.pth")
+    assert not (tmp / "fp32" / "head.pt").exists() and "not trained here" in runs["verify_train"].stdout
+    assert json.loads((tmp / "live" / "metrics.json").read_text())["trained_here"] is False
+    stored = torch.load(tmp / "fp32" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())  # as it is: not one weight moved
+    variants = {p.name for p in (tmp / "variants").iterdir()}
+    assert "ptq-w4a4-train" in variants and any(name.startswith("prune") for name in variants)
+    assert json.loads((tmp / "variants" / "ptq-w4a4-train" / "info.json").read_text())["trained_here"] is False
+
+
+@pytest.mark.slow
+def test_the_train_stage_refuses_a_bad_pretrained_file_with_one_line(audited):
+    from tests.test_verify import stage
+
+    tmp, params, _, _ = audited
+    values = yaml.safe_load(params.read_text())
+    for pretrained, expected in ((str(tmp / "none.pth"), "none.pth: pretrained weights not found"),
+                                 (str(tmp / "backbone.pth"), "layer fc.weight has shape [128, 256] in the file but "
+                                                             "[64, 256]")):
+        values["verify"]["model"].update({"pretrained": pretrained, "embedding_dim": 64})
+        bad = tmp / "bad.yaml"
+        bad.write_text(yaml.safe_dump(values, sort_keys=False))
+        result = stage("verify_train", "--data", tmp / "prepared", "--out", tmp / "bad", "--live", tmp / "bad-live",
+                       params=bad)
+        assert result.returncode == 2 and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp / "bad").exists()
