@@ -97,7 +97,8 @@ def test_bad_pretrained_files_are_refused(r18_file, tmp_path):
     assert "backbone.pth: pretrained weights not found; set verify.model.pretrained" in _refused(
         small, tmp_path / "backbone.pth")
     mbf = face_backbone("mobilefacenet", embedding_dim=512, image_size=112)
-    assert "tensors of mobilefacenet are missing (first: conv_sep.layers.0.weight)" in _refused(mbf, path, "mobilefacenet")
+    assert "tensors of mobilefacenet are missing (first: conv_sep.layers.0.weight)" in _refused(
+        mbf, path, "mobilefacenet")
     (tmp_path / "pickled.pth").write_bytes(pickle.dumps(np.dtype))  # code, not tensors: weights_only refuses it
     assert "not a loadable state dict with weights_only=True" in _refused(small, tmp_path / "pickled.pth")
     torch.save([torch.zeros(1)], tmp_path / "list.pth")

@@ -143,9 +143,9 @@ def test_the_train_stage_refuses_a_bad_pretrained_file_with_one_line(audited):
 
     tmp, params, _, _ = audited
     values = yaml.safe_load(params.read_text())
+    mismatch = "layer fc.weight has shape [128, 256] in the file but [64, 256]"
     for pretrained, expected in ((str(tmp / "none.pth"), "none.pth: pretrained weights not found"),
-                                 (str(tmp / "backbone.pth"), "layer fc.weight has shape [128, 256] in the file but "
-                                                             "[64, 256]")):
+                                 (str(tmp / "backbone.pth"), mismatch)):
         values["verify"]["model"].update({"pretrained": pretrained, "embedding_dim": 64})
         bad = tmp / "bad.yaml"
         bad.write_text(yaml.safe_dump(values, sort_keys=False))

@@ -116,7 +116,7 @@ class RecordFile:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> "RecordFile":
+    def __enter__(self) -> RecordFile:
         return self
 
     def __exit__(self, *exc) -> None:
