@@ -64,7 +64,7 @@ class VerifyDataParams(_Section):
         "synthetic", description="synthetic: the generated default; real: train_root and rfw_root as given")
     train_root: str = Field("data/raw/synthetic_verify/race_per_7000", description=(
         "identity folders: <root>/<Race>/<identity>/*.jpg (BUPT-Balancedface/Globalface) or <root>/<identity>/*.jpg "
-        "(e.g. MS1MV2 exported to images; race unknown)"))
+        "(race unknown); with train_layout recordio, the folder holding train.rec and train.idx"))
     train_layout: Literal["identity_folders", "recordio"] = Field(
         "identity_folders", description="identity_folders: train_root holds identity folders; recordio: train_root "
                                         "holds insightface's train.rec + train.idx (MS1MV2, Glint360K, WebFace)")
