@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 from fairquant.errors import FairquantError
+from fairquant.face_backbones import FACE_BACKBONES, face_backbone
 from fairquant.vit import vit_small
 
 # Inputs are uint8 images scaled to [0, 1] then standardised with these constants; fixed, so that a
@@ -78,11 +79,17 @@ def build_model(arch: str, *, small_input_stem: bool, embedding_dim: int | None 
                 image_size_key: str = "prepare.image_size", classes: int | None = None) -> nn.Module:
     """An untrained model emitting one logit (the positive class), one logit per class with ``classes`` (a
     multi-class target), or, with ``embedding_dim``, a face embedding of that width (the trunk's pooled features
-    through one Linear layer; verification).
+    through one Linear layer; verification), or one of insightface's face backbones
+    (:mod:`fairquant.face_backbones`, verification only).
 
     ``image_size`` is needed by vit_small only (its patch size and position embeddings follow it; the other archs
     pool over space), which ignores ``small_input_stem``; ``image_size_key`` is the params key that chose it, for
     the error when it does not fit."""
+    if arch in FACE_BACKBONES:
+        if embedding_dim is None or image_size is None:
+            raise FairquantError(f"{arch} is a face-recognition backbone (an embedding network): use it as "
+                                 f"verify.model.arch, not model.arch")
+        return face_backbone(arch, embedding_dim=embedding_dim, image_size=image_size, image_size_key=image_size_key)
     if arch not in ARCHITECTURES:
         raise FairquantError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
     outputs = embedding_dim or classes or 1

@@ -5,12 +5,13 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import fakequant
-from fairquant.compress.checkpoints import HEAD, load_fp32, save_variant
+from fairquant.compress.checkpoints import load_fp32, save_variant
 from fairquant.data.verification import load_verification
-from fairquant.io import atomic_dir, load_checkpoint
+from fairquant.io import atomic_dir
 from fairquant.params import load_params
 from fairquant.training import seed_everything
-from fairquant.verify.variants import VerificationData, build_variant, planned_variants
+from fairquant.verify.pretrained import fp32_head
+from fairquant.verify.variants import VerificationData, build_variant, fine_tunes_with_labels, planned_variants
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -26,11 +27,12 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir)
     fakequant.check_layer_names(model, params.verify.layers, "verify.layers")  # before any variant is made
-    head_state = load_checkpoint(model_dir / HEAD)["state_dict"]
     prepared = load_verification(data)
     inputs = VerificationData(prepared.train_images, prepared.train_rows, prepared.identities,
                               data / "calibration", prepared.image_size)
     specs = planned_variants(params)
+    head_state = fp32_head(model_dir, model, prepared.train_images, prepared.train_rows, prepared.identities,
+                           needed=fine_tunes_with_labels(specs, params))
     with atomic_dir(out) as tmp_out, atomic_dir(live_dir) as tmp_live:
         for spec in specs:
             seed_everything(seed, params.verify.quantface.threads)

@@ -22,6 +22,7 @@ from fairquant.data.identity_folders import (
     read_identity_folders,
     require_folder,
 )
+from fairquant.data.recordio import read_race_map, read_recordio, write_recordio_store
 from fairquant.data.rfw import PAIRS_SCHEMA, TEST_SCHEMA, RFWTest, read_rfw
 from fairquant.errors import FairquantError
 from fairquant.io import atomic_dir, read_images, read_rows, write_images, write_json, write_table
@@ -140,21 +141,32 @@ def _require_apart(synthetic: Path, roots: dict[str, Path]) -> None:
                                  f"folder of faces that holds no training or test images")
 
 
+def read_training_set(data: VerifyDataParams) -> tuple[pd.DataFrame, dict]:
+    """The training table and counts, from identity folders or a RecordIO set (verify.data.train_layout)."""
+    options = {"races": data.races, "seed": data.seed, "min_images_per_identity": data.min_images_per_identity,
+               "max_identities": data.max_train_identities}
+    if data.train_layout == "recordio":
+        race_map = None if data.train_race_map is None else read_race_map(data.train_race_map, list(data.races))
+        return read_recordio(data.train_root, race_map=race_map, **options)
+    return read_identity_folders(data.train_root, **options)
+
+
 def prepare_verification(data: VerifyDataParams, out: str | Path) -> dict:
     """Read the training identity folders, RFW's test pairs and the synthetic faces; write into ``out``
     (atomically: a failure leaves the previous ``out``, or none) the image stores, tables, calibration sets and
     ``info.json``. Returns the info."""
     train_root, rfw_root = Path(data.train_root), Path(data.rfw_root)
     _require_apart(Path(data.synthetic_folder), {"verify.data.train_root": train_root, "verify.data.rfw_root": rfw_root})
-    train, train_info = read_identity_folders(train_root, races=data.races, seed=data.seed,
-                                              min_images_per_identity=data.min_images_per_identity,
-                                              max_identities=data.max_train_identities)
+    train, train_info = read_training_set(data)
     test = read_rfw(rfw_root, data.races)
     faces = synthetic_faces(data.synthetic_folder)
     size, workers = data.image_size, data.workers
     with atomic_dir(out) as tmp:
-        write_face_store(tmp / "train_images.npy", [(str(train_root / p), "plain", None) for p in train["path"]],
-                         size, workers)
+        if data.train_layout == "recordio":
+            write_recordio_store(tmp / "train_images.npy", train_root, train, size, workers)
+        else:
+            write_face_store(tmp / "train_images.npy", [(str(train_root / p), "plain", None) for p in train["path"]],
+                             size, workers)
         write_table(tmp / "train.parquet", train, TRAIN_SCHEMA)
         write_face_store(tmp / "test_images.npy", [(str(rfw_root / p), mode, eyes) for p, mode, eyes in
                                                    zip(test.images["path"], test.images["alignment"], test.eyes)],
@@ -177,7 +189,8 @@ def prepare_verification(data: VerifyDataParams, out: str | Path) -> dict:
             "synthetic_sources": {"train": _is_synthetic(train_root), "test": _is_synthetic(rfw_root),
                                   "calibration_folder_generated": _is_synthetic(Path(data.synthetic_folder))},
             "source": data.source, "image_size": size, "races": list(data.races),
-            "sources": {"train_root": str(train_root), "rfw_root": str(rfw_root),
+            "sources": {"train_root": str(train_root), "train_layout": data.train_layout,
+                        "train_race_map": data.train_race_map, "rfw_root": str(rfw_root),
                         "synthetic_folder": data.synthetic_folder, "landmark_files": test.landmark_files},
             "train": train_info,
             "test": {"images": len(test.images), "per_race": _per_race(test.images["race"]), "alignment": alignment,

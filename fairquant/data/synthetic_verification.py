@@ -337,6 +337,21 @@ def _write_rfw_texts(root: Path, params: VerifyGenerateParams, plan: dict, point
     return counts
 
 
+def _write_training_recordio(root: Path) -> None:
+    """The training identities again as insightface ships MS1MV2: ``recordio/train.rec`` + ``train.idx`` (labels
+    0..K-1 in identity-name order, the rendered JPEG bytes as they are), and ``recordio/identity_races.csv``
+    (label -> race, the race map verify.data.train_race_map reads)."""
+    from fairquant.data.recordio import write_recordio
+
+    folders = sorted((identity.name, race.name, identity) for race in (root / "race_per_7000").iterdir()
+                     for identity in race.iterdir())
+    images = {label: [path.read_bytes() for path in sorted(folder.glob("*.jpg"))]
+              for label, (_, _, folder) in enumerate(folders)}
+    write_recordio(root / "recordio", images)
+    (root / "recordio" / "identity_races.csv").write_text(
+        "identity,race\n" + "".join(f"{label},{race}\n" for label, (_, race, _) in enumerate(folders)))
+
+
 def generate_verification_data(params: VerifyGenerateParams, root: str | Path, *, faces_only: bool = False) -> dict:
     """Write the generated verification data to ``root`` (replacing it atomically); return a summary.
 
@@ -364,6 +379,8 @@ def generate_verification_data(params: VerifyGenerateParams, root: str | Path, *
             "note": "true race mix of these unlabelled faces, for the report to compare with a classifier's "
                     "estimate; the pipeline must not read it to calibrate"})
         (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE)
+        if params.train_recordio and not faces_only:
+            _write_training_recordio(tmp)
         summary = {"synthetic": True, "images": len(jobs),
                    "train": {race: {"identities": n, "images": n * params.images_per_identity}
                              for race, n in plan["train_counts"].items()},

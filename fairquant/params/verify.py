@@ -3,7 +3,7 @@ compression, real vs synthetic calibration)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,9 @@ from fairquant.params.base import ArchName, Bits, TrainingParams, _Section, vit_
 
 RACES = ("African", "Asian", "Caucasian", "Indian")  # RFW's and BUPT's four race folders
 VerifyCalibrationSet = Literal["train", "balanced", "synthetic"]
+# insightface's backbones (fairquant.face_backbones.FACE_BACKBONES): verification only
+FaceBackboneName = Literal["iresnet18", "iresnet34", "iresnet50", "iresnet100", "mobilefacenet"]
+VerifyArchName = Literal[get_args(ArchName) + get_args(FaceBackboneName)]  # one choice list in errors
 
 
 class VerifyGenerateParams(_Section):
@@ -41,6 +44,8 @@ class VerifyGenerateParams(_Section):
         default_factory=lambda: {"African": 0.1, "Asian": 0.15, "Caucasian": 0.6, "Indian": 0.15},
         description="race mix of the unlabelled faces (unknown to the pipeline; the report estimates it)")
     workers: int = Field(2, ge=1, le=64)
+    train_recordio: bool = Field(False, description="also write the training identities as insightface's RecordIO "
+                                                    "(recordio/train.rec, train.idx, identity_races.csv)")
 
     @model_validator(mode="after")
     def _mixes_are_distributions(self) -> "VerifyGenerateParams":
@@ -59,7 +64,12 @@ class VerifyDataParams(_Section):
         "synthetic", description="synthetic: the generated default; real: train_root and rfw_root as given")
     train_root: str = Field("data/raw/synthetic_verify/race_per_7000", description=(
         "identity folders: <root>/<Race>/<identity>/*.jpg (BUPT-Balancedface/Globalface) or <root>/<identity>/*.jpg "
-        "(e.g. MS1MV2 exported to images; race unknown)"))
+        "(race unknown); with train_layout recordio, the folder holding train.rec and train.idx"))
+    train_layout: Literal["identity_folders", "recordio"] = Field(
+        "identity_folders", description="identity_folders: train_root holds identity folders; recordio: train_root "
+                                        "holds insightface's train.rec + train.idx (MS1MV2, Glint360K, WebFace)")
+    train_race_map: str | None = Field(None, description="recordio only: a CSV 'identity,race' giving the race of "
+                                                         "RecordIO labels (race unknown otherwise)")
     rfw_root: str = Field("data/raw/synthetic_verify/rfw", description="RFW root: holds test/data and test/txts")
     races: list[Literal["African", "Asian", "Caucasian", "Indian"]] = Field(
         default_factory=lambda: list(RACES), min_length=2)
@@ -72,9 +82,21 @@ class VerifyDataParams(_Section):
     seed: int = 0
     workers: int = Field(2, ge=1, le=64)
 
+    @model_validator(mode="after")
+    def _race_map_needs_recordio(self) -> "VerifyDataParams":
+        if self.train_race_map is not None and self.train_layout != "recordio":
+            raise ValueError(f"verify.data.train_race_map is set but verify.data.train_layout is "
+                             f"'{self.train_layout}' (identity folders take races from <Race>/ folders); set "
+                             f"train_layout: recordio or train_race_map: null")
+        return self
+
 
 class VerifyModelParams(_Section):
-    arch: ArchName = Field("face_resnet10", description="face_resnet10 (narrow, fast on CPU) or any torchvision arch")
+    arch: VerifyArchName = Field(
+        "face_resnet10", description="face_resnet10 (narrow, fast on CPU), any torchvision arch, or insightface's "
+                                     "iresnet18/34/50/100 and mobilefacenet (arcface_torch backbone.pth loads as is)")
+    pretrained: str | None = Field(None, description="a local state dict of arch (e.g. arcface_torch's backbone.pth), "
+                                                     "loaded strictly; with verify.train.epochs 0 audited as it is")
     small_input_stem: bool = Field(False, description="face_resnet10: stride-1 stem (4x the compute); torchvision "
                                                       "archs: the 3x3 stride-1 stem instead of ImageNet's")
     embedding_dim: int = Field(128, ge=8, le=4096)
@@ -87,7 +109,8 @@ class VerifyTrainParams(TrainingParams):
     scale: float = Field(32.0, gt=0, le=128, description="s: logits are s * cos (64 in the papers; 16-32 from scratch)")
     margin: float = Field(0.35, ge=0, le=1, description="CosFace: subtracted from cos; ArcFace: added angle (radians)")
     warmup_epochs: float = Field(1, ge=0, le=1000, description="epochs of plain normalised softmax (margin 0) first")
-    epochs: float = Field(8, gt=0, le=1000)
+    epochs: float = Field(8, ge=0, le=1000, description="0: no training, the model is verify.model.pretrained as it "
+                                                        "is (an audit of a model trained elsewhere)")
     batch_size: int = Field(128, ge=2, le=4096)
     lr: float = Field(0.1, gt=0, le=10)
     weight_decay: float = Field(5e-4, ge=0, le=1)
@@ -147,6 +170,21 @@ class VerifyParams(_Section):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"verify.{key} lists a value more than once ({values}); list each once")
+        return self
+
+    @model_validator(mode="after")
+    def _untrained_needs_pretrained(self) -> "VerifyParams":
+        if self.train.epochs == 0 and self.model.pretrained is None:
+            raise ValueError("verify.train.epochs is 0 (no training) but verify.model.pretrained is null; set it to "
+                             "the state dict to audit (e.g. arcface_torch's backbone.pth) or train (epochs >= 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _face_backbone_input_size(self) -> "VerifyParams":
+        size = self.data.image_size
+        if self.model.arch in get_args(FaceBackboneName) and size % 16:
+            raise ValueError(f"verify.data.image_size={size}: verify.model.arch={self.model.arch} needs a multiple of "
+                             f"16 (112 for arcface_torch weights); set it to 112 (or 32, 48, 64 from scratch)")
         return self
 
     @model_validator(mode="after")

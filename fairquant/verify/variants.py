@@ -48,6 +48,13 @@ def planned_variants(params: Params) -> list[VariantSpec]:
     return specs
 
 
+def fine_tunes_with_labels(specs: list[VariantSpec], params: Params) -> bool:
+    """Whether a planned variant fine-tunes on the margin loss (qat, kmeans, prune with epochs > 0): then the fp32
+    model's margin head is needed."""
+    sections = {"qat": params.quantize_qat, "kmeans": params.quantize_kmeans, "prune": params.prune}
+    return any(spec.method in sections and sections[spec.method].epochs > 0 for spec in specs)
+
+
 def mixed_layers(layers: dict, bits: int, activation_bits: int | None) -> dict:
     """verify.layers for a scheme at ``bits``: the map, unless every entry runs the scheme's own bits for weights
     and inputs (then no layer differs, and W8A8 keeps the int8 kernels): {}."""
