@@ -73,7 +73,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     for name, config in configs.items():
         variants[name]["variant"] = {key: config.get(key) for key in (
             "kind", "kernels", "size_bytes", "fp32_size_bytes", "verify_method", "calibration", "scheme",
-            "int8_check", "sparsity", "clusters")
+            "int8_check", "sparsity", "clusters", "trained_here", "pretrained")
             if config.get(key) is not None}
     with atomic_dir(predictions) as tmp:
         for name, values in scores.items():

@@ -29,7 +29,15 @@ def intro(first: dict) -> tuple[Prose, ...]:
     paragraphs = []
     if first["synthetic"]:
         paragraphs.append(prose(strong("Data: SYNTHETIC"),
-                                " (fairquant's generated CelebA-layout default, not photographs)."))
+                                " (fairquant's generated faces, not photographs)."))
+    if first["details"].get("trained_here") is False:
+        paragraphs.append(prose(strong("Audited as it is"), f": the fp32 model is {first['details'].get('pretrained')}, "
+                                "not trained here (finetune.epochs 0); every variant compresses it."))
+    if first.get("task") == "multiclass":
+        classes = first["classes"]["names"]
+        paragraphs.append(prose(strong(f"Multi-class target, {len(classes)} classes"), ": ",
+                                ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else ""),
+                                ". One-vs-rest rates per class; each one-vs-rest gap is its worst class's."))
     paragraphs.append(prose(
         f"Test split, {first['n']} samples; protected attribute(s): {', '.join(first['protected'])}; reference "
         f"(privileged) group: {first['privileged_group']}; gaps are largest minus smallest group value (fairlearn's "

@@ -91,6 +91,10 @@ def verification_section(verify: dict) -> Section:
     if verify.get("synthetic"):
         blocks.append(prose(strong("SYNTHETIC data"),
                             ": generated identities in the BUPT and RFW layouts, not photographs of people."))
+    audited = (verify["variants"].get("fp32") or {}).get("variant", {})
+    if audited.get("trained_here") is False:
+        blocks.append(prose(strong("Audited as it is"), f": the fp32 backbone is {audited.get('pretrained')}, not "
+                            "trained here (verify.train.epochs 0); every variant compresses it."))
     pairs = ", ".join(f"{race} {first['races'][race]['pairs']}" for race in races)
     blocks.append(prose(
         f"Pairs per race: {pairs}, 10 folds. Per race, "
