@@ -34,6 +34,8 @@ VERIFY_TINY = {  # face verification: 4 races x 8 test identities, one genuine a
     "quantface": {"epochs": 0.5, "batch_size": 16},
     "evaluate": {"bootstrap": 100},
 }
+RECORDIO = {"train_layout": "recordio", "train_root": "data/raw/synthetic_verify/recordio",
+            "train_race_map": "data/raw/synthetic_verify/recordio/identity_races.csv"}
 VERIFY_BITS = [8, 4]  # two points: the curve and its (undefined) trend without a third compression of the branch
 VERIFY_VARIANTS = {"fp32", "ptq-w8a8-train", "ptq-w8a8-synthetic", "ptq-w4a4-train", "ptq-w4a4-synthetic",
                    "quantface-w8a8-train", "quantface-w8a8-synthetic", "quantface-w4a4-train",
@@ -65,6 +67,8 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     for section, values in VERIFY_TINY.items():
         params["verify"][section].update(values)
     params["verify"]["bits"] = VERIFY_BITS
+    params["verify"]["generate"]["train_recordio"] = True  # the branch trains from insightface's RecordIO layout
+    params["verify"]["data"].update(RECORDIO)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -88,6 +92,8 @@ def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     assert verify["variants"]["ptq-w8a8-train"]["variant"]["kernels"] == "int8"
     assert verify["variants"]["ptq-w4a4-synthetic"]["vs_real_calibration"]["reference"] == "ptq-w4a4-train"
     assert "Face verification" in (repo / "plots" / "report.md").read_text()
+    prepared_verify = json.loads((repo / "data" / "prepared_verify" / "info.json").read_text())
+    assert "recordio" in json.dumps(prepared_verify), prepared_verify  # trained from train.rec / train.idx
     assert summary["seeds"] == 1
     evaluated = {slot: json.loads((repo / "metrics" / "eval" / "s0" / f"{slot}.json").read_text()) for slot in SLOTS}
     for slot in SLOTS:  # one seed: the headline is that seed's value
