@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress
 
 from fairquant.data.loaders import load_dataset
-from fairquant.data.prepare import build_image_store, check_splits, label_counts
+from fairquant.data.prepare import build_image_store, check_privileged_group, check_splits, label_counts
 from fairquant.io import atomic_dir, samples_schema, write_json, write_table
 from fairquant.params import load_params
 from stages._cli import run
@@ -26,6 +26,7 @@ def main(out: Path = typer.Option(..., help="prepared folder to write"),
             raw, params.prepare.image_size, params.prepare.workers, params.data.max_corrupt_fraction,
             out=tmp / "images.npy", progress=lambda n: progress.advance(task, n))
         check_splits(table, params.data.protected, raw.classes)
+        check_privileged_group(table, params.data.protected, params.evaluate.privileged_group)
         info = {
             "synthetic": params.data.source == "synthetic" or raw.synthetic,
             "source": params.data.source, "target": params.data.target, "protected": params.data.protected,

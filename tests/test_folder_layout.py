@@ -34,7 +34,7 @@ def folder(twin, tmp_path) -> Path:
 def data(root: Path, **changes) -> DataParams:
     folder = {"identity_column": "identity", **changes.pop("folder", {})}
     return DataParams(**{"source": "folder", "root": str(root), "target": "Expression", "task": "multiclass",
-                         "protected": ["Male"], "folder": folder, **changes})
+                         "protected": ["gender"], "folder": folder, **changes})
 
 
 def labels(root: Path) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def write_labels(root: Path, frame: pd.DataFrame) -> None:
 
 
 def split_by_identity(frame: pd.DataFrame) -> pd.Series:
-    """A given split that keeps identities whole and puts both Male groups in every split."""
+    """A given split that keeps identities whole and puts both gender groups in every split."""
     number = frame["identity"].str.removeprefix("person_").astype(int)
     return pd.Series(np.array(["train", "train", "val", "test"])[number % 4], index=frame.index)
 
@@ -58,17 +58,17 @@ def test_the_twin_reads_as_a_three_way_target_with_every_split(twin):
     truth = labels(twin)
     assert raw.classes == ["frowning", "neutral", "smiling"]
     assert raw.synthetic
-    assert list(raw.table.columns) == ["sample_id", "split", "y_true", "Male"]
+    assert list(raw.table.columns) == ["sample_id", "split", "y_true", "gender"]
     assert list(raw.table["sample_id"]) == list(truth["file"])
     assert [raw.classes[k] for k in raw.table["y_true"]] == list(truth["Expression"])
-    assert list(raw.table["Male"]) == list(truth["Male"])
+    assert list(raw.table["gender"]) == list(truth["gender"])
     assert [p.relative_to(twin.resolve()).as_posix() for p in raw.paths] == list(truth["file"])
     assert set(raw.table["split"]) == {"train", "val", "test"}
 
 
 def test_a_parquet_table_reads_like_the_csv(folder):
     from_csv = load_dataset(data(folder))
-    frame = labels(folder).astype({"Male": int})
+    frame = labels(folder).astype({"identity": "category"})
     frame["Smiling"] = frame["Smiling"] == "1"  # a boolean column: its positive value is True
     frame.to_parquet(folder / "labels.parquet")
     (folder / "labels.csv").unlink()
@@ -119,10 +119,10 @@ def random_table(n_identities: int, per_identity: int, seed: int = 0) -> pd.Data
     rng = np.random.default_rng(seed)
     n = n_identities * per_identity
     identity = np.repeat(np.arange(n_identities), per_identity)
-    male = (rng.random(n_identities) < 0.3)[identity].astype(int)
+    male = np.where((rng.random(n_identities) < 0.3)[identity], "Male", "Female")
     return pd.DataFrame({"file": [f"images/{i}.jpg" for i in range(n)],
                          "Expression": np.array(["smiling", "neutral", "frowning"])[rng.integers(0, 3, n)],
-                         "Male": male, "identity": [f"p{i}" for i in identity]})
+                         "gender": male, "identity": [f"p{i}" for i in identity]})
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -131,8 +131,8 @@ def test_the_drawn_split_never_splits_an_identity_and_keeps_the_shares(tmp_path,
     raw = load_dataset(data(root, seed=seed, val_share=0.1, folder={"test_share": 0.2}))
     table = raw.table.assign(identity=labels(root)["identity"])
     assert (table.groupby("identity")["split"].nunique() == 1).all()
-    share = table.groupby("Male")["split"].value_counts(normalize=True)
-    for male in ("0", "1"):
+    share = table.groupby("gender")["split"].value_counts(normalize=True)
+    for male in ("Female", "Male"):
         assert share[male]["test"] == pytest.approx(0.2, abs=0.04)
         assert share[male]["val"] == pytest.approx(0.1, abs=0.04)
 
@@ -141,7 +141,7 @@ def test_without_identities_each_target_x_group_stratum_splits_to_within_one_row
     frame = random_table(1000, 1)
     root = blank_folder(tmp_path / "f", frame)
     table = load_dataset(data(root, folder={"identity_column": None, "test_share": 0.25}, val_share=0.15)).table
-    for _, part in table.groupby(["y_true", "Male"]):
+    for _, part in table.groupby(["y_true", "gender"]):
         counts = part["split"].value_counts()
         assert abs(counts["test"] - 0.25 * len(part)) <= 1
         assert abs(counts["val"] - 0.15 * len(part)) <= 1
@@ -214,7 +214,7 @@ def test_a_symlink_inside_the_root_is_read(folder):
     assert raw.paths[2] == (folder / "images" / "000003.jpg").resolve()
 
 
-COLUMNS = "file, Expression, Smiling, Male, identity"
+COLUMNS = "file, Expression, Smiling, gender, identity"
 
 
 @pytest.mark.parametrize("changes, named", [
@@ -229,21 +229,21 @@ def test_an_unknown_column_is_refused_listing_the_tables(twin, changes, named):
 
 
 def test_an_empty_cell_is_refused_with_its_line(folder):
-    edit(folder, 6, "Male", "")
-    assert refusal(folder) == (f"{folder / 'labels.csv'}: line 8: empty 'Male' cell (1 in all); fill it or drop "
+    edit(folder, 6, "gender", "")
+    assert refusal(folder) == (f"{folder / 'labels.csv'}: line 8: empty 'gender' cell (1 in all); fill it or drop "
                                f"the row")
 
 
 def test_a_null_parquet_cell_is_refused_with_its_row(folder):
-    frame = labels(folder).astype({"Male": float})
-    frame.loc[6, "Male"] = np.nan
+    frame = labels(folder)
+    frame.loc[6, "gender"] = None
     frame.to_parquet(folder / "labels.parquet")
     message = refusal(folder, folder={"table": "labels.parquet"})
-    assert message == f"{folder / 'labels.parquet'}: row 7: empty 'Male' cell (1 in all); fill it or drop the row"
+    assert message == f"{folder / 'labels.parquet'}: row 7: empty 'gender' cell (1 in all); fill it or drop the row"
 
 
 def test_an_empty_table_is_refused(folder):
-    (folder / "labels.csv").write_text("file,Expression,Smiling,Male,identity\n")
+    (folder / "labels.csv").write_text("file,Expression,Smiling,gender,identity\n")
     assert refusal(folder).endswith("labels.csv: the table has no rows; list one image per row")
 
 
@@ -270,20 +270,20 @@ def test_an_identity_in_two_given_splits_is_refused(folder):
 def test_a_group_with_no_test_rows_is_refused(folder):
     frame = labels(folder)
     frame["split"] = split_by_identity(frame)
-    frame.loc[(frame["Male"] == "1") & (frame["split"] == "test"), "split"] = "train"
+    frame.loc[(frame["gender"] == "Male") & (frame["split"] == "test"), "split"] = "train"
     write_labels(folder, frame)
-    minority = int((frame["Male"] == "1").sum())
-    assert refusal(folder) == (f"{folder / 'labels.csv'}: protected group Male = 1 has no test rows ({minority} rows "
+    minority = int((frame["gender"] == "Male").sum())
+    assert refusal(folder) == (f"{folder / 'labels.csv'}: protected group gender = Male has no test rows ({minority} rows "
                                f"in all); move some of its images to the test split")
 
 
 def test_a_group_too_small_for_the_drawn_split_is_refused(tmp_path):
     frame = random_table(40, 1)
-    frame.loc[:, "Male"] = 0
-    frame.loc[0, "Male"] = 1
+    frame.loc[:, "gender"] = "Female"
+    frame.loc[0, "gender"] = "Male"
     root = blank_folder(tmp_path / "f", frame)
     message = refusal(root, folder={"identity_column": None})
-    assert "protected group Male = 1 has no" in message and "give the table a split column" in message
+    assert "protected group gender = Male has no" in message and "give the table a split column" in message
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -327,7 +327,7 @@ def test_the_twin_is_deterministic_and_labelled_synthetic(twin, tmp_path):
 # --- through the stages ------------------------------------------------------------------------------------------
 
 FOLDER_STUDY = {"data.source": "folder", "data.target": "Expression", "data.task": "multiclass",
-                "data.positive": None, "data.protected": ["Male"], "data.folder": {"identity_column": "identity"},
+                "data.positive": None, "data.protected": ["gender"], "data.folder": {"identity_column": "identity"},
                 "generate.layout": "folder", "prepare.image_size": 16,
                 # binary remedies are refused on a multi-class target
                 "mitigate.before_compression": [], "mitigate.during_prune": [], "mitigate.after": []}

@@ -201,7 +201,7 @@ def test_prepare_stage_writes_cifar100_coarse_classes(tmp_path):
     write_cifar100(tmp_path / "raw", per_class_train=2)
     result = run_stage("prepare", ["--out", str(tmp_path / "prepared")], tmp_path, {
         **MULTICLASS_STAGE, "data.source": "cifar100", "data.root": str(tmp_path / "raw"), "data.target": "class",
-        "data.cifar100_labels": "coarse", "data.protected": ["class"],
+        "data.cifar100_labels": "coarse", "data.protected": ["class"], "evaluate.privileged_group": "fish",
         "prepare.image_size": 8})
     assert result.returncode == 0, result.stderr
     table, images, info = load_prepared(tmp_path / "prepared")

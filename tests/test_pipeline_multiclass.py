@@ -1,5 +1,5 @@
 """The multi-class twin under `dvc repro`: the generated faces written as a labelled image folder (data.source:
-folder) with a three-way Expression target and Male protected (an attribute as the target, another as the group),
+folder) with a three-way Expression target and gender protected (an attribute as the target, another as the group),
 then the class as the group through `dvc exp run`; every compressor, CEAG, a sweep curve and the verification
 branch run on it."""
 
@@ -16,7 +16,7 @@ from tests.test_pipeline import ROOT, TINY, VERIFY_TINY, sh
 TWIN = {
     "generate": {"layout": "folder", "identities": 90},
     "data": {"source": "folder", "root": "data/raw/synthetic", "target": "Expression", "task": "multiclass",
-             "positive": None, "protected": ["Male"], "folder": {"identity_column": "identity"}},
+             "positive": None, "protected": ["gender"], "folder": {"identity_column": "identity"}},
     "mitigate": {"before_compression": [], "after": [], "during_prune": ["ceag"], "calibration_sets": []},
     "sweep": {"ptq": ["w8a8", "w4a4"], "qat": []},
 }
@@ -58,7 +58,7 @@ def test_multiclass_folder_twin_through_dvc_repro(tmp_path):
     sh("dvc repro", repo, env)
     raw = repo / "data" / "raw" / "synthetic"
     labels = pd.read_csv(raw / "labels.csv")
-    assert set(labels.columns) >= {"file", "Expression", "Male", "identity"} and "split" not in labels.columns
+    assert set(labels.columns) >= {"file", "Expression", "gender", "identity"} and "split" not in labels.columns
     prepared = json.loads((repo / "data" / "prepared" / "info.json").read_text())
     assert prepared["source"] == "folder" and prepared["classes"] == CLASSES and prepared["synthetic"] is True
     samples = pd.read_parquet(repo / "data" / "prepared" / "samples.parquet")
@@ -66,7 +66,7 @@ def test_multiclass_folder_twin_through_dvc_repro(tmp_path):
     assert (pd.DataFrame({"identity": identity, "split": samples["split"]}).groupby("identity")["split"].nunique()
             == 1).all()  # the drawn split is grouped by identity
     predictions = pd.read_parquet(repo / "data" / "predictions" / "s0" / "variants" / "ptq" / "test.parquet")
-    assert list(predictions.columns) == ["sample_id", "y_true", "y_score", "y_pred", "y_prob", "Male"]
+    assert list(predictions.columns) == ["sample_id", "y_true", "y_score", "y_pred", "y_prob", "gender"]
     assert predictions["y_prob"].map(len).eq(3).all()
 
     evaluated = {slot: json.loads((repo / "metrics" / "eval" / "s0" / f"{slot}.json").read_text()) for slot in SLOTS}

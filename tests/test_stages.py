@@ -43,6 +43,8 @@ def assert_clean_failure(result, message, out):
     ({"data.protected": ["Race"]}, "unknown protected attribute 'Race'"),
     ({"finetune.epoch": 2}, "unknown key 'finetune.epoch'"),
     ({"model.arch": "vgg16"}, "'model.arch': expected 'resnet18'"),
+    ({"evaluate.privileged_group": "female"}, "evaluate.privileged_group is 'female', not a group of the data (groups "
+                                              "of data.protected ['Male']: Female, Male)"),
     ({"model.arch": "vit_small", "prepare.image_size": 33},
      "prepare.image_size is 33, which vit_small's 4 px patches (image_size // 8, at least 2) do not tile"),
 ])

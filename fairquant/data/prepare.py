@@ -159,6 +159,16 @@ def check_splits(table: pd.DataFrame, protected: list[str], classes: list[str] |
                                  f"the model cannot learn it: check data.class_imbalance or data.target")
 
 
+def check_privileged_group(table: pd.DataFrame, protected: list[str], privileged_group: str | None) -> None:
+    """evaluate.privileged_group names a group of the data (checked here, not after training at evaluate)."""
+    if privileged_group is None:
+        return
+    groups = sorted(set(table[protected].astype(str).agg(" & ".join, axis=1)))
+    if privileged_group not in groups:
+        raise FairquantError(f"evaluate.privileged_group is {privileged_group!r}, not a group of the data (groups of "
+                             f"data.protected {protected}: {', '.join(groups[:12])}); set it to one of them")
+
+
 def label_counts(table: pd.DataFrame, protected: list[str], classes: list[str] | None) -> list[dict]:
     """Rows per split and group, with positives (binary) or rows per class (multi-class): prepare's info."""
     counts = []
