@@ -54,9 +54,14 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
                                                 params.evaluate, baseline=(base, frames[base]) if base else None)
     for slot, result in results.items():
         result.write(out_dir / f"{slot}.json")
-        gaps = result.metrics["gaps"]
-        print(f"{result.variant}: accuracy {result.metrics['overall']['accuracy']:.3f}, "
-              f"EO {gaps['eq_odds']['value']:.3f} [{gaps['eq_odds']['ci_low']:.3f}, {gaps['eq_odds']['ci_high']:.3f}]")
+        gap = "accuracy_gap" if result.metrics.get("class_as_group") else "eq_odds"  # eq_odds is degenerate there
+        estimate = result.metrics["gaps"][gap]
+        print(f"{result.variant}: accuracy {result.metrics['overall']['accuracy']:.3f}, {gap} "
+              f"{_number(estimate['value'])} [{_number(estimate['ci_low'])}, {_number(estimate['ci_high'])}]")
+
+
+def _number(value) -> str:
+    return "undefined" if value is None or value != value else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -35,10 +35,16 @@ def main(predictions: Path = typer.Option(..., help="one seed's sweep prediction
             result.write(tmp / "points" / f"{slot}.json")
         write_json(tmp / TRENDS, trends)
     for curve in trends["curves"]:
-        tpr = curve["trend"]["gap_changes"]["tpr_gap"]
-        print(f"{curve['arch']} {curve['series']} ({curve['calibration'] or 'no calibration set'}): TPR gap change "
-              f"{tpr['verdict']} as compression deepens, slope {tpr['slope']:+.4f} [{tpr['ci_low']:+.4f}, "
-              f"{tpr['ci_high']:+.4f}] {curve['trend']['depth']}")
+        changes = curve["trend"]["gap_changes"]
+        gap = "tpr_gap" if "tpr_gap" in changes else "accuracy_gap"  # a multi-class curve: the accuracy gap
+        answer = changes[gap]
+        print(f"{curve['arch']} {curve['series']} ({curve['calibration'] or 'no calibration set'}): {gap} change "
+              f"{answer['verdict']} as compression deepens, slope {_signed(answer['slope'])} "
+              f"[{_signed(answer['ci_low'])}, {_signed(answer['ci_high'])}] {curve['trend']['depth']}")
+
+
+def _signed(value) -> str:
+    return "undefined" if value is None or value != value else f"{value:+.4f}"
 
 
 if __name__ == "__main__":
