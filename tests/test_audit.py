@@ -153,6 +153,8 @@ def test_auditing_a_binary_model_on_a_multiclass_target_names_the_head(tmp_path,
     ({"finetune.epochs": 0}, "finetune.epochs is 0 (audit a trained model as it is) but model.pretrained is null"),
     ({"finetune.epochs": 0, "model.pretrained": "w.pth", "sweep.architectures": ["face_resnet10", "resnet18"]},
      "sweep.architectures lists ['resnet18'], which would have no weights"),
+    ({"finetune.epochs": 0, "model.pretrained": "w.pth", "seeds": [0, 1]},
+     "seeds lists [0, 1]: every seed would audit the same model"),
     ({"data.task": "multiclass"}, "mitigate.before_compression lists fairalm, a binary method"),
     ({"data.task": "multiclass", "mitigate.before_compression": []}, "mitigate.after lists caleqodds, a binary method"),
     ({"data.task": "multiclass", "mitigate.before_compression": [], "mitigate.after": [],
@@ -167,6 +169,9 @@ def test_params_that_cannot_run_are_refused_on_load(params, message):
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in params.items():
+        if "." not in dotted:  # a top-level key (seeds)
+            raw[dotted] = value
+            continue
         section, key = dotted.split(".", 1)
         raw[section][key] = value
     with pytest.raises(FairquantError, match=re.escape(message)):

@@ -105,6 +105,24 @@ def test_a_verdict_needs_a_point_whose_own_paired_change_excludes_zero():
     assert gate_by_points({"verdict": "undefined", "slope": None}, [])["verdict"] == "undefined"
 
 
+def test_a_gate_over_points_without_intervals_says_so_rather_than_that_they_include_zero():
+    """A multi-class accuracy gap over more than 12 groups (CIFAR-100's classes) has point changes only: the gate
+    must not claim their intervals include 0."""
+    from fairquant.fairness.multiclass_paired import MAX_PROFILED_GROUPS, multiclass_paired
+    from fairquant.fairness.trend import gate_by_points
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    groups = np.array([f"g{i:02d}" for i in range(MAX_PROFILED_GROUPS + 2)])[rng.integers(0, MAX_PROFILED_GROUPS + 2, 2000)]
+    reference = np.where(rng.random(2000) < 0.8, y, (y + 1) % 3)
+    variant = np.where(rng.random(2000) < 0.1, (reference + 1) % 3, reference)
+    change = multiclass_paired(y, reference, variant, groups, ["a", "b", "c"], n_boot=50)["gaps"]["accuracy_gap"]
+    assert change["ci_low"] is None and change["reason"]
+    gated = gate_by_points({"slope": 0.01, "ci_low": 0.004, "ci_high": 0.02, "verdict": "widens"}, [change, change])
+    assert gated["verdict"] == "no clear trend"
+    assert "has an interval" in gated["gated"] and "excludes 0" not in gated["gated"]
+
+
 def test_a_curve_whose_every_point_is_left_out_answers_undefined_instead_of_crashing():
     y, reference, points, groups = _study()
     trend = curve_trends(y, reference, points, [8, 6, 4, 3, 2], groups, axis="bits",

@@ -168,5 +168,10 @@ def gate_by_points(answer: dict, point_changes: Sequence[dict]) -> dict:
                     and (c["ci_low"] > 0 if sign > 0 else c["ci_high"] < 0) for c in point_changes)
     if supported:
         return answer
+    if not any(c.get("ci_low") is not None and c.get("ci_high") is not None for c in point_changes):
+        # e.g. a multi-class accuracy gap over more than 12 groups: its paired changes are points only
+        return {**answer, "verdict": "no clear trend",
+                "gated": "no kept point's paired change vs fp32 has an interval to support the slope (points only: "
+                         "see each point's reason)"}
     return {**answer, "verdict": "no clear trend",
             "gated": "no point's own paired change vs fp32 excludes 0 in the slope's direction"}

@@ -143,6 +143,9 @@ class Params(_Section):
         if others:
             raise ValueError(f"finetune.epochs is 0 (audit model.pretrained) but sweep.architectures lists {others}, "
                              f"which would have no weights; remove them or set finetune.epochs >= 1")
+        if len(self.seeds) > 1:  # one model, not one per seed: across-seed tests would count copies as replicates
+            raise ValueError(f"finetune.epochs is 0 (audit model.pretrained) but seeds lists {self.seeds}: every seed "
+                             f"would audit the same model; list one seed, or set finetune.epochs >= 1")
         return self
 
     @model_validator(mode="after")
