@@ -123,13 +123,14 @@ def test_finetune_trains_a_softmax_head_and_predict_writes_every_class_probabili
     np.testing.assert_allclose(test["y_score"], probabilities.max(axis=1))
 
 
-def test_finetune_with_no_epochs_audits_the_given_model_unchanged(tmp_path, multiclass_prepared):
+def test_finetune_with_no_epochs_audits_the_given_model_unchanged(tmp_path, multiclass_prepared, monkeypatch):
     from fairquant.compress.checkpoints import load_fp32
 
     given = _model(classes=2)
-    (tmp_path / "weights").mkdir()
-    torch.save(given.state_dict(), tmp_path / "weights" / "ours.pth")
-    params = {"finetune.epochs": 0, "model.pretrained": str(tmp_path / "weights" / "ours.pth"),
+    monkeypatch.chdir(tmp_path)  # model.pretrained is read relative to the repository, as dvc runs the stage
+    (tmp_path / "data" / "pretrained").mkdir(parents=True)
+    torch.save(given.state_dict(), tmp_path / "data" / "pretrained" / "ours.pth")
+    params = {"finetune.epochs": 0, "model.pretrained": "data/pretrained/ours.pth",
               "model.small_input_stem": True, **MULTICLASS}
     _finetune_in_process(tmp_path, multiclass_prepared, tmp_path / "fp32", tmp_path / "live", params)
     model, config = load_fp32(tmp_path / "fp32")
@@ -140,8 +141,9 @@ def test_finetune_with_no_epochs_audits_the_given_model_unchanged(tmp_path, mult
 
 
 def test_auditing_a_binary_model_on_a_multiclass_target_names_the_head(tmp_path, multiclass_prepared):
-    torch.save(_model().state_dict(), tmp_path / "binary.pth")
-    params = {"finetune.epochs": 0, "model.pretrained": str(tmp_path / "binary.pth"), "model.small_input_stem": True,
+    (tmp_path / "data" / "pretrained").mkdir(parents=True)  # run_stage runs the stage in tmp_path
+    torch.save(_model().state_dict(), tmp_path / "data" / "pretrained" / "binary.pth")
+    params = {"finetune.epochs": 0, "model.pretrained": "data/pretrained/binary.pth", "model.small_input_stem": True,
               **MULTICLASS}
     result = run_stage("finetune", ["--data", str(multiclass_prepared), "--out", str(tmp_path / "fp32"),
                                     "--live", str(tmp_path / "live")], tmp_path, params)
@@ -151,15 +153,19 @@ def test_auditing_a_binary_model_on_a_multiclass_target_names_the_head(tmp_path,
 
 @pytest.mark.parametrize("params, message", [
     ({"finetune.epochs": 0}, "finetune.epochs is 0 (audit a trained model as it is) but model.pretrained is null"),
-    ({"finetune.epochs": 0, "model.pretrained": "w.pth", "sweep.architectures": ["face_resnet10", "resnet18"]},
+    ({"finetune.epochs": 0, "model.pretrained": "data/pretrained/w.pth",
+      "sweep.architectures": ["face_resnet10", "resnet18"]},
      "sweep.architectures lists ['resnet18'], which would have no weights"),
-    ({"finetune.epochs": 0, "model.pretrained": "w.pth", "seeds": [0, 1]},
+    ({"finetune.epochs": 0, "model.pretrained": "data/pretrained/w.pth", "seeds": [0, 1]},
      "seeds lists [0, 1]: every seed would audit the same model"),
     ({"data.task": "multiclass"}, "mitigate.before_compression lists fairalm, a binary method"),
     ({"data.task": "multiclass", "mitigate.before_compression": []}, "mitigate.after lists caleqodds, a binary method"),
     ({"data.task": "multiclass", "mitigate.before_compression": [], "mitigate.after": [],
       "mitigate.ceag": {"rate": "tpr", "tolerance": 0.02}}, "mitigate.ceag.rate is tpr, a binary rate"),
     ({"data.task": "multiclass", "data.positive": ["a"]}, "data.positive is set but data.task is multiclass"),
+    ({"model.pretrained": "/home/me/ours.pth"}, "model.pretrained is '/home/me/ours.pth', outside data/pretrained/"),
+    ({"model.pretrained": "data/pretrained/../../ours.pth"}, "outside data/pretrained/, the folder its stage depends on"),
+    ({"model.pretrained": "data/pretrained"}, "outside data/pretrained/"),
 ])
 def test_params_that_cannot_run_are_refused_on_load(params, message):
     import yaml

@@ -383,3 +383,17 @@ def test_the_default_generator_output_does_not_mention_the_layout(tiny_celeba):
 
     assert "layout" not in read_json(tiny_celeba / "generator.json")["params"]
     assert not (tiny_celeba / "labels.csv").exists()
+
+
+def test_a_rare_class_always_gets_a_training_unit_in_the_drawn_split():
+    """3 groups x (40 common + 1 rare image): some seeds once drew every rare image into val or test, and prepare
+    then refused the class for having no training image."""
+    from fairquant.data.folder import _drawn_split
+    from fairquant.params import DataParams
+
+    rows = [{"race": g, "target": t} for g in "ABC" for t in ["common"] * 40 + ["rare"]]
+    frame = pd.DataFrame(rows)
+    for seed in range(60):
+        params = DataParams(source="folder", task="multiclass", target="target", protected=["race"], seed=seed)
+        split = _drawn_split(frame, params)
+        assert ((frame["target"] == "rare").to_numpy() & (split == "train")).any(), seed

@@ -139,10 +139,11 @@ def write_params(folder: Path, root: Path, **verify) -> Path:
     return path
 
 
-def stage(name: str, *args, params: Path) -> subprocess.CompletedProcess:
+def stage(name: str, *args, params: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The stage command, run in ``cwd`` (the repository by default; relative params paths resolve there)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", f"stages.{name}", *map(str, args), "--params", str(params)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

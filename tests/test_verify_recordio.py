@@ -100,8 +100,9 @@ def audited(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit")
     torch.manual_seed(0)
     model = build_model("face_resnet10", small_input_stem=False, embedding_dim=128)
-    torch.save(model.state_dict(), tmp / "backbone.pth")
-    params = _stage_params(tmp, tmp / "raw", train={"epochs": 0}, model={"pretrained": str(tmp / "backbone.pth")})
+    (tmp / "data" / "pretrained").mkdir(parents=True)  # the stages run in tmp: model paths are read from there
+    torch.save(model.state_dict(), tmp / "data" / "pretrained" / "backbone.pth")
+    params = _stage_params(tmp, tmp / "raw", train={"epochs": 0}, model={"pretrained": "data/pretrained/backbone.pth"})
     values = yaml.safe_load(params.read_text())
     values["verify"]["methods"] = ["ptq", "prune"]
     values["prune"].update({"epochs": 1, "steps": 1, "batch_size": 16})
@@ -111,7 +112,7 @@ def audited(tmp_path_factory):
                        ("verify_train", ["--data", tmp / "prepared", "--out", tmp / "fp32", "--live", tmp / "live"]),
                        ("verify_compress", ["--model", tmp / "fp32", "--data", tmp / "prepared", "--out",
                                             tmp / "variants", "--live", tmp / "live-variants"])]:
-        runs[name] = stage(name, *args, params=params)
+        runs[name] = stage(name, *args, params=params, cwd=tmp)
         assert runs[name].returncode == 0, f"{name}\n{runs[name].stdout[-2000:]}\n{runs[name].stderr[-3000:]}"
     return tmp, params, runs, model
 
@@ -127,7 +128,7 @@ def test_a_recordio_study_audits_a_pretrained_model_as_it_is(audited):
     assert prepared["train"]["layout"] == "recordio" and prepared["sources"]["train_layout"] == "recordio"
     assert "training images" in runs["verify_prepare"].stdout and "(recordio)" in runs["verify_prepare"].stdout
     config = json.loads((tmp / "fp32" / "info.json").read_text())
-    assert config["trained_here"] is False and config["pretrained"] == str(tmp / "backbone.pth")
+    assert config["trained_here"] is False and config["pretrained"] == "data/pretrained/backbone.pth"
     assert not (tmp / "fp32" / "head.pt").exists() and "not trained here" in runs["verify_train"].stdout
     assert json.loads((tmp / "live" / "metrics.json").read_text())["trained_here"] is False
     stored = torch.load(tmp / "fp32" / "model.pt", weights_only=True)["state_dict"]
@@ -144,12 +145,12 @@ def test_the_train_stage_refuses_a_bad_pretrained_file_with_one_line(audited):
     tmp, params, _, _ = audited
     values = yaml.safe_load(params.read_text())
     mismatch = "layer fc.weight has shape [128, 256] in the file but [64, 256]"
-    for pretrained, expected in ((str(tmp / "none.pth"), "none.pth: pretrained weights not found"),
-                                 (str(tmp / "backbone.pth"), mismatch)):
+    for pretrained, expected in (("data/pretrained/none.pth", "none.pth: pretrained weights not found"),
+                                 ("data/pretrained/backbone.pth", mismatch)):
         values["verify"]["model"].update({"pretrained": pretrained, "embedding_dim": 64})
         bad = tmp / "bad.yaml"
         bad.write_text(yaml.safe_dump(values, sort_keys=False))
         result = stage("verify_train", "--data", tmp / "prepared", "--out", tmp / "bad", "--live", tmp / "bad-live",
-                       params=bad)
+                       params=bad, cwd=tmp)
         assert result.returncode == 2 and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert not (tmp / "bad").exists()

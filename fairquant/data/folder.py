@@ -180,7 +180,8 @@ def _drawn_split(frame: pd.DataFrame, params: DataParams) -> np.ndarray:
     Units (identities, or rows without one) take their most common group and target. Each group's units, sorted
     by target and shuffled within it, are assigned by a golden-ratio sequence, so any run of them (the group, each
     target within it) gets its split shares to within a unit or two; a group of three units or more gets at
-    least one in every split, since evaluation needs every group in val and test."""
+    least one in every split, since evaluation needs every group in val and test; a target value held by two units
+    or more gets one in train (a class the model never sees cannot be learned)."""
     units = (frame[params.folder.identity_column] if params.folder.identity_column is not None
              else pd.Series(np.arange(len(frame)).astype(str)))
     rows = pd.DataFrame({"unit": units, "group": frame[params.protected].agg("\x1f".join, axis=1),
@@ -194,6 +195,9 @@ def _drawn_split(frame: pd.DataFrame, params: DataParams) -> np.ndarray:
     for _, block in dominant.groupby("group", sort=True):
         assigned = _golden_assignment(len(block), params.folder.test_share, params.val_share, rng.random())
         unit_split.update(zip(block["unit"], assigned))
+    for _, block in dominant.groupby("target", sort=True):  # a rare class of two units or more: one trains
+        if len(block) >= 2 and not any(unit_split[u] == "train" for u in block["unit"]):
+            unit_split[block["unit"].iloc[0]] = "train"
     return units.map(unit_split).to_numpy().astype(str)
 
 

@@ -44,7 +44,7 @@ from fairquant.fairness.metrics import (
 
 CLASS_RATES = ("tpr", "fpr", "selection_rate")
 WORST_IS_SMALLEST = ("dp_ratio", "disparate_impact")
-CLASS_AS_GROUP_REASON = ("class as the group (every group holds exactly one true class): per-class recall has one "
+CLASS_AS_GROUP_REASON = ("class as the group (every class sits in one group only): per-class recall has one "
                          "group, and one-vs-rest FPR and selection rates compare a class's own group with groups that "
                          "never hold it, so this gap is degenerate; accuracy_gap (class recall spread) carries it")
 _WORST = "; the worst class over one-vs-rest problems, simultaneous over every class's pairwise differences"
@@ -84,10 +84,13 @@ def one_vs_rest_cells(counts: np.ndarray) -> np.ndarray:
 
 
 def is_class_as_group(counts: np.ndarray) -> bool:
-    """Every group with rows holds exactly one true class (protected == target)."""
+    """The target decides the group: every class with rows sits in one group only (protected == target, or a
+    coarser grouping of the classes such as CIFAR-100's superclasses). Then each class's one-vs-rest TPR exists in
+    one group and its FPR and selection rate compare groups by their class mix. A grouping that crosses the class
+    with another attribute (class x sex) is not this: a class's recall differs between its groups."""
     present = counts.sum(axis=-1) > 0  # (G, K)
-    used = present.any(axis=-1)
-    return bool(used.any() and (present[used].sum(axis=-1) == 1).all())
+    classes_present = present.any(axis=0)
+    return bool(classes_present.any() and (present[:, classes_present].sum(axis=0) == 1).all())
 
 
 def _class_prior(counts: np.ndarray) -> np.ndarray:

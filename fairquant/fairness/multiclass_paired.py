@@ -30,6 +30,7 @@ from fairquant.fairness.multiclass import (
     class_counts,
     is_class_as_group,
 )
+from fairquant.fairness.metrics import fairness_metrics
 from fairquant.fairness.paired import _flips, paired_comparison
 from fairquant.fairness.paired_bounds import rate_change
 
@@ -78,31 +79,82 @@ def _unbounded_changes(before: dict, after: dict, reason: str) -> dict:
 
 
 def _class_gap_changes(y_true, ref, var, groups, classes: list[str], options: dict, *, bounded: bool) -> dict:
-    """Per one-vs-rest gap: each class's paired change, headed by the class whose gap is worst in the variant;
-    with ``bounded`` False (too many groups x classes for the profiled bounds) the changes are points."""
+    """Per one-vs-rest gap: each class's paired change, headed by the change of the worst class's gap (the variant's
+    worst class against fp32's, which may be another class); with ``bounded`` False (too many groups x classes for
+    the profiled bounds) the changes are points."""
     variant_gaps = _class_gaps(y_true, var, groups, classes, options)
+    reference_gaps = _class_gaps(y_true, ref, groups, classes, options)
+    joint = None
     if bounded:
-        per_class = {c: paired_comparison((y_true == k).astype(np.int64), (ref == k).astype(np.int64),
-                                          (var == k).astype(np.int64), groups, **options)["gaps"]
-                     for k, c in enumerate(classes)}
+        per_class = _per_class_changes(y_true, ref, var, groups, classes, options)
+        # the headline's bounds hold jointly over classes: each class's change, and each model's gap levels, at
+        # Bonferroni level 1 - alpha / (3 K) (K changes and 2 K levels)
+        strict = {**options, "confidence": 1 - (1 - options["confidence"]) / (3 * len(classes))}
+        joint = {"changes": _per_class_changes(y_true, ref, var, groups, classes, strict),
+                 "reference": _per_class_levels(y_true, ref, groups, classes, strict),
+                 "variant": _per_class_levels(y_true, var, groups, classes, strict)}
     else:
-        reference_gaps = _class_gaps(y_true, ref, groups, classes, options)
         reason = TOO_MANY_PAIRS.format(MAX_CLASS_PAIRS)
         per_class = {c: _unbounded_changes(reference_gaps[c], variant_gaps[c], reason) for c in classes}
-    out = {}
-    for gap in GAPS[1:]:
-        values = np.array([variant_gaps[c][gap] for c in classes], dtype=float)
-        entry = {"delta": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
-                 "interval_method": None, "class": None}
-        if np.isfinite(values).any():
-            worst = classes[int((np.nanargmin if gap in WORST_IS_SMALLEST else np.nanargmax)(values))]
-            entry = {**per_class[worst][gap], "class": worst}
-            if entry["interval_method"] is not None:
-                entry["interval_method"] += ("; the one-vs-rest problem of the class whose gap is worst in the variant "
-                                             "(per class, not simultaneous over classes)")
-        entry["per_class"] = {c: per_class[c][gap] for c in classes}
-        out[gap] = entry
-    return out
+    return {gap: {**_worst_class_change(gap, classes, reference_gaps, variant_gaps, joint),
+                  "per_class": {c: per_class[c][gap] for c in classes}} for gap in GAPS[1:]}
+
+
+def _per_class_changes(y_true, ref, var, groups, classes: list[str], options: dict) -> dict:
+    return {c: paired_comparison((y_true == k).astype(np.int64), (ref == k).astype(np.int64),
+                                 (var == k).astype(np.int64), groups, **options)["gaps"]
+            for k, c in enumerate(classes)}
+
+
+def _per_class_levels(y_true, pred, groups, classes: list[str], options: dict) -> dict:
+    """Each class's one-vs-rest gaps of one model with their (bootstrap) intervals."""
+    return {c: fairness_metrics((y_true == k).astype(np.int64), (pred == k).astype(np.int64), groups, **options)["gaps"]
+            for k, c in enumerate(classes)}
+
+
+def _worst_class_change(gap: str, classes: list[str], reference_gaps: dict, variant_gaps: dict,
+                        joint: dict | None) -> dict:
+    """The change of the worst class's gap, worst(variant) - worst(fp32), naming both classes (a = fp32's worst).
+    For a largest-is-worst gap it is max_c (B_c - A_a); each term is at most the paired change d_c = B_c - A_c
+    (A_a >= A_c) and lies within B_c's interval minus A_a's, so the bounds take, per class, the tighter of the two
+    (mirrored for a smallest-is-worst ratio), every interval at Bonferroni level. Undefined (null) without classes
+    whose gap is defined in both models."""
+    pick = np.nanargmin if gap in WORST_IS_SMALLEST else np.nanargmax
+    before = np.array([reference_gaps[c][gap] for c in classes], dtype=float)
+    after = np.array([variant_gaps[c][gap] for c in classes], dtype=float)
+    entry = {"delta": None, "ci_low": None, "ci_high": None, "p_value": None, "interval_method": None,
+             "class": None, "reference_class": None}
+    if not (np.isfinite(before).any() and np.isfinite(after).any()):
+        return entry
+    a, b = int(pick(before)), int(pick(after))
+    entry.update(delta=float(after[b] - before[a]), **{"class": classes[b]}, reference_class=classes[a])
+    if joint is None:
+        entry["reason"] = TOO_MANY_PAIRS.format(MAX_CLASS_PAIRS)
+        return entry
+    def ends(record: dict) -> tuple[float, float]:
+        low, high = record.get("ci_low"), record.get("ci_high")
+        return (float("nan"), float("nan")) if low is None or high is None else (float(low), float(high))
+
+    change = {c: ends(joint["changes"][c][gap]) for c in classes}
+    level_a = ends(joint["reference"][classes[a]][gap])
+    after_level = {c: ends(joint["variant"][c][gap]) for c in classes}
+    # each class c bounds worst(B) - worst(A) = extreme_c (B_c - A_a) two ways: the paired change d_c = B_c - A_c
+    # (A_a is the extreme of A) and the levels, B_c's interval minus A_a's
+    via_levels = {c: (after_level[c][0] - level_a[1], after_level[c][1] - level_a[0]) for c in classes}
+    if gap in WORST_IS_SMALLEST:  # min_c (B_c - A_a), with B_c - A_a >= d_c since A_a <= A_c
+        low = min(np.nanmax([change[c][0], via_levels[c][0]]) for c in classes)
+        high = np.nanmin([change[classes[a]][1], *(via_levels[c][1] for c in classes)])
+    else:  # max_c (B_c - A_a), with B_c - A_a <= d_c since A_a >= A_c
+        low = np.nanmax([change[classes[a]][0], *(via_levels[c][0] for c in classes)])
+        high = max(np.nanmin([change[c][1], via_levels[c][1]]) for c in classes)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        entry["reason"] = "a class's change has no interval (its rate is undefined in a group)"
+        return entry
+    entry.update(ci_low=float(min(low, entry["delta"])), ci_high=float(max(high, entry["delta"])))
+    entry["interval_method"] = ("change of the worst class's gap (variant's worst minus fp32's worst): bounds that "
+                                "combine each class's paired change (exact-beta Dirichlet bounds) with both models' "
+                                "gap levels (bootstrap), all at Bonferroni level 1 - alpha / (3 classes)")
+    return entry
 
 
 def _class_gaps(y_true, y_pred, groups, classes: list[str], options: dict) -> dict:

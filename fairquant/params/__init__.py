@@ -8,7 +8,8 @@ share); every name is re-exported here, so ``from fairquant.params import X`` is
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import yaml
@@ -132,6 +133,23 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _pretrained_files_are_tracked(self) -> "Params":
+        """Weights and the race map sit where a stage's DVC dependencies see them change: the finetune and
+        verify_train stages depend on data/pretrained/, verify_prepare on verify.data.train_root."""
+        for key, value in (("model.pretrained", self.model.pretrained),
+                           ("verify.model.pretrained", self.verify.model.pretrained)):
+            if value is not None and not _inside(value, PRETRAINED_FOLDER):
+                raise ValueError(f"{key} is {value!r}, outside {PRETRAINED_FOLDER}/, the folder its stage depends on: "
+                                 f"DVC would not re-run the study when the file changes; copy the file into "
+                                 f"{PRETRAINED_FOLDER}/ and set {key}: {PRETRAINED_FOLDER}/<file>")
+        race_map = self.verify.data.train_race_map
+        if race_map is not None and not _inside(race_map, self.verify.data.train_root):
+            raise ValueError(f"verify.data.train_race_map is {race_map!r}, outside verify.data.train_root "
+                             f"({self.verify.data.train_root!r}, the folder verify_prepare depends on): DVC would not "
+                             f"see it change; move it into train_root")
+        return self
+
+    @model_validator(mode="after")
     def _audit_has_a_model(self) -> "Params":
         """finetune.epochs 0 audits model.pretrained as it is: it needs that file, and no other architecture."""
         if self.finetune.epochs:
@@ -170,6 +188,15 @@ class Params(_Section):
                 f"found {self.generate.val_share + self.generate.test_share:g}"
             )
         return self
+
+
+PRETRAINED_FOLDER = "data/pretrained"  # a dependency of finetune and verify_train (dvc.yaml)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` names a file below ``folder`` (both as written, relative to the repository), never leaving it."""
+    parts, root = PurePosixPath(os.path.normpath(path)).parts, PurePosixPath(os.path.normpath(folder)).parts
+    return ".." not in PurePosixPath(path).parts and len(parts) > len(root) and parts[:len(root)] == root
 
 
 def _format_error(error: dict) -> str:

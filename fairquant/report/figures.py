@@ -55,10 +55,13 @@ def _synthetic_note(figure: Figure) -> str:
 
 @drawing("rates_by_group")
 def _rates_by_group(figure: Figure) -> plt.Figure:
-    """Accuracy, TPR and FPR per group, one bar group per variant."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, metric in zip(axes, ("accuracy", "tpr", "fpr")):
-        figure.frame.pivot(index="variant", columns="group", values=metric).plot.bar(ax=ax, rot=0)
+    """Accuracy, TPR and FPR per group, one bar group per variant (accuracy alone where the rates are undefined:
+    a multi-class target's group rates are per class)."""
+    frame = figure.frame.assign(**{m: pd.to_numeric(figure.frame[m], errors="coerce") for m in ("accuracy", "tpr", "fpr")})
+    metrics = [m for m in ("accuracy", "tpr", "fpr") if frame[m].notna().any()] or ["accuracy"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        frame.pivot(index="variant", columns="group", values=metric).plot.bar(ax=ax, rot=0)
         ax.set_title(f"{metric} by group{_synthetic_note(figure)}")
         ax.set_ylim(0, 1)
     return fig
