@@ -318,3 +318,14 @@ def test_the_headline_gap_change_is_the_change_of_the_worst_class_gap_even_when_
     assert (change["reference_class"], change["class"]) == ("x", "z")
     assert change["delta"] == pytest.approx(after["value"] - before["value"]) and change["delta"] < -0.1
     assert change["ci_low"] <= change["delta"] <= change["ci_high"] < 0  # a detectable narrowing, never "widens"
+
+
+def test_many_groups_none_large_enough_is_one_clear_error_not_a_numpy_failure():
+    from fairquant.errors import FairquantError
+    from fairquant.fairness.multiclass_paired import multiclass_paired
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    groups = np.array([f"g{i:02d}" for i in range(20)])[np.arange(40) % 20]  # 20 groups of 2 rows
+    with pytest.raises(FairquantError, match="set evaluate.min_group_size to at most 2"):
+        multiclass_paired(y, y, (y + 1) % 3, groups, ["a", "b", "c"], n_boot=50, min_group_size=5)

@@ -60,8 +60,11 @@ def _accuracy_changes(y_true, ref, var, groups, options: dict, *, profiled: bool
                                      confidence=options["confidence"], rng=rng)
         if rows.sum() >= options["min_group_size"]:
             levels.append((right_ref[rows].mean(), right_var[rows].mean()))
-    before, after = np.array(levels).T
-    delta = float((after.max() - after.min()) - (before.max() - before.min()))
+    if not levels:  # no group reaches evaluate.min_group_size: no gap to change
+        delta = None
+    else:
+        before, after = np.array(levels).T
+        delta = float((after.max() - after.min()) - (before.max() - before.min()))
     return {"accuracy_gap": {"delta": delta, "ci_low": None, "ci_high": None, "p_value": None,
                              "interval_method": None, "reason": TOO_MANY_GROUPS.format(MAX_PROFILED_GROUPS)},
             "signed": {}, "group_changes": {"accuracy": by_group}}
