@@ -89,7 +89,7 @@ def test_multiclass_folder_twin_through_dvc_repro(tmp_path):
     assert "Face verification" in report
 
     # The class as the group (the reference works' CIFAR framing): protected is the target itself.
-    sh("dvc exp run -S 'data.protected=[Expression]' -S 'evaluate.privileged_group=smiling' -S 'sweep.ptq=[]'", repo, env)
+    sh("dvc exp run -S 'data.protected=[Expression]' -S 'evaluate.privileged_group=smiling' -S 'sweep.ptq=[w8a8]'", repo, env)
     result = json.loads((repo / "metrics" / "eval" / "s0" / "ptq.json").read_text())
     assert result["class_as_group"] is True and set(result["groups"]) == set(CLASSES)
     assert result["gaps"]["dp_gap"]["value"] is None and "class as the group" in result["gaps"]["dp_gap"]["reason"]
