@@ -111,7 +111,22 @@ def _read_table(table_path: Path, used: dict[str, str]) -> pd.DataFrame:
         raise FairquantError(f"{table_path}: not a readable label table ({str(exc).splitlines()[0]})") from None
     if frame.empty:
         raise FairquantError(f"{table_path}: the table has no rows; list one image per row")
+    _check_scalar_cells(frame, used, _Rows(table_path))
     return pd.DataFrame({name: frame[name].map(_cell_text) for name in used}).reset_index(drop=True)
+
+
+SCALAR_CELL = (str, int, float, bool, np.integer, np.floating, np.bool_)
+
+
+def _check_scalar_cells(frame: pd.DataFrame, used: dict[str, str], rows: _Rows) -> None:
+    """A parquet column of lists, structs or bytes would become its printed form (a silent new group): refused."""
+    for name in used:
+        if frame[name].dtype != object:
+            continue
+        for index, value in enumerate(frame[name]):
+            if value is not None and not isinstance(value, SCALAR_CELL):
+                raise rows.error(index, f"{name!r} cell holds a {type(value).__name__}, not a text or number; store "
+                                        f"one value per cell (strings for file paths)")
 
 
 def _cell_text(value) -> str:
@@ -141,6 +156,9 @@ def _resolve_files(root: Path, files: pd.Series, rows: _Rows) -> list[Path]:
     seen: dict[Path, int] = {}
     paths = []
     for index, text in enumerate(files):
+        if any(ord(char) < 32 for char in text):
+            raise rows.error(index, f"file {text!r} holds a control character; give a plain path relative to "
+                                    f"data.root")
         if _escapes(text):
             raise rows.error(index, f"file {text!r} leaves the dataset root; give a path relative to data.root")
         path = (base / text).resolve()
