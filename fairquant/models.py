@@ -141,7 +141,7 @@ def _read_state_dict(file: Path) -> dict:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise FairquantError(f"{file}: holds no state dict (layer name -> tensor); save it with "
+        raise FairquantError(f"{file}: holds no state dict of tensors (layer name -> tensor); save it with "
                              f"torch.save(model.state_dict(), path)")
     return state
 

@@ -92,7 +92,7 @@ def _face_resnet(classes=None, embedding_dim=None):
 
 @pytest.mark.parametrize("write, message", [
     (lambda f: f.write_bytes(b""), "not a readable state dict (EOFError: empty file)"),
-    (lambda f: torch.save({1: torch.zeros(1)}, f), "holds no state dict (layer name -> tensor)"),
+    (lambda f: torch.save({1: torch.zeros(1)}, f), "holds no state dict of tensors (layer name -> tensor)"),
     (lambda f: torch.save({k: v.fill_(float("nan")) if k == "fc.weight" else v
                            for k, v in _face_resnet(classes=3).state_dict().items()}, f),
      "layer 'fc.weight' holds NaN or infinite values"),
@@ -186,3 +186,13 @@ def test_finetune_refuses_a_prepared_folder_of_the_other_task(tmp_path):
         main(seed=0, data=prepared, out=tmp_path / "fp32", live_dir=tmp_path / "live", arch=None, study_model=None,
              study_live=None, params_file=tmp_path / "params.yaml")
     assert not (tmp_path / "fp32").exists() and not (tmp_path / "live").exists()
+
+
+def test_a_column_named_twice_in_the_header_is_refused(tmp_path):
+    from fairquant.data.folder import load_folder
+
+    root = _folder(tmp_path, _rows())
+    text = (root / "labels.csv").read_text().splitlines()
+    (root / "labels.csv").write_text("\n".join([text[0] + ",Male"] + [line + ",1" for line in text[1:]]) + "\n")
+    with pytest.raises(FairquantError, match="labels.csv: the header names column 'Male' twice; rename or drop one"):
+        load_folder(root, _folder_params(root))

@@ -10,6 +10,7 @@ path, no ``..``, no symlink that resolves outside it.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -88,7 +89,9 @@ def _used_columns(params: DataParams, split_column: str | None) -> dict[str, str
 def _header(table_path: Path) -> list[str]:
     try:
         if table_path.suffix.lower() == ".csv":
-            return [str(c) for c in pd.read_csv(table_path, nrows=0, encoding="utf-8-sig").columns]
+            pd.read_csv(table_path, nrows=0, encoding="utf-8-sig")  # readable at all; its names are de-duplicated
+            with open(table_path, newline="", encoding="utf-8-sig") as handle:
+                return next(csv.reader(handle), [])
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(table_path).names)
@@ -99,6 +102,9 @@ def _header(table_path: Path) -> list[str]:
 def _read_table(table_path: Path, used: dict[str, str]) -> pd.DataFrame:
     """The used columns as stripped strings, '' for an empty cell; unknown columns refused, listing the table's."""
     header = _header(table_path)
+    twice = next((name for name in used if header.count(name) > 1), None)
+    if twice is not None:  # a reader would keep one of them silently (pandas renames the other 'name.1')
+        raise FairquantError(f"{table_path}: the header names column {twice!r} twice; rename or drop one")
     for name, key in used.items():
         if name not in header:
             raise FairquantError(f"{table_path}: no column {name!r} ({key}); the table's columns: {', '.join(header)}")
