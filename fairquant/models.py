@@ -122,8 +122,7 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
         raise FairquantError(
             f"{file}: pretrained weights not found; no download is attempted (offline by design). Put a torchvision "
             f"state dict there (e.g. from ~/.cache/torch/hub/checkpoints) or set model.pretrained: null")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = _read_state_dict(file)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
@@ -136,12 +135,21 @@ def _read_state_dict(file: Path) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise FairquantError(f"{file}: not a readable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+        first = (str(exc).splitlines() or [""])[0]  # an empty file raises with an empty message
+        raise FairquantError(f"{file}: not a readable state dict ({type(exc).__name__}: {first or 'empty file'}); "
                              "save it with torch.save(model.state_dict(), path)") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FairquantError(f"{file}: holds no state dict of tensors; save it with torch.save(model.state_dict(), path)")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise FairquantError(f"{file}: holds no state dict of tensors (layer name -> tensor); save it with "
+                             f"torch.save(model.state_dict(), path)")
     return state
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The first floating tensor holding NaN or inf: a damaged (or diverged) model, which would predict garbage."""
+    return next((name for name, tensor in state.items()
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
 
 
 def load_audited(model: nn.Module, path: str, key: str = "model.pretrained") -> None:
@@ -167,6 +175,10 @@ def load_audited(model: nn.Module, path: str, key: str = "model.pretrained") -> 
     if extra:
         raise FairquantError(f"{file}: tensor {extra[0]!r} (and {len(extra) - 1} more) is not in model.arch's model; "
                              f"{key} must be a state dict of this architecture")
+    damaged = first_non_finite({name: state[name] for name in own})
+    if damaged is not None:
+        raise FairquantError(f"{file}: layer {damaged!r} holds NaN or infinite values; the model to audit ({key}) is "
+                             f"damaged or diverged: export it again")
     model.load_state_dict({name: state[name] for name in own})
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.evaluation import evaluate_variant
+from fairquant.fairness.evaluation import check_same_classes, evaluate_variant
 from fairquant.io import read_json, read_table
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
@@ -43,9 +43,11 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
         predictions, baselines, latency = study_folders(predictions[0], params)
     reference = read_table(predictions[0] / "test.parquet")
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
+    infos = {folder.name: PredictionsInfo.read(folder) for folder in predictions}
+    check_same_classes(infos)  # the first folder is fp32
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
-        info = PredictionsInfo.read(folder)
+        info = infos[folder.name]
         if folder.name in latency:  # timed apart from prediction (the latency stage)
             info = PredictionsInfo.from_dict({**info.to_dict(), "latency": latency[folder.name]},
                                              source=f"the latency stage's timing of {folder.name}")

@@ -47,6 +47,9 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
     table, images, info = load_prepared(data)
     seed_everything(seed, params.finetune.threads)
     classes = info.get("classes")
+    if bool(classes) != (params.data.task == "multiclass"):  # a prepared folder left from another run
+        raise FairquantError(f"{data} was prepared for a {'multi-class' if classes else 'binary'} target but data.task "
+                             f"is {params.data.task}; re-run prepare with this params file (dvc repro)")
     model = build_model(model_params.arch, small_input_stem=model_params.small_input_stem,
                         image_size=info["image_size"], classes=len(classes) if classes else None)
     config = {"kind": "fp32", "name": "fp32", "arch": model_params.arch,

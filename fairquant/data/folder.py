@@ -10,6 +10,7 @@ path, no ``..``, no symlink that resolves outside it.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -88,7 +89,9 @@ def _used_columns(params: DataParams, split_column: str | None) -> dict[str, str
 def _header(table_path: Path) -> list[str]:
     try:
         if table_path.suffix.lower() == ".csv":
-            return [str(c) for c in pd.read_csv(table_path, nrows=0, encoding="utf-8-sig").columns]
+            pd.read_csv(table_path, nrows=0, encoding="utf-8-sig")  # readable at all; its names are de-duplicated
+            with open(table_path, newline="", encoding="utf-8-sig") as handle:
+                return next(csv.reader(handle), [])
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(table_path).names)
@@ -99,6 +102,9 @@ def _header(table_path: Path) -> list[str]:
 def _read_table(table_path: Path, used: dict[str, str]) -> pd.DataFrame:
     """The used columns as stripped strings, '' for an empty cell; unknown columns refused, listing the table's."""
     header = _header(table_path)
+    twice = next((name for name in used if header.count(name) > 1), None)
+    if twice is not None:  # a reader would keep one of them silently (pandas renames the other 'name.1')
+        raise FairquantError(f"{table_path}: the header names column {twice!r} twice; rename or drop one")
     for name, key in used.items():
         if name not in header:
             raise FairquantError(f"{table_path}: no column {name!r} ({key}); the table's columns: {', '.join(header)}")
@@ -111,7 +117,22 @@ def _read_table(table_path: Path, used: dict[str, str]) -> pd.DataFrame:
         raise FairquantError(f"{table_path}: not a readable label table ({str(exc).splitlines()[0]})") from None
     if frame.empty:
         raise FairquantError(f"{table_path}: the table has no rows; list one image per row")
+    _check_scalar_cells(frame, used, _Rows(table_path))
     return pd.DataFrame({name: frame[name].map(_cell_text) for name in used}).reset_index(drop=True)
+
+
+SCALAR_CELL = (str, int, float, bool, np.integer, np.floating, np.bool_)
+
+
+def _check_scalar_cells(frame: pd.DataFrame, used: dict[str, str], rows: _Rows) -> None:
+    """A parquet column of lists, structs or bytes would become its printed form (a silent new group): refused."""
+    for name in used:
+        if frame[name].dtype != object:
+            continue
+        for index, value in enumerate(frame[name]):
+            if value is not None and not isinstance(value, SCALAR_CELL):
+                raise rows.error(index, f"{name!r} cell holds a {type(value).__name__}, not a text or number; store "
+                                        f"one value per cell (strings for file paths)")
 
 
 def _cell_text(value) -> str:
@@ -141,6 +162,9 @@ def _resolve_files(root: Path, files: pd.Series, rows: _Rows) -> list[Path]:
     seen: dict[Path, int] = {}
     paths = []
     for index, text in enumerate(files):
+        if any(ord(char) < 32 for char in text):
+            raise rows.error(index, f"file {text!r} holds a control character; give a plain path relative to "
+                                    f"data.root")
         if _escapes(text):
             raise rows.error(index, f"file {text!r} leaves the dataset root; give a path relative to data.root")
         path = (base / text).resolve()

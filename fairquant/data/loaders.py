@@ -381,9 +381,12 @@ def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-
         raise FairquantError(f"{path}: not a {what} (no 'data' or {label_key!r} entry)")
     try:
         data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        labels = np.asarray(batch[label_key])
     except (ValueError, TypeError) as exc:
         raise FairquantError(f"{path}: not a {what} ({exc})") from None
+    if labels.size and labels.dtype.kind not in "iu":  # floats would be truncated to a wrong class silently
+        raise FairquantError(f"{path}: {label_key} are {labels.dtype}, not integer class indices; not a {what}")
+    labels = labels.astype(np.int64)
     if labels.shape != (len(data),):
         raise FairquantError(f"{path}: {len(data)} images but {labels.size} labels; the file is damaged")
     return data, labels

@@ -219,7 +219,11 @@ def read_race_map(path: str | Path, races: list[str], key: str = "verify.data.tr
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path} does not exist; set {key} to a CSV with columns identity,race (or null)")
-    frame = pd.read_csv(path, dtype=str)
+    try:
+        frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError, a bad encoding, ragged rows
+        raise FairquantError(f"{path}: not a readable CSV ({(str(exc).splitlines() or [''])[0]}); {key} must be a "
+                             f"CSV with the header 'identity,race'") from None
     if list(frame.columns[:2]) != ["identity", "race"]:
         raise FairquantError(f"{path}: expected the header 'identity,race', found {','.join(frame.columns)}; fix "
                              f"the file named by {key}")
@@ -249,6 +253,11 @@ def read_recordio(root: str | Path, *, races: list[str] | tuple[str, ...], race_
                              f"more (the most is {counts.max()}); lower verify.data.min_images_per_identity")
     race_of = {int(k): (race_map or {}).get(int(k), UNKNOWN_RACE) for k in kept}
     if race_map is not None:
+        unlisted = [int(k) for k in kept if int(k) not in race_map]
+        if unlisted:  # would be dropped as of unknown race: most of the set, silently, for a map of the wrong set
+            raise FairquantError(f"verify.data.train_race_map lacks {len(unlisted)} of the {kept.size} training "
+                                 f"identities (first: label {unlisted[0]}); list each RecordIO label (race 'unknown' "
+                                 f"drops it), or set train_race_map: null")
         kept = np.array([k for k in kept if race_of[int(k)] in races], dtype=np.int64)
         if kept.size == 0:
             raise FairquantError(f"no identity of the race map is of verify.data.races ({', '.join(races)}); fix "

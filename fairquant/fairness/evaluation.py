@@ -30,6 +30,27 @@ def check_labels(predictions: pd.DataFrame, name: str, classes: list[str] | None
                                  f"{values.dtype} {found}; re-run predict")
 
 
+def classes_of(info: PredictionsInfo) -> list[str] | None:
+    """The class names a predictions folder records (``details["classes"]``), None for a binary target."""
+    classes = info.details.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) >= 2 and len(set(map(str, classes)))
+                                    == len(classes) and all(isinstance(c, str) for c in classes)):
+        raise FairquantError(f"predictions of {info.name}: details.classes in info.json is {str(classes)[:60]!r}, not "
+                             f"a list of two or more distinct class names; re-run predict")
+    return classes
+
+
+def check_same_classes(infos: dict[str, PredictionsInfo]) -> None:
+    """Every predictions folder compared here was made for the same target (classes, in order): folders left
+    from another run (a binary one, or another target) would be compared class index by class index."""
+    (first, reference), *others = infos.items()
+    for name, info in others:
+        if classes_of(info) != classes_of(reference):
+            raise FairquantError(f"predictions of {name} are for classes {classes_of(info)} but {first}'s for "
+                                 f"{classes_of(reference)}; they come from different runs: re-run predict for both "
+                                 f"(dvc repro)")
+
+
 def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: PredictionsInfo, protected: list[str],
                      params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> EvaluationResult:
     """Metrics of one variant on the test split, its paired change vs fp32 (``reference``) and, for a remedy, vs
@@ -38,7 +59,7 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
     missing = [name for name in protected if name not in predictions.columns]
     if missing:
         raise FairquantError(f"predictions of {info.name} lack protected columns {missing}; re-run predict")
-    classes = info.details.get("classes")
+    classes = classes_of(info)
     check_labels(predictions, info.name, classes)
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
         raise FairquantError(f"predictions of {info.name} and fp32 cover different test samples; re-run predict")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.evaluation import evaluate_variant
+from fairquant.fairness.evaluation import check_same_classes, evaluate_variant
 from fairquant.fairness.counts import GAPS, RATES
 from fairquant.fairness.metrics import group_labels
 from fairquant.fairness.trend import curve_trends, gate_by_points
@@ -60,7 +60,9 @@ def evaluate_sweep(frames: dict[str, pd.DataFrame], infos: dict[str, Predictions
     results = {}
     for arch in sweep.architectures:
         reference = frames[f"{arch}/fp32"]
-        for slot in [f"{arch}/fp32"] + [p.slot for p in sweep_points(sweep) if p.arch == arch]:
+        slots = [f"{arch}/fp32"] + [p.slot for p in sweep_points(sweep) if p.arch == arch]
+        check_same_classes({slot: infos[slot] for slot in slots})
+        for slot in slots:
             results[slot] = evaluate_variant(frames[slot], reference, infos[slot], protected, params)
     trends = []
     for (arch, method, series, calibration), members in curves(sweep_points(sweep)).items():

@@ -118,6 +118,13 @@ class DataParams(_Section):
         return self
 
     @model_validator(mode="after")
+    def _coarse_labels_are_cifar100s(self) -> "DataParams":
+        if self.cifar100_labels != "fine" and self.source != "cifar100":
+            raise ValueError(f"data.cifar100_labels is {self.cifar100_labels} but data.source is {self.source}; it "
+                             f"chooses CIFAR-100's labels only: set data.cifar100_labels: fine, or data.source: cifar100")
+        return self
+
+    @model_validator(mode="after")
     def _positive_is_binary_only(self) -> "DataParams":
         if self.task == "multiclass" and self.positive is not None:
             raise ValueError("data.positive is set but data.task is multiclass (every value of the target is a class); "

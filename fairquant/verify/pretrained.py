@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fairquant.errors import FairquantError
+from fairquant.models import first_non_finite
 
 # where training frameworks nest the weights: arcface_torch's checkpoint_gpu_<rank>.pt, Lightning / generic
 NESTED_KEYS = ("state_dict_backbone", "state_dict", "model")
@@ -29,8 +30,13 @@ def _read_state(file: Path, key: str) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(nested), dict):
             state = state[nested]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise FairquantError(f"{file}: not a state dict (name -> tensor); set {key} to one")
+    damaged = first_non_finite(state)
+    if damaged is not None:
+        raise FairquantError(f"{file}: layer {damaged} holds NaN or infinite values; the weights are damaged or "
+                             f"diverged: export them again and set {key} to them")
     if state and all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
