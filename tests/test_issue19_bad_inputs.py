@@ -196,3 +196,4 @@ def test_a_column_named_twice_in_the_header_is_refused(tmp_path):
     (root / "labels.csv").write_text("\n".join([text[0] + ",Male"] + [line + ",1" for line in text[1:]]) + "\n")
     with pytest.raises(FairquantError, match="labels.csv: the header names column 'Male' twice; rename or drop one"):
         load_folder(root, _folder_params(root))
+

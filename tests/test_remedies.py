@@ -451,3 +451,29 @@ def test_a_remedy_during_a_compressor_without_fine_tuning_is_refused():
     with pytest.raises(FairquantError, match=r"^ceag runs during prune, qat or kmeans, not 'ptq'$"):
         compress_during(CEAGParams(tolerance=0.05), model=None, data=None, protected=["Male"],
                         compressor_params=QuantizePTQParams(), calibration_images=None, live_dir=None, seed=0)
+
+
+@pytest.mark.parametrize("method", ["ceag", "equalized_loss"])
+def test_the_constrained_remedies_train_a_softmax_head(method):
+    """CEAG and equalized loss on a three-class head: a finite Lagrangian whose gradient reaches the head, and the
+    replay buffers counting argmax correctness (a binary head's `logits > 0` would be meaningless here)."""
+    import numpy as np
+    import torch
+
+    from fairquant.mitigate.constrained import Reference, constrained_objective
+    from fairquant.params import CEAGParams, EqualizedLossParams
+
+    torch.manual_seed(0)
+    params = CEAGParams(tolerance=0.02, buffer=4) if method == "ceag" else EqualizedLossParams(buffer=4)
+    groups = np.array([0, 1] * 8)
+    reference = Reference(np.ones(16, bool), np.full(16, 0.5), groups, 2)
+    head = torch.nn.Linear(5, 3)
+    objective = constrained_objective(params, ["F", "M"], reference, head, lambda model: {"accuracy": 1.0,
+                                                                                          "max_excess_drop": 0.0})
+    features, targets = torch.randn(16, 5), torch.tensor([0, 1, 2, 0] * 4, dtype=torch.float32)
+    logits = head(features)
+    loss = objective.loss(logits, targets, torch.as_tensor(groups))
+    loss.backward()
+    assert torch.isfinite(loss) and head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    right = (logits.argmax(1) == targets.long()).numpy()
+    assert [list(b) for b in objective.buffers] == [list(right[groups == 0][-4:]), list(right[groups == 1][-4:])]
