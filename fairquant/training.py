@@ -55,6 +55,14 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return nn.functional.cross_entropy(logits, targets.long(), reduction="none")
 
 
+def mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The batch's mean cross-entropy, by torch's own mean reduction (a binary head then trains bit for bit as it
+    did before multi-class heads existed)."""
+    if logits.ndim == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    return nn.functional.cross_entropy(logits, targets.long())
+
+
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     """The label each row's logits choose: positive when the one logit is > 0, else the largest logit."""
     return (logits > 0).long() if logits.ndim == 1 else logits.argmax(dim=1)
@@ -93,7 +101,7 @@ class Objective:
     validation checks) and returns per-step values to log; ``after_epoch`` runs at every epoch's end."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        return per_sample_loss(logits, targets).mean()
+        return mean_loss(logits, targets)
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         return {}

@@ -32,7 +32,8 @@ from fairquant.errors import FairquantError
 from fairquant.fairness.metrics import excess_drops, rate_rows
 from fairquant.mitigate.inprocess import group_means
 from fairquant.params import CEAGParams, ConstrainedParams, EqualizedLossParams
-from fairquant.training import Objective, labels_from_scores, per_sample_loss, predict_scores, predicted_labels
+from fairquant.training import (Objective, labels_from_scores, mean_loss, per_sample_loss, predict_scores,
+                                predicted_labels)
 
 
 class _GroupProblem(cooper.ConstrainedMinimizationProblem):
@@ -96,7 +97,7 @@ class ConstrainedObjective(Objective):
     def loss(self, logits, targets, groups):
         rows = torch.as_tensor(rate_rows(targets.cpu().numpy() > 0.5, self.params.rate), device=logits.device)
         ce = per_sample_loss(logits, targets)  # binary or softmax cross-entropy, by the head's width
-        overall_loss = ce.mean()
+        overall_loss = mean_loss(logits, targets)
         if not bool(rows.any()):
             self.state = None
             return overall_loss
