@@ -54,8 +54,8 @@ def sh(cmd, cwd, env):
 def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     repo = tmp_path / "study"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvc", ".dvcignore"):
-        source = ROOT / name
+    for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvc", ".dvcignore", "data/pretrained"):
+        source = ROOT / name  # data/pretrained: the tracked folder finetune depends on (the user's weights go there)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / name)
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
     shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
