@@ -1,5 +1,6 @@
 """Each bad input: one line on stderr naming the problem, exit status 2, and no output written."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,18 +17,66 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDED = {"finetune", "quantize_ptq", "quantize_qat", "quantize_kmeans", "prune"}  # stages run per training seed
 
 
-def run_stage(stage, args, cwd, params=None):
-    if stage in SEEDED and "--seed" not in args:
-        args = ["--seed", "0", *args]
+def stage_params(cwd, params=None) -> Path:
+    """params.yaml in ``cwd``: the shipped file with the dotted ``params`` overrides."""
     params_path = Path(cwd) / "params.yaml"
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in (params or {}).items():
         section, key = dotted.split(".", 1)
         base.setdefault(section, {})[key] = value
     params_path.write_text(yaml.safe_dump(base))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args, "--params", str(params_path)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return params_path
+
+
+def run_stage(stage, args, cwd, params=None, *, subprocess_run=False):
+    """Run ``python -m stages.<stage>`` with ``args`` in ``cwd``: in this process by default (the suite's time goes
+    to importing torch once, not per call), through a real interpreter with ``subprocess_run=True``. Either way the
+    result has the returncode, stdout and stderr a user would see."""
+    if stage in SEEDED and "--seed" not in args:
+        args = ["--seed", "0", *args]
+    argv = [*map(str, args), "--params", str(stage_params(cwd, params))]
+    if subprocess_run:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", f"stages.{stage}", *argv], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=600)
+    return run_in_process(stage, argv, cwd)
+
+
+def run_in_process(stage, argv, cwd) -> subprocess.CompletedProcess:
+    """The stage's entry point (stages._cli.run) called here, with its exit status, stdout and stderr captured.
+    torch's process-wide settings that a stage changes (threads, deterministic mode) are put back afterwards."""
+    import importlib
+    import io
+    import warnings
+
+    import torch
+
+    from stages._cli import run
+
+    module = importlib.import_module(f"stages.{stage}")
+    out, err = io.StringIO(), io.StringIO()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    code = 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            warnings.catch_warnings(), _argv([f"stages/{stage}.py", *argv]):
+        try:
+            run(module.app)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic)
+    return subprocess.CompletedProcess([stage, *argv], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _argv(argv):
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def assert_clean_failure(result, message, out):
