@@ -1,0 +1,3 @@
+"""Troubleshooting catalogue: artifacts (README, Troubleshooting). Each case id is a README row."""
+
+CASES: list = []

@@ -1,0 +1,3 @@
+"""Troubleshooting catalogue: datasets (README, Troubleshooting). Each case id is a README row."""
+
+CASES: list = []

@@ -1,0 +1,3 @@
+"""Troubleshooting catalogue: params (README, Troubleshooting). Each case id is a README row."""
+
+CASES: list = []
