@@ -1,42 +1,14 @@
 """The real pipeline under `dvc repro` in a temporary git repository, on a shrunken params profile."""
 
 import json
-import os
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "generate": {"identities": 60, "images_per_identity": 4, "render_size": 32, "workers": 1},
-    "faces": {"count": 12},
-    "prepare": {"image_size": 16, "workers": 1},
-    "finetune": {"epochs": 1, "batch_size": 64},
-    "calibration": {"size": 32, "distilled_size": 8, "distilled_iterations": 3},
-    "latency": {"batch": 16, "repeats": 0},  # no timing: two runs must then be byte-identical
-    "quantize_qat": {"batch_size": 64},
-    "quantize_kmeans": {"iterations": 10},
-    "prune": {"batch_size": 64},
-    "evaluate": {"bootstrap": 200},
-    "sweep": {"ptq": ["w8a8", "w4a4", "w2a2"], "qat": ["w4a4"]},  # three points: a curve with a trend, real int8 at 8
-}
-MITIGATE_TINY = {"fairalm": {"epochs": 0.5}, "ceag": {"checks": 2}}
-VERIFY_TINY = {  # face verification: 4 races x 8 test identities, one genuine and one impostor pair per fold
-    "generate": {"train_identities": 24, "images_per_identity": 4, "test_identities_per_race": 8,
-                 "test_images_per_identity": 3, "pairs_per_fold": 1, "render_size": 32, "faces": 16, "workers": 1},
-    "data": {"image_size": 16, "calibration_size": 16, "workers": 1},
-    "train": {"epochs": 1, "batch_size": 32},
-    "quantface": {"epochs": 0.5, "batch_size": 16},
-    "evaluate": {"bootstrap": 100},
-}
-RECORDIO = {"train_layout": "recordio", "train_root": "data/raw/synthetic_verify/recordio",
-            "train_race_map": "data/raw/synthetic_verify/recordio/identity_races.csv"}
-VERIFY_BITS = [8, 4]  # two points: the curve and its (undefined) trend without a third compression of the branch
+from tests.study import sh, shrunken_params, study_repo
+
 VERIFY_VARIANTS = {"fp32", "ptq-w8a8-train", "ptq-w8a8-synthetic", "ptq-w4a4-train", "ptq-w4a4-synthetic",
                    "quantface-w8a8-train", "quantface-w8a8-synthetic", "quantface-w4a4-train",
                    "quantface-w4a4-synthetic"}
@@ -44,36 +16,11 @@ SLOTS = {"fp32", "ptq", "qat", "kmeans", "prune", "fairalm", "fairalm+ptq", "fai
          "ceag+prune", "fp32+caleqodds", "ptq+caleqodds"}
 
 
-def sh(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.mark.slow
 def test_dvc_repro_status_exp_run_and_metrics_diff(tmp_path):
     repo = tmp_path / "study"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvc", ".dvcignore", "data/pretrained"):
-        source = ROOT / name  # data/pretrained: the tracked folder finetune depends on (the user's weights go there)
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / name)
-    shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
-    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    for method, values in MITIGATE_TINY.items():
-        params["mitigate"][method].update(values)
-    for section, values in VERIFY_TINY.items():
-        params["verify"][section].update(values)
-    params["verify"]["bits"] = VERIFY_BITS
-    params["verify"]["generate"]["train_recordio"] = True  # the branch trains from insightface's RecordIO layout
-    params["verify"]["data"].update(RECORDIO)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PYTHONPATH": str(repo)}
-    sh("git init -q && git add -A && git commit -qm init", repo, env)
+    params = shrunken_params()
+    env = study_repo(repo, params)
 
     sh("dvc repro", repo, env)
     summary = json.loads((repo / "metrics" / "summary.json").read_text())

@@ -4,14 +4,11 @@ then the class as the group through `dvc exp run`; every compressor, CEAG, a swe
 branch run on it."""
 
 import json
-import os
-import shutil
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.test_pipeline import ROOT, TINY, VERIFY_TINY, sh
+from tests.study import sh, shrunken_params, study_repo
 
 TWIN = {
     "generate": {"layout": "folder", "identities": 90},
@@ -27,33 +24,18 @@ CLASSES = ["frowning", "neutral", "smiling"]
 @pytest.mark.slow
 def test_multiclass_folder_twin_through_dvc_repro(tmp_path):
     repo = tmp_path / "twin"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "fairquant", "stages", ".dvc", ".dvcignore", "data"):
-        source = ROOT / name
-        if name == "data":  # only the tracked folder the graph reads (data/pretrained)
-            shutil.copytree(source / "pretrained", repo / "data" / "pretrained")
-            continue
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / name)
-    shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
-    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
+    params = shrunken_params()
     for section, values in TWIN.items():
         for key, value in values.items():
             if isinstance(value, dict):
                 params[section][key].update(value)
             else:
                 params[section][key] = value
-    params["mitigate"]["ceag"]["checks"] = 2
-    for section, values in VERIFY_TINY.items():
-        params["verify"][section].update(values)
     params["verify"]["bits"] = [8]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PYTHONPATH": str(repo)}
-    sh("git init -q && git add -A && git commit -qm init", repo, env)
+    params["verify"]["generate"]["train_recordio"] = False
+    params["verify"]["data"].update(train_layout="identity_folders",
+                                    train_root="data/raw/synthetic_verify/race_per_7000", train_race_map=None)
+    env = study_repo(repo, params)
 
     sh("dvc repro", repo, env)
     raw = repo / "data" / "raw" / "synthetic"
