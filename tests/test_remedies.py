@@ -223,7 +223,7 @@ def test_ceag_without_a_feasible_check_keeps_the_least_violating_and_says_so():
 
 def test_ceag_tolerance_is_required_and_bounded():
     with pytest.raises(FairquantError, match="mitigate.ceag.tolerance is not set"):
-        require_tolerance(CEAGParams())
+        require_tolerance(CEAGParams(tolerance=None))
     with pytest.raises(FairquantError, match="mitigate.ceag.tolerance"):
         parse_params({"mitigate": {"ceag": {"tolerance": 1.5}}})
     with pytest.raises(FairquantError, match="mitigate.dp_regularizer.weight"):

@@ -28,21 +28,21 @@ class GenerateParams(_Section):
     """The embedded default: a seeded generator of face-like images in the CelebA layout."""
 
     seed: int = 0
-    identities: int = Field(2000, ge=10)
+    identities: int = Field(1000, ge=10)
     images_per_identity: int = Field(4, ge=1, le=50)
     render_size: int = Field(64, ge=32, le=256)
     minority_share: float = Field(0.2, gt=0, lt=1, description="share of identities in the minority group")
     base_rate_majority: float = Field(0.5, gt=0, lt=1)
     base_rate_minority: float = Field(0.5, gt=0, lt=1)
     difficulty_majority: GroupDifficulty = GroupDifficulty()
-    difficulty_minority: GroupDifficulty = GroupDifficulty()
+    difficulty_minority: GroupDifficulty = GroupDifficulty(contrast=0.8, noise=0.04, blur=0.4)
     label_noise: float = Field(0.02, ge=0, lt=0.5)
     cue_strength: float = Field(1.5, gt=0, le=3, description="scales the mouth's curvature and line width: how "
                                                               "visible the label cue is at the prepared size")
     cue_overlap: float = Field(0.0, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
                                                                "(share of the curvature range): ambiguity of the cue")
     rare_cue_share: float = Field(
-        0.0, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
+        0.5, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
     )
     val_share: float = Field(0.1, gt=0, lt=0.5)
     test_share: float = Field(0.2, gt=0, lt=0.5)

@@ -39,6 +39,8 @@ class FairALMParams(TrainingParams):
     eta_growth: float = Field(1.0, ge=1, le=2, description="eta is multiplied by this after every epoch (1.01 in "
                                                            "the released code; 1 = the paper's fixed eta)")
     epochs: float = Field(1, gt=0, le=1000, description="fine-tuning epochs from the fp32 model; may be fractional")
+    batch_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
 
 
 class DPRegularizerParams(TrainingParams):
@@ -50,6 +52,8 @@ class DPRegularizerParams(TrainingParams):
 
     weight: float = Field(1.0, gt=0, le=1000, description="weight of the penalty against the cross-entropy")
     epochs: float = Field(1, gt=0, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
 
 
 class ConstrainedParams(_Section):
@@ -73,7 +77,7 @@ class CEAGParams(ConstrainedParams):
 
     method: ClassVar[str] = "ceag"
 
-    tolerance: float | None = Field(None, gt=0, lt=1, description="required: the excess accuracy drop allowed "
+    tolerance: float | None = Field(0.02, gt=0, lt=1, description="required: the excess accuracy drop allowed "
                                                                    "to any group (0.02 = 2 points)")
 
 

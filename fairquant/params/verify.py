@@ -150,7 +150,7 @@ class VerifyParams(_Section):
         default_factory=lambda: ["ptq", "quantface"],
         description="ptq and quantface run at every bits x calibration; qat, kmeans and prune use their own "
                     "sections (quantize_qat, quantize_kmeans, prune) with margin-loss fine-tuning")
-    bits: list[Bits] = Field(default_factory=lambda: [8, 4], min_length=1,
+    bits: list[Bits] = Field(default_factory=lambda: [8, 4, 3], min_length=1,
                              description="weights and activations (W8A8, W4A4, ...) of ptq and quantface")
     calibration: list[VerifyCalibrationSet] = Field(
         default_factory=lambda: ["train", "synthetic"], min_length=1,
