@@ -167,6 +167,36 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _binary_target_is_not_a_group(self) -> "Params":
+        """A binary target that is also a protected attribute makes every group all-positive or all-negative: no
+        group has both rates. Multi-class targets may (the class as the group: Balancing Act's per-class drops)."""
+        if self.data.task == "binary" and self.data.target in self.data.protected:
+            raise ValueError(f"data.target {self.data.target!r} is also in data.protected, but data.task is binary: "
+                             f"each group would hold one label only; protect another attribute, or set data.task: "
+                             f"multiclass for the class as the group")
+        return self
+
+    @model_validator(mode="after")
+    def _constrained_remedies_have_epochs(self) -> "Params":
+        """CEAG and equalized loss fine-tune with the compressor's own settings: with 0 epochs they would not run."""
+        for compressor in ("prune", "qat", "kmeans"):
+            listed = getattr(self.mitigate, f"during_{compressor}")
+            section = self.compressors()[compressor]
+            if listed and not section.epochs:
+                raise ValueError(f"mitigate.during_{compressor} lists {', '.join(listed)} but {section.params_section}"
+                                 f".epochs is 0: the constrained fine-tuning runs with that section's epochs; set "
+                                 f"{section.params_section}.epochs > 0 (e.g. 0.5) or empty during_{compressor}")
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_sets_add_a_set(self) -> "Params":
+        ptq_set = self.quantize_ptq.calibration
+        if ptq_set in self.mitigate.calibration_sets:
+            raise ValueError(f"mitigate.calibration_sets lists {ptq_set}, quantize_ptq's own calibration set: the "
+                             f"ptq slot already is that model; list only other sets")
+        return self
+
+    @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")

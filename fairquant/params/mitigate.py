@@ -19,7 +19,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from fairquant.params.base import Bits, TrainingParams, _Section
-from fairquant.params.compress import CalibrationSet
+from fairquant.params.compress import CalibrationSet, PruneParams, QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams
+
+COMPRESSORS = tuple(section.compressor for section in (QuantizePTQParams, QuantizeQATParams, QuantizeKmeansParams,
+                                                       PruneParams))  # their slots
 
 FairnessRate = Literal["tpr", "fpr"]
 
@@ -176,6 +179,41 @@ class MitigateParams(_Section):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"mitigate.{key} lists a value more than once ({values}); list each once")
+        return self
+
+    def model_slot_names(self) -> list[str]:
+        """The model slots these lists make (fairquant.mitigate.slots.model_slots builds them, with their baselines;
+        tests/test_params.py holds the two equal): what post_on may name."""
+        slots = ["fp32", *COMPRESSORS]
+        for method in self.before_compression:
+            slots += [f"{method}-control", f"{method}-control+ptq", method, f"{method}+ptq"]
+        for compressor in ("prune", "qat", "kmeans"):
+            slots += [f"{method}+{compressor}" for method in getattr(self, f"during_{compressor}")]
+        slots += [f"{name}+ptq" for name in (*self.calibration_sets, *self.precision)]
+        return slots
+
+    @model_validator(mode="after")
+    def _post_on_names_made_slots(self) -> "MitigateParams":
+        unknown = [slot for slot in self.post_on if slot not in self.model_slot_names()]
+        if unknown:
+            raise ValueError(f"mitigate.post_on names {unknown[0]!r}, a slot this study does not make; choose among "
+                             f"{', '.join(self.model_slot_names())}")
+        return self
+
+    @model_validator(mode="after")
+    def _ceag_has_its_tolerance(self) -> "MitigateParams":
+        lists = [key for key in ("during_prune", "during_qat", "during_kmeans") if "ceag" in getattr(self, key)]
+        if lists and self.ceag.tolerance is None:
+            raise ValueError(f"mitigate.{lists[0]} lists ceag but mitigate.ceag.tolerance is null; CEAG needs the "
+                             f"excess accuracy drop it allows each group: set it, e.g. 0.02")
+        return self
+
+    @model_validator(mode="after")
+    def _precision_keeps_layers_higher(self) -> "MitigateParams":
+        high, low = self.sensitivity.high_bits, self.sensitivity.bits
+        if self.precision and high is not None and high <= low:
+            raise ValueError(f"mitigate.sensitivity.high_bits is {high}, not above bits ({low}): the layers the plan "
+                             f"keeps would not be kept at higher precision; set high_bits above bits (or null = float)")
         return self
 
     @model_validator(mode="after")
