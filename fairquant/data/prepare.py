@@ -159,14 +159,58 @@ def check_splits(table: pd.DataFrame, protected: list[str], classes: list[str] |
                                  f"the model cannot learn it: check data.class_imbalance or data.target")
 
 
+NULL_TEXTS = frozenset({"", "nan", "none", "null", "<na>", "nat"})  # how a missing value reads once made text
+
+
+def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
+    """Each protected attribute has a value in every kept sample (a missing one would become a group named 'nan')
+    and at least two values (one group has nothing to be compared with)."""
+    for name in protected:
+        values = table[name].map(lambda value: "" if pd.isna(value) else str(value).strip())
+        missing = values.str.lower().isin(NULL_TEXTS).to_numpy()
+        if missing.any():
+            first = table["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
+            raise FairquantError(f"protected attribute {name!r} is empty (null) in {int(missing.sum())} of "
+                                 f"{len(table)} samples (first: {first}); fill the value in the dataset's labels or "
+                                 f"drop those rows: a missing value is not a group")
+        distinct = sorted(values.unique())
+        if len(distinct) < 2:
+            raise FairquantError(f"protected attribute {name!r} has the single value {distinct[0]!r} in all "
+                                 f"{len(table)} samples: no group to compare with; protect an attribute with two "
+                                 f"values or more (data.protected)")
+
+
+def check_group_splits(table: pd.DataFrame, protected: list[str]) -> None:
+    """Every protected group (the intersection of data.protected) has samples in train, val and test: test
+    measures it, val fits the post-processors per group, train teaches it."""
+    groups = table[protected].astype(str).agg(" & ".join, axis=1)
+    for group, part in table.groupby(groups.to_numpy(), sort=True):
+        absent = [split for split in ("train", "val", "test") if not (part["split"] == split).any()]
+        if absent:
+            raise FairquantError(f"protected group {' & '.join(protected)} = {group} has no {absent[0]} sample "
+                                 f"({len(part)} samples in all); its metrics would be undefined: protect coarser "
+                                 f"attributes (data.protected) or use a dataset with that group in every split")
+
+
 def check_privileged_group(table: pd.DataFrame, protected: list[str], privileged_group: str | None) -> None:
     """evaluate.privileged_group names a group of the data (checked here, not after training at evaluate)."""
-    if privileged_group is None:
-        return
     groups = sorted(set(table[protected].astype(str).agg(" & ".join, axis=1)))
+    if privileged_group is None:
+        raise FairquantError(f"evaluate.privileged_group is null, but evaluate takes signed differences against it; "
+                             f"set it to one of the groups: {', '.join(groups[:12])}")
     if privileged_group not in groups:
         raise FairquantError(f"evaluate.privileged_group is {privileged_group!r}, not a group of the data (groups of "
                              f"data.protected {protected}: {', '.join(groups[:12])}); set it to one of them")
+
+
+def check_labels(table: pd.DataFrame, *, protected: list[str], privileged_group: str | None,
+                 classes: list[str] | None) -> None:
+    """The labels against the params, before anything is written: protected values, the target's classes in every
+    split, the reference group among the groups, each group in every split."""
+    check_protected_values(table, protected)
+    check_splits(table, protected, classes)
+    check_privileged_group(table, protected, privileged_group)
+    check_group_splits(table, protected)
 
 
 def label_counts(table: pd.DataFrame, protected: list[str], classes: list[str] | None) -> list[dict]:
