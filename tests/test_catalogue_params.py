@@ -85,6 +85,16 @@ OVERRIDE_CASES = [
                  id="params-verify-bits-twice"),
     pytest.param({"mitigate.after": ["caleqodds", "caleqodds"]}, "mitigate.after lists a value more than once",
                  id="params-remedy-twice"),
+    pytest.param({"data.target": ""}, "'data.target' is an empty text; write a value, or remove the key for its default",
+                 id="params-empty-text"),
+    pytest.param({"data.positive": []}, "data.positive is an empty list: no value of the target would be positive",
+                 id="params-positive-empty"),
+    pytest.param({"data.folder": {"table": "faces.csv"}}, "data.folder is changed from its defaults but data.source is "
+                 "synthetic, which never reads it", id="params-folder-settings-unused"),
+    pytest.param({"quantize_ptq.calibration_size": 1024}, "quantize_ptq.calibration_size is 1024, more than its train "
+                 "set holds (calibration.size: 512)", id="params-calibration-size-too-large"),
+    pytest.param({"verify.data": {"races": ["African", "Asian", "African"]}}, "verify.data.races names African more "
+                 "than once", id="params-verify-races-twice"),
 ]
 
 # Against the data (the session's tiny CelebA-layout set): refused at prepare, before anything is written.

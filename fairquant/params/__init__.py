@@ -197,6 +197,22 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _calibration_sizes_fit_their_sets(self) -> "Params":
+        """A compressor takes calibration_size images of its set: no more than the set holds (train and balanced:
+        calibration.size; distilled: calibration.distilled_size; synthetic: the folder, counted when read)."""
+        sizes = {"train": ("calibration.size", self.calibration.size),
+                 "balanced": ("calibration.size", self.calibration.size),
+                 "distilled": ("calibration.distilled_size", self.calibration.distilled_size)}
+        for key, section in (("quantize_ptq", self.quantize_ptq), ("quantize_qat", self.quantize_qat),
+                             ("mitigate.sensitivity", self.mitigate.sensitivity)):
+            size_key, size = sizes.get(section.calibration, (None, None))
+            if size is not None and section.calibration_size is not None and section.calibration_size > size:
+                raise ValueError(f"{key}.calibration_size is {section.calibration_size}, more than its "
+                                 f"{section.calibration} set holds ({size_key}: {size}); lower it, raise {size_key}, "
+                                 f"or set it to null (all of the set)")
+        return self
+
+    @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
@@ -246,7 +262,7 @@ def _hint(error: dict) -> str:
 def _format_error(error: dict, source: str = "params.yaml", positions: Positions | None = None) -> str:
     where = position_of(error["loc"], positions or {})
     prefix = f"{source}:{where[0]}:{where[1]}:" if where else f"{source}:"
-    key = ".".join(str(part) for part in error["loc"]) or source
+    key = ".".join(str(part) for part in error["loc"] if part != "[key]") or source
     found = error.get("input")
     if error["type"] == "extra_forbidden":
         return f"{prefix} unknown key '{key}' (found {found!r}); remove it or fix its spelling"
@@ -257,6 +273,8 @@ def _format_error(error: dict, source: str = "params.yaml", positions: Positions
             return (f"{prefix} section '{key}' is empty (nothing indented below it); write its keys below it, or "
                     f"remove the line to use its defaults")
         return f"{prefix} section '{key}' must be a mapping of its keys, found {found!r}; write its keys below it"
+    if error["type"] == "string_too_short":
+        return f"{prefix} '{key}' is an empty text; write a value, or remove the key for its default"
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
         return f"{prefix} {message}"

@@ -125,6 +125,20 @@ class DataParams(_Section):
         return self
 
     @model_validator(mode="after")
+    def _folder_settings_are_read(self) -> "DataParams":
+        if self.source != "folder" and self.folder != FolderParams():
+            raise ValueError(f"data.folder is changed from its defaults but data.source is {self.source}, which never "
+                             f"reads it; set data.source: folder, or put data.folder back to its defaults")
+        return self
+
+    @model_validator(mode="after")
+    def _positive_names_a_value(self) -> "DataParams":
+        if self.positive is not None and not self.positive:
+            raise ValueError("data.positive is an empty list: no value of the target would be positive; list the "
+                             "values counted positive, or set it to null for a binary attribute's own positive value")
+        return self
+
+    @model_validator(mode="after")
     def _positive_is_binary_only(self) -> "DataParams":
         if self.task == "multiclass" and self.positive is not None:
             raise ValueError("data.positive is set but data.task is multiclass (every value of the target is a class); "
