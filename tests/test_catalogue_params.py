@@ -116,6 +116,9 @@ DATA_CASES = [
 NULL_GROUP_CASES = [
     pytest.param("race", "protected attribute 'race' is empty (null) in 3 of 24 samples (first: train/04.jpg); fill "
                  "the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
+    pytest.param("target", "the target is empty (null) in 3 of 24 samples (first: train/04.jpg); fill the value in "
+                 "the dataset's labels or drop those rows: a missing value is not a class",
+                 id="params-multiclass-target-null-values"),
 ]
 
 CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES
@@ -162,10 +165,13 @@ def fairface_with_gaps(tmp_path_factory, tiny_celeba):
 
 
 @pytest.mark.parametrize("attribute, message", NULL_GROUP_CASES)
-def test_missing_protected_values_are_refused_not_made_a_group(tmp_path, fairface_with_gaps, attribute, message):
-    """Before: the three rows became a group called 'nan'."""
+def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, fairface_with_gaps, attribute, message):
+    """Before: the three rows became a group (or a class) called 'nan'."""
     out = tmp_path / "prepared"
     params = {"data.source": "fairface", "data.root": str(fairface_with_gaps), "data.target": "gender",
-              "data.protected": [attribute], "evaluate.privileged_group": "White"}
+              "data.protected": ["race"], "evaluate.privileged_group": "White"}
+    if attribute == "target":  # race as a multi-class target: the gaps once became a class called 'nan'
+        params.update({"data.target": "race", "data.task": "multiclass", "data.protected": ["gender"],
+                       "evaluate.privileged_group": "Female", "mitigate.before_compression": [], "mitigate.after": []})
     result = run_stage("prepare", ["--out", str(out)], tmp_path, params)
     assert_clean_failure(result, message, out)

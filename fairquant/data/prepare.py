@@ -180,6 +180,17 @@ def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
                                  f"values or more (data.protected)")
 
 
+def check_class_names(table: pd.DataFrame, classes: list[str] | None) -> None:
+    """A multi-class target's values are all given: a missing one would become a class called 'nan'."""
+    missing = [k for k, name in enumerate(classes or []) if str(name).strip().lower() in NULL_TEXTS]
+    if missing:
+        rows = table["y_true"].isin(missing).to_numpy()
+        first = table["sample_id"].iloc[int(np.flatnonzero(rows)[0])] if rows.any() else None
+        raise FairquantError(f"the target is empty (null) in {int(rows.sum())} of {len(table)} samples (first: "
+                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
+                             f"is not a class")
+
+
 def check_group_splits(table: pd.DataFrame, protected: list[str]) -> None:
     """Every protected group (the intersection of data.protected) has samples in train, val and test: test
     measures it, val fits the post-processors per group, train teaches it."""
@@ -208,6 +219,7 @@ def check_labels(table: pd.DataFrame, *, protected: list[str], privileged_group:
     """The labels against the params, before anything is written: protected values, the target's classes in every
     split, the reference group among the groups, each group in every split."""
     check_protected_values(table, protected)
+    check_class_names(table, classes)
     check_splits(table, protected, classes)
     check_privileged_group(table, protected, privileged_group)
     check_group_splits(table, protected)
