@@ -19,7 +19,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from fairquant.params.base import Bits, TrainingParams, _Section
-from fairquant.params.compress import CalibrationSet, PruneParams, QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams
+from fairquant.params.compress import (CalibrationSet, PruneParams, QuantizeKmeansParams, QuantizePTQParams,
+                                       QuantizeQATParams)
 
 COMPRESSORS = tuple(section.compressor for section in (QuantizePTQParams, QuantizeQATParams, QuantizeKmeansParams,
                                                        PruneParams))  # their slots
