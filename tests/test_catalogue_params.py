@@ -101,8 +101,9 @@ OVERRIDE_CASES = [
 DATA_CASES = [
     pytest.param({"data.protected": ["Bald"]}, "protected attribute 'Bald' has the single value 'not Bald' in all "
                  "120 samples: no group to compare with", id="params-protected-single-value"),
-    pytest.param({"data.protected": ["Gray_Hair"], "evaluate.privileged_group": "not Gray_Hair"},
-                 "protected group Gray_Hair = Gray_Hair has no val sample", id="params-group-missing-from-a-split"),
+    pytest.param({"data.protected": ["No_Beard"], "evaluate.privileged_group": "No_Beard"},
+                 "protected group No_Beard = not No_Beard has no test sample (6 samples in all)",
+                 id="params-group-missing-from-test"),
     pytest.param({"evaluate.privileged_group": "female"}, "evaluate.privileged_group is 'female', not a group of the "
                  "data (groups of data.protected ['Male']: Female, Male)", id="params-privileged-group-not-a-group"),
     pytest.param({"evaluate.privileged_group": None}, "evaluate.privileged_group is null, but evaluate takes signed "

@@ -255,7 +255,9 @@ def test_study_slots_pair_each_remedy_with_what_it_fixes():
     assert slots["equalized_loss+qat"] == "qat" and slots["sensitivity+ptq"] == "fp32"
     assert slots["ptq+threshold"] == "ptq" and slots["fp32+caleqodds"] == "fp32" and slots["qat"] is None
     with pytest.raises(FairquantError, match=r"mitigate.post_on names \['int4'\]"):
-        study_slots(MitigateParams(post_on=["int4"]))
+        study_slots(MitigateParams.model_construct(**{**MitigateParams().model_dump(), "post_on": ["int4"]}))
+    with pytest.raises(ValueError, match=r"mitigate.post_on names 'int4', a slot this study does not make"):
+        MitigateParams(post_on=["int4"])  # refused on load since issue 20
 
 
 def _frame(pred, n_groups=2):
