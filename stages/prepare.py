@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress
 
 from fairquant.data.loaders import load_dataset
-from fairquant.data.prepare import build_image_store, check_privileged_group, check_splits, label_counts
+from fairquant.data.prepare import build_image_store, check_labels, label_counts
 from fairquant.io import atomic_dir, samples_schema, write_json, write_table
 from fairquant.params import load_params
 from stages._cli import run
@@ -19,14 +19,16 @@ def main(out: Path = typer.Option(..., help="prepared folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     raw = load_dataset(params.data)
+    checks = {"protected": params.data.protected, "privileged_group": params.evaluate.privileged_group,
+              "classes": raw.classes}
+    check_labels(raw.table, **checks)  # before decoding a single image: the labels alone can refuse the study
     # The store is decoded straight into the output folder; an error anywhere leaves no output behind.
     with atomic_dir(out) as tmp, Progress(transient=True) as progress:
         task = progress.add_task("decoding images", total=len(raw.table))
         table, _, dropped = build_image_store(
             raw, params.prepare.image_size, params.prepare.workers, params.data.max_corrupt_fraction,
             out=tmp / "images.npy", progress=lambda n: progress.advance(task, n))
-        check_splits(table, params.data.protected, raw.classes)
-        check_privileged_group(table, params.data.protected, params.evaluate.privileged_group)
+        check_labels(table, **checks)  # again on the samples kept (undecodable images dropped)
         info = {
             "synthetic": params.data.source == "synthetic" or raw.synthetic,
             "source": params.data.source, "target": params.data.target, "protected": params.data.protected,

@@ -1,3 +1,178 @@
-"""Troubleshooting catalogue: params (README, Troubleshooting). Each case id is a README row."""
+"""Troubleshooting catalogue: params (README, Troubleshooting). Each case id is a README row.
 
-CASES: list = []
+Every case runs the prepare stage in-process as a user would (`python -m stages.prepare --out ... --params ...`):
+a params mistake is refused when the file loads, before any data is read; a mistake against the data is refused
+by prepare's checks before anything is written. Each must give exit status 2, one `error: ` line naming the problem
+and its fix, and no output."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_stages import assert_clean_failure, run_in_process, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = (ROOT / "params.yaml").read_text()
+
+
+def edited(*replacements: tuple[str, str]) -> str:
+    """The shipped params.yaml with each (regex, replacement) applied exactly once: a user's edit, comments kept."""
+    text = SHIPPED
+    for pattern, replacement in replacements:
+        text, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
+        assert count == 1, f"{pattern!r} is not in params.yaml"
+    return text
+
+
+# A params file as written (the text, so that YAML's own reading is part of the case) -> the message expected.
+FILE_CASES = [
+    pytest.param("", "mine.yaml is empty; copy the shipped params.yaml", id="params-empty-file"),
+    pytest.param("# seeds: [0, 1]\n# finetune:\n#   epochs: 2\n", "mine.yaml is empty", id="params-only-comments"),
+    pytest.param("- data\n- finetune\n", "mine.yaml: expected a mapping of sections, found list",
+                 id="params-not-a-mapping"),
+    pytest.param(edited((r"^data:\n", "data: 3\nold_data:\n")), "section 'data' must be a mapping of its keys, found 3",
+                 id="params-section-not-a-mapping"),
+    pytest.param("seeds: [0]\ndata:\nfinetune:\n  epochs: 2\n",
+                 "mine.yaml:2:1: section 'data' is empty (nothing indented below it)", id="params-section-empty"),
+    pytest.param(edited((r"^  epochs: 4\n", "  epochs: 4\n  epochs: 8\n")),
+                 "duplicate key 'epochs' in 'finetune' (first at line 65); YAML would keep only the last one",
+                 id="params-duplicate-key"),
+    pytest.param(SHIPPED + "\nfinetune:\n  epochs: 2\n", "duplicate key 'finetune' (first at line 64)",
+                 id="params-duplicate-section"),
+    pytest.param(edited((r"^  epochs: 4", "\tepochs: 4")), "mine.yaml:65:1: not valid YAML (found character '\\t' "
+                 "that cannot start any token); indent with spaces, not tabs", id="params-tab-indent"),
+    pytest.param(edited((r"^  lr: 0.05", " lr: 0.05")), "mine.yaml:67:2: not valid YAML", id="params-bad-indent"),
+    pytest.param(edited((r"^    - Male\n", "    [Male\n")), "not valid YAML", id="params-unclosed-bracket"),
+    pytest.param(edited((r"^  epochs: 4", "  epochs: true")), "mine.yaml:65:3: 'finetune.epochs': expected a valid "
+                 "integer; found True; YAML read a boolean", id="params-boolean-for-a-number"),
+    pytest.param(edited((r"^  privileged_group: Female", "  privileged_group: no")),
+                 "'evaluate.privileged_group': expected a valid string; found False; YAML reads an unquoted "
+                 "yes/no/on/off/true/false as a boolean: quote the word you meant", id="params-yaml-no-is-false"),
+    pytest.param(edited((r"^  bits: 8  ", "  bits: 8.5")), "'quantize_ptq.bits': expected a valid integer; found 8.5; "
+                 "write a whole number", id="params-fractional-integer"),
+    pytest.param(edited((r"^  epochs: 4", "  epochs: '4'")), "'finetune.epochs': expected a valid integer; found '4'",
+                 id="params-quoted-number"),
+    pytest.param(edited((r"^seeds:.*\n  - 0\n", "seeds: 0\n")), "'seeds': expected a valid list; found 0",
+                 id="params-seeds-not-a-list"),
+    pytest.param(edited((r"^  - 0\n", "  - 0\n  - 0\n")), "seeds lists a seed more than once ([0, 0])",
+                 id="params-seed-twice"),
+    pytest.param(edited((r"^    tolerance: 0.02", "    tolerance: null")),
+                 "mitigate.during_prune lists ceag but mitigate.ceag.tolerance is null", id="params-ceag-no-tolerance"),
+    pytest.param(edited((r"^  precision: \[\]", "  precision: [sensitivity]"), (r"^    high_bits: 8", "    high_bits: 4")),
+                 "mitigate.sensitivity.high_bits is 4, not above bits (4)", id="params-sensitivity-high-bits-not-higher"),
+]
+
+# Dotted overrides of the shipped file (tests.test_stages.stage_params) -> the message expected.
+OVERRIDE_CASES = [
+    pytest.param({"finetune.epoch": 2}, "unknown key 'finetune.epoch' (found 2); remove it or fix its spelling",
+                 id="params-unknown-key"),
+    pytest.param({"model.arch": "vgg16"}, "'model.arch': expected 'resnet18'", id="params-unknown-choice"),
+    pytest.param({"generate.minority_share": 1.5}, "'generate.minority_share': expected less than 1; found 1.5",
+                 id="params-out-of-range"),
+    pytest.param({"data.target": "Male"}, "data.target 'Male' is also in data.protected, but data.task is binary",
+                 id="params-target-is-protected"),
+    pytest.param({"mitigate.post_on": ["fp32", "ptqq"]}, "mitigate.post_on names 'ptqq', a slot this study does not "
+                 "make; choose among fp32, ptq,", id="params-post-on-unknown-slot"),
+    pytest.param({"mitigate.during_kmeans": ["ceag"]}, "mitigate.during_kmeans lists ceag but quantize_kmeans.epochs "
+                 "is 0", id="params-during-kmeans-without-epochs"),
+    pytest.param({"mitigate.calibration_sets": ["balanced", "train"]}, "mitigate.calibration_sets lists train, "
+                 "quantize_ptq's own calibration set", id="params-calibration-set-is-ptqs-own"),
+    pytest.param({"sweep.ptq": ["w8a8", "w4a4", "w8a8"]}, "'sweep.ptq': lists ['w8a8'] more than once",
+                 id="params-sweep-point-twice"),
+    pytest.param({"verify.bits": [8, 4, 8]}, "verify.bits lists a value more than once ([8, 4, 8])",
+                 id="params-verify-bits-twice"),
+    pytest.param({"mitigate.after": ["caleqodds", "caleqodds"]}, "mitigate.after lists a value more than once",
+                 id="params-remedy-twice"),
+    pytest.param({"data.target": ""}, "'data.target' is an empty text; write a value, or remove the key for its default",
+                 id="params-empty-text"),
+    pytest.param({"data.positive": []}, "data.positive is an empty list: no value of the target would be positive",
+                 id="params-positive-empty"),
+    pytest.param({"data.folder": {"table": "faces.csv"}}, "data.folder is changed from its defaults but data.source is "
+                 "synthetic, which never reads it", id="params-folder-settings-unused"),
+    pytest.param({"quantize_ptq.calibration_size": 1024}, "quantize_ptq.calibration_size is 1024, more than its train "
+                 "set holds (calibration.size: 512)", id="params-calibration-size-too-large"),
+    pytest.param({"verify.data": {"races": ["African", "Asian", "African"]}}, "verify.data.races names African more "
+                 "than once", id="params-verify-races-twice"),
+]
+
+# Against the data (the session's tiny CelebA-layout set): refused at prepare, before anything is written.
+DATA_CASES = [
+    pytest.param({"data.protected": ["Bald"]}, "protected attribute 'Bald' has the single value 'not Bald' in all "
+                 "120 samples: no group to compare with", id="params-protected-single-value"),
+    pytest.param({"data.protected": ["No_Beard"], "evaluate.privileged_group": "No_Beard"},
+                 "protected group No_Beard = not No_Beard has no test sample (6 samples in all)",
+                 id="params-group-missing-from-test"),
+    pytest.param({"evaluate.privileged_group": "female"}, "evaluate.privileged_group is 'female', not a group of the "
+                 "data (groups of data.protected ['Male']: Female, Male)", id="params-privileged-group-not-a-group"),
+    pytest.param({"evaluate.privileged_group": None}, "evaluate.privileged_group is null, but evaluate takes signed "
+                 "differences against it; set it to one of the groups: Female, Male", id="params-privileged-group-null"),
+    pytest.param({"data.protected": ["Male", "Young"]}, "evaluate.privileged_group is 'Female', not a group of the "
+                 "data", id="params-privileged-group-not-intersectional"),
+    pytest.param({"data.protected": ["Race"]}, "unknown protected attribute 'Race'", id="params-unknown-protected"),
+    pytest.param({"data.target": "Bald"}, "never occurs in target 'Bald'", id="params-target-single-class"),
+]
+
+NULL_GROUP_CASES = [
+    pytest.param("race", "protected attribute 'race' is empty (null) in 3 of 24 samples (first: train/04.jpg); fill "
+                 "the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
+    pytest.param("target", "the target is empty (null) in 3 of 24 samples (first: train/04.jpg); fill the value in "
+                 "the dataset's labels or drop those rows: a missing value is not a class",
+                 id="params-multiclass-target-null-values"),
+]
+
+CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES
+
+
+@pytest.mark.parametrize("text, message", FILE_CASES)
+def test_a_bad_params_file_is_refused_on_load(tmp_path, text, message):
+    """The message names the file actually loaded (--params mine.yaml), at the line and column where known."""
+    (tmp_path / "mine.yaml").write_text(text)
+    out = tmp_path / "prepared"
+    result = run_in_process("prepare", ["--out", str(out), "--params", "mine.yaml"], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert result.stderr.startswith("error: mine.yaml")
+
+
+@pytest.mark.parametrize("params, message", OVERRIDE_CASES)
+def test_params_that_contradict_each_other_are_refused_on_load(tmp_path, params, message):
+    out = tmp_path / "prepared"
+    result = run_stage("prepare", ["--out", str(out)], tmp_path, {"data.root": str(tmp_path / "absent"), **params})
+    assert_clean_failure(result, message, out)
+
+
+@pytest.mark.parametrize("params, message", DATA_CASES)
+def test_params_that_do_not_fit_the_data_are_refused_at_prepare(tmp_path, tiny_celeba, params, message):
+    out = tmp_path / "prepared"
+    result = run_stage("prepare", ["--out", str(out)], tmp_path, {"data.root": str(tiny_celeba), **params})
+    assert_clean_failure(result, message, out)
+
+
+@pytest.fixture(scope="module")
+def fairface_with_gaps(tmp_path_factory, tiny_celeba):
+    """A tiny FairFace layout (fairface_label_{train,val}.csv) whose race column has three empty cells."""
+    root = tmp_path_factory.mktemp("fairface")
+    images = sorted((tiny_celeba / "img_align_celeba").iterdir())
+    for csv_name, split, count in (("fairface_label_train.csv", "train", 16), ("fairface_label_val.csv", "val", 8)):
+        (root / split).mkdir()
+        lines = ["file,age,gender,race,service_test"]
+        for k in range(count):
+            shutil.copy(images[k], root / split / f"{k:02d}.jpg")
+            race = "" if split == "train" and k in (4, 5, 9) else ("White", "Black")[k % 2]
+            lines.append(f"{split}/{k:02d}.jpg,20-29,{('Male', 'Female')[k // 2 % 2]},{race},True")
+        (root / csv_name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("attribute, message", NULL_GROUP_CASES)
+def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, fairface_with_gaps, attribute, message):
+    """Before: the three rows became a group (or a class) called 'nan'."""
+    out = tmp_path / "prepared"
+    params = {"data.source": "fairface", "data.root": str(fairface_with_gaps), "data.target": "gender",
+              "data.protected": ["race"], "evaluate.privileged_group": "White"}
+    if attribute == "target":  # race as a multi-class target: the gaps once became a class called 'nan'
+        params.update({"data.target": "race", "data.task": "multiclass", "data.protected": ["gender"],
+                       "evaluate.privileged_group": "Female", "mitigate.before_compression": [], "mitigate.after": []})
+    result = run_stage("prepare", ["--out", str(out)], tmp_path, params)
+    assert_clean_failure(result, message, out)

@@ -69,8 +69,13 @@ def test_dvc_yaml_makes_exactly_the_study_slots_where_the_code_reads_them(tmp_pa
 def test_a_post_processor_on_a_slot_the_study_does_not_make_is_refused():
     from fairquant.errors import FairquantError
 
+    from fairquant.params import parse_params
+
+    with pytest.raises(FairquantError, match=r"mitigate.post_on names 'qat\+caleqodds', a slot this study does not"):
+        parse_params({"mitigate": {"post_on": ["qat+caleqodds"]}})  # on load, since issue 20
+    unchecked = MitigateParams.model_construct(**{**MitigateParams().model_dump(), "post_on": ["qat+caleqodds"]})
     with pytest.raises(FairquantError, match=r"mitigate.post_on names \['qat\+caleqodds'\]"):
-        study_slots(MitigateParams(post_on=["qat+caleqodds"]))
+        study_slots(unchecked)  # and still here, for a section built without validation
 
 
 def test_model_slots_do_not_depend_on_the_post_processing_lists():

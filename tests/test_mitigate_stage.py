@@ -128,4 +128,4 @@ def test_post_processor_on_a_slot_the_study_does_not_make_names_the_choices(tmp_
     result = subprocess.run([sys.executable, "-m", "stages.mitigate", "--method", "caleqodds", "--predictions",
                              str(tmp_path / "variants" / "qatt"), "--out", str(out), "--params",
                              str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
-    _assert_refused(result, "mitigate.post_on names ['qatt'], which this study does not make; choose among", out)
+    _assert_refused(result, "mitigate.post_on names 'qatt', a slot this study does not make; choose among", out)

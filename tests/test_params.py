@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,14 @@ def test_a_params_file_without_a_model_section_gets_the_default_classifier():
     from fairquant.params import Params
 
     assert Params().model == load_params(ROOT / "params.yaml").model
+
+
+def test_the_schema_defaults_are_the_shipped_params_file():
+    """One source of truth: a section left out of a params file means the shipped study's values (the defaults once
+    differed: 8 fine-tuning epochs instead of 4, no privileged group, no CEAG tolerance)."""
+    from fairquant.params import Params
+
+    assert Params() == load_params(ROOT / "params.yaml")
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -107,3 +116,61 @@ def test_the_shipped_params_file_names_every_key_of_the_schema():
         return out
 
     assert missing(shipped, Params().model_dump()) == []
+
+
+@pytest.mark.parametrize("mitigate", [
+    {},
+    {"before_compression": ["fairalm", "dp_regularizer"], "during_qat": ["ceag", "equalized_loss"],
+     "during_kmeans": ["equalized_loss"], "calibration_sets": ["balanced", "distilled"], "precision": ["sensitivity"]},
+    {"before_compression": [], "during_prune": [], "after": []},
+])
+def test_post_on_is_checked_against_the_slots_the_study_makes(mitigate):
+    """The params-level list of model slots (checked on load) is the one fairquant.mitigate.slots builds."""
+    from fairquant.mitigate.slots import model_slots
+
+    section = parse_params({"quantize_kmeans": {"epochs": 0.5}, "mitigate": mitigate}).mitigate
+    assert section.model_slot_names() == list(model_slots(section))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"data": {"target": "Male"}}, "data.target 'Male' is also in data.protected, but data.task is binary"),
+    ({"mitigate": {"post_on": ["fp23"]}}, "mitigate.post_on names 'fp23', a slot this study does not make"),
+    ({"mitigate": {"during_kmeans": ["ceag"]}}, "mitigate.during_kmeans lists ceag but quantize_kmeans.epochs is 0"),
+    ({"mitigate": {"ceag": {"tolerance": None}}}, "mitigate.during_prune lists ceag but mitigate.ceag.tolerance is null"),
+    ({"mitigate": {"calibration_sets": ["train"]}}, "mitigate.calibration_sets lists train, quantize_ptq's own"),
+    ({"finetune": {"epochs": True}}, "'finetune.epochs': expected a valid integer; found True; YAML read a boolean"),
+    ({"evaluate": {"privileged_group": False}}, "found False; YAML reads an unquoted yes/no/on/off/true/false"),
+    ({"data": None}, "section 'data' is empty (nothing indented below it)"),
+])
+def test_params_that_contradict_each_other_are_refused_on_load(raw, message):
+    with pytest.raises(FairquantError, match=re.escape(message)):
+        parse_params(raw)
+
+
+def test_a_multiclass_target_may_be_its_own_group():
+    params = parse_params({"data": {"target": "Male", "task": "multiclass"},
+                           "mitigate": {"before_compression": [], "after": []}})
+    assert params.data.target in params.data.protected
+
+
+def test_yaml_1_2_exponents_are_numbers(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("finetune:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    params = load_params(path)
+    assert (params.finetune.lr, params.finetune.weight_decay) == (0.001, 0.0005)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "mine.yaml is empty; copy the shipped params.yaml"),
+    ("# only a comment\n", "mine.yaml is empty"),
+    ("finetune:\n  epochs: 4\n  epochs: 8\n", "mine.yaml:3:3: duplicate key 'epochs' in 'finetune' (first at line 2)"),
+    ("finetune:\n\tepochs: 4\n", "mine.yaml:2:1: not valid YAML (found character '\\t' that cannot start any token); "
+                                 "indent with spaces, not tabs"),
+    ("data: 3\n", "mine.yaml:1:1: section 'data' must be a mapping of its keys, found 3"),
+    ("seeds: [0]\nfinetune:\n  epochs: 2.5\n", "mine.yaml:3:3: 'finetune.epochs': expected a valid integer; found 2.5"),
+])
+def test_file_errors_name_the_file_and_the_line(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(FairquantError, match="^" + re.escape(str(tmp_path / message))):
+        load_params(path)

@@ -223,7 +223,7 @@ def test_ceag_without_a_feasible_check_keeps_the_least_violating_and_says_so():
 
 def test_ceag_tolerance_is_required_and_bounded():
     with pytest.raises(FairquantError, match="mitigate.ceag.tolerance is not set"):
-        require_tolerance(CEAGParams())
+        require_tolerance(CEAGParams(tolerance=None))
     with pytest.raises(FairquantError, match="mitigate.ceag.tolerance"):
         parse_params({"mitigate": {"ceag": {"tolerance": 1.5}}})
     with pytest.raises(FairquantError, match="mitigate.dp_regularizer.weight"):
@@ -255,7 +255,9 @@ def test_study_slots_pair_each_remedy_with_what_it_fixes():
     assert slots["equalized_loss+qat"] == "qat" and slots["sensitivity+ptq"] == "fp32"
     assert slots["ptq+threshold"] == "ptq" and slots["fp32+caleqodds"] == "fp32" and slots["qat"] is None
     with pytest.raises(FairquantError, match=r"mitigate.post_on names \['int4'\]"):
-        study_slots(MitigateParams(post_on=["int4"]))
+        study_slots(MitigateParams.model_construct(**{**MitigateParams().model_dump(), "post_on": ["int4"]}))
+    with pytest.raises(ValueError, match=r"mitigate.post_on names 'int4', a slot this study does not make"):
+        MitigateParams(post_on=["int4"])  # refused on load since issue 20
 
 
 def _frame(pred, n_groups=2):

@@ -159,14 +159,70 @@ def check_splits(table: pd.DataFrame, protected: list[str], classes: list[str] |
                                  f"the model cannot learn it: check data.class_imbalance or data.target")
 
 
+NULL_TEXTS = frozenset({"", "nan", "none", "null", "<na>", "nat"})  # how a missing value reads once made text
+
+
+def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
+    """Each protected attribute has a value in every kept sample (a missing one would become a group named 'nan')
+    and at least two values (one group has nothing to be compared with)."""
+    for name in protected:
+        values = table[name].map(lambda value: "" if pd.isna(value) else str(value).strip())
+        missing = values.str.lower().isin(NULL_TEXTS).to_numpy()
+        if missing.any():
+            first = table["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
+            raise FairquantError(f"protected attribute {name!r} is empty (null) in {int(missing.sum())} of "
+                                 f"{len(table)} samples (first: {first}); fill the value in the dataset's labels or "
+                                 f"drop those rows: a missing value is not a group")
+        distinct = sorted(values.unique())
+        if len(distinct) < 2:
+            raise FairquantError(f"protected attribute {name!r} has the single value {distinct[0]!r} in all "
+                                 f"{len(table)} samples: no group to compare with; protect an attribute with two "
+                                 f"values or more (data.protected)")
+
+
+def check_class_names(table: pd.DataFrame, classes: list[str] | None) -> None:
+    """A multi-class target's values are all given: a missing one would become a class called 'nan'."""
+    missing = [k for k, name in enumerate(classes or []) if str(name).strip().lower() in NULL_TEXTS]
+    if missing:
+        rows = table["y_true"].isin(missing).to_numpy()
+        first = table["sample_id"].iloc[int(np.flatnonzero(rows)[0])] if rows.any() else None
+        raise FairquantError(f"the target is empty (null) in {int(rows.sum())} of {len(table)} samples (first: "
+                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
+                             f"is not a class")
+
+
+def check_groups_in_test(table: pd.DataFrame, protected: list[str]) -> None:
+    """Every protected group (the intersection of data.protected) has test samples, where its metrics are measured
+    (a group without any would silently drop out of every table). Groups absent from val are allowed: CEAG's checks
+    and the post-processors skip them, as they do small groups."""
+    groups = table[protected].astype(str).agg(" & ".join, axis=1)
+    for group, part in table.groupby(groups.to_numpy(), sort=True):
+        if not (part["split"] == "test").any():
+            raise FairquantError(f"protected group {' & '.join(protected)} = {group} has no test sample "
+                                 f"({len(part)} samples in all); its metrics would be undefined: protect coarser "
+                                 f"attributes (data.protected) or use a dataset with that group in the test split")
+
+
 def check_privileged_group(table: pd.DataFrame, protected: list[str], privileged_group: str | None) -> None:
     """evaluate.privileged_group names a group of the data (checked here, not after training at evaluate)."""
-    if privileged_group is None:
-        return
     groups = sorted(set(table[protected].astype(str).agg(" & ".join, axis=1)))
+    if privileged_group is None:
+        raise FairquantError(f"evaluate.privileged_group is null, but evaluate takes signed differences against it; "
+                             f"set it to one of the groups: {', '.join(groups[:12])}")
     if privileged_group not in groups:
         raise FairquantError(f"evaluate.privileged_group is {privileged_group!r}, not a group of the data (groups of "
                              f"data.protected {protected}: {', '.join(groups[:12])}); set it to one of them")
+
+
+def check_labels(table: pd.DataFrame, *, protected: list[str], privileged_group: str | None,
+                 classes: list[str] | None) -> None:
+    """The labels against the params, before anything is written: protected values, the target's classes in every
+    split, the reference group among the groups, each group in the test split."""
+    check_protected_values(table, protected)
+    check_class_names(table, classes)
+    check_splits(table, protected, classes)
+    check_privileged_group(table, protected, privileged_group)
+    check_groups_in_test(table, protected)
 
 
 def label_counts(table: pd.DataFrame, protected: list[str], classes: list[str] | None) -> list[dict]:

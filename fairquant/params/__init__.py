@@ -12,7 +12,6 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from fairquant.errors import FairquantError
@@ -21,6 +20,7 @@ from fairquant.params.compress import (CalibrationParams, CalibrationSet, Latenc
                                        QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams, QuantSchemeParams)
 from fairquant.params.data import (DataParams, DatasetName, FacesParams, FolderParams, GeneratedLayout, GenerateParams,
                                    GroupDifficulty, PrepareParams)
+from fairquant.params.loading import Positions, position_of, read_params_file
 from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParams, CEAGParams, ConstrainedParams,
                                        DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
                                        FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
@@ -167,6 +167,52 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _binary_target_is_not_a_group(self) -> "Params":
+        """A binary target that is also a protected attribute makes every group all-positive or all-negative: no
+        group has both rates. Multi-class targets may (the class as the group: Balancing Act's per-class drops)."""
+        if self.data.task == "binary" and self.data.target in self.data.protected:
+            raise ValueError(f"data.target {self.data.target!r} is also in data.protected, but data.task is binary: "
+                             f"each group would hold one label only; protect another attribute, or set data.task: "
+                             f"multiclass for the class as the group")
+        return self
+
+    @model_validator(mode="after")
+    def _constrained_remedies_have_epochs(self) -> "Params":
+        """CEAG and equalized loss fine-tune with the compressor's own settings: with 0 epochs they would not run."""
+        for compressor in ("prune", "qat", "kmeans"):
+            listed = getattr(self.mitigate, f"during_{compressor}")
+            section = self.compressors()[compressor]
+            if listed and not section.epochs:
+                raise ValueError(f"mitigate.during_{compressor} lists {', '.join(listed)} but {section.params_section}"
+                                 f".epochs is 0: the constrained fine-tuning runs with that section's epochs; set "
+                                 f"{section.params_section}.epochs > 0 (e.g. 0.5) or empty during_{compressor}")
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_sets_add_a_set(self) -> "Params":
+        ptq_set = self.quantize_ptq.calibration
+        if ptq_set in self.mitigate.calibration_sets:
+            raise ValueError(f"mitigate.calibration_sets lists {ptq_set}, quantize_ptq's own calibration set: the "
+                             f"ptq slot already is that model; list only other sets")
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_sizes_fit_their_sets(self) -> "Params":
+        """A compressor takes calibration_size images of its set: no more than the set holds (train and balanced:
+        calibration.size; distilled: calibration.distilled_size; synthetic: the folder, counted when read)."""
+        sizes = {"train": ("calibration.size", self.calibration.size),
+                 "balanced": ("calibration.size", self.calibration.size),
+                 "distilled": ("calibration.distilled_size", self.calibration.distilled_size)}
+        for key, section in (("quantize_ptq", self.quantize_ptq), ("quantize_qat", self.quantize_qat),
+                             ("mitigate.sensitivity", self.mitigate.sensitivity)):
+            size_key, size = sizes.get(section.calibration, (None, None))
+            if size is not None and section.calibration_size is not None and section.calibration_size > size:
+                raise ValueError(f"{key}.calibration_size is {section.calibration_size}, more than its "
+                                 f"{section.calibration} set holds ({size_key}: {size}); lower it, raise {size_key}, "
+                                 f"or set it to null (all of the set)")
+        return self
+
+    @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
@@ -199,38 +245,57 @@ def _inside(path: str, folder: str) -> bool:
     return ".." not in PurePosixPath(path).parts and len(parts) > len(root) and parts[:len(root)] == root
 
 
-def _format_error(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "params.yaml"
+def _hint(error: dict) -> str:
+    """What YAML did to a value that the schema refuses by type: booleans from yes/no/on/off, numbers for words."""
+    found, kind = error.get("input"), error["type"]
+    if isinstance(found, bool) and kind == "string_type":
+        return "; YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the word you meant"
+    if isinstance(found, bool):
+        return "; YAML read a boolean (true/false/yes/no/on/off): write a number"
+    if isinstance(found, (int, float)) and kind == "string_type":
+        return f"; quote it if you meant the text: '{found}'"
+    if isinstance(found, float) and kind == "int_type":
+        return "; write a whole number"
+    return ""
+
+
+def _format_error(error: dict, source: str = "params.yaml", positions: Positions | None = None) -> str:
+    where = position_of(error["loc"], positions or {})
+    prefix = f"{source}:{where[0]}:{where[1]}:" if where else f"{source}:"
+    key = ".".join(str(part) for part in error["loc"] if part != "[key]") or source
     found = error.get("input")
     if error["type"] == "extra_forbidden":
-        return f"params.yaml: unknown key '{key}' (found {found!r}); remove it or fix its spelling"
+        return f"{prefix} unknown key '{key}' (found {found!r}); remove it or fix its spelling"
     if error["type"] == "missing":
-        return f"params.yaml: missing key '{key}'"
+        return f"{prefix} missing key '{key}'"
+    if error["type"] == "model_type":  # a section written as something else than its keys
+        if found is None:
+            return (f"{prefix} section '{key}' is empty (nothing indented below it); write its keys below it, or "
+                    f"remove the line to use its defaults")
+        return f"{prefix} section '{key}' must be a mapping of its keys, found {found!r}; write its keys below it"
+    if error["type"] == "string_too_short":
+        return f"{prefix} '{key}' is an empty text; write a value, or remove the key for its default"
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
-        return f"params.yaml: {message}"
+        return f"{prefix} {message}"
     if error["type"] == "value_error":  # a cross-field check: the message names the values itself
-        return f"params.yaml: '{key}': {message}"
+        return f"{prefix} '{key}': {message}"
     message = message.replace("Input should be", "expected").replace("Input should", "expected to")
-    return f"params.yaml: '{key}': {message}; found {found!r}"
+    return f"{prefix} '{key}': {message}; found {found!r}{_hint(error)}"
 
 
-def parse_params(raw: dict) -> Params:
-    """Validate a params mapping; raise :class:`FairquantError` naming the first bad key."""
+def parse_params(raw: dict, *, source: str = "params.yaml", positions: Positions | None = None) -> Params:
+    """Validate a params mapping; raise :class:`FairquantError` naming the first bad key (in ``source``, at its line
+    when ``positions`` says where each key sits)."""
     if not isinstance(raw, dict):
-        raise FairquantError(f"params.yaml: expected a mapping of sections, found {type(raw).__name__}")
+        raise FairquantError(f"{source}: expected a mapping of sections, found {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise FairquantError(_format_error(exc.errors()[0])) from None
+        raise FairquantError(_format_error(exc.errors()[0], source, positions)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    path = Path(path)
-    if not path.is_file():
-        raise FairquantError(f"{path}: params file not found; run from the project root, where params.yaml is")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FairquantError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_params(raw)
+    """The params file, validated: its errors name the file as given and the line of the key at fault."""
+    raw, positions = read_params_file(Path(path))
+    return parse_params(raw, source=str(path), positions=positions)

@@ -32,7 +32,8 @@ def vit_image_size_problem(image_size: int, key: str) -> str | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,  # no true -> 1, "8" -> 8
+                              str_min_length=1)  # no empty names or paths
 
 
 

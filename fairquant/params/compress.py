@@ -121,6 +121,7 @@ class QuantizeQATParams(QuantSchemeParams, TrainingParams):
     bits: Bits = 4
     activation_bits: Bits | None = 4
     observer: Literal["minmax", "moving_average", "percentile", "histogram"] = "histogram"
+    epochs: float = Field(0.5, ge=0, le=1000, description="may be fractional: 0.5 = half an epoch of steps")
 
     def variant_name(self) -> str:
         """qat-w4a4: the scheme."""
@@ -147,6 +148,8 @@ class PruneParams(TrainingParams):
     sparsity: float = Field(0.8, ge=0, lt=1, description="share of conv/linear weights set to zero")
     schedule: Literal["one_shot", "iterative"] = "one_shot"
     steps: int = Field(3, ge=1, le=100, description="iterative: pruning rounds, each followed by `epochs` of fine-tuning")
+    epochs: float = Field(0.5, ge=0, le=1000, description="fine-tuning after pruning (after each round when "
+                                                          "iterative); may be fractional")
 
     def variant_name(self) -> str:
         """prune-s90, with -iter for the iterative schedule."""

@@ -28,21 +28,21 @@ class GenerateParams(_Section):
     """The embedded default: a seeded generator of face-like images in the CelebA layout."""
 
     seed: int = 0
-    identities: int = Field(2000, ge=10)
+    identities: int = Field(1000, ge=10)
     images_per_identity: int = Field(4, ge=1, le=50)
     render_size: int = Field(64, ge=32, le=256)
     minority_share: float = Field(0.2, gt=0, lt=1, description="share of identities in the minority group")
     base_rate_majority: float = Field(0.5, gt=0, lt=1)
     base_rate_minority: float = Field(0.5, gt=0, lt=1)
     difficulty_majority: GroupDifficulty = GroupDifficulty()
-    difficulty_minority: GroupDifficulty = GroupDifficulty()
+    difficulty_minority: GroupDifficulty = GroupDifficulty(contrast=0.8, noise=0.04, blur=0.4)
     label_noise: float = Field(0.02, ge=0, lt=0.5)
     cue_strength: float = Field(1.5, gt=0, le=3, description="scales the mouth's curvature and line width: how "
                                                               "visible the label cue is at the prepared size")
     cue_overlap: float = Field(0.0, ge=0, le=0.8, description="overlap of smiling and neutral mouth curvatures "
                                                                "(share of the curvature range): ambiguity of the cue")
     rare_cue_share: float = Field(
-        0.0, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
+        0.5, ge=0, le=1, description="share of minority positives that show the label by the rare eye cue"
     )
     val_share: float = Field(0.1, gt=0, lt=0.5)
     test_share: float = Field(0.2, gt=0, lt=0.5)
@@ -122,6 +122,20 @@ class DataParams(_Section):
         if self.cifar100_labels != "fine" and self.source != "cifar100":
             raise ValueError(f"data.cifar100_labels is {self.cifar100_labels} but data.source is {self.source}; it "
                              f"chooses CIFAR-100's labels only: set data.cifar100_labels: fine, or data.source: cifar100")
+        return self
+
+    @model_validator(mode="after")
+    def _folder_settings_are_read(self) -> "DataParams":
+        if self.source != "folder" and self.folder != FolderParams():
+            raise ValueError(f"data.folder is changed from its defaults but data.source is {self.source}, which never "
+                             f"reads it; set data.source: folder, or put data.folder back to its defaults")
+        return self
+
+    @model_validator(mode="after")
+    def _positive_names_a_value(self) -> "DataParams":
+        if self.positive is not None and not self.positive:
+            raise ValueError("data.positive is an empty list: no value of the target would be positive; list the "
+                             "values counted positive, or set it to null for a binary attribute's own positive value")
         return self
 
     @model_validator(mode="after")

@@ -19,7 +19,11 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from fairquant.params.base import Bits, TrainingParams, _Section
-from fairquant.params.compress import CalibrationSet
+from fairquant.params.compress import (CalibrationSet, PruneParams, QuantizeKmeansParams, QuantizePTQParams,
+                                       QuantizeQATParams)
+
+COMPRESSORS = tuple(section.compressor for section in (QuantizePTQParams, QuantizeQATParams, QuantizeKmeansParams,
+                                                       PruneParams))  # their slots
 
 FairnessRate = Literal["tpr", "fpr"]
 
@@ -39,6 +43,8 @@ class FairALMParams(TrainingParams):
     eta_growth: float = Field(1.0, ge=1, le=2, description="eta is multiplied by this after every epoch (1.01 in "
                                                            "the released code; 1 = the paper's fixed eta)")
     epochs: float = Field(1, gt=0, le=1000, description="fine-tuning epochs from the fp32 model; may be fractional")
+    batch_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
 
 
 class DPRegularizerParams(TrainingParams):
@@ -50,6 +56,8 @@ class DPRegularizerParams(TrainingParams):
 
     weight: float = Field(1.0, gt=0, le=1000, description="weight of the penalty against the cross-entropy")
     epochs: float = Field(1, gt=0, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
 
 
 class ConstrainedParams(_Section):
@@ -73,7 +81,7 @@ class CEAGParams(ConstrainedParams):
 
     method: ClassVar[str] = "ceag"
 
-    tolerance: float | None = Field(None, gt=0, lt=1, description="required: the excess accuracy drop allowed "
+    tolerance: float | None = Field(0.02, gt=0, lt=1, description="required: the excess accuracy drop allowed "
                                                                    "to any group (0.02 = 2 points)")
 
 
@@ -172,6 +180,41 @@ class MitigateParams(_Section):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"mitigate.{key} lists a value more than once ({values}); list each once")
+        return self
+
+    def model_slot_names(self) -> list[str]:
+        """The model slots these lists make (fairquant.mitigate.slots.model_slots builds them, with their baselines;
+        tests/test_params.py holds the two equal): what post_on may name."""
+        slots = ["fp32", *COMPRESSORS]
+        for method in self.before_compression:
+            slots += [f"{method}-control", f"{method}-control+ptq", method, f"{method}+ptq"]
+        for compressor in ("prune", "qat", "kmeans"):
+            slots += [f"{method}+{compressor}" for method in getattr(self, f"during_{compressor}")]
+        slots += [f"{name}+ptq" for name in (*self.calibration_sets, *self.precision)]
+        return slots
+
+    @model_validator(mode="after")
+    def _post_on_names_made_slots(self) -> "MitigateParams":
+        unknown = [slot for slot in self.post_on if slot not in self.model_slot_names()]
+        if unknown:
+            raise ValueError(f"mitigate.post_on names {unknown[0]!r}, a slot this study does not make; choose among "
+                             f"{', '.join(self.model_slot_names())}")
+        return self
+
+    @model_validator(mode="after")
+    def _ceag_has_its_tolerance(self) -> "MitigateParams":
+        lists = [key for key in ("during_prune", "during_qat", "during_kmeans") if "ceag" in getattr(self, key)]
+        if lists and self.ceag.tolerance is None:
+            raise ValueError(f"mitigate.{lists[0]} lists ceag but mitigate.ceag.tolerance is null; CEAG needs the "
+                             f"excess accuracy drop it allows each group: set it, e.g. 0.02")
+        return self
+
+    @model_validator(mode="after")
+    def _precision_keeps_layers_higher(self) -> "MitigateParams":
+        high, low = self.sensitivity.high_bits, self.sensitivity.bits
+        if self.precision and high is not None and high <= low:
+            raise ValueError(f"mitigate.sensitivity.high_bits is {high}, not above bits ({low}): the layers the plan "
+                             f"keeps would not be kept at higher precision; set high_bits above bits (or null = float)")
         return self
 
     @model_validator(mode="after")

@@ -20,8 +20,8 @@ class ModelParams(_Section):
 class FinetuneParams(_Section):
     """fp32 training; its seed is each entry of the top-level ``seeds`` list."""
 
-    epochs: int = Field(8, ge=0, le=1000, description="0 audits model.pretrained as it is (no training here)")
-    batch_size: int = Field(128, ge=1, le=4096)
+    epochs: int = Field(4, ge=0, le=1000, description="0 audits model.pretrained as it is (no training here)")
+    batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0, le=10)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     augment: bool = True
@@ -36,7 +36,7 @@ class EvaluateParams(_Section):
     seed: int = 0
     min_group_size: int = Field(1, ge=1, description="groups smaller than this in the test split are reported but excluded from gaps")
     privileged_group: str | None = Field(
-        None, description="the reference group that signed differences and disparate impact are taken against, as it "
+        "Female", description="the reference group that signed differences and disparate impact are taken against, as it "
                           "appears in the group labels, e.g. Female; intersectional labels join values with ' & '"
     )
 

@@ -83,6 +83,13 @@ class VerifyDataParams(_Section):
     workers: int = Field(2, ge=1, le=64)
 
     @model_validator(mode="after")
+    def _races_are_distinct(self) -> "VerifyDataParams":
+        repeated = sorted({race for race in self.races if self.races.count(race) > 1})
+        if repeated:
+            raise ValueError(f"verify.data.races names {', '.join(repeated)} more than once; list each race once")
+        return self
+
+    @model_validator(mode="after")
     def _race_map_needs_recordio(self) -> "VerifyDataParams":
         if self.train_race_map is not None and self.train_layout != "recordio":
             raise ValueError(f"verify.data.train_race_map is set but verify.data.train_layout is "
@@ -150,7 +157,7 @@ class VerifyParams(_Section):
         default_factory=lambda: ["ptq", "quantface"],
         description="ptq and quantface run at every bits x calibration; qat, kmeans and prune use their own "
                     "sections (quantize_qat, quantize_kmeans, prune) with margin-loss fine-tuning")
-    bits: list[Bits] = Field(default_factory=lambda: [8, 4], min_length=1,
+    bits: list[Bits] = Field(default_factory=lambda: [8, 4, 3], min_length=1,
                              description="weights and activations (W8A8, W4A4, ...) of ptq and quantface")
     calibration: list[VerifyCalibrationSet] = Field(
         default_factory=lambda: ["train", "synthetic"], min_length=1,
