@@ -294,7 +294,7 @@ def _decode_records(args: tuple[str, list[tuple[int, int]], int]) -> tuple[np.nd
     with RecordFile(Path(rec)) as records:
         for i, (key, offset) in enumerate(items):
             _, _, payload = unpack_record(records.read(key, offset), f"{rec} record {key}")
-            pixels = load_face(io.BytesIO(payload), size)
+            pixels = load_face(io.BytesIO(payload), size, name=f"{rec} record {key}")
             if pixels is None:
                 failed.append(i)
             else:
