@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.data.parallel import in_chunks, map_in_order
+from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.io import atomic_dir, image_store_writer
 
@@ -173,6 +174,7 @@ def require_recordio(root: str | Path, key: str = "verify.data.train_root") -> t
         if not path.is_file():
             raise FairquantError(f"{path} does not exist; set {key} to the folder that holds train.rec and train.idx "
                                  f"(insightface's MS1MV2 / Glint360K / WebFace layout)")
+        require_inside(real_root(root), path, str(path), path.name)
     return rec, idx
 
 
