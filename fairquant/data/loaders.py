@@ -213,7 +213,7 @@ def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     bad = np.argwhere(~np.isin(values, ("-1", "1")))
     if bad.size:
         row, column = bad[0]
-        raise FairquantError(f"{path}: line {rows[row][0]}: attribute {names[column]} is {values[row, column]!r}, "
+        raise FairquantError(f"{path}: line {rows[row][0]}: attribute {names[column]} is {str(values[row, column])!r}, "
                              f"not -1 or 1 ({len(bad)} such values); CelebA marks each attribute -1 or 1: fix the "
                              f"value")
     first: dict[str, int] = {}
