@@ -55,7 +55,8 @@ def _fairface(root: Path) -> None:
         for i in range(n):
             _jpg(root / name / f"{i + 1}.jpg", (5 * i, 60, 90))
         frame = pd.DataFrame({"file": [f"{name}/{i + 1}.jpg" for i in range(n)], "age": ["20-29"] * n,
-                              "gender": ["Male", "Female"] * (n // 2), "race": [FAIRFACE_RACES[i % 7] for i in range(n)],
+                              "gender": ["Male", "Female"] * (n // 2),
+                              "race": [FAIRFACE_RACES[i % 7] for i in range(n)],
                               "service_test": ["True"] * n})
         frame.to_csv(root / f"fairface_label_{name}.csv", index=False)
 
@@ -216,7 +217,8 @@ def _cifar100_label(root, outside):
     from tests.test_multiclass_data import cifar100_batch, python2_pickle
 
     batch = cifar100_batch(np.arange(100), "testing")
-    (root / "cifar-100-python" / "test").write_bytes(python2_pickle({**batch, "fine_labels": [100] + list(range(1, 100))}))
+    batch["fine_labels"] = [100] + list(range(1, 100))
+    (root / "cifar-100-python" / "test").write_bytes(python2_pickle(batch))
 
 
 def _folder_cell(line: int, column: str, value: str):
@@ -271,7 +273,8 @@ PREPARE_CASES = [
                  id="data-celeba-folder-symlink-outside"),
     # images, decoded at prepare (one worker: the check runs in this process)
     pytest.param("celeba", _write("img_align_celeba/000001.jpg", _png_header(20000, 20000)), {},
-                 "000001.jpg: the image is larger than PIL's decompression-bomb limit", id="data-image-decompression-bomb"),
+                 "000001.jpg: the image is larger than PIL's decompression-bomb limit",
+                 id="data-image-decompression-bomb"),
     pytest.param("celeba", _write("img_align_celeba/000001.jpg", _png_header(10000, 9000)), {},
                  "000001.jpg: the image is larger than PIL's decompression-bomb limit",
                  id="data-image-decompression-bomb-warning"),
@@ -292,7 +295,8 @@ PREPARE_CASES = [
                  "fairface_label_val.csv: no column 'race'; expected columns file,age,gender,race,service_test",
                  id="data-fairface-missing-column"),
     pytest.param("fairface", _write("fairface_label_val.csv", b""), {},
-                 "fairface_label_val.csv: not a readable CSV (No columns to parse from file)", id="data-fairface-empty-csv"),
+                 "fairface_label_val.csv: not a readable CSV (No columns to parse from file)",
+                 id="data-fairface-empty-csv"),
     pytest.param("fairface", _fairface_cell(4, "race", "Martian"), {},
                  "fairface_label_train.csv: line 4: race is 'Martian', expected one of White, Black",
                  id="data-fairface-unknown-value"),
@@ -310,7 +314,8 @@ PREPARE_CASES = [
                  "train-images-idx3-ubyte.gz: header says shape [40, 28, 28] but the file holds",
                  id="data-mnist-truncated"),
     pytest.param("mnist", _idx_file("t10k-labels-idx1-ubyte.gz", lambda d: b"\x00\x00\x09\x01" + d[4:]), {},
-                 "t10k-labels-idx1-ubyte.gz: not an IDX file of unsigned bytes (magic 0x901", id="data-mnist-bad-magic"),
+                 "t10k-labels-idx1-ubyte.gz: not an IDX file of unsigned bytes (magic 0x901",
+                 id="data-mnist-bad-magic"),
     pytest.param("mnist", _idx_file("train-labels-idx1-ubyte.gz", lambda d: d[:4] + (30).to_bytes(4, "big") + d[8:38]),
                  {}, "train has 40 images but labels of shape (30,); the IDX files do not match",
                  id="data-mnist-count-mismatch"),
@@ -322,7 +327,8 @@ PREPARE_CASES = [
                  id="data-mnist-images-as-labels"),
     # CIFAR-10 / CIFAR-100
     pytest.param("cifar10", _cifar10_batch(lambda b: {k: v for k, v in b.items() if k != "labels"}), {},
-                 "data_batch_2: not a CIFAR-10 python batch (no 'data' or 'labels' entry)", id="data-cifar10-no-labels"),
+                 "data_batch_2: not a CIFAR-10 python batch (no 'data' or 'labels' entry)",
+                 id="data-cifar10-no-labels"),
     pytest.param("cifar10", lambda r, o: (r / "cifar-10-batches-py" / "test_batch").write_bytes(
                      (r / "cifar-10-batches-py" / "test_batch").read_bytes()[:500]), {},
                  "test_batch: not a CIFAR-10 python batch (", id="data-cifar10-truncated-batch"),
@@ -332,12 +338,14 @@ PREPARE_CASES = [
                  id="data-cifar100-label-out-of-range"),
     # a labelled folder
     pytest.param("folder", _folder_cell(4, "file", "../../elsewhere/x.jpg"), {},
-                 "labels.csv: line 4: file '../../elsewhere/x.jpg' leaves the dataset root", id="data-folder-path-leaves-root"),
+                 "labels.csv: line 4: file '../../elsewhere/x.jpg' leaves the dataset root",
+                 id="data-folder-path-leaves-root"),
     pytest.param("folder", _link_out("images/002.jpg"), {},
                  "labels.csv: line 4: file 'images/002.jpg' resolves outside the dataset root",
                  id="data-folder-symlink-outside"),
     pytest.param("folder", _folder_cell(5, "file", "images/000.jpg"), {},
-                 "labels.csv: line 5: file 'images/000.jpg' is listed twice (first on line 2)", id="data-folder-duplicate-row"),
+                 "labels.csv: line 5: file 'images/000.jpg' is listed twice (first on line 2)",
+                 id="data-folder-duplicate-row"),
     pytest.param("folder", _folder_cell(6, "split", "training"), {},
                  "labels.csv: line 6: split 'training' is not one of train, val, test", id="data-folder-bad-split"),
 ]
@@ -414,7 +422,8 @@ VERIFY_CASES = [
     pytest.param(_write(AFRICAN_PAIRS, b"\xff\xfe\x00binary"), {}, "African_pairs.txt: not a text file (",
                  id="data-rfw-pairs-not-text"),
     pytest.param(_lmk_fields(14), {}, "African_lmk.txt:2: expected an image path then 10 numbers (5 points x, y), "
-                 "the identity's label between them or not: 12 or 11 fields, found 14", id="data-rfw-landmarks-extra-columns"),
+                 "the identity's label between them or not: 12 or 11 fields, found 14",
+                 id="data-rfw-landmarks-extra-columns"),
     pytest.param(_lmk_fields(8), {}, "African_lmk.txt:2: expected an image path then 10 numbers",
                  id="data-rfw-landmarks-missing-columns"),
     pytest.param(lambda r, o: _edit(r / AFRICAN_LMK, 3, lambda t: "/test/data/African/../x/m.0aa_0002.jpg\t"
@@ -465,9 +474,9 @@ CASES = PREPARE_CASES + VERIFY_CASES
 
 def test_each_layout_reads_undamaged(tmp_path, pristine, verification_raw):
     """The pristine fixtures pass: every case above fails for its damage, not for the fixture."""
-    for source in SOURCE_PARAMS:
+    for source, params in SOURCE_PARAMS.items():
         result = run_stage("prepare", ["--out", tmp_path / source], tmp_path,
-                           {**SOURCE_PARAMS[source], "data.root": str(pristine[source]), "prepare.image_size": 16,
+                           {**params, "data.root": str(pristine[source]), "prepare.image_size": 16,
                             "prepare.workers": 1})
         assert result.returncode == 0, (source, result.stderr)
     for changes in ({}, {**RECORDIO, "train_root": str(verification_raw / "rec")}):
@@ -484,7 +493,8 @@ def test_a_fairface_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path, 
     for name in ("fairface_label_train.csv", "fairface_label_val.csv"):
         (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
     params = DataParams(source="fairface", root=str(root), target="gender", protected=["race"])
-    with_bom, without = load_dataset(params), load_dataset(params.model_copy(update={"root": str(pristine["fairface"])}))
+    with_bom = load_dataset(params)
+    without = load_dataset(params.model_copy(update={"root": str(pristine["fairface"])}))
     assert with_bom.table.drop(columns="sample_id").equals(without.table.drop(columns="sample_id"))
     assert list(with_bom.table["sample_id"]) == list(without.table["sample_id"])
 
@@ -503,11 +513,16 @@ def test_greyscale_depths_decode_to_their_8_bit_value(tmp_path, mode, pixels, ex
     assert decoded.shape == (8, 8, 3) and np.all(decoded == expected)
 
 
+def _palette_with_transparency() -> Image.Image:
+    image = Image.new("P", (6, 6), 0)
+    image.putpalette([90, 90, 90] * 256)
+    return image
+
+
 @pytest.mark.parametrize("make", [
     lambda p: Image.new("CMYK", (6, 6), (0, 255, 0, 0)).save(p, format="JPEG"),
     lambda p: Image.new("LA", (6, 6), (90, 0)).save(p, format="PNG"),
-    lambda p: (lambda im: (im.putpalette([90, 90, 90] * 256), im.save(p, format="PNG", transparency=0)))(
-        Image.new("P", (6, 6), 0)),
+    lambda p: _palette_with_transparency().save(p, format="PNG", transparency=0),
     lambda p: Image.new("RGB", (1, 1), (90, 90, 90)).save(p, format="PNG"),
     lambda p: Image.new("RGB", (1, 2000), (90, 90, 90)).save(p, format="PNG"),
 ], ids=["cmyk", "la", "palette-transparency", "1x1", "1x2000"])

@@ -365,6 +365,10 @@ def load_dataset(params: DataParams) -> RawDataset:
 
 
 # Readers in their own modules register on import; importing them here fills READERS wherever load_dataset is used.
-from fairquant.data import folder as _folder_reader  # noqa: E402, F401  (data.source: folder)
-from fairquant.data.class_datasets import (  # noqa: E402, F401  (mnist, fashion_mnist, cifar10, cifar100)
-    CIFAR10_CLASSES, FASHION_CLASSES, MNIST_CLASSES, _read_cifar_batch)
+from fairquant.data import folder as _folder_reader  # noqa: F401  (data.source: folder)
+from fairquant.data.class_datasets import (  # noqa: F401  (mnist, fashion_mnist, cifar10, cifar100)
+    CIFAR10_CLASSES,
+    FASHION_CLASSES,
+    MNIST_CLASSES,
+    _read_cifar_batch,
+)

@@ -90,7 +90,8 @@ def _lines(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
-        raise FairquantError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); restore RFW's file") from None
+        raise FairquantError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); restore RFW's "
+                             f"file") from None
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -202,8 +203,8 @@ def read_landmarks(path: str | Path, race: str) -> dict[tuple[str, int], np.ndar
         where = f"{path}:{index + 1}"
         fields = raw.split()
         if len(fields) not in (11, 12):
-            raise FairquantError(f"{where}: expected an image path then 10 numbers (5 points x, y), the identity's label "
-                                 f"between them or not: 12 or 11 fields, found {len(fields)}; fix the line")
+            raise FairquantError(f"{where}: expected an image path then 10 numbers (5 points x, y), the identity's "
+                                 f"label between them or not: 12 or 11 fields, found {len(fields)}; fix the line")
         key = _landmark_image(fields[0], race, where)
         try:
             xy = np.array([float(v) for v in fields[-10:]]).reshape(5, 2)
