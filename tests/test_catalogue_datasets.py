@@ -271,6 +271,9 @@ PREPARE_CASES = [
     pytest.param("celeba", _link_out("img_align_celeba", folder=True), {},
                  f"{CELEBA}: line 3: file '000001.jpg' resolves outside the dataset root",
                  id="data-celeba-folder-symlink-outside"),
+    pytest.param("celeba", lambda r, o: (r / "img_align_celeba" / "000004.jpg").unlink(), {},
+                 f"{CELEBA}: line 6: image '000004.jpg' is missing (1 of 120 listed images are); the copy is "
+                 f"incomplete", id="data-celeba-image-missing"),
     # images, decoded at prepare (one worker: the check runs in this process)
     pytest.param("celeba", _write("img_align_celeba/000001.jpg", _png_header(20000, 20000)), {},
                  "000001.jpg: the image is larger than PIL's decompression-bomb limit",
@@ -309,6 +312,9 @@ PREPARE_CASES = [
     pytest.param("fairface", _fairface_cell(6, "file", "train/1.jpg"), {},
                  "fairface_label_train.csv: line 6: file 'train/1.jpg' is listed twice (first: ",
                  id="data-fairface-duplicate-file"),
+    pytest.param("fairface", lambda r, o: (r / "val" / "2.jpg").unlink(), {},
+                 "fairface_label_val.csv: line 3: image 'val/2.jpg' is missing (1 of 42 listed images are)",
+                 id="data-fairface-image-missing"),
     # MNIST
     pytest.param("mnist", _idx_file("train-images-idx3-ubyte.gz", lambda d: d[:-100]), {},
                  "train-images-idx3-ubyte.gz: header says shape [40, 28, 28] but the file holds",

@@ -103,7 +103,7 @@ def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[s
     for split in ("train", "test"):
         if labels[split].ndim != 1 or len(labels[split]) != len(images[split]):
             raise FairquantError(f"{raw}: {split} has {len(images[split])} images but labels of shape "
-                                 f"{labels[split].shape}; the IDX files do not match")
+                                 f"{labels[split].shape}; the IDX files do not match: download both again")
     _check_label_range(labels, classes, raw)
     return _class_dataset(images, labels, classes, params)
 

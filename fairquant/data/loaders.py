@@ -174,7 +174,8 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
         raise FairquantError(f"{part_path}: no partition line for {len(missing)} images of {attr_path.name} (first: "
                              f"{missing[0]}); add a line '<image> <0|1|2>' for each")
     base = real_root(root)
-    paths = [named_path(base, f, f"{attr_path}: line {i + 3}", relative_to=images) for i, f in enumerate(files)]
+    wheres = [f"{attr_path}: line {i + 3}" for i in range(len(files))]
+    paths = _present([named_path(base, f, w, relative_to=images) for f, w in zip(files, wheres)], files, wheres)
     frame = pd.DataFrame({"sample_id": files, "split": [SPLITS[partition[f]] for f in files]})
     for name in {params.target, *params.protected}:
         yes, no = _celeba_value_names(name)
@@ -183,6 +184,16 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     order = {name: list(reversed(_celeba_value_names(name))) for name in names}  # -1 then 1: class 1 = binary's 1
     table, classes = _assemble(frame, params, names, natural, order)
     return RawDataset(table, paths=paths, classes=classes)
+
+
+def _present(paths: list[Path], names: list[str], wheres: list[str]) -> list[Path]:
+    """``paths``, refused with the first missing one named (an incomplete copy is not read as corrupt files)."""
+    missing = [k for k, path in enumerate(paths) if not path.is_file()]
+    if missing:
+        first = missing[0]
+        raise FairquantError(f"{wheres[first]}: image {names[first]!r} is missing ({len(missing)} of {len(paths)} "
+                             f"listed images are); the copy is incomplete: restore them from the dataset's archive")
+    return paths
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -273,7 +284,8 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
         age, gender, race, _ = match.groups()
         parsed.append((path, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
     if not parsed:
-        raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg")
+        raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg; keep UTKFace's "
+                             f"original file names (they carry the labels)")
     frame = pd.DataFrame(parsed, columns=["path", "age", "gender", "race"])
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
     frame["sample_id"] = [p.name for p in frame["path"]]
@@ -350,7 +362,8 @@ def _fairface_paths(root: Path, frame: pd.DataFrame) -> list[Path]:
             raise FairquantError(f"{where}: file {name!r} is listed twice (first: {first[path]}); list each image once")
         first[path] = where
         paths.append(path)
-    return paths
+    wheres = [f"{csv_path}: line {line}" for line, csv_path in zip(frame["line"], frame["csv"])]
+    return _present(paths, list(frame["file"]), wheres)
 
 
 def load_dataset(params: DataParams) -> RawDataset:
