@@ -172,8 +172,7 @@ def _resolve_files(root: Path, files: pd.Series, rows: _Rows) -> list[Path]:
 def _given_split(values: pd.Series, rows: _Rows) -> np.ndarray:
     bad = np.flatnonzero(~values.isin(SPLITS).to_numpy())
     if bad.size:
-        raise rows.error(int(bad[0]), f"split {values.iloc[bad[0]]!r} is not one of {', '.join(SPLITS)}; fix the "
-                                         f"value")
+        raise rows.error(int(bad[0]), f"split {values.iloc[bad[0]]!r} is not one of {', '.join(SPLITS)}")
     return values.to_numpy().astype(str)
 
 
