@@ -17,67 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.dataset_builders import write_cifar, write_fairface, write_folder, write_jpg, write_mnist, write_utkface
 from tests.test_stages import assert_clean_failure, run_stage
-
-# --- tiny datasets in their real formats ------------------------------------------------------------------------
-
-
-def _jpg(path: Path, colour=(120, 90, 70), size=(12, 12)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path)
-
-
-def _idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def _mnist(root: Path) -> None:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        labels = np.arange(n) % 10
-        _idx(raw / f"{prefix}-images-idx3-ubyte.gz", np.repeat(labels[:, None, None] * 20, 28, 1).repeat(28, 2))
-        _idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-
-
-def _utkface(root: Path) -> None:
-    for i in range(40):
-        _jpg(root / "UTKFace" / f"{20 + i}_{i % 2}_{i % 5}_201701{i:02d}.jpg.chip.jpg", (5 * i, 80, 80))
-
-
-FAIRFACE_RACES = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
-
-
-def _fairface(root: Path) -> None:
-    for name, n in (("train", 28), ("val", 14)):
-        for i in range(n):
-            _jpg(root / name / f"{i + 1}.jpg", (5 * i, 60, 90))
-        frame = pd.DataFrame({"file": [f"{name}/{i + 1}.jpg" for i in range(n)], "age": ["20-29"] * n,
-                              "gender": ["Male", "Female"] * (n // 2),
-                              "race": [FAIRFACE_RACES[i % 7] for i in range(n)],
-                              "service_test": ["True"] * n})
-        frame.to_csv(root / f"fairface_label_{name}.csv", index=False)
-
-
-def _folder(root: Path) -> None:
-    rows = []
-    for i in range(24):
-        _jpg(root / "images" / f"{i:03d}.jpg", (10 * i, 50, 50))
-        rows.append({"file": f"images/{i:03d}.jpg", "label": str(i % 2), "group": "ab"[(i // 2) % 2],
-                     "split": ("train", "train", "val", "test")[(i // 4) % 4 if i < 16 else i % 4]})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
-
-
-def _cifar(root: Path, source: str) -> None:
-    from tests.test_multiclass_data import write_cifar10, write_cifar100
-
-    if source == "cifar10":
-        write_cifar10(root, np.arange(50) % 10, np.arange(20) % 10)
-    else:
-        write_cifar100(root, per_class_train=5, per_class_test=1)
-
 
 MULTICLASS = {"data.task": "multiclass", "data.target": "class", "data.protected": ["class"],
               "mitigate.before_compression": [], "mitigate.after": [], "evaluate.privileged_group": None}
@@ -100,8 +41,9 @@ def pristine(tmp_path_factory, tiny_celeba):
     """Each source's tiny dataset, written once; cases damage a copy."""
     base = tmp_path_factory.mktemp("datasets")
     roots = {"celeba": tiny_celeba}
-    for source, build in (("utkface", _utkface), ("fairface", _fairface), ("mnist", _mnist), ("folder", _folder),
-                          ("cifar10", lambda r: _cifar(r, "cifar10")), ("cifar100", lambda r: _cifar(r, "cifar100"))):
+    builders = {"utkface": write_utkface, "fairface": write_fairface, "mnist": write_mnist, "folder": write_folder,
+                "cifar10": lambda r: write_cifar(r, "cifar10"), "cifar100": lambda r: write_cifar(r, "cifar100")}
+    for source, build in builders.items():
         (base / source).mkdir()
         build(base / source)
         roots[source] = base / source
@@ -381,10 +323,10 @@ def verification_raw(tmp_path_factory):
     make_rfw(raw / "rfw", races=("African", "Caucasian"), landmarks={"African": _all_landmarks("African")})
     make_training(raw / "race_per_7000", races=("African", "Caucasian"), per_identity=(4, 3, 2))
     for k in range(4):
-        _jpg(raw / "faces" / f"{k}.jpg", (20 * k, 100, 100))
+        write_jpg(raw / "faces" / f"{k}.jpg", (20 * k, 100, 100))
     jpegs = []
     for k in range(6):
-        _jpg(raw / "tmp.jpg", (30 * k, 90, 40), (20, 16))
+        write_jpg(raw / "tmp.jpg", (30 * k, 90, 40), (20, 16))
         jpegs.append((raw / "tmp.jpg").read_bytes())
     (raw / "tmp.jpg").unlink()
     write_recordio(raw / "rec", {0: jpegs[:3], 5: jpegs[3:]})
@@ -503,39 +445,3 @@ def test_a_fairface_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path, 
     without = load_dataset(params.model_copy(update={"root": str(pristine["fairface"])}))
     assert with_bom.table.drop(columns="sample_id").equals(without.table.drop(columns="sample_id"))
     assert list(with_bom.table["sample_id"]) == list(without.table["sample_id"])
-
-
-@pytest.mark.parametrize("mode, pixels, expected", [
-    ("I;16", np.full((6, 6), 0x8000, np.uint16), 128),  # PIL's own conversion would clip it to 255
-    ("L", np.full((6, 6), 77, np.uint8), 77),
-    ("1", np.full((6, 6), True), 255),  # a bool array is a 1-bit image
-])
-def test_greyscale_depths_decode_to_their_8_bit_value(tmp_path, mode, pixels, expected):
-    from fairquant.data.prepare import decode_image
-
-    Image.fromarray(pixels).save(tmp_path / "x.png")
-    assert Image.open(tmp_path / "x.png").mode == mode
-    decoded = decode_image(tmp_path / "x.png", 8)
-    assert decoded.shape == (8, 8, 3) and np.all(decoded == expected)
-
-
-def _palette_with_transparency() -> Image.Image:
-    image = Image.new("P", (6, 6), 0)
-    image.putpalette([90, 90, 90] * 256)
-    return image
-
-
-@pytest.mark.parametrize("make", [
-    lambda p: Image.new("CMYK", (6, 6), (0, 255, 0, 0)).save(p, format="JPEG"),
-    lambda p: Image.new("LA", (6, 6), (90, 0)).save(p, format="PNG"),
-    lambda p: _palette_with_transparency().save(p, format="PNG", transparency=0),
-    lambda p: Image.new("RGB", (1, 1), (90, 90, 90)).save(p, format="PNG"),
-    lambda p: Image.new("RGB", (1, 2000), (90, 90, 90)).save(p, format="PNG"),
-], ids=["cmyk", "la", "palette-transparency", "1x1", "1x2000"])
-def test_other_modes_and_shapes_decode_to_rgb_without_warnings(tmp_path, make, recwarn):
-    from fairquant.data.prepare import decode_image
-
-    make(tmp_path / "x.img")
-    decoded = decode_image(tmp_path / "x.img", 8)
-    assert decoded is not None and decoded.shape == (8, 8, 3) and decoded.dtype == np.uint8
-    assert not [w for w in recwarn if "PIL" in str(w.filename)]
