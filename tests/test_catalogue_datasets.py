@@ -445,3 +445,13 @@ def test_a_fairface_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path, 
     without = load_dataset(params.model_copy(update={"root": str(pristine["fairface"])}))
     assert with_bom.table.drop(columns="sample_id").equals(without.table.drop(columns="sample_id"))
     assert list(with_bom.table["sample_id"]) == list(without.table["sample_id"])
+
+
+def test_a_dataset_root_that_is_itself_a_symlink_is_read(tmp_path, tiny_celeba):
+    """Only what leads out of the root is refused: the root may be a link to another disk."""
+    from fairquant.data.loaders import load_dataset
+    from fairquant.params import DataParams
+
+    (tmp_path / "celeba").symlink_to(tiny_celeba, target_is_directory=True)
+    raw = load_dataset(DataParams(source="celeba", root=str(tmp_path / "celeba")))
+    assert len(raw.paths) == 120 and all(p.is_relative_to(tiny_celeba.resolve()) for p in raw.paths)
