@@ -103,6 +103,8 @@ def test_fairface_csvs(tmp_path):
                               "age": ["20-29"] * rows, "gender": ["Male", "Female"] * (rows // 2) + ["Male"] * (rows % 2),
                               "race": ["East Asian", "Black", "White"] * (rows // 3), "service_test": [True] * rows})
         frame.to_csv(tmp_path / f"fairface_label_{name}.csv", index=False)
+        for file in frame["file"]:  # the reader refuses a listed image that is missing
+            (tmp_path / file).touch()
     raw = load_dataset(DataParams(source="fairface", root=str(tmp_path), target="gender", protected=["race"]))
     assert (raw.table["split"] == "test").sum() == 3  # the official val CSV is our test split
     assert set(raw.table["race"]) == {"East Asian", "Black", "White"}

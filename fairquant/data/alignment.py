@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
 
+from fairquant.data.images import open_rgb
 from fairquant.data.parallel import in_chunks, map_in_order
 from fairquant.errors import FairquantError
 from fairquant.io import image_store_writer
@@ -55,19 +57,17 @@ def align_face(image: Image.Image, size: int, eyes: tuple | None) -> np.ndarray:
     return np.asarray(face, dtype=np.uint8)
 
 
-def load_face(path: str | Path, size: int, mode: str = "plain", eyes: tuple | None = None) -> np.ndarray | None:
-    """Decode one file (PIL, RGB) as 'plain' (an aligned crop: central square, resized), 'centre-crop' or
-    'landmarks' (:func:`align_face`). None when the file cannot be decoded."""
-    try:
-        with Image.open(path) as image:
-            if mode == "landmarks":  # no draft: the landmarks are in the file's full-size pixels
-                return align_face(image.convert("RGB"), size, eyes)
-            share = CENTRE_CROP_SHARE if mode == "centre-crop" else 1.0
-            need = math.ceil(size / share)
-            image.draft("RGB", (need, need))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when still large enough
-            return _centre_square(image.convert("RGB"), size, share)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+def load_face(path: str | Path | IO[bytes], size: int, mode: str = "plain", eyes: tuple | None = None, *,
+              name: str | None = None) -> np.ndarray | None:
+    """Decode one file (RGB, :func:`fairquant.data.images.open_rgb`) as 'plain' (an aligned crop: central square,
+    resized), 'centre-crop' or 'landmarks' (:func:`align_face`). None when the file cannot be decoded; ``name``
+    names it in messages (a record of a RecordIO file)."""
+    if mode == "landmarks":  # no draft: the landmarks are in the file's full-size pixels
+        image = open_rgb(path, name=name)
+        return None if image is None else align_face(image, size, eyes)
+    share = CENTRE_CROP_SHARE if mode == "centre-crop" else 1.0
+    image = open_rgb(path, name=name, draft=math.ceil(size / share))  # JPEG: decode at 1/2..1/8 scale if large
+    return None if image is None else _centre_square(image, size, share)
 
 
 def _decode_chunk(args: tuple[list[tuple], int]) -> tuple[np.ndarray, list[int]]:

@@ -11,12 +11,13 @@ path, no ``..``, no symlink that resolves outside it.
 from __future__ import annotations
 
 import csv
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fairquant.data.loaders import SPLITS, RawDataset, _assemble, _require, reader
+from fairquant.data.paths import named_path, real_root
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams
 from fairquant.params.data import DEFAULT_SPLIT_COLUMN
@@ -150,27 +151,14 @@ def _check_cells(frame: pd.DataFrame, used: dict[str, str], rows: _Rows) -> None
             raise rows.error(int(empty[0]), f"empty {name!r} cell ({empty.size} in all); fill it or drop the row")
 
 
-def _escapes(text: str) -> bool:
-    """An absolute path (POSIX or Windows) or one with a '..' part: it names something outside the root."""
-    posix, windows = PurePosixPath(text), PureWindowsPath(text)
-    return posix.is_absolute() or bool(windows.drive) or text.startswith("\\") or ".." in windows.parts
-
-
 def _resolve_files(root: Path, files: pd.Series, rows: _Rows) -> list[Path]:
-    """Each image's resolved path inside the root; escaping, missing and twice-listed files refused."""
-    base = root.resolve()
+    """Each image's resolved path inside the root (:mod:`fairquant.data.paths`); missing and twice-listed files
+    refused."""
+    base = real_root(root)
     seen: dict[Path, int] = {}
     paths = []
     for index, text in enumerate(files):
-        if any(ord(char) < 32 for char in text):
-            raise rows.error(index, f"file {text!r} holds a control character; give a plain path relative to "
-                                    f"data.root")
-        if _escapes(text):
-            raise rows.error(index, f"file {text!r} leaves the dataset root; give a path relative to data.root")
-        path = (base / text).resolve()
-        if not path.is_relative_to(base):
-            raise rows.error(index, f"file {text!r} resolves outside the dataset root ({path}); a symlink leads out "
-                                    f"of data.root: copy the image in")
+        path = named_path(base, text, f"{rows.table}: {rows.name(index)}")
         if not path.is_file():
             raise rows.error(index, f"file {text!r} is missing under {root}; fix the path or drop the row")
         if path in seen:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.params import RACES
 
@@ -38,8 +39,16 @@ def _subfolders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _image_files(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+def _image_files(folder: Path, base: Path) -> list[str]:
+    """The image files of an identity folder (``folder`` and any linked file checked to lie inside ``base``)."""
+    require_inside(base, folder, str(folder), "identity folder")
+    names = []
+    for entry in os.scandir(folder):
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            if entry.is_symlink():
+                require_inside(base, entry.path, str(folder), f"image {entry.name}")
+            names.append(entry.name)
+    return sorted(names)
 
 
 def _training_layout(root: Path, races: list[str]) -> tuple[str, list[tuple[str, Path]]]:
@@ -68,9 +77,12 @@ def read_identity_folders(root: str | Path, *, races: list[str] | tuple[str, ...
     a seeded draw. An identity named under two race folders is one identity (one label)."""
     root = require_folder(root, "verify.data.train_root", "the training identity folders")
     layout, sources = _training_layout(root, list(races))
-    records = [((folder / identity / name).relative_to(root).as_posix(), identity, race)
-               for race, folder in sources for identity in _subfolders(folder)
-               for name in _image_files(folder / identity)]
+    base = real_root(root)
+    records = []
+    for race, folder in sources:
+        require_inside(base, folder, str(folder), "race folder")
+        records += [((folder / identity / name).relative_to(root).as_posix(), identity, race)
+                    for identity in _subfolders(folder) for name in _image_files(folder / identity, base)]
     table = pd.DataFrame(records, columns=["path", "identity_name", "race"])
     if table.empty:
         raise FairquantError(f"training root {root} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images in its "

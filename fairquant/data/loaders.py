@@ -10,8 +10,6 @@ Each reader registers itself under the ``data.source`` names it reads (``@reader
 
 from __future__ import annotations
 
-import gzip
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from fairquant.data.paths import named_path, real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams
 
@@ -159,35 +158,101 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     """CelebA: ``img_align_celeba/``, ``list_attr_celeba.txt`` (count, names, -1/1), ``list_eval_partition.txt``.
 
     torchvision's ``CelebA`` checks MD5 sums of the official files, so a copy re-encoded elsewhere (or the
-    generated default) would be refused; this parser reads the same files without that check.
+    generated default) would be refused; this parser reads the same files without that check, but checks every
+    line: -1/1 values, one row per image, a split 0/1/2 for each, image names inside the root.
     """
     images = _require(root / "img_align_celeba", "CelebA image folder img_align_celeba/")
     attr_path = _require(root / "list_attr_celeba.txt", "CelebA attribute file")
     part_path = _require(root / "list_eval_partition.txt", "CelebA partition file")
-    lines = attr_path.read_text().splitlines()
-    if len(lines) < 3 or not lines[0].strip().isdigit():
-        raise FairquantError(f"{attr_path}: expected a count line, an attribute-name line and one row per image")
-    names = lines[1].split()
-    rows = [line.split() for line in lines[2:] if line.strip()]
-    if len(rows) != int(lines[0]) or any(len(r) != len(names) + 1 for r in rows):
-        raise FairquantError(f"{attr_path}: count line says {lines[0].strip()} images of {len(names)} attributes, "
-                             f"rows do not match; the file is truncated or not CelebA's")
-    attrs = pd.DataFrame([r[1:] for r in rows], columns=names, index=[r[0] for r in rows]).astype(int)
-    partition = pd.read_csv(part_path, sep=r"\s+", header=None, names=["file", "part"], index_col="file")
-    missing = attrs.index.difference(partition.index)
-    if len(missing):
-        raise FairquantError(f"{part_path}: no partition for {len(missing)} images (first: {missing[0]})")
+    names, files, values = _celeba_attributes(attr_path)
     _check_attribute(params.target, names, "target")
     for name in params.protected:
         _check_attribute(name, names, "protected")
-    frame = pd.DataFrame({"sample_id": attrs.index, "split": [SPLITS[p] for p in partition.loc[attrs.index, "part"]]})
+    partition = _celeba_partition(part_path)
+    missing = [f for f in files if f not in partition]
+    if missing:
+        raise FairquantError(f"{part_path}: no partition line for {len(missing)} images of {attr_path.name} (first: "
+                             f"{missing[0]}); add a line '<image> <0|1|2>' for each")
+    base = real_root(root)
+    wheres = [f"{attr_path}: line {i + 3}" for i in range(len(files))]
+    paths = _present([named_path(base, f, w, relative_to=images) for f, w in zip(files, wheres)], files, wheres)
+    frame = pd.DataFrame({"sample_id": files, "split": [SPLITS[partition[f]] for f in files]})
     for name in {params.target, *params.protected}:
         yes, no = _celeba_value_names(name)
-        frame[name] = np.where(attrs[name].to_numpy() == 1, yes, no)
+        frame[name] = np.where(values[:, names.index(name)] == "1", yes, no)
     natural = {name: _celeba_value_names(name)[0] for name in names}
     order = {name: list(reversed(_celeba_value_names(name))) for name in names}  # -1 then 1: class 1 = binary's 1
     table, classes = _assemble(frame, params, names, natural, order)
-    return RawDataset(table, paths=[images / f for f in attrs.index], classes=classes)
+    return RawDataset(table, paths=paths, classes=classes)
+
+
+def _present(paths: list[Path], names: list[str], wheres: list[str]) -> list[Path]:
+    """``paths``, refused with the first missing one named (an incomplete copy is not read as corrupt files)."""
+    missing = [k for k, path in enumerate(paths) if not path.is_file()]
+    if missing:
+        first = missing[0]
+        raise FairquantError(f"{wheres[first]}: image {names[first]!r} is missing ({len(missing)} of {len(paths)} "
+                             f"listed images are); the copy is incomplete: restore them from the dataset's archive")
+    return paths
+
+
+def _text_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise FairquantError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); restore the dataset's "
+                             f"original file") from None
+
+
+def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(attribute names, image file names, the values as an images x attributes array of '-1'/'1')."""
+    lines = _text_lines(path)
+    if len(lines) < 3 or not lines[0].strip().isdigit():
+        raise FairquantError(f"{path}: expected a count line, an attribute-name line and one row per image; "
+                             f"restore CelebA's list_attr_celeba.txt")
+    names = lines[1].split()
+    rows = [(number, line.split()) for number, line in enumerate(lines[2:], 3) if line.strip()]
+    for number, fields in rows:
+        if len(fields) != len(names) + 1:
+            raise FairquantError(f"{path}: line {number}: {len(fields)} fields, expected an image name and "
+                                 f"{len(names)} attribute values; fix the line")
+    if len(rows) != int(lines[0]):
+        raise FairquantError(f"{path}: line 1 says {lines[0].strip()} images but {len(rows)} rows follow; the file "
+                             f"is truncated, or fix the count")
+    files = [fields[0] for _, fields in rows]
+    values = np.array([fields[1:] for _, fields in rows], dtype=str).reshape(len(rows), len(names))
+    bad = np.argwhere(~np.isin(values, ("-1", "1")))
+    if bad.size:
+        row, column = bad[0]
+        raise FairquantError(f"{path}: line {rows[row][0]}: attribute {names[column]} is {str(values[row, column])!r}, "
+                             f"not -1 or 1 ({len(bad)} such values); CelebA marks each attribute -1 or 1: fix the "
+                             f"value")
+    first: dict[str, int] = {}
+    for number, fields in rows:
+        if first.setdefault(fields[0], number) != number:
+            raise FairquantError(f"{path}: line {number}: image {fields[0]} is listed twice (first on line "
+                                 f"{first[fields[0]]}); keep one row per image")
+    return names, files, values
+
+
+def _celeba_partition(path: Path) -> dict[str, int]:
+    """Image file name -> split index (0 train, 1 val, 2 test), every line checked."""
+    partition: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for number, line in enumerate(_text_lines(path), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise FairquantError(f"{path}: line {number}: expected '<image> <split>' with split 0 (train), 1 (val) "
+                                 f"or 2 (test), found {line.strip()[:60]!r}; fix the line")
+        if fields[0] in first:
+            raise FairquantError(f"{path}: line {number}: image {fields[0]} is listed twice (first on line "
+                                 f"{first[fields[0]]}); keep one line per image")
+        first[fields[0]], partition[fields[0]] = number, int(fields[1])
+    if not partition:
+        raise FairquantError(f"{path}: no partition line; restore CelebA's list_eval_partition.txt")
+    return partition
 
 
 # --- UTKFace ------------------------------------------------------------------------------------------
@@ -203,7 +268,11 @@ AGE_LABELS = ["0-19", "20-39", "40-59", "60+"]
 def load_utkface(root: Path, params: DataParams) -> RawDataset:
     """UTKFace: ``[age]_[gender]_[race]_[date].jpg.chip.jpg``; gender 0 male / 1 female; race 0-4."""
     folder = root / "UTKFace" if (root / "UTKFace").is_dir() else _require(root, "UTKFace folder")
+    base = real_root(root)
+    require_inside(base, folder, str(folder), "the UTKFace folder")
     files = sorted(folder.glob("*.jpg"))
+    for path in files:
+        require_inside(base, path, str(folder), f"image {path.name}")
     if not files:
         raise FairquantError(f"{folder}: no *.jpg.chip.jpg images; point data.root at the UTKFace folder")
     parsed, malformed = [], 0
@@ -215,7 +284,8 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
         age, gender, race, _ = match.groups()
         parsed.append((path, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
     if not parsed:
-        raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg")
+        raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg; keep UTKFace's "
+                             f"original file names (they carry the labels)")
     frame = pd.DataFrame(parsed, columns=["path", "age", "gender", "race"])
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
     frame["sample_id"] = [p.name for p in frame["path"]]
@@ -239,195 +309,61 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     """
     frames = []
     for csv_name, split in (("fairface_label_train.csv", "train"), ("fairface_label_val.csv", "test")):
-        frame = pd.read_csv(_require(root / csv_name, "FairFace label file"))
-        expected = {"file", "age", "gender", "race"}
-        if not expected <= set(frame.columns):
-            raise FairquantError(f"{root / csv_name}: expected columns file,age,gender,race,service_test; "
-                                 f"found {','.join(frame.columns)}")
+        frame = _fairface_table(_require(root / csv_name, "FairFace label file"))
         frame["split"] = split
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     is_train = frame["split"] == "train"
     frame.loc[is_train, "split"] = _random_split(int(is_train.sum()), params.val_share, 0.0, params.seed)
     frame["sample_id"] = frame["file"]
-    paths = [root / f for f in frame["file"]]
+    paths = _fairface_paths(root, frame)
     table, classes = _assemble(frame, params, ["age", "gender", "race"], {"gender": "Female"},
                                {"age": FAIRFACE_AGES, "race": FAIRFACE_RACES, "gender": FAIRFACE_GENDERS})
     return RawDataset(table, paths=paths, classes=classes)
 
 
-# --- MNIST / Fashion-MNIST / CIFAR-10 in torchvision's raw formats ------------------------------------
+FAIRFACE_VALUES = {"age": FAIRFACE_AGES, "gender": FAIRFACE_GENDERS, "race": FAIRFACE_RACES}
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08:
-        raise FairquantError(f"{path}: not an IDX file of unsigned bytes (magic {magic:#x})")
-    ndim = magic & 0xFF
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+
+def _fairface_table(path: Path) -> pd.DataFrame:
+    """One label CSV (a byte-order mark is read, not kept in the first column's name), every used cell checked:
+    present, and a value of FairFace's own vocabulary; ``line`` keeps each row's CSV line number."""
     try:
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except ValueError:
-        raise FairquantError(f"{path}: header says shape {shape} but the file holds {len(data)} bytes; "
-                             f"the file is truncated") from None
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError, a bad encoding, ragged rows
+        raise FairquantError(f"{path}: not a readable CSV ({(str(exc).splitlines() or [''])[0]}); restore FairFace's "
+                             f"label file (header file,age,gender,race,service_test)") from None
+    missing = [c for c in ("file", *FAIRFACE_VALUES) if c not in frame.columns]
+    if missing:
+        raise FairquantError(f"{path}: no column {missing[0]!r}; expected columns file,age,gender,race,service_test, "
+                             f"found {','.join(frame.columns)}")
+    if frame.empty:
+        raise FairquantError(f"{path}: the table has no rows; restore FairFace's label file")
+    frame = frame.assign(line=np.arange(len(frame)) + 2, csv=str(path))
+    for column in ("file", *FAIRFACE_VALUES):
+        values = frame[column].str.strip()
+        known = values != "" if column == "file" else values.isin(FAIRFACE_VALUES[column])
+        if not known.all():
+            row = frame[~known].iloc[0]
+            what = "is empty" if row[column].strip() == "" else f"is {row[column]!r}"
+            expected = "a file name" if column == "file" else f"one of {', '.join(FAIRFACE_VALUES[column])}"
+            raise FairquantError(f"{path}: line {row['line']}: {column} {what}, expected {expected}; fix the row")
+        frame[column] = values
+    return frame
 
 
-def _idx_file(raw: Path, stem: str) -> Path:
-    for candidate in (raw / stem, raw / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    raise FairquantError(f"{raw / stem}: missing (IDX file, plain or .gz); check data.root")
-
-
-MNIST_CLASSES = [str(i) for i in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _class_dataset(images: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str],
-                   params: DataParams) -> RawDataset:
-    """The class ('class') is the target: multi-class (data.task: multiclass) or, through data.positive, binary;
-    listed in data.protected it is also the group (class as the group)."""
-    outside = [c for c in params.minority_classes if not 0 <= c < len(classes)]
-    if outside:
-        raise FairquantError(f"data.minority_classes lists {outside[0]}, but {params.source} has classes "
-                             f"0..{len(classes) - 1}; list class indices of the dataset")
-    rng = np.random.default_rng(params.seed)
-    # drawn before the imbalance: the imbalanced ("unfair") set is the balanced one minus minority images
-    train_split = np.where(rng.random(labels["train"].size) < params.val_share, "val", "train")
-    train_keep = np.ones(labels["train"].size, dtype=bool)
-    if params.class_imbalance < 1:
-        for c in params.minority_classes:
-            idx = np.flatnonzero(labels["train"] == c)
-            drop = rng.permutation(idx)[round(idx.size * params.class_imbalance):]
-            train_keep[drop] = False
-    parts, arrays = [], []
-    for split_name, keep, splits in (("train", train_keep, train_split), ("test", None, None)):
-        y = labels[split_name] if keep is None else labels[split_name][keep]
-        x = images[split_name] if keep is None else images[split_name][keep]
-        split = np.full(y.size, "test") if splits is None else splits[keep]
-        parts.append(pd.DataFrame({"sample_id": [f"{split_name}-{i}" for i in np.flatnonzero(keep) ]
-                                   if keep is not None else [f"test-{i}" for i in range(y.size)],
-                                   "split": split, "class": [classes[k] for k in y]}))
-        arrays.append(x)
-    frame = pd.concat(parts, ignore_index=True)
-    pixels = np.concatenate(arrays)
-    if pixels.ndim == 3:
-        pixels = pixels[..., None]
-    table, target_classes = _assemble(frame, params, ["class"], {}, {"class": classes}, closed=True)
-    return RawDataset(table, arrays=pixels, classes=target_classes)
-
-
-def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[str]) -> RawDataset:
-    raw = next((p for p in (root / folder / "raw", root / "raw", root) if p.is_dir() and any(p.glob("*idx*"))), None)
-    if raw is None:
-        raise FairquantError(f"{root}: no {folder}/raw/ folder with IDX files (torchvision's layout); check data.root")
-    images = {"train": _idx_file(raw, "train-images-idx3-ubyte"), "test": _idx_file(raw, "t10k-images-idx3-ubyte")}
-    labels = {"train": _idx_file(raw, "train-labels-idx1-ubyte"), "test": _idx_file(raw, "t10k-labels-idx1-ubyte")}
-    images, labels = {k: _read_idx(v) for k, v in images.items()}, {k: _read_idx(v) for k, v in labels.items()}
-    for split in ("train", "test"):
-        if labels[split].ndim != 1 or len(labels[split]) != len(images[split]):
-            raise FairquantError(f"{raw}: {split} has {len(images[split])} images but labels of shape "
-                                 f"{labels[split].shape}; the IDX files do not match")
-    _check_label_range(labels, classes, raw)
-    return _class_dataset(images, labels, classes, params)
-
-
-@reader("mnist")
-def load_mnist(root: Path, params: DataParams) -> RawDataset:
-    return load_mnist_like(root, params, "MNIST", MNIST_CLASSES)
-
-
-@reader("fashion_mnist")
-def load_fashion_mnist(root: Path, params: DataParams) -> RawDataset:
-    return load_mnist_like(root, params, "FashionMNIST", FASHION_CLASSES)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """CIFAR batches are pickles; allow only what they contain (numpy arrays, builtins), never code."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
-
-
-def _read_cifar_pickle(path: Path, what: str) -> dict:
-    with open(_require(path, what), "rb") as handle:
-        try:
-            batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-            raise FairquantError(f"{path}: not a {what} ({exc})") from None
-    if not isinstance(batch, dict):
-        raise FairquantError(f"{path}: not a {what} (a {type(batch).__name__}, not a dict)")
-    return {_text(key): value for key, value in batch.items()}
-
-
-def _text(value: object) -> str:
-    """A name from a CIFAR pickle: str as Python 2 wrote it (read as latin1), or bytes re-pickled by Python 3."""
-    return value.decode("latin1") if isinstance(value, bytes) else str(value)
-
-
-def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 python batch"
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    batch = _read_cifar_pickle(path, what)
-    if "data" not in batch or label_key not in batch:
-        raise FairquantError(f"{path}: not a {what} (no 'data' or {label_key!r} entry)")
-    try:
-        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        labels = np.asarray(batch[label_key])
-    except (ValueError, TypeError) as exc:
-        raise FairquantError(f"{path}: not a {what} ({exc})") from None
-    if labels.size and labels.dtype.kind not in "iu":  # floats would be truncated to a wrong class silently
-        raise FairquantError(f"{path}: {label_key} are {labels.dtype}, not integer class indices; not a {what}")
-    labels = labels.astype(np.int64)
-    if labels.shape != (len(data),):
-        raise FairquantError(f"{path}: {len(data)} images but {labels.size} labels; the file is damaged")
-    return data, labels
-
-
-def _check_label_range(labels: dict[str, np.ndarray], classes: list[str], source: Path) -> None:
-    for name, values in labels.items():
-        if values.size and (values.min() < 0 or values.max() >= len(classes)):
-            raise FairquantError(f"{source}: {name} labels outside 0..{len(classes) - 1}; the files are damaged")
-
-
-@reader("cifar10")
-def load_cifar10(root: Path, params: DataParams) -> RawDataset:
-    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = _read_cifar_batch(folder / "test_batch")
-    images = {"train": np.concatenate([x for x, _ in train]), "test": test_x}
-    labels = {"train": np.concatenate([y for _, y in train]), "test": test_y}
-    _check_label_range(labels, CIFAR10_CLASSES, folder)
-    return _class_dataset(images, labels, CIFAR10_CLASSES, params)
-
-
-@reader("cifar100")
-def load_cifar100(root: Path, params: DataParams) -> RawDataset:
-    """CIFAR-100 as torchvision ships it: ``cifar-100-python/{train,test,meta}``; the class is the fine label
-    (100 classes) or, with data.cifar100_labels: coarse, the 20 superclasses."""
-    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
-    what = "CIFAR-100 python file"
-    meta = _read_cifar_pickle(folder / "meta", what)
-    names_key = f"{params.cifar100_labels}_label_names"
-    if names_key not in meta:
-        raise FairquantError(f"{folder / 'meta'}: no {names_key!r} entry; not CIFAR-100's meta file")
-    classes = [_text(name) for name in meta[names_key]]
-    if len(set(classes)) != len(classes):
-        raise FairquantError(f"{folder / 'meta'}: {names_key} repeats a name; not CIFAR-100's meta file")
-    label_key = f"{params.cifar100_labels}_labels"
-    train_x, train_y = _read_cifar_batch(folder / "train", label_key, what)
-    test_x, test_y = _read_cifar_batch(folder / "test", label_key, what)
-    labels = {"train": train_y, "test": test_y}
-    _check_label_range(labels, classes, folder)
-    return _class_dataset({"train": train_x, "test": test_x}, labels, classes, params)
+def _fairface_paths(root: Path, frame: pd.DataFrame) -> list[Path]:
+    """Each row's image inside the root; a name listed twice (in either CSV) is refused."""
+    base, first, paths = real_root(root), {}, []
+    for name, line, csv_path in zip(frame["file"], frame["line"], frame["csv"]):
+        where = f"{csv_path}: line {line}"
+        path = named_path(base, name, where)
+        if path in first:
+            raise FairquantError(f"{where}: file {name!r} is listed twice (first: {first[path]}); list each image once")
+        first[path] = where
+        paths.append(path)
+    wheres = [f"{csv_path}: line {line}" for line, csv_path in zip(frame["line"], frame["csv"])]
+    return _present(paths, list(frame["file"]), wheres)
 
 
 def load_dataset(params: DataParams) -> RawDataset:
@@ -443,3 +379,9 @@ def load_dataset(params: DataParams) -> RawDataset:
 
 # Readers in their own modules register on import; importing them here fills READERS wherever load_dataset is used.
 from fairquant.data import folder as _folder_reader  # noqa: F401  (data.source: folder)
+from fairquant.data.class_datasets import (  # noqa: F401  (mnist, fashion_mnist, cifar10, cifar100)
+    CIFAR10_CLASSES,
+    FASHION_CLASSES,
+    MNIST_CLASSES,
+    _read_cifar_batch,
+)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fairquant.data.images import open_rgb
 from fairquant.data.loaders import RawDataset
 from fairquant.errors import FairquantError
 
@@ -27,14 +28,10 @@ def _square_resize(image: Image.Image, size: int) -> np.ndarray:
 def decode_image(path: str | Path, size: int) -> np.ndarray | None:
     """Decode one file to (size, size, 3) uint8, using the JPEG decoder's draft (DCT downscale) mode.
 
-    Returns None for an unreadable or corrupt file; the caller counts it.
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale when that is still >= size
-            return _square_resize(image.convert("RGB"), size)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+    Returns None for an unreadable or corrupt file (the caller counts it); an image no RGB reading fits (a
+    floating-point image, a decompression bomb) raises :class:`FairquantError` (:func:`open_rgb`)."""
+    image = open_rgb(path, draft=size)
+    return None if image is None else _square_resize(image, size)
 
 
 CHUNK = 512  # images per decoding task

@@ -22,6 +22,7 @@ from fairquant.data.identity_folders import (
     read_identity_folders,
     require_folder,
 )
+from fairquant.data.paths import real_root, require_inside
 from fairquant.data.recordio import read_race_map, read_recordio, write_recordio_store
 from fairquant.data.rfw import PAIRS_SCHEMA, TEST_SCHEMA, RFWTest, read_rfw
 from fairquant.errors import FairquantError
@@ -101,6 +102,9 @@ def synthetic_faces(folder: str | Path) -> list[Path]:
     """Every jpg/jpeg/png under ``folder`` (sorted): the synthetic calibration set, unlabelled."""
     folder = require_folder(folder, "verify.data.synthetic_folder", "face images (for example StyleGAN samples)")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    base = real_root(folder)
+    for path in files:
+        require_inside(base, path, str(folder), f"face {path.relative_to(folder)}")
     if not files:
         raise FairquantError(f"synthetic calibration folder {folder} has no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} "
                              f"files; put the faces there or set verify.data.synthetic_folder")

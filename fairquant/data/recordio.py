@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.data.parallel import in_chunks, map_in_order
+from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.io import atomic_dir, image_store_writer
 
@@ -173,6 +174,7 @@ def require_recordio(root: str | Path, key: str = "verify.data.train_root") -> t
         if not path.is_file():
             raise FairquantError(f"{path} does not exist; set {key} to the folder that holds train.rec and train.idx "
                                  f"(insightface's MS1MV2 / Glint360K / WebFace layout)")
+        require_inside(real_root(root), path, str(path), path.name)
     return rec, idx
 
 
@@ -294,7 +296,7 @@ def _decode_records(args: tuple[str, list[tuple[int, int]], int]) -> tuple[np.nd
     with RecordFile(Path(rec)) as records:
         for i, (key, offset) in enumerate(items):
             _, _, payload = unpack_record(records.read(key, offset), f"{rec} record {key}")
-            pixels = load_face(io.BytesIO(payload), size)
+            pixels = load_face(io.BytesIO(payload), size, name=f"{rec} record {key}")
             if pixels is None:
                 failed.append(i)
             else:

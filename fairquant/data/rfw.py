@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fairquant.data.identity_folders import require_folder
+from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.params import RACES
 
@@ -86,7 +87,11 @@ class RFWTest:
 
 
 def _lines(path: Path) -> list[str]:
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise FairquantError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); restore RFW's "
+                             f"file") from None
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -197,9 +202,9 @@ def read_landmarks(path: str | Path, race: str) -> dict[tuple[str, int], np.ndar
     for index, raw in enumerate(_lines(path)):
         where = f"{path}:{index + 1}"
         fields = raw.split()
-        if len(fields) < 11:
-            raise FairquantError(f"{where}: expected an image path then 10 numbers (5 points x, y), found "
-                                 f"{len(fields)} fields; fix the line")
+        if len(fields) not in (11, 12):
+            raise FairquantError(f"{where}: expected an image path then 10 numbers (5 points x, y), the identity's "
+                                 f"label between them or not: 12 or 11 fields, found {len(fields)}; fix the line")
         key = _landmark_image(fields[0], race, where)
         try:
             xy = np.array([float(v) for v in fields[-10:]]).reshape(5, 2)
@@ -219,8 +224,8 @@ def read_landmarks(path: str | Path, race: str) -> dict[tuple[str, int], np.ndar
 class _ImageIndex:
     """Resolves (identity, image number) against the listings of a race's identity folders."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+    def __init__(self, data_dir: Path, base: Path) -> None:
+        self.data_dir, self.base = data_dir, base  # base: the resolved RFW root every image must lie in
         self._listings: dict[str, dict[int, str]] = {}
 
     def _listing(self, identity: str, where: str) -> dict[int, str]:
@@ -229,6 +234,7 @@ class _ImageIndex:
             if not folder.is_dir():
                 raise FairquantError(f"{where}: identity folder {folder} does not exist; fix the pairs file or "
                                      f"restore the folder")
+            require_inside(self.base, folder, where, f"identity folder {folder}")
             listing: dict[int, str] = {}
             for name in sorted(os.listdir(folder)):
                 match = _NUMBERED.fullmatch(name)
@@ -248,7 +254,9 @@ class _ImageIndex:
             raise FairquantError(f"{where}: image {number} of '{identity}' is not in {self.data_dir / identity} "
                                  f"(no {identity}_{number:04d}.jpg, with any zero padding); fix the pairs file or "
                                  f"restore the image")
-        return self.data_dir / identity / listing[number]
+        path = self.data_dir / identity / listing[number]
+        require_inside(self.base, path, where, f"image {path.name}")
+        return path
 
 
 def _race_files(root: Path, race: str) -> tuple[Path, Path]:
@@ -286,8 +294,11 @@ def _read_race(root: Path, race: str, images: _TestImages) -> tuple[list[tuple],
     """One race's pairs as ``pairs.parquet`` records (its images added to ``images``) and its landmarks file."""
     data_dir, pairs_file = _race_files(root, race)
     lmk_file = pairs_file.with_name(f"{race}_lmk.txt")
+    base = real_root(root)
+    for path in (pairs_file, lmk_file) if lmk_file.is_file() else (pairs_file,):
+        require_inside(base, path, str(path), f"{path.name}")
     points = read_landmarks(lmk_file, race) if lmk_file.is_file() else {}
-    index = _ImageIndex(data_dir)
+    index = _ImageIndex(data_dir, base)
     pairs = read_pairs_file(pairs_file)
     per_fold = len(pairs) // FOLDS
     records = []
