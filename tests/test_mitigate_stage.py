@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from fairquant.io import predictions_schema, write_json, write_table
+from tests.test_stages import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,7 @@ def _predictions(folder: Path, groups: list[str], details: dict | None = None) -
 
 
 def _run(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "stages.mitigate", *args, "--params", str(ROOT / "params.yaml")],
-                          cwd=ROOT, capture_output=True, text=True)
+    return run_in_process("mitigate", [*map(str, args), "--params", str(ROOT / "params.yaml")], ROOT)
 
 
 def _assert_refused(result, message, out: Path):

@@ -2,9 +2,7 @@
 compressors make of an embedding network, and the verify stages end to end on tiny generated data."""
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from fairquant.params import Params, QuantFaceParams
 from fairquant.verify.embedding import embed, pair_scores
 from fairquant.verify.heads import MarginHead
 from fairquant.verify.training import quantface, raw_embeddings
+from tests.test_stages import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,10 +139,9 @@ def write_params(folder: Path, root: Path, **verify) -> Path:
 
 
 def stage(name: str, *args, params: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """The stage command, run in ``cwd`` (the repository by default; relative params paths resolve there)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", f"stages.{name}", *map(str, args), "--params", str(params)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """The stage command, run in ``cwd`` (the repository by default; relative params paths resolve there), through
+    the stage's entry point in this process (tests/test_stages.py's run_in_process)."""
+    return run_in_process(name, [*map(str, args), "--params", str(params)], cwd)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +197,7 @@ def test_report_section_and_summary_keys(branch, tmp_path):
 
     from fairquant.fairness.summary import verification_summary
     from fairquant.io import write_csv
-    from fairquant.report import Document, render_markdown, plot_tables
+    from fairquant.report import Document, plot_tables, render_markdown
     from fairquant.report.verification import verification_section
 
     tmp, _ = branch
