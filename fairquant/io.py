@@ -243,7 +243,16 @@ def read_images(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path}: image store not found; run the prepare stage first (dvc repro prepare)")
-    return np.load(path, mmap_mode="r")
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # a bad header, a truncated file, a pickled object array
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise FairquantError(f"{path}: not a readable image store ({type(exc).__name__}: {first}); the file is damaged: "
+                             "re-run the stage that writes it (dvc repro -f -s <stage>)") from None
+    if not isinstance(images, np.ndarray):  # an .npz archive
+        raise FairquantError(f"{path}: not a readable image store (a {type(images).__name__}, not one array); re-run "
+                             "the stage that writes it (dvc repro -f -s <stage>)")
+    return images
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -151,3 +151,39 @@ class EvaluationResult:
 
     def write(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
+
+
+PREDICTION_COLUMNS = ("sample_id", "y_true", "y_score", "y_pred")
+
+
+def check_predictions(frame: Any, *, source: str, protected: list[str], classes: list[str] | None = None) -> None:
+    """A predictions table (``val.parquet`` / ``test.parquet``) as the predict stage writes it: its columns, integer
+    labels in range (0/1, or class indices below ``len(classes)``), probabilities in [0, 1] in ``y_score``, no null
+    sample id or group, no repeated sample id. Scores in ``y_pred`` or a NaN score would otherwise be cut or compared
+    silently."""
+    import numpy as np
+    import pandas as pd
+
+    fix = "the file is damaged or from another run: re-run predict (dvc repro)"
+    absent = [name for name in (*PREDICTION_COLUMNS, *protected) if name not in frame.columns]
+    if absent:
+        raise FairquantError(f"{source}: predictions lack the column {absent[0]!r}" +
+                             (f" (and {absent[1:]})" if len(absent) > 1 else "") + f"; {fix}")
+    allowed = range(len(classes)) if classes else (0, 1)
+    for column in ("y_true", "y_pred"):
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
+            found = sorted(set(values.dropna().tolist()))[:5]
+            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
+            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; {fix}")
+    scores = frame["y_score"]
+    if not pd.api.types.is_float_dtype(scores) or not bool(np.all((scores.to_numpy() >= 0) & (scores.to_numpy() <= 1))):
+        bad = scores[~((scores >= 0) & (scores <= 1))].head(3).tolist() if pd.api.types.is_numeric_dtype(scores) else []
+        raise FairquantError(f"{source}: y_score must hold probabilities in [0, 1], found {scores.dtype} "
+                             f"{bad or 'non-numbers'}; {fix}")
+    for column in ("sample_id", *protected):
+        if frame[column].isna().any():
+            raise FairquantError(f"{source}: {column!r} holds null values ({int(frame[column].isna().sum())} rows); {fix}")
+    if frame["sample_id"].duplicated().any():
+        first = frame["sample_id"][frame["sample_id"].duplicated()].iloc[0]
+        raise FairquantError(f"{source}: sample {first!r} appears more than once; {fix}")

@@ -5,10 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.evaluation import check_same_classes, evaluate_variant
+from fairquant.fairness.evaluation import check_same_classes, classes_of, evaluate_variant
 from fairquant.io import read_json, read_table
 from fairquant.params import load_params
-from fairquant.results import PredictionsInfo
+from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -45,6 +45,9 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     infos = {folder.name: PredictionsInfo.read(folder) for folder in predictions}
     check_same_classes(infos)  # the first folder is fp32
+    for folder in predictions:  # every table checked before any metric: a damaged one is refused, never measured
+        check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,
+                          classes=classes_of(infos[folder.name]))
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = infos[folder.name]

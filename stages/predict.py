@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from fairquant.data.prepare import load_prepared
+from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
@@ -34,7 +34,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     if missing:
         raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (the compressor, mitigate and "
                              "sweep stages)")
-    table, images, info = load_prepared(data)
+    table, images, info = load_prepared(data, params, params_file=params_file)
     protected = params.data.protected
     absent = [name for name in ("sample_id", "split", "y_true", "row", *protected) if name not in table.columns]
     if absent or "synthetic" not in info:

@@ -1,3 +1,143 @@
-"""Troubleshooting catalogue: artifacts (README, Troubleshooting). Each case id is a README row."""
+"""Troubleshooting catalogue: artifacts (README, Troubleshooting). Each case id is a README row.
 
-CASES: list = []
+Each case damages one artifact (or the command line) as a user of a shared DVC remote might find it, runs the stage
+that reads it as a user would, and checks the promise: exit status 2, one line on stderr naming the problem and the
+fix, and nothing written."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_prepared
+from tests.test_stages import ROOT, assert_clean_failure, run_stage
+
+# ---------------------------------------------------------------- predictions read by evaluate
+
+
+def _predictions(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    from fairquant.results import PredictionsInfo
+
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "test.parquet", index=False)
+    PredictionsInfo(name=name, kind="fp32" if name == "fp32" else "fakequant", kernels="fp32", size_bytes=10,
+                    synthetic=True).write(folder)
+    return folder
+
+
+def _good_frame(n: int = 24) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    y_true = (np.arange(n) % 2).astype("int8")
+    score = rng.uniform(0, 1, n).astype("float32")
+    return pd.DataFrame({"sample_id": [f"{i:05d}.jpg" for i in range(n)], "y_true": y_true, "y_score": score,
+                         "y_pred": (score >= 0.5).astype("int8"), "Male": np.where(np.arange(n) % 3 == 0, "1", "0")})
+
+
+def _damage_column(column, values):
+    def damage(frame):
+        frame[column] = values(frame)
+        return frame
+    return damage
+
+
+EVALUATE = {"evaluate.privileged_group": "0", "evaluate.bootstrap": 100}
+
+PREDICTION_CASES = [
+    pytest.param(lambda f: f.drop(columns="y_pred"), "lack the column 'y_pred'", id="artifact-predictions-no-y-pred"),
+    pytest.param(_damage_column("y_pred", lambda f: f["y_score"]), "y_pred must hold the labels 0 and 1 as integers",
+                 id="artifact-predictions-scores-in-y-pred"),
+    pytest.param(_damage_column("y_pred", lambda f: f["y_pred"].astype("float64")),
+                 "y_pred must hold the labels 0 and 1 as integers", id="artifact-predictions-float-labels"),
+    pytest.param(_damage_column("y_pred", lambda f: (f["y_pred"] * 3).astype("int8")),
+                 "y_pred must hold the labels 0 and 1 as integers", id="artifact-predictions-label-out-of-range"),
+    pytest.param(_damage_column("y_score", lambda f: f["y_score"].where(f.index != 3, np.nan)),
+                 "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-nan"),
+    pytest.param(_damage_column("y_score", lambda f: f["y_score"] * 4 - 2),
+                 "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-out-of-range"),
+    pytest.param(_damage_column("Male", lambda f: f["Male"].where(f.index != 2, None)),
+                 "'Male' holds null values", id="artifact-predictions-null-group"),
+]
+
+
+@pytest.mark.parametrize("damage, message", PREDICTION_CASES)
+def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
+    fp32 = _predictions(tmp_path / "fp32", "fp32", _good_frame())
+    variant = _predictions(tmp_path / "ptq", "ptq", damage(_good_frame()))
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+# ---------------------------------------------------------------- the prepared data read by finetune and predict
+
+
+def _set_info(**changes):
+    def damage(folder):
+        info = json.loads((folder / "info.json").read_text())
+        info.update(changes)
+        (folder / "info.json").write_text(json.dumps(info))
+    return damage
+
+
+def _truncate_info(folder):
+    text = (folder / "info.json").read_text()
+    (folder / "info.json").write_text(text[: len(text) // 2])
+
+
+def _images(shape, dtype=np.uint8):
+    def damage(folder):
+        np.save(folder / "images.npy", np.zeros(shape, dtype=dtype))
+    return damage
+
+
+def _samples(change):
+    def damage(folder):
+        frame = pd.read_parquet(folder / "samples.parquet")
+        change(frame).to_parquet(folder / "samples.parquet", index=False)
+    return damage
+
+
+def _not_npy(folder):
+    (folder / "images.npy").write_bytes(b"\x93NUMPY garbage")
+
+
+PREPARED_CASES = [
+    pytest.param(_truncate_info, {}, "info.json: not valid JSON", id="artifact-prepared-info-truncated"),
+    pytest.param(_set_info(image_size="8"), {}, "info.json: 'image_size' should be int", id="artifact-prepared-info-types"),
+    pytest.param(_images((79, 8, 8, 3)), {}, "images.npy holds 79 images but samples.parquet indexes rows up to 79",
+                 id="artifact-prepared-images-rows"),
+    pytest.param(_images((80, 16, 16, 3)), {}, "images.npy holds 16x16 images but info.json says image_size 8",
+                 id="artifact-prepared-images-size"),
+    pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32", id="artifact-prepared-images-dtype"),
+    pytest.param(_not_npy, {}, "images.npy: not a readable image store", id="artifact-prepared-images-damaged"),
+    pytest.param(_samples(lambda f: f.drop(columns="split")), {}, "samples.parquet lacks the columns ['split']",
+                 id="artifact-prepared-samples-missing-column"),
+    pytest.param(_samples(lambda f: f.assign(y_true=f["y_true"].astype("float64"))), {},
+                 "samples.parquet: column 'y_true' should be", id="artifact-prepared-samples-dtype"),
+    pytest.param(_samples(lambda f: f.assign(y_true=(f["y_true"] * 2).astype("int8"))), {},
+                 "samples.parquet: y_true holds", id="artifact-prepared-samples-labels"),
+    pytest.param(None, {"data.protected": ["Young"]}, "data/prepared was made with protected ['Male'] but params.yaml "
+                 "has data.protected ['Young']", id="artifact-prepared-stale-protected"),
+    pytest.param(None, {"data.target": "Eyeglasses"}, "target 'Smiling' but params.yaml has data.target 'Eyeglasses'",
+                 id="artifact-prepared-stale-target"),
+    pytest.param(None, {"prepare.image_size": 32}, "image_size 8 but params.yaml has prepare.image_size 32",
+                 id="artifact-prepared-stale-image-size"),
+]
+
+
+@pytest.mark.parametrize("damage, params, message", PREPARED_CASES)
+def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, params, message):
+    prepared = write_prepared(tmp_path / "data" / "prepared")
+    if damage is not None:
+        damage(prepared)
+    out, live = tmp_path / "fp32", tmp_path / "live"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(live)], tmp_path,
+                       {"finetune.epochs": 1, "prepare.image_size": 8, **params})
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+CASES = PREDICTION_CASES + PREPARED_CASES
