@@ -6,7 +6,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import check_same_classes, classes_of, evaluate_variant
-from fairquant.io import read_json, read_table
+from fairquant.io import check_outputs, read_json, read_table
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
@@ -37,6 +37,7 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
          out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out_dir})  # before any work
     baselines: dict[str, str | None] = {}
     latency: dict[str, dict] = {}
     if len(predictions) == 1 and not (predictions[0] / "test.parquet").is_file():

@@ -13,7 +13,7 @@ import typer
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
-from fairquant.io import atomic_dir, load_checkpoint, write_json
+from fairquant.io import atomic_dir, check_outputs, load_checkpoint, write_json
 from fairquant.models import build_model, load_audited, load_pretrained
 from fairquant.params import ArchName, load_params
 from fairquant.training import fit_logged, seed_everything
@@ -32,6 +32,7 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
          study_live: Path = typer.Option(None, help="with --arch: the study's fp32 training curves, copied with it"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     model_params = params.model
     if arch is None and (study_model is not None or study_live is not None):
         raise FairquantError("--study-model and --study-live go with --arch (the sweep's architecture); without it "

@@ -6,7 +6,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_same_rows, evaluate_sweep
-from fairquant.io import atomic_dir, read_table, write_json
+from fairquant.io import atomic_dir, check_outputs, read_table, write_json
 from fairquant.mitigate.slots import sweep_slots
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
@@ -20,6 +20,7 @@ def main(predictions: Path = typer.Option(..., help="one seed's sweep prediction
          out_dir: Path = typer.Option(..., "--out", help="folder to write: points/<arch>/<point>.json and trends.json"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out_dir})  # before any work
     slots = sweep_slots(params.sweep)
     if not slots:
         raise FairquantError("the sweep lists no points (params.yaml sweep); nothing to evaluate")

@@ -140,4 +140,144 @@ def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, param
     assert not live.exists()
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES
+# ---------------------------------------------------------------- checkpoints and user-supplied weights
+
+
+class _Code:
+    """A pickled object whose loading would run code: it would create the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _tiny_config(**changes):
+    return {"kind": "fp32", "name": "fp32", "arch": "face_resnet10", "small_input_stem": True, "image_size": 8,
+            **changes}
+
+
+def _checkpoint(write):
+    def make(path: Path, marker: Path):
+        import torch
+
+        from fairquant.io import save_checkpoint
+        from fairquant.models import build_model
+
+        state = build_model("face_resnet10", small_input_stem=True).state_dict()
+        if write == "text":
+            path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n")
+        elif write == "code":
+            torch.save({"config": _tiny_config(), "state_dict": state, "hook": _Code(marker)}, path)
+        elif write == "plain":
+            torch.save(state, path)
+        elif write == "other-arch":
+            save_checkpoint(path, state, _tiny_config(arch="resnet18"))
+        elif write == "not-finite":
+            state["fc.weight"][0, 0] = float("nan")
+            save_checkpoint(path, state, _tiny_config())
+        elif write == "compressed":
+            save_checkpoint(path, state, _tiny_config(kind="pruned"))
+        elif write == "no-config-key":
+            save_checkpoint(path, state, {k: v for k, v in _tiny_config().items() if k != "small_input_stem"})
+    return make
+
+
+CHECKPOINT_CASES = [
+    pytest.param(_checkpoint("text"), "not a loadable fairquant checkpoint (UnpicklingError: damaged or not a torch file",
+                 id="artifact-checkpoint-not-torch"),
+    pytest.param(_checkpoint("code"), "holds objects other than tensors, refused unread; only tensors are loaded, never "
+                 "code", id="artifact-checkpoint-pickled-code"),
+    pytest.param(_checkpoint("plain"), "not a fairquant checkpoint (expected keys state_dict, config)",
+                 id="artifact-checkpoint-bare-state-dict"),
+    pytest.param(_checkpoint("other-arch"), "its weights do not fit the resnet18 fp32 model its config describes: no "
+                 "tensor 'layer1.1.conv1.weight'", id="artifact-checkpoint-config-other-arch"),
+    pytest.param(_checkpoint("not-finite"), "model.pt: layer 'fc.weight' holds NaN or infinite values",
+                 id="artifact-checkpoint-not-finite"),
+    pytest.param(_checkpoint("compressed"), "holds a pruned model; compressors start from fp32",
+                 id="artifact-checkpoint-not-fp32"),
+    pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'", id="artifact-checkpoint-config-key"),
+]
+
+
+@pytest.mark.parametrize("make, message", CHECKPOINT_CASES)
+def test_compressor_refuses_a_damaged_or_foreign_checkpoint(tmp_path, make, message):
+    (tmp_path / "fp32").mkdir()
+    marker = tmp_path / "code-ran"
+    make(tmp_path / "fp32" / "model.pt", marker)
+    out = tmp_path / "ptq"
+    result = run_stage("quantize_ptq", ["--model", str(tmp_path / "fp32"), "--calibration", str(tmp_path / "cal"),
+                                        "--out", str(out)], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not marker.exists()  # the pickled code never ran
+
+
+def _pretrained(tmp_path: Path) -> Path:
+    import torch
+
+    path = tmp_path / "data" / "pretrained" / "weights.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}, path)
+    return path
+
+
+def test_pretrained_weights_with_code_are_refused_unread(tmp_path):
+    """A user-supplied state dict holding code: refused unread, and torch's advice (weights_only=False) not shown."""
+    write_prepared(tmp_path / "data" / "prepared")
+    out = tmp_path / "fp32"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(tmp_path / "live")],
+                       tmp_path, {"prepare.image_size": 8, "model.pretrained": str(_pretrained(tmp_path).relative_to(tmp_path))})
+    assert_clean_failure(result, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
+                                 "tensors, refused unread", out)
+    assert "weights_only=False" not in result.stderr and not (tmp_path / "code-ran").exists()
+
+
+# ---------------------------------------------------------------- evaluation JSON read by the report
+
+
+def _damage_eval(change):
+    def damage(data):
+        change(data)
+        return data
+    return damage
+
+
+def _set(path, value):
+    def change(data):
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[last] = value
+    return change
+
+
+REPORT_CASES = [
+    pytest.param(_set("gaps.eq_odds", 0.12), "qat.json: 'gaps.eq_odds' should be an object, found 0.12",
+                 id="artifact-eval-number-for-object"),
+    pytest.param(_set("overall.accuracy", "high"), "qat.json: 'overall.accuracy' should be a number, found 'high'",
+                 id="artifact-eval-text-for-number"),
+    pytest.param(_set("vs_fp32.gaps.tpr_gap.delta", [0.1]), "qat.json: 'vs_fp32.gaps.tpr_gap.delta' should be a number",
+                 id="artifact-eval-deep-type"),
+    pytest.param(_set("groups", [1, 2]), "qat.json: the metrics block lacks objects in overall/groups/gaps/signed",
+                 id="artifact-eval-list-for-object"),
+    pytest.param(_set("size_bytes", "12 MB"), "qat.json: 'size_bytes' should be int, found '12 MB'",
+                 id="artifact-eval-head-type"),
+]
+
+
+@pytest.mark.parametrize("change, message", REPORT_CASES)
+def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
+    evaluations = tmp_path / "eval" / "s0"
+    shutil.copytree(ROOT / "metrics" / "eval" / "s0", evaluations)
+    data = json.loads((evaluations / "qat.json").read_text())
+    change(data)
+    (evaluations / "qat.json").write_text(json.dumps(data))
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+CASES = PREDICTION_CASES + PREPARED_CASES + CHECKPOINT_CASES + REPORT_CASES
