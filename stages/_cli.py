@@ -29,7 +29,7 @@ def run(app: typer.Typer) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         code = _run(app)
-    if code == 0:
+    if code is None:  # the stage succeeded: what the libraries warned about, one line each
         for warning in caught:
             print(f"warning: {_first_line(warning.message)} ({warning.category.__name__})", file=sys.stderr)
     if code is not None:
@@ -40,26 +40,36 @@ def _first_line(message) -> str:
     return (str(message).strip().splitlines() or [""])[0]
 
 
+INTERRUPTED = "interrupted: the stage stopped before finishing; no output was written"
+
+
+def _is(exc: BaseException, name: str) -> bool:
+    """``exc`` is click's ``name`` exception, whichever click raised it (typer vendors its own copy of click)."""
+    return any(cls.__name__ == name and "click" in cls.__module__ for cls in type(exc).__mro__)
+
+
 def _run(app: typer.Typer) -> int | None:
-    """The stage's exit status (None when it returned normally); a known failure already printed as one line."""
+    """The stage's exit status (None when it returned normally); a known failure already printed as one line.
+
+    typer turns Ctrl-C into exit status 130 (returned, in non-standalone mode) once every ``with`` block of the
+    stage has unwound, so the temporary outputs are gone by then."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except FairquantError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: the stage stopped before finishing; no output was written", file=sys.stderr)
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):  # click's own Ctrl-C
-            print("interrupted: the stage stopped before finishing; no output was written", file=sys.stderr)
-            return 130
-        if isinstance(exc, click.ClickException):
+        code = exc.exit_code
+    except KeyboardInterrupt:  # raised outside the command (typer's own handling did not run)
+        code = 130
+    except Exception as exc:
+        if _is(exc, "Abort"):  # click's Ctrl-C or end of input
+            code = 130
+        elif _is(exc, "ClickException"):  # a usage error: unknown or missing option, bad value
             print(f"error: {_first_line(exc.format_message())}", file=sys.stderr)
             return 2
-        raise
-    return None
+        else:
+            raise
+    if code == 130:
+        print(INTERRUPTED, file=sys.stderr)
+    return code or None

@@ -213,23 +213,44 @@ def test_compressor_refuses_a_damaged_or_foreign_checkpoint(tmp_path, make, mess
     assert not marker.exists()  # the pickled code never ran
 
 
-def _pretrained(tmp_path: Path) -> Path:
+def _pretrained(tmp_path: Path, how: str) -> Path:
+    import pickle
+
     import torch
 
     path = tmp_path / "data" / "pretrained" / "weights.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}, path)
+    state = {"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}
+    if how == "pickle":  # plain pickle (protocol 4): torch also warns about the protocol on the way
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    elif how == "torch":
+        torch.save(state, path)
+    else:
+        path.write_bytes(b"")
     return path
 
 
-def test_pretrained_weights_with_code_are_refused_unread(tmp_path):
-    """A user-supplied state dict holding code: refused unread, and torch's advice (weights_only=False) not shown."""
+PRETRAINED_CASES = [
+    pytest.param("pickle", True, "weights.pth: not a readable state dict (UnpicklingError: damaged or not a torch "
+                 "file)", id="artifact-pretrained-plain-pickle"),
+    pytest.param("torch", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
+                 "tensors, refused unread", id="artifact-pretrained-torch-saved-code"),
+    pytest.param("empty", False, "weights.pth: not a readable state dict (EOFError: empty file)",
+                 id="artifact-pretrained-empty"),
+]
+
+
+@pytest.mark.parametrize("how, subprocess_run, message", PRETRAINED_CASES)
+def test_pretrained_weights_holding_code_are_refused_unread(tmp_path, how, subprocess_run, message):
+    """User-supplied weights holding code: refused unread, torch's advice (weights_only=False) not shown, and its
+    warning about the pickle protocol not added to the one line (a real interpreter, for the warning)."""
     write_prepared(tmp_path / "data" / "prepared")
     out = tmp_path / "fp32"
+    weights = _pretrained(tmp_path, how).relative_to(tmp_path)
     result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(tmp_path / "live")],
-                       tmp_path, {"prepare.image_size": 8, "model.pretrained": str(_pretrained(tmp_path).relative_to(tmp_path))})
-    assert_clean_failure(result, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
-                                 "tensors, refused unread", out)
+                       tmp_path, {"prepare.image_size": 8, "model.pretrained": str(weights)},
+                       subprocess_run=subprocess_run)
+    assert_clean_failure(result, message, out)
     assert "weights_only=False" not in result.stderr and not (tmp_path / "code-ran").exists()
 
 
@@ -280,4 +301,90 @@ def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
     assert not (tmp_path / "summary.json").exists()
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES + CHECKPOINT_CASES + REPORT_CASES
+# ---------------------------------------------------------------- the command line
+
+
+def _file(path: Path, text: str = "mine") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+CLI_CASES = [
+    pytest.param("evaluate", lambda t: ["fp32", "--out", "eval", "--bogus"], "No such option: --bogus",
+                 "eval", id="cli-unknown-option"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--live", "live"],
+                 "Missing option '--out'", "live", id="cli-missing-option"),
+    pytest.param("evaluate", lambda t: ["fp32", "--out", "eval", "--params", "nope.yaml"],
+                 "nope.yaml: params file not found", "eval", id="cli-params-not-found"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out", str(_file(t / "fp32")),
+                                        "--live", "live"],
+                 "--out fp32 is a file; the output is a folder", "live", id="cli-out-is-a-file"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out", "fp32", "--live",
+                                        str(_file(t / "live"))],
+                 "--live live is a file; the output is a folder", "fp32", id="cli-live-is-a-file"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out",
+                                        str(_file(t / "models") / "fp32"), "--live", "live"],
+                 "--out models/fp32: models is a file, where a folder of the path should be", "live",
+                 id="cli-out-under-a-file"),
+    pytest.param("latency", lambda t: ["--models", "models", "--out", str((t / "latency.json").mkdir() or "latency.json")],
+                 "--out latency.json is a folder; the output is a file", "models", id="cli-file-output-is-a-folder"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", str(_file(t / "data" / "prepared")), "--out", "fp32",
+                                        "--live", "live"],
+                 "data/prepared/info.json: file not found", "fp32", id="cli-data-is-a-file"),
+]
+
+
+@pytest.mark.parametrize("stage, argv, message, out", CLI_CASES)
+def test_command_line_mistakes_are_one_line(tmp_path, stage, argv, message, out):
+    """The stage's real argument parsing (run in this process): a mistake on the command line, one line, exit 2."""
+    from tests.test_stages import run_in_process, stage_params
+
+    args = [str(Path(a).relative_to(tmp_path)) if a.startswith(str(tmp_path)) else a for a in argv(tmp_path)]
+    stage_params(tmp_path, {"prepare.image_size": 8})
+    if not (tmp_path / "data").exists():
+        write_prepared(tmp_path / "data" / "prepared")
+    result = run_in_process(stage, args, tmp_path)
+    assert_clean_failure(result, message, tmp_path / out)
+
+
+def test_a_failure_during_training_leaves_the_live_folder_as_it_was(tmp_path, monkeypatch):
+    """dvclive writes into a temporary folder that replaces --live only when the stage succeeds: a failure after an
+    epoch was logged leaves the previous run's curves untouched (and no curves of a run that did not finish)."""
+    import fairquant.training
+    from fairquant.errors import FairquantError
+
+    def one_epoch_then_fail(model, *args, on_epoch, **kwargs):
+        on_epoch(type("Log", (), {"epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.5,
+                                  "val_group_accuracy": {}})())
+        raise FairquantError("disk full (injected)")
+
+    monkeypatch.setattr(fairquant.training, "train_classifier", one_epoch_then_fail)
+    write_prepared(tmp_path / "data" / "prepared")
+    live = _file(tmp_path / "live" / "metrics.json", "the previous run's").parent
+    out = tmp_path / "fp32"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(live)], tmp_path,
+                       {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert_clean_failure(result, "disk full (injected)", out)
+    assert [p.name for p in live.iterdir()] == ["metrics.json"]
+    assert (live / "metrics.json").read_text() == "the previous run's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "live", "params.yaml"]  # no temporary folder left
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    import fairquant.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fairquant.training, "train_classifier", interrupted)
+    write_prepared(tmp_path / "data" / "prepared")
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", "fp32", "--live", "live"], tmp_path,
+                       {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == ["interrupted: the stage stopped before finishing; no output was "
+                                                  "written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
+
+
+CASES = PREDICTION_CASES + PREPARED_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
