@@ -45,10 +45,6 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
         where = "a precision plan" if kind == "precision" else f"{kind} compression"
         raise FairquantError(f"{method} ({where}) needs {' '.join(missing)}")
     config = getattr(params.mitigate, method)  # the remedy's section, named by its method
-    if data is not None and kind != "after":
-        from fairquant.data.prepared import check_prepared
-
-        check_prepared(data, params, params_file=params_file)  # before any work
     if kind == "after":
         _after(config, predictions, out, params)
     elif kind == "precision":
@@ -64,6 +60,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
            control: bool = False) -> None:
     from fairquant.compress import calibration, fakequant
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
+    from fairquant.data.prepared import check_prepared
     from fairquant.mitigate.remedies import mitigate
     from fairquant.training import derived_seed, seed_everything
 
@@ -81,6 +78,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
                              f"start {method} from the plain fp32 model")
     protected = params.data.protected
     if kind == "before":
+        check_prepared(data, params)  # before any training
         tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
                                  seed=run_seed, control=control)
         config_out = {**fp32_config, "name": record["method"], "mitigation": record}
@@ -95,6 +93,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
                                                 f"{section.params_section}.calibration_size",
                                                 derived_seed(seed, section.seed))
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
+    check_prepared(data, params)  # before any training
     module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
                                 calibration_images=images, live_dir=live_dir, seed=run_seed)
     name = f"{method}+{section.variant_name()}"
