@@ -25,8 +25,8 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
-    check_prepared(data, all_params, params_file=params_file)  # before any work
     params = all_params.section_for("kmeans", point)
+    check_prepared(data, all_params, params_file=params_file)  # before any work
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
