@@ -112,7 +112,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def check_outputs(*, folders: dict[str, Path | None] | None = None, files: dict[str, Path | None] | None = None) -> None:
+def check_outputs(*, folders: dict[str, Path | None] | None = None,
+                  files: dict[str, Path | None] | None = None) -> None:
     """Refuse, before any work, an output the stage could not write at its end: a file where an output folder goes,
     a folder where an output file goes, or a file standing where a folder of its path should be. ``folders`` and
     ``files``: the command-line option -> the path it names (None when not given)."""
@@ -268,8 +269,8 @@ def read_images(path: str | Path) -> np.ndarray:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # a bad header, a truncated file, a pickled object array
         first = (str(exc).splitlines() or [""])[0][:120]
-        raise FairquantError(f"{path}: not a readable image store ({type(exc).__name__}: {first}); the file is damaged: "
-                             "re-run the stage that writes it (dvc repro -f -s <stage>)") from None
+        raise FairquantError(f"{path}: not a readable image store ({type(exc).__name__}: {first}); the file is "
+                             "damaged: re-run the stage that writes it (dvc repro -f -s <stage>)") from None
     if not isinstance(images, np.ndarray):  # an .npz archive
         raise FairquantError(f"{path}: not a readable image store (a {type(images).__name__}, not one array); re-run "
                              "the stage that writes it (dvc repro -f -s <stage>)")
@@ -397,6 +398,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     config = payload["config"]
     if not isinstance(config, dict) or not isinstance(config.get("kind"), str) or not isinstance(
             payload["state_dict"], dict):
-        raise FairquantError(f"{path}: a damaged fairquant checkpoint (its config has no kind, or its state_dict is not "
-                             "a mapping); re-run its stage (dvc repro -f -s <stage>)")
+        raise FairquantError(f"{path}: a damaged fairquant checkpoint (its config has no kind, or its state_dict is "
+                             "not a mapping); re-run its stage (dvc repro -f -s <stage>)")
     return payload

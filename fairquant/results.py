@@ -232,7 +232,8 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
         if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
             found = sorted(set(values.dropna().tolist()))[:5]
             what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
-            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; {fix}")
+            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; "
+                                 f"{fix}")
     scores = frame["y_score"]
     if not pd.api.types.is_float_dtype(scores) or not bool(np.all((scores.to_numpy() >= 0) & (scores.to_numpy() <= 1))):
         bad = scores[~((scores >= 0) & (scores <= 1))].head(3).tolist() if pd.api.types.is_numeric_dtype(scores) else []
@@ -240,7 +241,8 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
                              f"{bad or 'non-numbers'}; {fix}")
     for column in ("sample_id", *protected):
         if frame[column].isna().any():
-            raise FairquantError(f"{source}: {column!r} holds null values ({int(frame[column].isna().sum())} rows); {fix}")
+            nulls = int(frame[column].isna().sum())
+            raise FairquantError(f"{source}: {column!r} holds null values ({nulls} rows); {fix}")
     if frame["sample_id"].duplicated().any():
         first = frame["sample_id"][frame["sample_id"].duplicated()].iloc[0]
         raise FairquantError(f"{source}: sample {first!r} appears more than once; {fix}")

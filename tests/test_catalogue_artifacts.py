@@ -106,12 +106,14 @@ def _not_npy(folder):
 
 PREPARED_CASES = [
     pytest.param(_truncate_info, {}, "info.json: not valid JSON", id="artifact-prepared-info-truncated"),
-    pytest.param(_set_info(image_size="8"), {}, "info.json: 'image_size' should be int", id="artifact-prepared-info-types"),
+    pytest.param(_set_info(image_size="8"), {}, "info.json: 'image_size' should be int",
+                 id="artifact-prepared-info-types"),
     pytest.param(_images((79, 8, 8, 3)), {}, "images.npy holds 79 images but samples.parquet indexes rows up to 79",
                  id="artifact-prepared-images-rows"),
     pytest.param(_images((80, 16, 16, 3)), {}, "images.npy holds 16x16 images but info.json says image_size 8",
                  id="artifact-prepared-images-size"),
-    pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32", id="artifact-prepared-images-dtype"),
+    pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32",
+                 id="artifact-prepared-images-dtype"),
     pytest.param(_not_npy, {}, "images.npy: not a readable image store", id="artifact-prepared-images-damaged"),
     pytest.param(_samples(lambda f: f.drop(columns="split")), {}, "samples.parquet lacks the columns ['split']",
                  id="artifact-prepared-samples-missing-column"),
@@ -185,10 +187,11 @@ def _checkpoint(write):
 
 
 CHECKPOINT_CASES = [
-    pytest.param(_checkpoint("text"), "not a loadable fairquant checkpoint (UnpicklingError: damaged or not a torch file",
+    pytest.param(_checkpoint("text"), "not a loadable fairquant checkpoint (UnpicklingError: damaged or not a torch "
+                 "file",
                  id="artifact-checkpoint-not-torch"),
-    pytest.param(_checkpoint("code"), "holds objects other than tensors, refused unread; only tensors are loaded, never "
-                 "code", id="artifact-checkpoint-pickled-code"),
+    pytest.param(_checkpoint("code"), "holds objects other than tensors, refused unread; only tensors are loaded, "
+                 "never code", id="artifact-checkpoint-pickled-code"),
     pytest.param(_checkpoint("plain"), "not a fairquant checkpoint (expected keys state_dict, config)",
                  id="artifact-checkpoint-bare-state-dict"),
     pytest.param(_checkpoint("other-arch"), "its weights do not fit the resnet18 fp32 model its config describes: no "
@@ -197,7 +200,8 @@ CHECKPOINT_CASES = [
                  id="artifact-checkpoint-not-finite"),
     pytest.param(_checkpoint("compressed"), "holds a pruned model; compressors start from fp32",
                  id="artifact-checkpoint-not-fp32"),
-    pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'", id="artifact-checkpoint-config-key"),
+    pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'",
+                 id="artifact-checkpoint-config-key"),
 ]
 
 
@@ -327,7 +331,7 @@ CLI_CASES = [
                                         str(_file(t / "models") / "fp32"), "--live", "live"],
                  "--out models/fp32: models is a file, where a folder of the path should be", "live",
                  id="cli-out-under-a-file"),
-    pytest.param("latency", lambda t: ["--models", "models", "--out", str((t / "latency.json").mkdir() or "latency.json")],
+    pytest.param("latency", lambda t: ["--models", "models", "--out", (t / "latency.json").mkdir() or "latency.json"],
                  "--out latency.json is a folder; the output is a file", "models", id="cli-file-output-is-a-folder"),
     pytest.param("finetune", lambda t: ["--seed", "0", "--data", str(_file(t / "data" / "prepared")), "--out", "fp32",
                                         "--live", "live"],

@@ -247,7 +247,8 @@ def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
 
 def test_finetune_missing_pretrained_file_says_no_download(tmp_path, prepared):
     result = run_stage("finetune", ["--data", str(prepared), "--out", str(tmp_path / "fp32"), "--live",
-                                    str(tmp_path / "live")], tmp_path, {"model.pretrained": "data/pretrained/resnet18.pth", **SMALL})
+                                    str(tmp_path / "live")], tmp_path,
+                       {"model.pretrained": "data/pretrained/resnet18.pth", **SMALL})
     assert_clean_failure(result, "pretrained weights not found; no download is attempted", tmp_path / "fp32")
 
 

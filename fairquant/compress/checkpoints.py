@@ -35,7 +35,8 @@ def _mismatch(model: nn.Module, state_dict: dict) -> str:
     for name, tensor in own.items():
         found = getattr(state_dict[name], "shape", None)
         if found is None or tuple(found) != tuple(tensor.shape):
-            return f"layer {name!r} has shape {None if found is None else tuple(found)} but the model needs {tuple(tensor.shape)}"
+            shape = None if found is None else tuple(found)
+            return f"layer {name!r} has shape {shape} but the model needs {tuple(tensor.shape)}"
     return "a tensor the model cannot take"
 
 
@@ -93,8 +94,8 @@ def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
         raise FairquantError(f"{model_dir} holds a {checkpoint['config']['kind']} model; compressors start from fp32")
     damaged = first_non_finite(checkpoint["state_dict"])
     if damaged is not None:
-        raise FairquantError(f"{path}: layer {damaged!r} holds NaN or infinite values; the model is damaged or diverged: "
-                             "re-run its stage (dvc repro -f -s finetune@<seed>)")
+        raise FairquantError(f"{path}: layer {damaged!r} holds NaN or infinite values; the model is damaged or "
+                             "diverged: re-run its stage (dvc repro -f -s finetune@<seed>)")
     return rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
 
 

@@ -41,7 +41,8 @@ def read_info(folder: Path) -> dict:
     path = folder / "info.json"
     info = read_json(path)
     if not isinstance(info, dict):
-        raise FairquantError(f"{path}: expected a JSON object, found {type(info).__name__}; the file is damaged: {RERUN}")
+        raise FairquantError(f"{path}: expected a JSON object, found {type(info).__name__}; the file is damaged: "
+                             f"{RERUN}")
     missing = [key for key in INFO_TYPES if key not in info]
     if missing:
         raise FairquantError(f"{path}: lacks {missing}; the file is damaged or from an older fairquant: {RERUN}")

@@ -88,5 +88,6 @@ def _check_store(path: Path, images: np.ndarray, size: int, rows: list[np.ndarra
     highest = max((int(r.max()) for r in rows if r.size), default=-1)
     lowest = min((int(r.min()) for r in rows if r.size), default=0)
     if lowest < 0 or highest >= len(images):
-        raise FairquantError(f"{path} holds {len(images)} images but its table indexes row {highest if highest >= len(images) else lowest}; "
+        row = highest if highest >= len(images) else lowest
+        raise FairquantError(f"{path} holds {len(images)} images but its table indexes row {row}; "
                              f"the two are from different runs: {RERUN}")
