@@ -142,6 +142,44 @@ def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, param
     assert not live.exists()
 
 
+# ---------------------------------------------------------------- the prepared verification folder read by verify_train
+
+
+def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None) -> Path:
+    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info)."""
+    from fairquant.io import write_images, write_json
+
+    folder.mkdir(parents=True)
+    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2, "race": ["African"] * 6})
+    test = pd.DataFrame({"row": np.arange(4), "race": ["African"] * 4})
+    pairs = pd.DataFrame({"pair_id": ["p0", "p1"], "race": ["African"] * 2, "fold": np.array([0, 0], dtype="int16"),
+                          "genuine": [True, False], "row1": [0, 1], "row2": [2, 3]})
+    for name, table in (("train", train), ("test", test), ("pairs", pairs)):
+        table.drop(columns=[drop] if drop in table.columns else []).to_parquet(folder / f"{name}.parquet", index=False)
+    write_images(folder / "train_images.npy", np.zeros((train_images, size, size, 3), dtype=np.uint8))
+    write_images(folder / "test_images.npy", np.zeros((4, size, size, 3), dtype=np.uint8))
+    write_json(folder / "info.json", {"image_size": 8, "synthetic": True})
+    return folder
+
+
+VERIFICATION_CASES = [
+    pytest.param({"train_images": 5}, "train_images.npy holds 5 images but its table indexes row 5",
+                 id="artifact-verify-store-rows"),
+    pytest.param({"size": 16}, "train_images.npy holds uint8 (6, 16, 16, 3), not uint8 images of 8x8 px",
+                 id="artifact-verify-store-size"),
+    pytest.param({"drop": "row1"}, "pairs.parquet lacks the columns ['row1']", id="artifact-verify-pairs-column"),
+]
+
+
+@pytest.mark.parametrize("damage, message", VERIFICATION_CASES)
+def test_verify_train_refuses_a_damaged_verification_folder(tmp_path, damage, message):
+    data = _verification_folder(tmp_path / "prepared", **damage)
+    out, live = tmp_path / "fp32", tmp_path / "live"
+    result = run_stage("verify_train", ["--data", str(data), "--out", str(out), "--live", str(live)], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
 # ---------------------------------------------------------------- checkpoints and user-supplied weights
 
 
@@ -391,4 +429,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
+CASES = PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
