@@ -112,6 +112,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def check_outputs(*, folders: dict[str, Path | None] | None = None,
+                  files: dict[str, Path | None] | None = None) -> None:
+    """Refuse, before any work, an output the stage could not write at its end: a file where an output folder goes,
+    a folder where an output file goes, or a file standing where a folder of its path should be. ``folders`` and
+    ``files``: the command-line option -> the path it names (None when not given)."""
+    for kind, outputs in (("folder", folders or {}), ("file", files or {})):
+        for option, path in outputs.items():
+            if path is None:
+                continue
+            path = Path(path)
+            if kind == "folder" and path.exists() and not path.is_dir():
+                raise FairquantError(f"{option} {path} is a file; the output is a folder: remove the file or choose "
+                                     "another path")
+            if kind == "file" and path.is_dir():
+                raise FairquantError(f"{option} {path} is a folder; the output is a file: remove the folder or choose "
+                                     "another path")
+            blocking = next((parent for parent in path.parents if parent.exists()), None)
+            if blocking is not None and not blocking.is_dir():
+                raise FairquantError(f"{option} {path}: {blocking} is a file, where a folder of the path should be; "
+                                     "remove it or choose another path")
+
+
 def _json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
@@ -243,7 +265,16 @@ def read_images(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path}: image store not found; run the prepare stage first (dvc repro prepare)")
-    return np.load(path, mmap_mode="r")
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # a bad header, a truncated file, a pickled object array
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise FairquantError(f"{path}: not a readable image store ({type(exc).__name__}: {first}); the file is "
+                             "damaged: re-run the stage that writes it (dvc repro -f -s <stage>)") from None
+    if not isinstance(images, np.ndarray):  # an .npz archive
+        raise FairquantError(f"{path}: not a readable image store (a {type(images).__name__}, not one array); re-run "
+                             "the stage that writes it (dvc repro -f -s <stage>)")
+    return images
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -338,6 +369,17 @@ def save_checkpoint(path: str | Path, state_dict: dict, config: dict[str, Any]) 
         tmp.write_bytes(buffer.getvalue())
 
 
+def torch_load_problem(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in words. torch's own message advises
+    ``weights_only=False``: never for a file from a shared remote or of unknown origin, so it is not shown."""
+    if "Unsupported global" in str(exc):
+        return f"{type(exc).__name__}: it holds objects other than tensors, refused unread; only tensors are loaded, " \
+               "never code"
+    if not str(exc).strip():  # what an empty file raises
+        return f"{type(exc).__name__}: empty file"
+    return f"{type(exc).__name__}: damaged or not a torch file"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: artifacts from a shared remote are untrusted."""
     path = Path(path)
@@ -348,7 +390,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or unsafe file
-        raise FairquantError(f"{path}: not a loadable fairquant checkpoint ({type(exc).__name__}); re-run its stage") from None
+        raise FairquantError(f"{path}: not a loadable fairquant checkpoint ({torch_load_problem(exc)}); re-run its "
+                             "stage (dvc repro -f -s <stage>)") from None
     if not isinstance(payload, dict) or not {"state_dict", "config"} <= payload.keys():
-        raise FairquantError(f"{path}: not a fairquant checkpoint (expected keys state_dict, config)")
+        raise FairquantError(f"{path}: not a fairquant checkpoint (expected keys state_dict, config); point at a model "
+                             "folder a fairquant stage wrote, or re-run its stage")
+    config = payload["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("kind"), str) or not isinstance(
+            payload["state_dict"], dict):
+        raise FairquantError(f"{path}: a damaged fairquant checkpoint (its config has no kind, or its state_dict is "
+                             "not a mapping); re-run its stage (dvc repro -f -s <stage>)")
     return payload

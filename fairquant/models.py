@@ -135,8 +135,9 @@ def _read_state_dict(file: Path) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        first = (str(exc).splitlines() or [""])[0]  # an empty file raises with an empty message
-        raise FairquantError(f"{file}: not a readable state dict ({type(exc).__name__}: {first or 'empty file'}); "
+        from fairquant.io import torch_load_problem
+
+        raise FairquantError(f"{file}: not a readable state dict ({torch_load_problem(exc)}); "
                              "save it with torch.save(model.state_dict(), path)") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -149,7 +150,8 @@ def _read_state_dict(file: Path) -> dict:
 def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
     """The first floating tensor holding NaN or inf: a damaged (or diverged) model, which would predict garbage."""
     return next((name for name, tensor in state.items()
-                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
+                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                 and not bool(torch.isfinite(tensor).all())), None)
 
 
 def load_audited(model: nn.Module, path: str, key: str = "model.pretrained") -> None:

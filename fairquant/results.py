@@ -138,6 +138,16 @@ class EvaluationResult:
         if lacking or not all(isinstance(metrics[key], dict) for key in ("overall", "groups", "gaps", "signed")):
             raise FairquantError(f"{source}: the metrics block lacks {lacking or 'objects in overall/groups/gaps/signed'}"
                                  "; re-run evaluate (dvc repro -f -s evaluate@<seed>)")
+        _check_types(data, {"variant": str, "kind": str, "kernels": str, "details": dict, "split": str,
+                            "synthetic": bool, "protected": list, "size_bytes": int, "latency_ms": dict,
+                            "n": int, "baseline": str}, source)
+        for key in ("vs_fp32", "vs_baseline", "constraint"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise FairquantError(f"{source}: {key!r} should be an object, found {data[key]!r}; {_REEVALUATE}")
+        check_metric_shapes(metrics, source)
+        for key in ("vs_fp32", "vs_baseline"):
+            if data.get(key) is not None:
+                check_metric_shapes(data[key], source, prefix=f"{key}.")
         return cls(**{key: data[key] for key in cls.HEAD + cls.TAIL if key in data}, metrics=metrics)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,3 +161,88 @@ class EvaluationResult:
 
     def write(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
+
+
+_REEVALUATE = "the file is damaged: re-run evaluate (dvc repro -f -s evaluate@<seed>)"
+NUMBER_LEAVES = ("value", "ci_low", "ci_high", "delta", "p_value")  # an estimate's numbers, wherever it stands
+OBJECT_BLOCKS = ("groups", "gaps", "signed", "group_changes")  # name -> an object per metric or group
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_metric_shapes(block: dict, source: str, *, prefix: str = "") -> None:
+    """The shapes the report reads in a metrics block (or a paired comparison): ``overall`` maps names to numbers;
+    ``groups``, ``gaps``, ``signed`` and ``group_changes`` map names to objects; every estimate's ``value``,
+    ``ci_low``, ``ci_high``, ``delta`` and ``p_value`` is a number or null, at any depth. A number where an object
+    belongs (or text where a number does) is refused here, in one line, not deep inside a table or a figure."""
+    overall = block.get("overall")
+    if overall is not None:
+        if not isinstance(overall, dict):
+            raise FairquantError(f"{source}: '{prefix}overall' should be an object, found {overall!r}; {_REEVALUATE}")
+        bad = next((k for k, v in overall.items() if not _is_number(v)), None)
+        if bad is not None:
+            raise FairquantError(f"{source}: '{prefix}overall.{bad}' should be a number, found {overall[bad]!r}; "
+                                 f"{_REEVALUATE}")
+    for key in OBJECT_BLOCKS:
+        value = block.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise FairquantError(f"{source}: '{prefix}{key}' should be an object, found {value!r}; {_REEVALUATE}")
+        bad = next((name for name, entry in value.items() if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise FairquantError(f"{source}: '{prefix}{key}.{bad}' should be an object, found {value[bad]!r}; "
+                                 f"{_REEVALUATE}")
+    _check_leaves(block, source, prefix.rstrip("."))
+
+
+def _check_leaves(value: Any, source: str, path: str) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in NUMBER_LEAVES and not isinstance(inner, dict) and not _is_number(inner):
+                raise FairquantError(f"{source}: '{where}' should be a number, found {inner!r}; {_REEVALUATE}")
+            _check_leaves(inner, source, where)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_leaves(inner, source, path)
+
+
+PREDICTION_COLUMNS = ("sample_id", "y_true", "y_score", "y_pred")
+
+
+def check_predictions(frame: Any, *, source: str, protected: list[str], classes: list[str] | None = None) -> None:
+    """A predictions table (``val.parquet`` / ``test.parquet``) as the predict stage writes it: its columns, integer
+    labels in range (0/1, or class indices below ``len(classes)``), probabilities in [0, 1] in ``y_score``, no null
+    sample id or group, no repeated sample id. Scores in ``y_pred`` or a NaN score would otherwise be cut or compared
+    silently."""
+    import numpy as np
+    import pandas as pd
+
+    fix = "the file is damaged or from another run: re-run predict (dvc repro)"
+    absent = [name for name in (*PREDICTION_COLUMNS, *protected) if name not in frame.columns]
+    if absent:
+        raise FairquantError(f"{source}: predictions lack the column {absent[0]!r}" +
+                             (f" (and {absent[1:]})" if len(absent) > 1 else "") + f"; {fix}")
+    allowed = range(len(classes)) if classes else (0, 1)
+    for column in ("y_true", "y_pred"):
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
+            found = sorted(set(values.dropna().tolist()))[:5]
+            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
+            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; "
+                                 f"{fix}")
+    scores = frame["y_score"]
+    if not pd.api.types.is_float_dtype(scores) or not bool(np.all((scores.to_numpy() >= 0) & (scores.to_numpy() <= 1))):
+        bad = scores[~((scores >= 0) & (scores <= 1))].head(3).tolist() if pd.api.types.is_numeric_dtype(scores) else []
+        raise FairquantError(f"{source}: y_score must hold probabilities in [0, 1], found {scores.dtype} "
+                             f"{bad or 'non-numbers'}; {fix}")
+    for column in ("sample_id", *protected):
+        if frame[column].isna().any():
+            nulls = int(frame[column].isna().sum())
+            raise FairquantError(f"{source}: {column!r} holds null values ({nulls} rows); {fix}")
+    if frame["sample_id"].duplicated().any():
+        first = frame["sample_id"][frame["sample_id"].duplicated()].iloc[0]
+        raise FairquantError(f"{source}: sample {first!r} appears more than once; {fix}")

@@ -1,7 +1,13 @@
-"""Shared entry point: a FairquantError becomes one line on stderr and exit status 2, no traceback."""
+"""Shared entry point: a FairquantError becomes one line on stderr and exit status 2, no traceback; Ctrl-C one line
+and exit status 130.
+
+Warnings that libraries raise while the stage runs (torch, torchao, dvclive, PIL) are held back: when the stage
+fails, its one error line is all that stderr shows; when it succeeds, each distinct warning is shown once, after
+the work, on one line."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -10,23 +16,60 @@ import typer
 
 from fairquant.errors import FairquantError
 
+QUIET_LOGGERS = ("dvclive", "torch", "torchao", "PIL")  # their log records below ERROR would add lines on stderr
+
 
 def run(app: typer.Typer) -> None:
-    # torch.export and torchao emit deprecation chatter that buries the stage's own output.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("TORCH_LOGS", "-all")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # each distinct warning once
+        # torch.export and torchao emit deprecation chatter that buries the stage's own output.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        code = _run(app)
+    if code is None:  # the stage succeeded: what the libraries warned about, one line each
+        for warning in caught:
+            print(f"warning: {_first_line(warning.message)} ({warning.category.__name__})", file=sys.stderr)
+    if code is not None:
+        raise SystemExit(code)
+
+
+def _first_line(message) -> str:
+    return (str(message).strip().splitlines() or [""])[0]
+
+
+INTERRUPTED = "interrupted: the stage stopped before finishing; no output was written"
+
+
+def _is(exc: BaseException, name: str) -> bool:
+    """``exc`` is click's ``name`` exception, whichever click raised it (typer vendors its own copy of click)."""
+    return any(cls.__name__ == name and "click" in cls.__module__ for cls in type(exc).__mro__)
+
+
+def _run(app: typer.Typer) -> int | None:
+    """The stage's exit status (None when it returned normally); a known failure already printed as one line.
+
+    typer turns Ctrl-C into exit status 130 (returned, in non-standalone mode) once every ``with`` block of the
+    stage has unwound, so the temporary outputs are gone by then."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except FairquantError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
     except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            print(f"error: {exc.format_message()}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+        code = exc.exit_code
+    except KeyboardInterrupt:  # raised outside the command (typer's own handling did not run)
+        code = 130
+    except Exception as exc:
+        if _is(exc, "Abort"):  # click's Ctrl-C or end of input
+            code = 130
+        elif _is(exc, "ClickException"):  # a usage error: unknown or missing option, bad value
+            print(f"error: {_first_line(exc.format_message())}", file=sys.stderr)
+            return 2
+        else:
+            raise
+    if code == 130:
+        print(INTERRUPTED, file=sys.stderr)
+    return code or None

@@ -7,8 +7,9 @@ import typer
 from rich.progress import Progress
 
 from fairquant.compress import calibration
-from fairquant.data.prepare import calibration_indices, load_prepared
-from fairquant.io import atomic_dir, write_images, write_json
+from fairquant.data.prepare import calibration_indices
+from fairquant.data.prepared import load_prepared
+from fairquant.io import atomic_dir, check_outputs, write_images, write_json
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.compress.checkpoints import load_fp32
@@ -23,8 +24,9 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          out: Path = typer.Option(..., help="folder that receives one sub-folder per set"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
     cal = params.calibration
-    table, images, info = load_prepared(data)
+    table, images, info = load_prepared(data, params, params_file=params_file)
     model, _ = load_fp32(model_dir)
     seed_everything(cal.seed)
     protected = params.data.protected

@@ -5,10 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.evaluation import check_same_classes, evaluate_variant
-from fairquant.io import read_json, read_table
+from fairquant.fairness.evaluation import check_same_classes, classes_of, evaluate_variant
+from fairquant.io import check_outputs, read_json, read_table
 from fairquant.params import load_params
-from fairquant.results import PredictionsInfo
+from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -37,6 +37,7 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
          out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out_dir})  # before any work
     baselines: dict[str, str | None] = {}
     latency: dict[str, dict] = {}
     if len(predictions) == 1 and not (predictions[0] / "test.parquet").is_file():
@@ -45,6 +46,9 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     infos = {folder.name: PredictionsInfo.read(folder) for folder in predictions}
     check_same_classes(infos)  # the first folder is fp32
+    for folder in predictions:  # every table checked before any metric: a damaged one is refused, never measured
+        check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,
+                          classes=classes_of(infos[folder.name]))
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = infos[folder.name]

@@ -11,9 +11,9 @@ from typing import get_args
 import typer
 
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
-from fairquant.data.prepare import load_prepared
+from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
-from fairquant.io import atomic_dir, load_checkpoint, write_json
+from fairquant.io import atomic_dir, check_outputs, load_checkpoint, write_json
 from fairquant.models import build_model, load_audited, load_pretrained
 from fairquant.params import ArchName, load_params
 from fairquant.training import fit_logged, seed_everything
@@ -32,6 +32,7 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
          study_live: Path = typer.Option(None, help="with --arch: the study's fp32 training curves, copied with it"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     model_params = params.model
     if arch is None and (study_model is not None or study_live is not None):
         raise FairquantError("--study-model and --study-live go with --arch (the sweep's architecture); without it "
@@ -44,7 +45,7 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
                                  f"{', '.join(get_args(ArchName))}")
         # model.pretrained holds weights of model.arch: another architecture starts from scratch
         model_params = params.model.model_copy(update={"arch": arch, "pretrained": None})
-    table, images, info = load_prepared(data)
+    table, images, info = load_prepared(data, params, params_file=params_file)
     seed_everything(seed, params.finetune.threads)
     classes = info.get("classes")
     if bool(classes) != (params.data.task == "multiclass"):  # a prepared folder left from another run
@@ -58,19 +59,20 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
               "finetune": params.finetune.model_dump(), "training_seed": seed}
     if classes:
         config["classes"] = classes
-    if not params.finetune.epochs:  # audit: the user's model as it is, never trained here
-        load_audited(model, model_params.pretrained)
-        config.update(trained_here=False, pretrained=str(model_params.pretrained))
-        with atomic_dir(live_dir) as tmp:
-            write_json(tmp / "metrics.json", {"fine_tuned": False, "audited": str(model_params.pretrained)})
-        print(f"audit: {model_params.pretrained} as it is (finetune.epochs 0, not trained here)")
-    else:
-        if model_params.pretrained:
-            skipped = load_pretrained(model, model_params.pretrained)
-            print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
-        model = fit_logged(model, table, images, params.data.protected, params.finetune, live_dir,
-                           f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
-    save_variant(out, model.state_dict(), config)
+    # the curves (or the audit's record) replace --live only once the model is saved: a failure leaves neither
+    with atomic_dir(live_dir) as tmp_live:
+        if not params.finetune.epochs:  # audit: the user's model as it is, never trained here
+            load_audited(model, model_params.pretrained)
+            config.update(trained_here=False, pretrained=str(model_params.pretrained))
+            write_json(tmp_live / "metrics.json", {"fine_tuned": False, "audited": str(model_params.pretrained)})
+            print(f"audit: {model_params.pretrained} as it is (finetune.epochs 0, not trained here)")
+        else:
+            if model_params.pretrained:
+                skipped = load_pretrained(model, model_params.pretrained)
+                print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
+            model = fit_logged(model, table, images, params.data.protected, params.finetune, tmp_live,
+                               f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
+        save_variant(out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 
 

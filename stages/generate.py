@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from fairquant.data.synthetic import generate_celeba_like, generate_folder_like
-from fairquant.io import atomic_dir
+from fairquant.io import atomic_dir, check_outputs
 from fairquant.params import load_params
 from stages._cli import run
 
@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False)
 def main(out: Path = typer.Option(..., help="dataset folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
     layout, source = params.generate.layout, params.data.source
     wanted = {"celeba": "synthetic", "folder": "folder"}[layout]
     if source != wanted:

@@ -10,7 +10,7 @@ import typer
 from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.compress.variants import load_variant
 from fairquant.errors import FairquantError
-from fairquant.io import write_json
+from fairquant.io import check_outputs, write_json
 from fairquant.mitigate.slots import TIMED
 from fairquant.params import load_params
 from stages._cli import run
@@ -23,6 +23,7 @@ def main(models: Path = typer.Option(..., help="one training seed's model folder
          out: Path = typer.Option(..., help="JSON file to write: slot -> mode -> timing"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(files={"--out": out})  # before any work
     missing = [slot for slot in TIMED if not (models / slot / CHECKPOINT).is_file()]
     if missing:
         raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (finetune and quantize_ptq)")

@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from fairquant.errors import FairquantError
+from fairquant.io import check_outputs
 from fairquant.params import REMEDY_PARAMS, QuantizeQATParams, TrainingParams, load_params
 from stages._cli import run
 
@@ -30,6 +31,7 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
     from fairquant.mitigate.remedies import family
 
     params = load_params(params_file)
+    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     kind = family(method)
     given = {"seed": seed, "data": data, "model": model_dir, "compressor": compressor, "calibration": calibration_dir,
              "predictions": predictions, "live": live_dir}
@@ -48,13 +50,17 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
     elif kind == "precision":
         _precision(config, seed, data, model_dir, calibration_dir, out, params)
     else:
-        _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params, control)
+        from fairquant.io import atomic_dir
+
+        with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
+            _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, tmp_live, params, control)
 
 
 def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params,
            control: bool = False) -> None:
     from fairquant.compress import calibration, fakequant
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
+    from fairquant.data.prepared import check_prepared
     from fairquant.mitigate.remedies import mitigate
     from fairquant.training import derived_seed, seed_everything
 
@@ -72,6 +78,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
                              f"start {method} from the plain fp32 model")
     protected = params.data.protected
     if kind == "before":
+        check_prepared(data, params)  # before any training
         tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
                                  seed=run_seed, control=control)
         config_out = {**fp32_config, "name": record["method"], "mitigation": record}
@@ -86,6 +93,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
                                                 f"{section.params_section}.calibration_size",
                                                 derived_seed(seed, section.seed))
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
+    check_prepared(data, params)  # before any training
     module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
                                 calibration_images=images, live_dir=live_dir, seed=run_seed)
     name = f"{method}+{section.variant_name()}"
@@ -100,7 +108,7 @@ def _after(config, predictions, out, params) -> None:
 
     from fairquant.io import atomic_dir, predictions_schema, read_table, write_table
     from fairquant.mitigate.remedies import mitigate
-    from fairquant.results import PredictionsInfo
+    from fairquant.results import PredictionsInfo, check_predictions
 
     from fairquant.mitigate.slots import study_slots
 
@@ -113,8 +121,11 @@ def _after(config, predictions, out, params) -> None:
     if (info.mitigation or {}).get("family") == "post-processing":
         raise FairquantError(f"{predictions} is already post-processed; apply {method} to an unprocessed variant")
     protected = params.data.protected
-    val, test, details = mitigate(config, val=read_table(predictions / "val.parquet"),
-                                  test=read_table(predictions / "test.parquet"), protected=protected)
+    frames = {split: read_table(predictions / f"{split}.parquet") for split in ("val", "test")}
+    for split, frame in frames.items():  # a damaged table is refused, never fitted on
+        check_predictions(frame, source=str(predictions / f"{split}.parquet"), protected=protected,
+                          classes=info.details.get("classes"))
+    val, test, details = mitigate(config, val=frames["val"], test=frames["test"], protected=protected)
     name = f"{info.name}+{method}"
     schema = predictions_schema(protected).with_metadata(
         {"fairquant.variant": name, "fairquant.synthetic": str(info.synthetic).lower()})
@@ -129,7 +140,7 @@ def _after(config, predictions, out, params) -> None:
 def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> None:
     from fairquant.compress import calibration
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
-    from fairquant.data.prepare import load_prepared
+    from fairquant.data.prepared import load_prepared
     from fairquant.fairness.metrics import group_labels
     from fairquant.io import read_rows
     from fairquant.mitigate.remedies import mitigate
@@ -138,7 +149,7 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> N
     model, fp32_config = load_fp32(model_dir)
     images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
                                             "mitigate.sensitivity.calibration_size", derived_seed(seed, 0))
-    table, store, _ = load_prepared(data)
+    table, store, _ = load_prepared(data, params)
     val = table[table["split"] == "val"]
     module, recorded = mitigate(config, model=model, scheme_base=params.quantize_ptq.scheme(),
                                 calibration_images=images, val_images=read_rows(store, val["row"].to_numpy()),

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from fairquant.data.prepare import load_prepared
+from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.compress.checkpoints import CHECKPOINT
-from fairquant.io import ImageRows, atomic_dir, predictions_schema, write_table
+from fairquant.io import ImageRows, atomic_dir, check_outputs, predictions_schema, write_table
 from fairquant.mitigate.slots import model_slots, sweep_model_names, sweep_slots
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
@@ -29,12 +29,13 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          sweep: bool = typer.Option(False, help="predict the sweep's models (data/sweep/s<seed>/models)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
     slots = sweep_slots(params.sweep) if sweep else list(model_slots(params.mitigate))
     missing = [slot for slot in slots if not (models / slot / CHECKPOINT).is_file()]
     if missing:
         raise FairquantError(f"{models} lacks the models of {missing}; run dvc repro (the compressor, mitigate and "
                              "sweep stages)")
-    table, images, info = load_prepared(data)
+    table, images, info = load_prepared(data, params, params_file=params_file)
     protected = params.data.protected
     absent = [name for name in ("sample_id", "split", "y_true", "row", *protected) if name not in table.columns]
     if absent or "synthetic" not in info:

@@ -6,6 +6,8 @@ import typer
 
 from fairquant.compress import kmeans
 from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
+from fairquant.data.prepared import check_prepared
+from fairquant.io import atomic_dir, check_outputs
 from fairquant.params import load_params
 from fairquant.training import compression_finetuner, derived_seed, seed_everything
 from stages._cli import run
@@ -22,15 +24,18 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
+    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     params = all_params.section_for("kmeans", point)
+    check_prepared(data, all_params, params_file=params_file)  # before any work
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed, params.threads)
     model, fp32_config = load_fp32(model_dir)
-    finetune = compression_finetuner(data, all_params.data.protected, params, live_dir, "kmeans", freeze_bn=True,
-                                     seed=run_seed, section="quantize_kmeans")
-    clustered, recorded = kmeans.kmeans_variant(model, params, finetune)
-    config = base_config(fp32_config, name=params.variant_name(), training=params.model_dump(), **recorded)
-    save_variant(out, clustered.state_dict(), config)
+    with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
+        finetune = compression_finetuner(data, all_params.data.protected, params, tmp_live, "kmeans", freeze_bn=True,
+                                         seed=run_seed, section="quantize_kmeans")
+        clustered, recorded = kmeans.kmeans_variant(model, params, finetune)
+        config = base_config(fp32_config, name=params.variant_name(), training=params.model_dump(), **recorded)
+        save_variant(out, clustered.state_dict(), config)
     print(f"{config['name']}: {config['size_bytes'] / 1e6:.2f} MB vs {config['fp32_size_bytes'] / 1e6:.2f} MB fp32 "
           f"({config['fp32_size_bytes'] / config['size_bytes']:.2f}x)")
 

@@ -7,6 +7,8 @@ import typer
 
 from fairquant.compress import calibration, fakequant, int8
 from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant
+from fairquant.data.prepared import check_prepared
+from fairquant.io import check_outputs
 from fairquant.params import load_params
 from fairquant.training import derived_seed, seed_everything
 from stages._cli import run
@@ -24,6 +26,9 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     all_params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
+    if data is not None:  # the int8 check's held-out images come from it
+        check_prepared(data, all_params, params_file=params_file)
     params = all_params.section_for("ptq", point)
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed)

@@ -53,6 +53,15 @@ def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Pa
                                  "another path")
 
 
+def _calibration_info(path: Path) -> dict:
+    """A calibration set's record, as the report's composition table reads it."""
+    info = read_json(path)
+    if not isinstance(info, dict) or not isinstance(info.get("set"), str) or not isinstance(info.get("size"), int):
+        raise FairquantError(f"{path}: not a calibration set's record (no 'set' name or integer 'size'); the file is "
+                             "damaged: re-run the calibration stage (dvc repro -f -s calibration@<seed>)")
+    return info
+
+
 @app.command()
 def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<slot>.json from the evaluate stages"),
          calibration_dir: Path = typer.Option(None, "--calibration", help="folder of s<seed>/<set>/ calibration sets"),
@@ -76,7 +85,7 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     sets = {}
     if calibration_dir is not None:
         first = calibration_dir / f"s{min(seeds)}"
-        sets = {info["set"]: info for info in (read_json(p) for p in sorted(first.glob("*/info.json")))}
+        sets = {info["set"]: info for info in (_calibration_info(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,

@@ -6,10 +6,11 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_same_rows, evaluate_sweep
-from fairquant.io import atomic_dir, read_table, write_json
+from fairquant.io import atomic_dir, check_outputs, read_table, write_json
 from fairquant.mitigate.slots import sweep_slots
 from fairquant.params import load_params
-from fairquant.results import PredictionsInfo
+from fairquant.fairness.evaluation import classes_of
+from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -20,6 +21,7 @@ def main(predictions: Path = typer.Option(..., help="one seed's sweep prediction
          out_dir: Path = typer.Option(..., "--out", help="folder to write: points/<arch>/<point>.json and trends.json"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out_dir})  # before any work
     slots = sweep_slots(params.sweep)
     if not slots:
         raise FairquantError("the sweep lists no points (params.yaml sweep); nothing to evaluate")
@@ -29,6 +31,9 @@ def main(predictions: Path = typer.Option(..., help="one seed's sweep prediction
     frames = {slot: read_table(predictions / slot / "test.parquet") for slot in slots}
     check_same_rows(frames)
     infos = {slot: PredictionsInfo.read(predictions / slot) for slot in slots}
+    for slot in slots:  # every table checked before any metric
+        check_predictions(frames[slot], source=str(predictions / slot / "test.parquet"),
+                          protected=params.data.protected, classes=classes_of(infos[slot]))
     results, trends = evaluate_sweep(frames, infos, params.sweep, params.data.protected, params.evaluate)
     with atomic_dir(out_dir) as tmp:  # every file or none
         for slot, result in results.items():

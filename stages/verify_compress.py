@@ -7,7 +7,7 @@ import typer
 from fairquant.compress import fakequant
 from fairquant.compress.checkpoints import load_fp32, save_variant
 from fairquant.data.verification import load_verification
-from fairquant.io import atomic_dir
+from fairquant.io import atomic_dir, check_outputs
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.verify.pretrained import fp32_head
@@ -24,6 +24,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder (one sub-folder per trained variant)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir)
     fakequant.check_layer_names(model, params.verify.layers, "verify.layers")  # before any variant is made

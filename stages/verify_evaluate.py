@@ -12,7 +12,8 @@ import typer
 from fairquant.compress.variants import load_variant
 from fairquant.data.verification import load_verification
 from fairquant.fairness.verification import bit_curves, race_differences, verification_report
-from fairquant.io import PAIR_SCORES_SCHEMA, atomic_dir, read_images, read_json, write_json, write_table
+from fairquant.io import (PAIR_SCORES_SCHEMA, atomic_dir, check_outputs, read_images, read_json, write_json,
+                          write_table)
 from fairquant.params import load_params
 from fairquant.verify.embedding import embed, pair_scores
 from fairquant.verify.races import estimate_race_mix
@@ -34,6 +35,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--predictions": predictions}, files={"--metrics": metrics})  # before any work
     settings = params.verify.evaluate
     prepared = load_verification(data)
     pairs = prepared.pairs

@@ -9,7 +9,7 @@ import typer
 
 from fairquant.data.synthetic_verification import generate_verification_data
 from fairquant.errors import FairquantError
-from fairquant.io import atomic_dir
+from fairquant.io import atomic_dir, check_outputs
 from fairquant.params import load_params
 from stages._cli import run
 
@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False)
 def main(out: Path = typer.Option(..., help="root folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
     data = params.verify.data
     real = data.source == "real"
     if real:

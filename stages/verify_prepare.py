@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from fairquant.data.prepare_verification import prepare_verification
+from fairquant.io import check_outputs
 from fairquant.params import load_params
 from stages._cli import run
 
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=False)
 def main(out: Path = typer.Option(..., help="prepared verification folder to write"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    check_outputs(folders={"--out": out})  # before any work
     info = prepare_verification(params.verify.data, out)
     train = info["train"]
     per_race = ", ".join(f"{race} {counts['pairs']}" for race, counts in info["pairs"].items())

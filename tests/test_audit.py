@@ -14,7 +14,8 @@ from fairquant.models import build_model, load_audited
 from tests.test_stages import assert_clean_failure, run_stage
 
 
-MULTICLASS = {"data.task": "multiclass", "mitigate.before_compression": [], "mitigate.after": []}  # binary remedies off
+MULTICLASS = {"data.task": "multiclass", "prepare.image_size": 16,  # the size its prepared folder is made at
+              "mitigate.before_compression": [], "mitigate.after": []}  # binary remedies off
 
 
 def _finetune_in_process(cwd, data, out, live, params):

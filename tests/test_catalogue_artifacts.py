@@ -1,3 +1,432 @@
-"""Troubleshooting catalogue: artifacts (README, Troubleshooting). Each case id is a README row."""
+"""Troubleshooting catalogue: artifacts (README, Troubleshooting). Each case id is a README row.
 
-CASES: list = []
+Each case damages one artifact (or the command line) as a user of a shared DVC remote might find it, runs the stage
+that reads it as a user would, and checks the promise: exit status 2, one line on stderr naming the problem and the
+fix, and nothing written."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_prepared
+from tests.test_stages import ROOT, assert_clean_failure, run_stage
+
+# ---------------------------------------------------------------- predictions read by evaluate
+
+
+def _predictions(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    from fairquant.results import PredictionsInfo
+
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "test.parquet", index=False)
+    PredictionsInfo(name=name, kind="fp32" if name == "fp32" else "fakequant", kernels="fp32", size_bytes=10,
+                    synthetic=True).write(folder)
+    return folder
+
+
+def _good_frame(n: int = 24) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    y_true = (np.arange(n) % 2).astype("int8")
+    score = rng.uniform(0, 1, n).astype("float32")
+    return pd.DataFrame({"sample_id": [f"{i:05d}.jpg" for i in range(n)], "y_true": y_true, "y_score": score,
+                         "y_pred": (score >= 0.5).astype("int8"), "Male": np.where(np.arange(n) % 3 == 0, "1", "0")})
+
+
+def _damage_column(column, values):
+    def damage(frame):
+        frame[column] = values(frame)
+        return frame
+    return damage
+
+
+EVALUATE = {"evaluate.privileged_group": "0", "evaluate.bootstrap": 100}
+
+PREDICTION_CASES = [
+    pytest.param(lambda f: f.drop(columns="y_pred"), "lack the column 'y_pred'", id="artifact-predictions-no-y-pred"),
+    pytest.param(_damage_column("y_pred", lambda f: f["y_score"]), "y_pred must hold the labels 0 and 1 as integers",
+                 id="artifact-predictions-scores-in-y-pred"),
+    pytest.param(_damage_column("y_pred", lambda f: f["y_pred"].astype("float64")),
+                 "y_pred must hold the labels 0 and 1 as integers", id="artifact-predictions-float-labels"),
+    pytest.param(_damage_column("y_pred", lambda f: (f["y_pred"] * 3).astype("int8")),
+                 "y_pred must hold the labels 0 and 1 as integers", id="artifact-predictions-label-out-of-range"),
+    pytest.param(_damage_column("y_score", lambda f: f["y_score"].where(f.index != 3, np.nan)),
+                 "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-nan"),
+    pytest.param(_damage_column("y_score", lambda f: f["y_score"] * 4 - 2),
+                 "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-out-of-range"),
+    pytest.param(_damage_column("Male", lambda f: f["Male"].where(f.index != 2, None)),
+                 "'Male' holds null values", id="artifact-predictions-null-group"),
+]
+
+
+@pytest.mark.parametrize("damage, message", PREDICTION_CASES)
+def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
+    fp32 = _predictions(tmp_path / "fp32", "fp32", _good_frame())
+    variant = _predictions(tmp_path / "ptq", "ptq", damage(_good_frame()))
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+# ---------------------------------------------------------------- the prepared data read by finetune and predict
+
+
+def _set_info(**changes):
+    def damage(folder):
+        info = json.loads((folder / "info.json").read_text())
+        info.update(changes)
+        (folder / "info.json").write_text(json.dumps(info))
+    return damage
+
+
+def _truncate_info(folder):
+    text = (folder / "info.json").read_text()
+    (folder / "info.json").write_text(text[: len(text) // 2])
+
+
+def _images(shape, dtype=np.uint8):
+    def damage(folder):
+        np.save(folder / "images.npy", np.zeros(shape, dtype=dtype))
+    return damage
+
+
+def _samples(change):
+    def damage(folder):
+        frame = pd.read_parquet(folder / "samples.parquet")
+        change(frame).to_parquet(folder / "samples.parquet", index=False)
+    return damage
+
+
+def _not_npy(folder):
+    (folder / "images.npy").write_bytes(b"\x93NUMPY garbage")
+
+
+PREPARED_CASES = [
+    pytest.param(_truncate_info, {}, "info.json: not valid JSON", id="artifact-prepared-info-truncated"),
+    pytest.param(_set_info(image_size="8"), {}, "info.json: 'image_size' should be int",
+                 id="artifact-prepared-info-types"),
+    pytest.param(_images((79, 8, 8, 3)), {}, "images.npy holds 79 images but samples.parquet indexes rows up to 79",
+                 id="artifact-prepared-images-rows"),
+    pytest.param(_images((80, 16, 16, 3)), {}, "images.npy holds 16x16 images but info.json says image_size 8",
+                 id="artifact-prepared-images-size"),
+    pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32",
+                 id="artifact-prepared-images-dtype"),
+    pytest.param(_not_npy, {}, "images.npy: not a readable image store", id="artifact-prepared-images-damaged"),
+    pytest.param(_samples(lambda f: f.drop(columns="split")), {}, "samples.parquet lacks the columns ['split']",
+                 id="artifact-prepared-samples-missing-column"),
+    pytest.param(_samples(lambda f: f.assign(y_true=f["y_true"].astype("float64"))), {},
+                 "samples.parquet: column 'y_true' should be", id="artifact-prepared-samples-dtype"),
+    pytest.param(_samples(lambda f: f.assign(y_true=(f["y_true"] * 2).astype("int8"))), {},
+                 "samples.parquet: y_true holds", id="artifact-prepared-samples-labels"),
+    pytest.param(None, {"data.protected": ["Young"]}, "data/prepared was made with protected ['Male'] but params.yaml "
+                 "has data.protected ['Young']", id="artifact-prepared-stale-protected"),
+    pytest.param(None, {"data.target": "Eyeglasses"}, "target 'Smiling' but params.yaml has data.target 'Eyeglasses'",
+                 id="artifact-prepared-stale-target"),
+    pytest.param(None, {"prepare.image_size": 32}, "image_size 8 but params.yaml has prepare.image_size 32",
+                 id="artifact-prepared-stale-image-size"),
+]
+
+
+@pytest.mark.parametrize("damage, params, message", PREPARED_CASES)
+def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, params, message):
+    prepared = write_prepared(tmp_path / "data" / "prepared")
+    if damage is not None:
+        damage(prepared)
+    out, live = tmp_path / "fp32", tmp_path / "live"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(live)], tmp_path,
+                       {"finetune.epochs": 1, "prepare.image_size": 8, **params})
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+# ---------------------------------------------------------------- the prepared verification folder read by verify_train
+
+
+def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None) -> Path:
+    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info)."""
+    from fairquant.io import write_images, write_json
+
+    folder.mkdir(parents=True)
+    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2, "race": ["African"] * 6})
+    test = pd.DataFrame({"row": np.arange(4), "race": ["African"] * 4})
+    pairs = pd.DataFrame({"pair_id": ["p0", "p1"], "race": ["African"] * 2, "fold": np.array([0, 0], dtype="int16"),
+                          "genuine": [True, False], "row1": [0, 1], "row2": [2, 3]})
+    for name, table in (("train", train), ("test", test), ("pairs", pairs)):
+        table.drop(columns=[drop] if drop in table.columns else []).to_parquet(folder / f"{name}.parquet", index=False)
+    write_images(folder / "train_images.npy", np.zeros((train_images, size, size, 3), dtype=np.uint8))
+    write_images(folder / "test_images.npy", np.zeros((4, size, size, 3), dtype=np.uint8))
+    write_json(folder / "info.json", {"image_size": 8, "synthetic": True})
+    return folder
+
+
+VERIFICATION_CASES = [
+    pytest.param({"train_images": 5}, "train_images.npy holds 5 images but its table indexes row 5",
+                 id="artifact-verify-store-rows"),
+    pytest.param({"size": 16}, "train_images.npy holds uint8 (6, 16, 16, 3), not uint8 images of 8x8 px",
+                 id="artifact-verify-store-size"),
+    pytest.param({"drop": "row1"}, "pairs.parquet lacks the columns ['row1']", id="artifact-verify-pairs-column"),
+]
+
+
+@pytest.mark.parametrize("damage, message", VERIFICATION_CASES)
+def test_verify_train_refuses_a_damaged_verification_folder(tmp_path, damage, message):
+    data = _verification_folder(tmp_path / "prepared", **damage)
+    out, live = tmp_path / "fp32", tmp_path / "live"
+    result = run_stage("verify_train", ["--data", str(data), "--out", str(out), "--live", str(live)], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+# ---------------------------------------------------------------- checkpoints and user-supplied weights
+
+
+class _Code:
+    """A pickled object whose loading would run code: it would create the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _tiny_config(**changes):
+    return {"kind": "fp32", "name": "fp32", "arch": "face_resnet10", "small_input_stem": True, "image_size": 8,
+            **changes}
+
+
+def _checkpoint(write):
+    def make(path: Path, marker: Path):
+        import torch
+
+        from fairquant.io import save_checkpoint
+        from fairquant.models import build_model
+
+        state = build_model("face_resnet10", small_input_stem=True).state_dict()
+        if write == "text":
+            path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n")
+        elif write == "code":
+            torch.save({"config": _tiny_config(), "state_dict": state, "hook": _Code(marker)}, path)
+        elif write == "plain":
+            torch.save(state, path)
+        elif write == "other-arch":
+            save_checkpoint(path, state, _tiny_config(arch="resnet18"))
+        elif write == "not-finite":
+            state["fc.weight"][0, 0] = float("nan")
+            save_checkpoint(path, state, _tiny_config())
+        elif write == "compressed":
+            save_checkpoint(path, state, _tiny_config(kind="pruned"))
+        elif write == "no-config-key":
+            save_checkpoint(path, state, {k: v for k, v in _tiny_config().items() if k != "small_input_stem"})
+    return make
+
+
+CHECKPOINT_CASES = [
+    pytest.param(_checkpoint("text"), "not a loadable fairquant checkpoint (UnpicklingError: damaged or not a torch "
+                 "file",
+                 id="artifact-checkpoint-not-torch"),
+    pytest.param(_checkpoint("code"), "holds objects other than tensors, refused unread; only tensors are loaded, "
+                 "never code", id="artifact-checkpoint-pickled-code"),
+    pytest.param(_checkpoint("plain"), "not a fairquant checkpoint (expected keys state_dict, config)",
+                 id="artifact-checkpoint-bare-state-dict"),
+    pytest.param(_checkpoint("other-arch"), "its weights do not fit the resnet18 fp32 model its config describes: no "
+                 "tensor 'layer1.1.conv1.weight'", id="artifact-checkpoint-config-other-arch"),
+    pytest.param(_checkpoint("not-finite"), "model.pt: layer 'fc.weight' holds NaN or infinite values",
+                 id="artifact-checkpoint-not-finite"),
+    pytest.param(_checkpoint("compressed"), "holds a pruned model; compressors start from fp32",
+                 id="artifact-checkpoint-not-fp32"),
+    pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'",
+                 id="artifact-checkpoint-config-key"),
+]
+
+
+@pytest.mark.parametrize("make, message", CHECKPOINT_CASES)
+def test_compressor_refuses_a_damaged_or_foreign_checkpoint(tmp_path, make, message):
+    (tmp_path / "fp32").mkdir()
+    marker = tmp_path / "code-ran"
+    make(tmp_path / "fp32" / "model.pt", marker)
+    out = tmp_path / "ptq"
+    result = run_stage("quantize_ptq", ["--model", str(tmp_path / "fp32"), "--calibration", str(tmp_path / "cal"),
+                                        "--out", str(out)], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not marker.exists()  # the pickled code never ran
+
+
+def _pretrained(tmp_path: Path, how: str) -> Path:
+    import pickle
+
+    import torch
+
+    path = tmp_path / "data" / "pretrained" / "weights.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}
+    if how == "pickle":  # plain pickle (protocol 4): torch also warns about the protocol on the way
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    elif how == "torch":
+        torch.save(state, path)
+    else:
+        path.write_bytes(b"")
+    return path
+
+
+PRETRAINED_CASES = [
+    pytest.param("pickle", True, "weights.pth: not a readable state dict (UnpicklingError: damaged or not a torch "
+                 "file)", id="artifact-pretrained-plain-pickle"),
+    pytest.param("torch", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
+                 "tensors, refused unread", id="artifact-pretrained-torch-saved-code"),
+    pytest.param("empty", False, "weights.pth: not a readable state dict (EOFError: empty file)",
+                 id="artifact-pretrained-empty"),
+]
+
+
+@pytest.mark.parametrize("how, subprocess_run, message", PRETRAINED_CASES)
+def test_pretrained_weights_holding_code_are_refused_unread(tmp_path, how, subprocess_run, message):
+    """User-supplied weights holding code: refused unread, torch's advice (weights_only=False) not shown, and its
+    warning about the pickle protocol not added to the one line (a real interpreter, for the warning)."""
+    write_prepared(tmp_path / "data" / "prepared")
+    out = tmp_path / "fp32"
+    weights = _pretrained(tmp_path, how).relative_to(tmp_path)
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(tmp_path / "live")],
+                       tmp_path, {"prepare.image_size": 8, "model.pretrained": str(weights)},
+                       subprocess_run=subprocess_run)
+    assert_clean_failure(result, message, out)
+    assert "weights_only=False" not in result.stderr and not (tmp_path / "code-ran").exists()
+
+
+# ---------------------------------------------------------------- evaluation JSON read by the report
+
+
+def _damage_eval(change):
+    def damage(data):
+        change(data)
+        return data
+    return damage
+
+
+def _set(path, value):
+    def change(data):
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[last] = value
+    return change
+
+
+REPORT_CASES = [
+    pytest.param(_set("gaps.eq_odds", 0.12), "qat.json: 'gaps.eq_odds' should be an object, found 0.12",
+                 id="artifact-eval-number-for-object"),
+    pytest.param(_set("overall.accuracy", "high"), "qat.json: 'overall.accuracy' should be a number, found 'high'",
+                 id="artifact-eval-text-for-number"),
+    pytest.param(_set("vs_fp32.gaps.tpr_gap.delta", [0.1]), "qat.json: 'vs_fp32.gaps.tpr_gap.delta' should be a number",
+                 id="artifact-eval-deep-type"),
+    pytest.param(_set("groups", [1, 2]), "qat.json: the metrics block lacks objects in overall/groups/gaps/signed",
+                 id="artifact-eval-list-for-object"),
+    pytest.param(_set("size_bytes", "12 MB"), "qat.json: 'size_bytes' should be int, found '12 MB'",
+                 id="artifact-eval-head-type"),
+]
+
+
+@pytest.mark.parametrize("change, message", REPORT_CASES)
+def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
+    evaluations = tmp_path / "eval" / "s0"
+    shutil.copytree(ROOT / "metrics" / "eval" / "s0", evaluations)
+    data = json.loads((evaluations / "qat.json").read_text())
+    change(data)
+    (evaluations / "qat.json").write_text(json.dumps(data))
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _file(path: Path, text: str = "mine") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+CLI_CASES = [
+    pytest.param("evaluate", lambda t: ["fp32", "--out", "eval", "--bogus"], "No such option: --bogus",
+                 "eval", id="cli-unknown-option"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--live", "live"],
+                 "Missing option '--out'", "live", id="cli-missing-option"),
+    pytest.param("evaluate", lambda t: ["fp32", "--out", "eval", "--params", "nope.yaml"],
+                 "nope.yaml: params file not found", "eval", id="cli-params-not-found"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out", str(_file(t / "fp32")),
+                                        "--live", "live"],
+                 "--out fp32 is a file; the output is a folder", "live", id="cli-out-is-a-file"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out", "fp32", "--live",
+                                        str(_file(t / "live"))],
+                 "--live live is a file; the output is a folder", "fp32", id="cli-live-is-a-file"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", "data/prepared", "--out",
+                                        str(_file(t / "models") / "fp32"), "--live", "live"],
+                 "--out models/fp32: models is a file, where a folder of the path should be", "live",
+                 id="cli-out-under-a-file"),
+    pytest.param("latency", lambda t: ["--models", "models", "--out", (t / "latency.json").mkdir() or "latency.json"],
+                 "--out latency.json is a folder; the output is a file", "models", id="cli-file-output-is-a-folder"),
+    pytest.param("finetune", lambda t: ["--seed", "0", "--data", str(_file(t / "data" / "prepared")), "--out", "fp32",
+                                        "--live", "live"],
+                 "data/prepared/info.json: file not found", "fp32", id="cli-data-is-a-file"),
+]
+
+
+@pytest.mark.parametrize("stage, argv, message, out", CLI_CASES)
+def test_command_line_mistakes_are_one_line(tmp_path, stage, argv, message, out):
+    """The stage's real argument parsing (run in this process): a mistake on the command line, one line, exit 2."""
+    from tests.test_stages import run_in_process, stage_params
+
+    args = [str(Path(a).relative_to(tmp_path)) if a.startswith(str(tmp_path)) else a for a in argv(tmp_path)]
+    stage_params(tmp_path, {"prepare.image_size": 8})
+    if not (tmp_path / "data").exists():
+        write_prepared(tmp_path / "data" / "prepared")
+    result = run_in_process(stage, args, tmp_path)
+    assert_clean_failure(result, message, tmp_path / out)
+
+
+def test_a_failure_during_training_leaves_the_live_folder_as_it_was(tmp_path, monkeypatch):
+    """dvclive writes into a temporary folder that replaces --live only when the stage succeeds: a failure after an
+    epoch was logged leaves the previous run's curves untouched (and no curves of a run that did not finish)."""
+    import fairquant.training
+    from fairquant.errors import FairquantError
+
+    def one_epoch_then_fail(model, *args, on_epoch, **kwargs):
+        on_epoch(type("Log", (), {"epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.5,
+                                  "val_group_accuracy": {}})())
+        raise FairquantError("disk full (injected)")
+
+    monkeypatch.setattr(fairquant.training, "train_classifier", one_epoch_then_fail)
+    write_prepared(tmp_path / "data" / "prepared")
+    live = _file(tmp_path / "live" / "metrics.json", "the previous run's").parent
+    out = tmp_path / "fp32"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(live)], tmp_path,
+                       {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert_clean_failure(result, "disk full (injected)", out)
+    assert [p.name for p in live.iterdir()] == ["metrics.json"]
+    assert (live / "metrics.json").read_text() == "the previous run's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "live", "params.yaml"]  # no temporary folder left
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    import fairquant.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fairquant.training, "train_classifier", interrupted)
+    write_prepared(tmp_path / "data" / "prepared")
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", "fp32", "--live", "live"], tmp_path,
+                       {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == ["interrupted: the stage stopped before finishing; no output was "
+                                                  "written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
+
+
+CASES = PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES

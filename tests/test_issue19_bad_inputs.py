@@ -181,8 +181,10 @@ def test_finetune_refuses_a_prepared_folder_of_the_other_task(tmp_path):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["task"] = "multiclass"
     raw["mitigate"].update(before_compression=[], after=[])
+    raw["prepare"]["image_size"] = 8  # write_prepared's size: only the task differs
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(FairquantError, match="prepared for a binary target but data.task is multiclass; re-run prepare"):
+    with pytest.raises(FairquantError, match="was made with task 'binary' but params.yaml has data.task 'multiclass'; "
+                                             "re-run prepare"):
         main(seed=0, data=prepared, out=tmp_path / "fp32", live_dir=tmp_path / "live", arch=None, study_model=None,
              study_live=None, params_file=tmp_path / "params.yaml")
     assert not (tmp_path / "fp32").exists() and not (tmp_path / "live").exists()

@@ -31,7 +31,7 @@ def test_calibration_refuses_a_folder_holding_a_copy_of_a_test_image(tmp_path, p
     result = run_stage("calibration", ["--data", str(prepared), "--model", str(trained / "fp32"), "--out",
                                        str(tmp_path / "cal")], tmp_path,
                        {"calibration.synthetic_folder": str(faces), "calibration.size": 8,
-                        "calibration.distilled_iterations": 1})
+                        "calibration.distilled_iterations": 1, "prepare.image_size": 16})
     assert_clean_failure(result, f"zz_copy.png has exactly the pixels of test image {row['sample_id']}; remove it",
                          tmp_path / "cal")
 

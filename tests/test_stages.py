@@ -114,11 +114,14 @@ def test_prepare_fails_on_too_many_corrupt_images(tmp_path, tiny_celeba):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["celeba", "params.yaml"]  # no temporary folder either
 
 
+SMALL = {"prepare.image_size": 16}  # the size the `prepared` fixture is made at: stages check it against params
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_celeba):
     cwd = tmp_path_factory.mktemp("prepared")
     result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd,
-                       {"data.root": str(tiny_celeba), "prepare.image_size": 16})
+                       {"data.root": str(tiny_celeba), **SMALL})
     assert result.returncode == 0, result.stderr
     return cwd / "prepared"
 
@@ -127,7 +130,8 @@ def prepared(tmp_path_factory, tiny_celeba):
 def trained(tmp_path_factory, prepared):
     """A tiny fp32 model, the unlabelled faces folder and all four calibration sets, built by the stages."""
     cwd = tmp_path_factory.mktemp("trained")
-    tiny = {"finetune.epochs": 1, "finetune.batch_size": 32, "faces.count": 6, "generate.workers": 1,
+    tiny = {**SMALL, "finetune.epochs": 1, "finetune.batch_size": 32, "faces.count": 6,
+            "generate.workers": 1,
             "calibration.size": 8, "calibration.distilled_size": 4, "calibration.distilled_iterations": 2,
             "calibration.synthetic_folder": str(cwd / "faces")}
     for stage, args in [("finetune", ["--data", str(prepared), "--out", str(cwd / "fp32"), "--live", str(cwd / "live")]),
@@ -159,7 +163,7 @@ def test_calibration_sets_are_built_with_their_composition(trained):
 ])
 def test_calibration_rejects_bad_input(tmp_path, prepared, trained, params, message):
     params = {"calibration.synthetic_folder": str(trained / "faces"), "calibration.distilled_iterations": 1,
-              "calibration.size": 8, **params}
+              "calibration.size": 8, **SMALL, **params}
     result = run_stage("calibration", ["--data", str(prepared), "--model", str(trained / "fp32"), "--out",
                                        str(tmp_path / "cal")], tmp_path, params)
     assert_clean_failure(result, message, tmp_path / "cal")
@@ -181,7 +185,7 @@ def test_quantize_ptq_rejects_bad_input(tmp_path, trained, params, message):
 def test_quantize_qat_refuses_a_layer_name_the_model_lacks_before_training(tmp_path, prepared, trained):
     result = run_stage("quantize_qat", ["--data", str(prepared), "--model", str(trained / "fp32"), "--calibration",
                                         str(trained / "cal" / "train"), "--out", str(tmp_path / "qat"), "--live",
-                                        str(tmp_path / "live")], tmp_path, {"quantize_qat.layers": {"fcc": 8}})
+                                        str(tmp_path / "live")], tmp_path, {"quantize_qat.layers": {"fcc": 8}, **SMALL})
     assert_clean_failure(result, "quantize_qat.layers names 'fcc', which this model does not have (close names: fc)",
                          tmp_path / "qat")
     assert not (tmp_path / "live").exists()  # refused before any fine-tuning
@@ -200,7 +204,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, trained):
 ])
 def test_compressors_reject_bad_settings(tmp_path, prepared, trained, stage, params, message):
     result = run_stage(stage, ["--data", str(prepared), "--model", str(trained / "fp32"), "--out", str(tmp_path / "m"),
-                               "--live", str(tmp_path / "live")], tmp_path, params)
+                               "--live", str(tmp_path / "live")], tmp_path, {**SMALL, **params})
     assert_clean_failure(result, message, tmp_path / "m")
 
 
@@ -212,7 +216,7 @@ def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
     from fairquant.models import to_input
 
     tiny = {"quantize_qat.epochs": 1, "quantize_qat.batch_size": 32, "prune.epochs": 1, "prune.batch_size": 32,
-            "quantize_kmeans.epochs": 1, "quantize_kmeans.batch_size": 32, "latency.batch": 8}
+            "quantize_kmeans.epochs": 1, "quantize_kmeans.batch_size": 32, "latency.batch": 8, **SMALL}
     runs = {
         "ptq": ("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "balanced")],
                 {"quantize_ptq.bits": 4, "quantize_ptq.calibration": "balanced"}, "ptq-w4a8-balanced", "simulated"),
@@ -243,7 +247,8 @@ def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
 
 def test_finetune_missing_pretrained_file_says_no_download(tmp_path, prepared):
     result = run_stage("finetune", ["--data", str(prepared), "--out", str(tmp_path / "fp32"), "--live",
-                                    str(tmp_path / "live")], tmp_path, {"model.pretrained": "data/pretrained/resnet18.pth"})
+                                    str(tmp_path / "live")], tmp_path,
+                       {"model.pretrained": "data/pretrained/resnet18.pth", **SMALL})
     assert_clean_failure(result, "pretrained weights not found; no download is attempted", tmp_path / "fp32")
 
 

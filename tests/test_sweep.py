@@ -406,5 +406,6 @@ def test_predict_refuses_sweep_models_that_are_not_what_params_name_in_one_line(
         else sweep_models / "prepared"
     result = _stage("predict", ["--sweep", "--data", str(data), "--models", str(tmp_path / "models"), "--out", "out"],
                     tmp_path, {"sweep.ptq": ["w8a8", "w4a4"], "quantize_ptq.kernels": "simulated",
-                               "data.protected": ["Male"]})
+                               "data.protected": ["Male"],  # the data's own size: the stage checks it against params
+                               "prepare.image_size": 24 if damage == "data of another size" else 16})
     assert_clean_failure(result, message, tmp_path / "out")  # one line: torchao's import chatter is silenced too

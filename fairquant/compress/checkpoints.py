@@ -14,15 +14,44 @@ from fairquant.compress import registry
 from fairquant.compress.registry import VariantKind
 from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
-from fairquant.models import build_from_config
+from fairquant.models import build_from_config, first_non_finite
 
 CHECKPOINT = "model.pt"
 
 
-def build_fp32(config: dict, state_dict: dict) -> nn.Module:
-    model = build_from_config(config)
-    model.load_state_dict(state_dict)
+class WeightsMismatch(ValueError):
+    """A stored state dict that does not fit the module its config describes (caught by :func:`rebuild_stored`)."""
+
+
+def _mismatch(model: nn.Module, state_dict: dict) -> str:
+    """The first tensor that keeps ``state_dict`` from loading into ``model``, in words."""
+    own = model.state_dict()
+    missing = [name for name in own if name not in state_dict]
+    extra = [name for name in state_dict if name not in own]
+    if missing:
+        return f"no tensor {missing[0]!r} ({len(missing)} missing, {len(extra)} not in the model)"
+    if extra:
+        return f"tensor {extra[0]!r} is not in the model ({len(extra)} such)"
+    for name, tensor in own.items():
+        found = getattr(state_dict[name], "shape", None)
+        if found is None or tuple(found) != tuple(tensor.shape):
+            shape = None if found is None else tuple(found)
+            return f"layer {name!r} has shape {shape} but the model needs {tuple(tensor.shape)}"
+    return "a tensor the model cannot take"
+
+
+def _load_strict(model: nn.Module, state_dict: dict) -> nn.Module:
+    if not isinstance(state_dict, dict):
+        raise WeightsMismatch(f"state_dict is a {type(state_dict).__name__}, not a mapping of layer names to tensors")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, TypeError, AttributeError, KeyError):
+        raise WeightsMismatch(_mismatch(model, state_dict)) from None
     return model.eval()
+
+
+def build_fp32(config: dict, state_dict: dict) -> nn.Module:
+    return _load_strict(build_from_config(config), state_dict)
 
 
 def untrained(config: dict) -> nn.Module:
@@ -31,8 +60,23 @@ def untrained(config: dict) -> nn.Module:
 
 
 def load_into(model: nn.Module, state_dict: dict) -> nn.Module:
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    return _load_strict(model, state_dict)
+
+
+def rebuild_stored(path: str | Path, config: dict, state_dict: dict) -> nn.Module:
+    """The module of the checkpoint at ``path`` (its config and weights), rebuilt by its kind's handler; weights
+    that do not fit the architecture the config names (a damaged file, or a config and weights from two runs) are
+    refused in one line naming the first tensor that differs."""
+    kind = registry.lookup(config["kind"])
+    try:
+        return kind.rebuild(config, state_dict)
+    except WeightsMismatch as exc:
+        raise FairquantError(f"{path}: its weights do not fit the {config.get('arch', '?')} {config['kind']} model its "
+                             f"config describes: {exc}; the file is damaged or mixes two runs: re-run its stage "
+                             "(dvc repro -f -s <stage>)") from None
+    except KeyError as exc:
+        raise FairquantError(f"{path}: its config lacks {exc}; the file is damaged or from another fairquant version: "
+                             "re-run its stage (dvc repro -f -s <stage>)") from None
 
 
 def fp32_size_bytes(model: nn.Module) -> int:
@@ -44,10 +88,15 @@ FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
 
 
 def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
-    checkpoint = load_checkpoint(Path(model_dir) / CHECKPOINT)
+    path = Path(model_dir) / CHECKPOINT
+    checkpoint = load_checkpoint(path)
     if checkpoint["config"]["kind"] != FP32.name:
         raise FairquantError(f"{model_dir} holds a {checkpoint['config']['kind']} model; compressors start from fp32")
-    return build_fp32(checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
+    damaged = first_non_finite(checkpoint["state_dict"])
+    if damaged is not None:
+        raise FairquantError(f"{path}: layer {damaged!r} holds NaN or infinite values; the model is damaged or "
+                             "diverged: re-run its stage (dvc repro -f -s finetune@<seed>)")
+    return rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
 
 
 def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:

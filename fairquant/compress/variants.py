@@ -51,13 +51,14 @@ def size_bytes(config: dict, model: nn.Module) -> int:
 
 
 def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int) -> LoadedVariant:
-    checkpoint = load_checkpoint(Path(model_dir) / checkpoints.CHECKPOINT)
+    path = Path(model_dir) / checkpoints.CHECKPOINT
+    checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     image_size = config["image_size"]
     kind = registry.lookup(config["kind"])
     if kind.kernels == "int8":
         int8.require_loadable_here(config)
-    model = kind.rebuild(config, checkpoint["state_dict"])
+    model = checkpoints.rebuild_stored(path, config, checkpoint["state_dict"])
     size = kind.size_bytes(config, model)
     if kind.kernels == "int8":
         export_batch = config["export_batch"]
