@@ -15,9 +15,13 @@ kill point:
    announces the stage, ``t`` drawn in the k-th of ``points`` equal slices of (0, the stage's clean duration)
    (stratified, so early, middle and late kills are all exercised; the duration runs from DVC's "Running stage"
    line to the next one in the clean run, so it covers DVC hashing the outputs and writing dvc.lock too).
-2. ``dvc repro`` of the whole graph, with ``--no-run-cache`` unless ``--run-cache``: the run cache would restore
-   the clean run's outputs without running the stage, which hides whether the stage itself recovers and
-   reproduces its bytes; with it off, DVC re-runs the killed stage and whatever it then thinks changed.
+2. ``dvc repro`` of the whole graph, by default with the killed stage's output objects moved out of the DVC
+   cache for the recovery: what a kill during a stage's first run on new inputs leaves, where nothing in the cache
+   can stand in for the stage, so DVC must re-run it from what the kill left, and its bytes must come out the
+   same (a kill whose recovery did not re-run the stage counts as a failure); DVC re-runs whatever else it then
+   thinks changed (nothing, when they do). With ``--warm`` the cache is left whole: DVC then restores the killed
+   stage's outputs from it as dvc.lock names them ("is cached - skipping run"), which checks DVC's recovery but
+   not the stage's. The run cache is off either way (``--no-run-cache``).
 3. The workspace against the clean run's: every output file and dvc.lock byte-identical, no file missing or
    extra, and no temporary (``.*.tmp``) anywhere in the repository (``.dvc`` included, ``.git`` not).
 
@@ -27,10 +31,13 @@ One line per kill, then a table per stage; the exit status is 1 if any kill did 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +46,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import yaml
@@ -46,7 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.study import shrunken_params, study_repo  # noqa: E402
+from tests.study import shrunken_params, study_env, study_repo  # noqa: E402
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 SKIPPED_DIRS = {".git", "__pycache__"}
@@ -182,7 +190,34 @@ def kill_points(stage: str, duration: float, *, points: int, seed: int) -> list[
     return [duration * (k + rng.uniform(0.02, 0.98)) / points for k in range(points)]
 
 
-def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *, run_cache: bool) -> Kill:
+def cache_object(repo: Path, md5: str) -> Path:
+    return repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+@contextlib.contextmanager
+def cache_without(repo: Path, stage: str, *, warm: bool) -> Iterator[None]:
+    """The DVC cache without ``stage``'s outputs (the objects dvc.lock names for them and no other stage's
+    outputs share) for the length of the block, unless ``warm``; what the block did not put back is restored."""
+    if warm:
+        yield
+        return
+    locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    others = {out.get("md5") for name, entry in locked.items() if name != stage for out in entry.get("outs", [])}
+    mine = {out["md5"] for out in locked[stage].get("outs", []) if "md5" in out} - others
+    aside = Path(tempfile.mkdtemp(prefix="faults-aside-"))
+    moved = [(cache_object(repo, md5), aside / md5) for md5 in sorted(mine) if cache_object(repo, md5).exists()]
+    for source, target in moved:
+        shutil.move(source, target)
+    try:
+        yield
+    finally:
+        for source, target in moved:
+            if not source.exists():
+                shutil.move(target, source)
+        shutil.rmtree(aside)
+
+
+def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *, warm: bool) -> Kill:
     run = Run(["repro", "-f", "--single-item", kill.stage], repo, env)
     announced = run.wait_announced(kill.stage, timeout=600)
     if announced is not None:
@@ -193,14 +228,17 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
     else:
         run.finish()
     kill.left_temporaries = len(temporaries(repo))
-    recovery = Run(["repro"] + ([] if run_cache else ["--no-run-cache"]), repo, env)
-    code = recovery.finish()
+    with cache_without(repo, kill.stage, warm=warm):
+        recovery = Run(["repro", "--no-run-cache"], repo, env)
+        code = recovery.finish()
     kill.recovery_s = time.monotonic() - recovery.start
     kill.reran = sorted(recovery.announced, key=recovery.announced.get)
+    if not warm and kill.stage not in kill.reran:
+        kill.differences = [f"the recovery did not re-run {kill.stage} (its outputs came from the cache)"]
     if code != 0:
         kill.differences = [f"recovery dvc repro failed ({code}): {recovery.output()[-600:]}"]
         return kill
-    kill.differences = differences(clean, workspace(repo), temporaries(repo))
+    kill.differences += differences(clean, workspace(repo), temporaries(repo))
     return kill
 
 
@@ -225,23 +263,38 @@ def summary(kills: list[Kill], durations: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
+def prepared_study(workdir: Path | None, reuse: Path | None):
+    """A study after one clean ``dvc repro``: built and run here, or ``reuse`` (checked unchanged since)."""
+    if reuse is not None:
+        record = json.loads((reuse / "clean.json").read_text())
+        if workspace(reuse / "study") != record["hashes"]:
+            raise SystemExit(f"{reuse}/study no longer holds its clean run's bytes; build a new one")
+        return reuse, record["order"], record["durations"], record["total"], record["hashes"]
+    base = Path(tempfile.mkdtemp(prefix="faults-", dir=workdir))
+    repo = base / "study"
+    env = study_repo(repo, shrunken_params())
+    order, durations, total = clean_run(repo, env)
+    clean = workspace(repo)
+    record = {"order": order, "durations": durations, "total": total, "hashes": clean}
+    (base / "clean.json").write_text(json.dumps(record, indent=1))
+    return base, order, durations, total, clean
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", default="", help="regular expression (re.search) choosing the stages to kill")
     parser.add_argument("--points", type=int, default=3, help="kill points per stage")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--run-cache", action="store_true", help="let the recovery restore from DVC's run cache")
+    parser.add_argument("--warm", action="store_true", help="recover with the repository's DVC cache (see above)")
     parser.add_argument("--workdir", type=Path, help="where to build the study (default: a temporary folder)")
+    parser.add_argument("--reuse", type=Path, help="a study folder this script built and ran cleanly before")
     args = parser.parse_args(argv)
     if args.points < 1:
         parser.error("--points must be at least 1")
 
     started = time.monotonic()
-    base = Path(tempfile.mkdtemp(prefix="faults-", dir=args.workdir))
-    repo = base / "study"
-    env = study_repo(repo, shrunken_params())
-    order, durations, total = clean_run(repo, env)
-    clean = workspace(repo)
+    base, order, durations, total, clean = prepared_study(args.workdir, args.reuse)
+    repo, env = base / "study", study_env(base, base / "study")
     print(f"clean dvc repro: {total:.1f} s, {len(order)} stages, {len(clean)} files hashed ({base})", flush=True)
     if temporaries(repo):
         print(f"the clean run itself left temporaries: {temporaries(repo)}", flush=True)
@@ -253,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     kills = []
     for stage in chosen:
         for point, planned in enumerate(kill_points(stage, durations[stage], points=args.points, seed=args.seed)):
-            kill = kill_and_recover(repo, env, clean, Kill(stage, point, planned), run_cache=args.run_cache)
+            kill = kill_and_recover(repo, env, clean, Kill(stage, point, planned), warm=args.warm)
             kills.append(kill)
             print(report_line(kill), flush=True)
     print(summary(kills, durations))
