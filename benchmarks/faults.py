@@ -44,9 +44,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import yaml
@@ -54,7 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.study import shrunken_params, study_env, study_repo  # noqa: E402
+from tests.study import shrunken_params, study_env, study_repo
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 SKIPPED_DIRS = {".git", "__pycache__"}

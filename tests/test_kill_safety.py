@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_stages import stage_params
 
 from fairquant.io import atomic_dir, atomic_path, remove_stale_temporaries, write_json
-from test_stages import stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STALE_AGE_S = 60  # what a stale temporary's mtime is moved back by (older than io.STALE_GRACE_S)
