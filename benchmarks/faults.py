@@ -18,7 +18,8 @@ kill point:
 2. ``dvc repro`` of the whole graph, by default with the killed stage's output objects moved out of the DVC
    cache for the recovery: what a kill during a stage's first run on new inputs leaves, where nothing in the cache
    can stand in for the stage, so DVC must re-run it from what the kill left, and its bytes must come out the
-   same (a kill whose recovery did not re-run the stage counts as a failure); DVC re-runs whatever else it then
+   same (a recovery that restores the stage from the cache counts as a failure; one that re-runs nothing is a
+   kill that landed after DVC had recorded the stage as complete); DVC re-runs whatever else it then
    thinks changed (nothing, when they do). With ``--warm`` the cache is left whole: DVC then restores the killed
    stage's outputs from it as dvc.lock names them ("is cached - skipping run"), which checks DVC's recovery but
    not the stage's. The run cache is off either way (``--no-run-cache``).
@@ -233,8 +234,8 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
         code = recovery.finish()
     kill.recovery_s = time.monotonic() - recovery.start
     kill.reran = sorted(recovery.announced, key=recovery.announced.get)
-    if not warm and kill.stage not in kill.reran:
-        kill.differences = [f"the recovery did not re-run {kill.stage} (its outputs came from the cache)"]
+    if not warm and f"Stage '{kill.stage}' is cached" in recovery.output():
+        kill.differences = [f"the recovery restored {kill.stage} from the cache instead of re-running it"]
     if code != 0:
         kill.differences = [f"recovery dvc repro failed ({code}): {recovery.output()[-600:]}"]
         return kill
@@ -245,8 +246,9 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
 def report_line(kill: Kill) -> str:
     when = f"killed at {kill.killed_s:6.2f} s" if kill.killed_s is not None else "finished before the kill"
     what = "; ".join(kill.differences[:5]) + (" ..." if len(kill.differences) > 5 else "")
+    reran = ", ".join(kill.reran) or "nothing"
     return (f"{kill.stage:40s} point {kill.point}  planned {kill.planned_s:6.2f} s  {when}  "
-            f"left {kill.left_temporaries} tmp  recovered in {kill.recovery_s:5.1f} s (reran {len(kill.reran)})  "
+            f"left {kill.left_temporaries} tmp  recovered in {kill.recovery_s:5.1f} s (reran {reran})  "
             f"identical {'yes' if kill.identical else 'NO'}{'  ' + what if what else ''}")
 
 
