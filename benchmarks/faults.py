@@ -197,14 +197,14 @@ def cache_object(repo: Path, md5: str) -> Path:
 
 @contextlib.contextmanager
 def cache_without(repo: Path, stage: str, *, warm: bool) -> Iterator[None]:
-    """The DVC cache without ``stage``'s outputs (the objects dvc.lock names for them and no other stage's
-    outputs share) for the length of the block, unless ``warm``; what the block did not put back is restored."""
+    """The DVC cache without ``stage``'s outputs (the objects dvc.lock names for them) for the length of the
+    block, unless ``warm``; what the block did not put back is restored. Another stage whose output is
+    byte-identical loses its object too, and DVC re-runs it as well."""
     if warm:
         yield
         return
     locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    others = {out.get("md5") for name, entry in locked.items() if name != stage for out in entry.get("outs", [])}
-    mine = {out["md5"] for out in locked[stage].get("outs", []) if "md5" in out} - others
+    mine = {out["md5"] for out in locked[stage].get("outs", []) if "md5" in out}
     aside = Path(tempfile.mkdtemp(prefix="faults-aside-"))
     moved = [(cache_object(repo, md5), aside / md5) for md5 in sorted(mine) if cache_object(repo, md5).exists()]
     for source, target in moved:
