@@ -72,6 +72,7 @@ class Kill:
     recovery_s: float = 0.0
     reran: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    note: str = ""  # what the kill left that the recovery must repair (not a failure by itself)
 
     @property
     def identical(self) -> bool:
@@ -203,8 +204,8 @@ def cache_without(repo: Path, stage: str, *, warm: bool) -> Iterator[None]:
     if warm:
         yield
         return
-    locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    mine = {out["md5"] for out in locked[stage].get("outs", []) if "md5" in out}
+    locked = (yaml.safe_load((repo / "dvc.lock").read_text()) or {}).get("stages", {})  # empty: see main's doc
+    mine = {out["md5"] for out in locked.get(stage, {}).get("outs", []) if "md5" in out}
     aside = Path(tempfile.mkdtemp(prefix="faults-aside-"))
     moved = [(cache_object(repo, md5), aside / md5) for md5 in sorted(mine) if cache_object(repo, md5).exists()]
     for source, target in moved:
@@ -229,15 +230,17 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
     else:
         run.finish()
     kill.left_temporaries = len(temporaries(repo))
+    if not (repo / "dvc.lock").read_text().strip():  # DVC 3 rewrites dvc.lock in place (open "w+"), not atomically
+        kill.note = "the kill left dvc.lock empty"
     with cache_without(repo, kill.stage, warm=warm):
         recovery = Run(["repro", "--no-run-cache"], repo, env)
         code = recovery.finish()
     kill.recovery_s = time.monotonic() - recovery.start
     kill.reran = sorted(recovery.announced, key=recovery.announced.get)
     if not warm and f"Stage '{kill.stage}' is cached" in recovery.output():
-        kill.differences = [f"the recovery restored {kill.stage} from the cache instead of re-running it"]
+        kill.differences += [f"the recovery restored {kill.stage} from the cache instead of re-running it"]
     if code != 0:
-        kill.differences = [f"recovery dvc repro failed ({code}): {recovery.output()[-600:]}"]
+        kill.differences += [f"recovery dvc repro failed ({code}): {recovery.output()[-600:]}"]
         return kill
     kill.differences += differences(clean, workspace(repo), temporaries(repo))
     return kill
@@ -249,7 +252,8 @@ def report_line(kill: Kill) -> str:
     reran = ", ".join(kill.reran) or "nothing"
     return (f"{kill.stage:40s} point {kill.point}  planned {kill.planned_s:6.2f} s  {when}  "
             f"left {kill.left_temporaries} tmp  recovered in {kill.recovery_s:5.1f} s (reran {reran})  "
-            f"identical {'yes' if kill.identical else 'NO'}{'  ' + what if what else ''}")
+            f"identical {'yes' if kill.identical else 'NO'}{'  ' + what if what else ''}"
+            f"{'  (' + kill.note + ')' if kill.note else ''}")
 
 
 def summary(kills: list[Kill], durations: dict[str, float]) -> str:
