@@ -7,13 +7,16 @@ Every writer goes to a temporary name in the destination folder and is moved int
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import mmap
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,33 +79,97 @@ def _make_parent(path: Path) -> None:
                              "choose another path") from None
 
 
+STALE_GRACE_S = 1.0  # a temporary younger than this may be one whose writer has not locked it yet
+
+
+def _temporary_pattern(path: Path) -> re.Pattern:
+    """The names :func:`tempfile.mkstemp` / ``mkdtemp`` give ``path``'s temporaries: ``.<name>.<8 chars>.tmp``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock on ``fd`` without waiting; False if another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` that a killed writer left beside it; return what was removed.
+
+    Every writer holds an exclusive ``flock`` on its temporary (file or folder) while it writes, and the kernel
+    drops the lock when the writer dies, however it dies (SIGKILL included). So a temporary that can be locked
+    belongs to no live writer and is removed; one that cannot is another run's, writing the same output into
+    the same folder at the same time, and is left alone. Only ``path``'s own temporaries are considered (the
+    exact ``.<name>.<8 chars>.tmp`` names), and none younger than ``STALE_GRACE_S`` (a writer between creating
+    its temporary and locking it)."""
+    path = Path(path)
+    pattern, removed = _temporary_pattern(path), []
+    try:
+        siblings = list(path.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for candidate in siblings:
+        if not pattern.fullmatch(candidate.name) or candidate.is_symlink():
+            continue
+        try:
+            if time.time() - candidate.stat().st_mtime < STALE_GRACE_S:
+                continue
+            fd = os.open(candidate, os.O_RDONLY)
+        except (FileNotFoundError, PermissionError):
+            continue
+        try:
+            if not _lock(fd):
+                continue
+            if candidate.is_dir():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The temporary is locked while the block runs (see :func:`remove_stale_temporaries`, called first: a
+    temporary left by a killed run is removed here, never shipped)."""
     path = Path(path)
     if path.is_dir():
         raise FairquantError(f"{path} is a folder; the output is a file: remove the folder or choose another path")
     _make_parent(path)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        _lock(fd)
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; replace ``path`` with it only if the block succeeds."""
+    """Yield a temporary folder beside ``path``; replace ``path`` with it only if the block succeeds.
+
+    Locked and cleaned like :func:`atomic_path`'s temporary."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FairquantError(f"{path} is a file; the output is a folder: remove the file or choose another path")
     _make_parent(path)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    fd = os.open(tmp, os.O_RDONLY)
     try:
+        _lock(fd)
         yield tmp
         if path.exists():
             shutil.rmtree(path)
@@ -110,6 +177,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        os.close(fd)
 
 
 def check_outputs(*, folders: dict[str, Path | None] | None = None,
