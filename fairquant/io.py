@@ -133,6 +133,13 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return removed
 
 
+def _usual_mode(mode: int) -> int:
+    """``mode`` under the process's umask: the permissions ``open`` / ``mkdir`` would give a new file or folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
@@ -146,6 +153,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _usual_mode(0o666))  # mkstemp's 0600 would ship an output only its writer can read
     try:
         _lock(fd)
         yield tmp_path
@@ -167,6 +175,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     _make_parent(path)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, _usual_mode(0o777))  # mkdtemp's 0700 would ship a folder only its writer can open
     fd = os.open(tmp, os.O_RDONLY)
     try:
         _lock(fd)
