@@ -76,6 +76,7 @@ def test_missing_or_empty_synthetic_folder_is_a_clear_error(tmp_path):
         calibration.folder_images(tmp_path / "bad", 16)
 
 
+@pytest.mark.slow
 def test_distilled_images_match_batchnorm_statistics_better_than_noise():
     torch.manual_seed(0)
     model = build_model("resnet18", small_input_stem=True)

@@ -111,6 +111,7 @@ def test_folding_batchnorm_keeps_the_float_function():
     assert torch.allclose(folded(x), model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_simulated_w8a8_matches_torch_int8_kernels():
     """Our simulation of the x86 scheme against torch's own int8 kernels on the same weights.
 

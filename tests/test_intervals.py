@@ -389,6 +389,7 @@ def _three_group_coverage() -> dict[str, float]:
     return shares
 
 
+@pytest.mark.slow
 def test_paired_gap_changes_cover_with_three_groups_when_a_non_extreme_group_moves():
     shares = _three_group_coverage()
     assert min(shares.values()) >= 0.93, f"coverage {shares} (target >= 0.93 at 95%)"

@@ -106,6 +106,7 @@ def test_calibration_observes_exactly_the_real_images():
     assert all(torch.equal(ranges[k], exact[k]) for k in ranges)
 
 
+@pytest.mark.slow
 def test_rebuild_from_stored_state_is_exact(resnet_int8):
     model, data, state, _, _ = resnet_int8
     untrained = build_model("resnet18", small_input_stem=True).eval()

@@ -208,6 +208,7 @@ def test_compressors_reject_bad_settings(tmp_path, prepared, trained, stage, par
     assert_clean_failure(result, message, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
     import torch
 

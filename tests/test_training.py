@@ -32,6 +32,7 @@ def _train(images, labels, val_images, val_labels, **rows):
     return model.state_dict(), logs
 
 
+@pytest.mark.slow
 def test_training_from_rows_matches_training_on_a_copied_split(store):
     images, table = store
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]

@@ -75,6 +75,7 @@ def test_compiled_runner_compiles_once_for_an_image_and_its_mirror():
     assert got.shape == (6, 8) and counters["stats"]["unique_graphs"] == 1
 
 
+@pytest.mark.slow
 def test_quantface_moves_w4a4_embeddings_toward_fp32_without_labels(tmp_path):
     torch.manual_seed(0)
     teacher = build_model("face_resnet10", small_input_stem=False, embedding_dim=16).eval()
@@ -165,6 +166,7 @@ def branch(tmp_path_factory):
     return tmp, params
 
 
+@pytest.mark.slow
 def test_branch_writes_every_variant_and_its_pairs(branch):
     import json
 
@@ -192,6 +194,7 @@ def test_branch_writes_every_variant_and_its_pairs(branch):
     assert abs(sum(mix["estimated"].values()) - 1) < 1e-9 and set(mix["true"]) <= set(mix["estimated"]) | {"African"}
 
 
+@pytest.mark.slow
 def test_report_section_and_summary_keys(branch, tmp_path):
     import json
 
@@ -217,6 +220,7 @@ def test_report_section_and_summary_keys(branch, tmp_path):
     assert keys["ptq-w4a4-train"]["acc_Indian"] == metrics["variants"]["ptq-w4a4-train"]["summary"]["acc_Indian"]["value"]
 
 
+@pytest.mark.slow
 def test_compress_refuses_a_missing_calibration_set_without_output(branch, tmp_path):
     tmp, params = branch
     shutil_params = write_params(tmp_path, tmp / "raw", methods=["ptq"], bits=[4], calibration=["balanced"])
@@ -229,6 +233,7 @@ def test_compress_refuses_a_missing_calibration_set_without_output(branch, tmp_p
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_compress_refuses_a_bad_verify_layers_name_before_any_variant(branch, tmp_path):
     tmp, _ = branch
     params = write_params(tmp_path, tmp / "raw", methods=["qat", "ptq"], bits=[4], layers={"layer5": None})
@@ -239,6 +244,7 @@ def test_compress_refuses_a_bad_verify_layers_name_before_any_variant(branch, tm
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_prepare_refuses_a_bad_pairs_file_without_output(branch, tmp_path):
     import shutil
 

@@ -128,6 +128,7 @@ def test_global_pruning_reaches_every_vit_layer():
 
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN int8 kernels")
 def test_int8_kernels_run_every_vit_linear_and_agree_with_the_reference():
     """The PT2E flow quantizes every Linear and the patch convolution (x86's quantizer takes linear and conv, not
