@@ -276,6 +276,8 @@ def prepared_study(workdir: Path | None, reuse: Path | None):
         if workspace(reuse / "study") != record["hashes"]:
             raise SystemExit(f"{reuse}/study no longer holds its clean run's bytes; build a new one")
         return reuse, record["order"], record["durations"], record["total"], record["hashes"]
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="faults-", dir=workdir))
     repo = base / "study"
     env = study_repo(repo, shrunken_params())
