@@ -21,18 +21,18 @@ from tests.dataset_builders import write_cifar, write_fairface, write_folder, wr
 from tests.test_stages import assert_clean_failure, run_stage
 
 MULTICLASS = {"data.task": "multiclass", "data.target": "class", "data.protected": ["class"],
-              "mitigate.before_compression": [], "mitigate.after": [], "evaluate.privileged_group": None}
+              "mitigate.before_compression": [], "mitigate.after": []}
 SOURCE_PARAMS = {
     "celeba": {"data.source": "celeba"},
     "utkface": {"data.source": "utkface", "data.target": "gender", "data.protected": ["race"],
-                "evaluate.privileged_group": None},
+                "evaluate.privileged_group": "White"},
     "fairface": {"data.source": "fairface", "data.target": "gender", "data.protected": ["race"],
-                 "evaluate.privileged_group": None},
-    "mnist": {"data.source": "mnist", **MULTICLASS},
-    "cifar10": {"data.source": "cifar10", **MULTICLASS},
-    "cifar100": {"data.source": "cifar100", **MULTICLASS},
+                 "evaluate.privileged_group": "White"},
+    "mnist": {"data.source": "mnist", **MULTICLASS, "evaluate.privileged_group": "0"},
+    "cifar10": {"data.source": "cifar10", **MULTICLASS, "evaluate.privileged_group": "airplane"},
+    "cifar100": {"data.source": "cifar100", **MULTICLASS, "evaluate.privileged_group": "apple"},
     "folder": {"data.source": "folder", "data.target": "label", "data.protected": ["group"],
-               "evaluate.privileged_group": None},
+               "evaluate.privileged_group": "a"},
 }
 
 
