@@ -61,6 +61,9 @@ def _edit(path: Path, number: int, change) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+CELEBA, PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
+
+
 def _celeba_value(attribute: str, value: str, line: int = 5):
     def damage(root, outside):
         names = (root / "list_attr_celeba.txt").read_text().splitlines()[1].split()
@@ -80,6 +83,21 @@ def _celeba_rename(name: str):
         _edit(root / "list_attr_celeba.txt", 3, lambda t: name + t[len("000001.jpg"):])
         _edit(root / "list_eval_partition.txt", 1, lambda t: f"{name} 0")
     return damage
+
+
+def _celeba_dot_slash_twin(root, outside):
+    """000001.jpg listed again as ./000001.jpg, in the test split: one image in train and test."""
+    lines = (root / CELEBA).read_text().splitlines()
+    lines.append("./" + lines[2])
+    lines[0] = str(int(lines[0]) + 1)
+    (root / CELEBA).write_text("\n".join(lines) + "\n")
+    with open(root / PARTITION, "a") as handle:
+        handle.write("./000001.jpg 2\n")
+
+
+def _celeba_blank_line_then_missing(root, outside):
+    _edit(root / CELEBA, 3, lambda t: t + "\n")
+    (root / "img_align_celeba" / "000004.jpg").unlink()
 
 
 def _link_out(relative: str, folder: bool = False):
@@ -176,7 +194,6 @@ def _utkface_names(root, outside):
         path.rename(path.with_name(f"face_{path.name.split('_')[0]}.jpg"))
 
 
-CELEBA, PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
 PREPARE_CASES = [
     # CelebA
     pytest.param("celeba", _celeba_value("Smiling", "yes"), {},
@@ -192,6 +209,11 @@ PREPARE_CASES = [
     pytest.param("celeba", lambda r, o: _edit(r / CELEBA, 4, lambda t: "000001.jpg" + t[10:]), {},
                  f"{CELEBA}: line 4: image 000001.jpg is listed twice (first on line 3)",
                  id="data-celeba-attr-duplicate-image"),
+    pytest.param("celeba", _celeba_dot_slash_twin, {},
+                 f"{CELEBA}: line 123: image './000001.jpg' is the same file as '000001.jpg' (line 3); keep one row",
+                 id="data-celeba-same-image-two-names"),
+    pytest.param("celeba", _celeba_blank_line_then_missing, {},
+                 f"{CELEBA}: line 7: image '000004.jpg' is missing", id="data-celeba-line-numbers-past-a-blank-line"),
     pytest.param("celeba", lambda r, o: _edit(r / PARTITION, 7, lambda t: t.split()[0]), {},
                  f"{PARTITION}: line 7: expected '<image> <split>' with split 0 (train), 1 (val) or 2 (test), found "
                  f"'000007.jpg'", id="data-celeba-partition-no-split"),

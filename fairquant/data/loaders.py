@@ -164,7 +164,7 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     images = _require(root / "img_align_celeba", "CelebA image folder img_align_celeba/")
     attr_path = _require(root / "list_attr_celeba.txt", "CelebA attribute file")
     part_path = _require(root / "list_eval_partition.txt", "CelebA partition file")
-    names, files, values = _celeba_attributes(attr_path)
+    names, files, numbers, values = _celeba_attributes(attr_path)
     _check_attribute(params.target, names, "target")
     for name in params.protected:
         _check_attribute(name, names, "protected")
@@ -174,8 +174,9 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
         raise FairquantError(f"{part_path}: no partition line for {len(missing)} images of {attr_path.name} (first: "
                              f"{missing[0]}); add a line '<image> <0|1|2>' for each")
     base = real_root(root)
-    wheres = [f"{attr_path}: line {i + 3}" for i in range(len(files))]
+    wheres = [f"{attr_path}: line {number}" for number in numbers]
     paths = _present([named_path(base, f, w, relative_to=images) for f, w in zip(files, wheres)], files, wheres)
+    _refuse_same_file(paths, files, numbers, attr_path)
     frame = pd.DataFrame({"sample_id": files, "split": [SPLITS[partition[f]] for f in files]})
     for name in {params.target, *params.protected}:
         yes, no = _celeba_value_names(name)
@@ -184,6 +185,17 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     order = {name: list(reversed(_celeba_value_names(name))) for name in names}  # -1 then 1: class 1 = binary's 1
     table, classes = _assemble(frame, params, names, natural, order)
     return RawDataset(table, paths=paths, classes=classes)
+
+
+def _refuse_same_file(paths: list[Path], files: list[str], numbers: list[int], path: Path) -> None:
+    """Two rows naming one file in different words ('./000001.jpg' and '000001.jpg', or a symlink to a listed
+    image) would put one image in the study twice, possibly in train and test: refused."""
+    first: dict[Path, int] = {}
+    for k, resolved in enumerate(paths):
+        j = first.setdefault(resolved, k)
+        if j != k:
+            raise FairquantError(f"{path}: line {numbers[k]}: image {files[k]!r} is the same file as {files[j]!r} "
+                                 f"(line {numbers[j]}); keep one row per image")
 
 
 def _present(paths: list[Path], names: list[str], wheres: list[str]) -> list[Path]:
@@ -204,8 +216,9 @@ def _text_lines(path: Path) -> list[str]:
                              f"original file") from None
 
 
-def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(attribute names, image file names, the values as an images x attributes array of '-1'/'1')."""
+def _celeba_attributes(path: Path) -> tuple[list[str], list[str], list[int], np.ndarray]:
+    """(attribute names, image file names, their line numbers, the values as an images x attributes array of
+    '-1'/'1')."""
     lines = _text_lines(path)
     if len(lines) < 3 or not lines[0].strip().isdigit():
         raise FairquantError(f"{path}: expected a count line, an attribute-name line and one row per image; "
@@ -232,7 +245,7 @@ def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         if first.setdefault(fields[0], number) != number:
             raise FairquantError(f"{path}: line {number}: image {fields[0]} is listed twice (first on line "
                                  f"{first[fields[0]]}); keep one row per image")
-    return names, files, values
+    return names, files, [number for number, _ in rows], values
 
 
 def _celeba_partition(path: Path) -> dict[str, int]:
