@@ -114,12 +114,23 @@ DATA_CASES = [
     pytest.param({"data.target": "Bald"}, "never occurs in target 'Bald'", id="params-target-single-class"),
 ]
 
+MULTICLASS_KIND = {"data.target": "kind", "data.task": "multiclass", "data.protected": ["label"],
+                   "evaluate.privileged_group": "0", "mitigate.before_compression": [], "mitigate.after": []}
+RENAME = "a category really named like a missing value (None, NA, null) must be renamed in the labels"
+# (column, the text of its three gaps, params over the folder's defaults) -> the message expected
 NULL_GROUP_CASES = [
-    pytest.param("race", "protected attribute 'race' is empty (null) in 3 of 24 samples (first: images/04.jpg); fill "
-                 "the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
-    pytest.param("target", "the target is empty (null) in 3 of 24 samples (first: images/04.jpg); fill the value in "
-                 "the dataset's labels or drop those rows: a missing value is not a class",
+    pytest.param("race", "nan", {}, "protected attribute 'race' is empty (null) in 3 of 24 samples (first: "
+                 "images/04.jpg); fill the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
+    pytest.param("kind", "nan", MULTICLASS_KIND, "the target is empty (null) in 3 of 24 samples (first: images/04.jpg); "
+                 "fill the value in the dataset's labels or drop those rows: a missing value is not a class",
                  id="params-multiclass-target-null-values"),
+    pytest.param("race", "N/A", {}, "protected attribute 'race' is empty (null) in 3 of 24 samples",
+                 id="params-protected-na-text"),
+    pytest.param("race", "None", {}, f"protected attribute 'race' is empty (null) in 3 of 24 samples (first: "
+                 f"images/04.jpg); fill the value in the dataset's labels or drop those rows: a missing value is not a "
+                 f"group ({RENAME})", id="params-protected-group-named-none"),
+    pytest.param("label", "NA", {}, "the target is empty (null) in 3 of 24 samples (first: images/04.jpg)",
+                 id="params-binary-target-null-values"),
 ]
 
 CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES
@@ -153,33 +164,45 @@ NULL_ROWS = (4, 9, 14)  # one in each split of the table below
 
 
 @pytest.fixture(scope="module")
-def folder_with_gaps(tmp_path_factory, tiny_celeba):
-    """A tiny labelled folder (labels.csv: file,label,race,kind,split) whose race and kind columns read 'nan' in
-    three rows: what a table written from a column with missing values holds (the reader keeps the text, so it is
-    prepare's check that refuses it)."""
+def labelled_folder(tmp_path_factory, tiny_celeba):
+    """A tiny labelled folder: 24 images and the rows of labels.csv (file,label,race,kind,split), to damage."""
     root = tmp_path_factory.mktemp("folder")
     images = sorted((tiny_celeba / "img_align_celeba").iterdir())
     (root / "images").mkdir()
-    lines = ["file,label,race,kind,split"]
+    rows = []
     for k in range(24):
         shutil.copy(images[k], root / "images" / f"{k:02d}.jpg")
-        gap = k in NULL_ROWS
-        race = "nan" if gap else ("White", "Black")[k % 2]
-        kind = "nan" if gap else ("cat", "dog", "fox")[k % 3]
         split = ("train", "val", "test")[k // 5 % 3] if k < 15 else ("train", "val", "test", "train")[k % 4]
-        lines.append(f"images/{k:02d}.jpg,{k // 2 % 2},{race},{kind},{split}")
+        rows.append({"file": f"images/{k:02d}.jpg", "label": str(k // 2 % 2), "race": ("White", "Black")[k % 2],
+                     "kind": ("cat", "dog", "fox")[k % 3], "split": split})
+    return root, rows
+
+
+@pytest.mark.parametrize("column, gap, params, message", NULL_GROUP_CASES)
+def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, labelled_folder, column, gap, params,
+                                                                message):
+    """Before: the three rows became a group (or a class) called 'nan', or, in a binary target, negatives. The
+    folder reader keeps such texts (a table written from a column with missing values holds them), so it is
+    prepare's check (or the target's, in every reader) that refuses them."""
+    source, rows = labelled_folder
+    root = tmp_path / "folder"
+    shutil.copytree(source / "images", root / "images")
+    lines = ["file,label,race,kind,split"] + [
+        ",".join(gap if k in NULL_ROWS and name == column else row[name] for name in ("file", "label", "race", "kind",
+                                                                                        "split"))
+        for k, row in enumerate(rows)]
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.mark.parametrize("attribute, message", NULL_GROUP_CASES)
-def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, folder_with_gaps, attribute, message):
-    """Before: the three rows became a group (or a class) called 'nan'."""
     out = tmp_path / "prepared"
-    params = {"data.source": "folder", "data.root": str(folder_with_gaps), "data.target": "label",
-              "data.protected": ["race"], "evaluate.privileged_group": "White"}
-    if attribute == "target":  # kind as a multi-class target: the gaps once became a class called 'nan'
-        params.update({"data.target": "kind", "data.task": "multiclass", "data.protected": ["label"], "evaluate.privileged_group": "0",
-                       "mitigate.before_compression": [], "mitigate.after": []})
-    result = run_stage("prepare", ["--out", str(out)], tmp_path, params)
+    result = run_stage("prepare", ["--out", str(out)], tmp_path,
+                       {"data.source": "folder", "data.root": str(root), "data.target": "label",
+                        "data.protected": ["race"], "evaluate.privileged_group": "White", **params})
     assert_clean_failure(result, message, out)
+
+
+def test_null_texts_are_pandas_default_na_strings():
+    """The texts read as missing are pandas' own list (read_csv's default na_values), in any case."""
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    from fairquant.data.loaders import NULL_TEXTS
+
+    assert {text.lower() for text in STR_NA_VALUES} | {"nat"} == NULL_TEXTS

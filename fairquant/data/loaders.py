@@ -70,6 +70,29 @@ def _check_attribute(name: str, valid: list[str], role: str) -> None:
         raise FairquantError(f"unknown {role} attribute '{name}'; valid attributes: {', '.join(valid)}")
 
 
+# How a missing value reads once made text: pandas' default NA strings (read_csv's na_values), compared in lower case,
+# plus 'nat'. A real category spelled like one of them must be renamed: its name cannot be told from a gap.
+NULL_TEXTS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>",
+                        "n/a", "na", "null", "nan", "none", "nat"})
+RENAME_HINT = "a category really named like a missing value (None, NA, null) must be renamed in the labels"
+
+
+def null_like(values: pd.Series) -> np.ndarray:
+    """Where ``values`` hold a missing value: NaN/None, or a text that reads as one (:data:`NULL_TEXTS`)."""
+    text = values.map(lambda value: "" if pd.isna(value) else str(value).strip().lower())
+    return text.isin(NULL_TEXTS).to_numpy()
+
+
+def _refuse_null_target(frame: pd.DataFrame, name: str) -> None:
+    """A missing target value is no class, and not the negative one either (a binary target would read it as 0)."""
+    missing = null_like(frame[name])
+    if missing.any():
+        first = frame["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
+        raise FairquantError(f"the target is empty (null) in {int(missing.sum())} of {len(frame)} samples (first: "
+                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
+                             f"is not a class ({RENAME_HINT})")
+
+
 MAX_CLASSES = 32767  # y_true is int16 for a multi-class target
 
 
@@ -129,6 +152,7 @@ def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural
     for name in params.protected:
         _check_attribute(name, valid, "protected")
     table = pd.DataFrame({"sample_id": frame["sample_id"].astype(str), "split": frame["split"].astype(str)})
+    _refuse_null_target(frame, params.target)
     classes = None
     if params.task == "multiclass":
         table["y_true"], classes = _class_target(frame[params.target], params.target,
