@@ -167,6 +167,11 @@ def _cifar10_batch(change):
     return damage
 
 
+def _race_map_outside(raw, outside):
+    (outside / "race_map.csv").write_text("identity,race\n0,African\n5,Caucasian\n")
+    (raw / "rec" / "race_map.csv").symlink_to(outside / "race_map.csv")
+
+
 def _cifar100_meta(root, outside):
     from tests.test_multiclass_data import python2_pickle
 
@@ -235,6 +240,8 @@ PREPARE_CASES = [
     pytest.param("celeba", _link_out("img_align_celeba", folder=True), {},
                  f"{CELEBA}: line 3: file '000001.jpg' resolves outside the dataset root",
                  id="data-celeba-folder-symlink-outside"),
+    pytest.param("celeba", _link_out(CELEBA), {}, f"{CELEBA}: {CELEBA} resolves outside the dataset root",
+                 id="data-celeba-attr-file-symlink-outside"),
     pytest.param("celeba", lambda r, o: (r / "img_align_celeba" / "000004.jpg").unlink(), {},
                  f"{CELEBA}: line 6: image '000004.jpg' is missing (1 of 120 listed images are); the copy is "
                  f"incomplete", id="data-celeba-image-missing"),
@@ -276,6 +283,9 @@ PREPARE_CASES = [
     pytest.param("fairface", _fairface_cell(6, "file", "train/1.jpg"), {},
                  "fairface_label_train.csv: line 6: file 'train/1.jpg' is listed twice (first: ",
                  id="data-fairface-duplicate-file"),
+    pytest.param("fairface", _link_out("fairface_label_val.csv"), {},
+                 "fairface_label_val.csv: fairface_label_val.csv resolves outside the dataset root",
+                 id="data-fairface-csv-symlink-outside"),
     pytest.param("fairface", lambda r, o: (r / "val" / "2.jpg").unlink(), {},
                  "fairface_label_val.csv: line 3: image 'val/2.jpg' is missing (1 of 42 listed images are)",
                  id="data-fairface-image-missing"),
@@ -295,6 +305,9 @@ PREPARE_CASES = [
                                                    r / "MNIST/raw/t10k-labels-idx1-ubyte.gz"), {},
                  "t10k-labels-idx1-ubyte.gz: an IDX file of 3 dimensions, expected 1 (labels)",
                  id="data-mnist-images-as-labels"),
+    pytest.param("mnist", _link_out("MNIST/raw", folder=True), {},
+                 "train-images-idx3-ubyte.gz: train-images-idx3-ubyte.gz resolves outside the dataset root",
+                 id="data-mnist-symlink-outside"),
     # CIFAR-10 / CIFAR-100
     pytest.param("cifar10", _cifar10_batch(lambda b: {k: v for k, v in b.items() if k != "labels"}), {},
                  "data_batch_2: not a CIFAR-10 python batch (no 'data' or 'labels' entry)",
@@ -302,6 +315,14 @@ PREPARE_CASES = [
     pytest.param("cifar10", lambda r, o: (r / "cifar-10-batches-py" / "test_batch").write_bytes(
                      (r / "cifar-10-batches-py" / "test_batch").read_bytes()[:500]), {},
                  "test_batch: not a CIFAR-10 python batch (", id="data-cifar10-truncated-batch"),
+    pytest.param("cifar10", _cifar10_batch(lambda b: {**b, "data": np.full((10, 3072), 0.5)}), {},
+                 "data_batch_2: 'data' holds float64 values, not 8-bit pixels; not a CIFAR-10 python batch",
+                 id="data-cifar10-pixels-not-integers"),
+    pytest.param("cifar10", _cifar10_batch(lambda b: {**b, "data": np.full((10, 3072), 300, np.int64)}), {},
+                 "data_batch_2: 'data' holds values 300..300, outside the pixels' 0..255",
+                 id="data-cifar10-pixels-out-of-range"),
+    pytest.param("cifar10", _link_out("cifar-10-batches-py/test_batch"), {},
+                 "test_batch: test_batch resolves outside the dataset root", id="data-cifar10-batch-symlink-outside"),
     pytest.param("cifar100", _cifar100_meta, {}, "meta: no 'fine_label_names' entry; not CIFAR-100's meta file",
                  id="data-cifar100-meta-without-names"),
     pytest.param("cifar100", _cifar100_label, {}, "cifar-100-python: test labels outside 0..99; the files are damaged",
@@ -313,6 +334,8 @@ PREPARE_CASES = [
     pytest.param("folder", _link_out("images/002.jpg"), {},
                  "labels.csv: line 4: file 'images/002.jpg' resolves outside the dataset root",
                  id="data-folder-symlink-outside"),
+    pytest.param("folder", _link_out("labels.csv"), {}, "labels.csv: labels.csv resolves outside the dataset root",
+                 id="data-folder-table-symlink-outside"),
     pytest.param("folder", _folder_cell(5, "file", "images/000.jpg"), {},
                  "labels.csv: line 5: file 'images/000.jpg' is listed twice (first on line 2)",
                  id="data-folder-duplicate-row"),
@@ -421,6 +444,9 @@ VERIFY_CASES = [
     pytest.param(_bad_record_magic, RECORDIO, "train.rec record 2: bad magic 0x00000000", id="data-recordio-bad-magic"),
     pytest.param(_link_out("rec/train.rec"), RECORDIO, "train.rec resolves outside the dataset root",
                  id="data-recordio-symlink-outside"),
+    pytest.param(_race_map_outside, {**RECORDIO, "train_race_map": "rec/race_map.csv"},
+                 "race_map.csv: verify.data.train_race_map race_map.csv resolves outside the dataset root",
+                 id="data-recordio-race-map-symlink-outside"),
 ]
 
 
@@ -430,7 +456,7 @@ def test_verify_prepare_refuses_a_damaged_dataset(tmp_path, verification_raw, da
     shutil.copytree(verification_raw, raw, symlinks=True)
     outside.mkdir()
     damage(raw, outside)
-    changes = {k: str(raw / v) if k == "train_root" else v for k, v in changes.items()}
+    changes = {k: str(raw / v) if k in ("train_root", "train_race_map") else v for k, v in changes.items()}
     result = run_stage("verify_prepare", ["--out", tmp_path / "prepared"], tmp_path,
                        {"verify.data": _verify_data(raw, **changes)})
     assert_clean_failure(result, message, tmp_path / "prepared")

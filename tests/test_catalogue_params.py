@@ -91,6 +91,8 @@ OVERRIDE_CASES = [
                  id="params-positive-empty"),
     pytest.param({"data.folder": {"table": "faces.csv"}}, "data.folder is changed from its defaults but data.source is "
                  "synthetic, which never reads it", id="params-folder-settings-unused"),
+    pytest.param({"data.source": "folder", "data.folder": {"table": "../x.csv"}}, "data.folder.table is '../x.csv', "
+                 "outside data.root; put the table in the dataset root", id="params-folder-table-leaves-root"),
     pytest.param({"quantize_ptq.calibration_size": 1024}, "quantize_ptq.calibration_size is 1024, more than its train "
                  "set holds (calibration.size: 512)", id="params-calibration-size-too-large"),
     pytest.param({"verify.data": {"races": ["African", "Asian", "African"]}}, "verify.data.races names African more "

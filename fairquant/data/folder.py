@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairquant.data.loaders import SPLITS, RawDataset, _assemble, _require, reader
-from fairquant.data.paths import named_path, real_root
+from fairquant.data.loaders import SPLITS, RawDataset, _assemble, _inside, _require, reader
+from fairquant.data.paths import escapes, named_path, real_root
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams
 from fairquant.params.data import DEFAULT_SPLIT_COLUMN
@@ -45,7 +45,10 @@ class _Rows:
 def load_folder(root: Path, params: DataParams) -> RawDataset:
     """A root of images plus ``data.folder.table``; see the module's docstring for what is checked."""
     options = params.folder
-    table_path = _require(root / options.table, "label table data.folder.table")
+    if escapes(options.table):
+        raise FairquantError(f"data.folder.table is {options.table!r}, outside data.root; put the table in the "
+                             f"dataset root and name it relative to data.root")
+    table_path = _inside(real_root(root), _require(root / options.table, "label table data.folder.table"))
     rows = _Rows(table_path)
     split_column = _split_column(table_path, params)
     used = _used_columns(params, split_column)

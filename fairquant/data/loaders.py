@@ -65,6 +65,13 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _inside(base: Path, path: Path) -> Path:
+    """A file the reader opens (a label list, a table), refused when it resolves outside the resolved root
+    ``base``; returned as named (messages keep the name the user knows)."""
+    require_inside(base, path, str(path), path.name)
+    return path
+
+
 def _check_attribute(name: str, valid: list[str], role: str) -> None:
     if name not in valid:
         raise FairquantError(f"unknown {role} attribute '{name}'; valid attributes: {', '.join(valid)}")
@@ -185,9 +192,10 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     generated default) would be refused; this parser reads the same files without that check, but checks every
     line: -1/1 values, one row per image, a split 0/1/2 for each, image names inside the root.
     """
+    base = real_root(root)
     images = _require(root / "img_align_celeba", "CelebA image folder img_align_celeba/")
-    attr_path = _require(root / "list_attr_celeba.txt", "CelebA attribute file")
-    part_path = _require(root / "list_eval_partition.txt", "CelebA partition file")
+    attr_path = _inside(base, _require(root / "list_attr_celeba.txt", "CelebA attribute file"))
+    part_path = _inside(base, _require(root / "list_eval_partition.txt", "CelebA partition file"))
     names, files, numbers, values = _celeba_attributes(attr_path)
     _check_attribute(params.target, names, "target")
     for name in params.protected:
@@ -197,7 +205,6 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     if missing:
         raise FairquantError(f"{part_path}: no partition line for {len(missing)} images of {attr_path.name} (first: "
                              f"{missing[0]}); add a line '<image> <0|1|2>' for each")
-    base = real_root(root)
     wheres = [f"{attr_path}: line {number}" for number in numbers]
     paths = _present([named_path(base, f, w, relative_to=images) for f, w in zip(files, wheres)], files, wheres)
     _refuse_same_file(paths, files, numbers, attr_path)
@@ -346,7 +353,7 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     """
     frames = []
     for csv_name, split in (("fairface_label_train.csv", "train"), ("fairface_label_val.csv", "test")):
-        frame = _fairface_table(_require(root / csv_name, "FairFace label file"))
+        frame = _fairface_table(_inside(real_root(root), _require(root / csv_name, "FairFace label file")))
         frame["split"] = split
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
