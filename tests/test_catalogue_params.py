@@ -39,6 +39,9 @@ FILE_CASES = [
     pytest.param(edited((r"^  epochs: 4\n", "  epochs: 4\n  epochs: 8\n")),
                  "duplicate key 'epochs' in 'finetune' (first at line 65); YAML would keep only the last one",
                  id="params-duplicate-key"),
+    pytest.param("seeds: [0]\nmodel: {arch: resnet18, arch: vit_tiny}\n",
+                 "mine.yaml:2:25: duplicate key 'arch' in 'model' (first at line 2, column 9); YAML would keep only "
+                 "the last one", id="params-duplicate-key-on-one-line"),
     pytest.param(SHIPPED + "\nfinetune:\n  epochs: 2\n", "duplicate key 'finetune' (first at line 64)",
                  id="params-duplicate-section"),
     pytest.param(edited((r"^  epochs: 4", "\tepochs: 4")), "mine.yaml:65:1: not valid YAML (found character '\\t' "
