@@ -52,7 +52,8 @@ FILE_CASES = [
                  "integer; found True; YAML read a boolean", id="params-boolean-for-a-number"),
     pytest.param(edited((r"^  privileged_group: Female", "  privileged_group: no")),
                  "'evaluate.privileged_group': expected a valid string; found False; YAML reads an unquoted "
-                 "yes/no/on/off/true/false as a boolean: quote the word you meant", id="params-yaml-no-is-false"),
+                 "yes/no/on/off/true/false as a boolean: quote the word you meant (with dvc exp run: -S "
+                 "\"evaluate.privileged_group='no'\")", id="params-yaml-no-is-false"),
     pytest.param(edited((r"^  bits: 8  ", "  bits: 8.5")), "'quantize_ptq.bits': expected a valid integer; found 8.5; "
                  "write a whole number", id="params-fractional-integer"),
     pytest.param(edited((r"^  epochs: 4", "  epochs: '4'")), "'finetune.epochs': expected a valid integer; found '4'",
@@ -211,3 +212,29 @@ def test_null_texts_are_pandas_default_na_strings():
     from fairquant.data.loaders import NULL_TEXTS
 
     assert {text.lower() for text in STR_NA_VALUES} | {"nat"} == NULL_TEXTS
+
+
+# --- valid input, read as meant -----------------------------------------------------------------------------------
+
+
+def test_a_whole_number_written_as_a_decimal_is_read_as_that_integer(tmp_path):
+    """Found in review: `finetune.epochs: 4.0` (what hand edits and `dvc exp run -S` write) was refused."""
+    from fairquant.params import load_params
+
+    (tmp_path / "mine.yaml").write_text(edited((r"^  epochs: 4\n", "  epochs: 4.0\n"), (r"^  bits: 8  ", "  bits: 8.0  ")))
+    params = load_params(tmp_path / "mine.yaml")
+    assert params.finetune.epochs == 4 and isinstance(params.finetune.epochs, int)
+    assert params.quantize_ptq.bits == 8 and isinstance(params.quantize_ptq.bits, int)
+
+
+def test_a_cross_field_error_points_at_the_key_it_names(tmp_path):
+    """Found in review: the line was the section's (`mitigate:`), not that of the key at fault."""
+    from fairquant.errors import FairquantError
+    from fairquant.params import load_params
+
+    text = edited((r"^    - ptq\n  precision:", "    - ptqq\n  precision:"))
+    (tmp_path / "mine.yaml").write_text(text)
+    line = next(k for k, row in enumerate(text.splitlines(), 1) if row.startswith("  post_on:"))
+    with pytest.raises(FairquantError, match=rf"^{re.escape(str(tmp_path / 'mine.yaml'))}:{line}:3: 'mitigate': "
+                                             r"mitigate\.post_on names 'ptqq'"):
+        load_params(tmp_path / "mine.yaml")

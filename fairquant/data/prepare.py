@@ -194,7 +194,9 @@ def check_groups_in_test(table: pd.DataFrame, protected: list[str]) -> None:
         if not (part["split"] == "test").any():
             raise FairquantError(f"protected group {' & '.join(protected)} = {group} has no test sample "
                                  f"({len(part)} samples in all); its metrics would be undefined: protect coarser "
-                                 f"attributes (data.protected) or use a dataset with that group in the test split")
+                                 f"attributes (data.protected), try another data.seed where the split is drawn "
+                                 f"(UTKFace, FairFace's train CSV, a folder without a split column), or use a dataset "
+                                 f"with that group in the test split")
 
 
 def check_privileged_group(table: pd.DataFrame, protected: list[str], privileged_group: str | None) -> None:
