@@ -194,6 +194,18 @@ def _folder_cell(line: int, column: str, value: str):
     return damage
 
 
+def _utkface_names_but_race_zero(root, outside):
+    """Every image of a race other than White renamed: the names left all say White."""
+    for path in (root / "UTKFace").iterdir():
+        if path.name.split("_")[2] != "0":
+            path.rename(path.with_name(f"face_{path.name}"))
+
+
+def _utkface_link_to_own_image(root, outside):
+    folder = root / "UTKFace"
+    (folder / "25_1_0_20170199.jpg.chip.jpg").symlink_to(folder / "20_0_0_20170100.jpg.chip.jpg")
+
+
 def _utkface_names(root, outside):
     for path in (root / "UTKFace").iterdir():
         path.rename(path.with_name(f"face_{path.name.split('_')[0]}.jpg"))
@@ -261,6 +273,13 @@ PREPARE_CASES = [
     # UTKFace
     pytest.param("utkface", _utkface_names, {}, "no file name matches age_gender_race_date.jpg.chip.jpg",
                  id="data-utkface-names-do-not-parse"),
+    pytest.param("utkface", _utkface_names_but_race_zero, {},
+                 "48 of 60 files skipped, their names do not parse as age_gender_race_date.jpg.chip.jpg (first: "
+                 "face_21_1_1_20170101.jpg.chip.jpg), and the 12 left all have race 'White'",
+                 id="data-utkface-most-names-do-not-parse"),
+    pytest.param("utkface", _utkface_link_to_own_image, {},
+                 "25_1_0_20170199.jpg.chip.jpg is the same file as 20_0_0_20170100.jpg.chip.jpg (a link)",
+                 id="data-utkface-link-to-own-image"),
     pytest.param("utkface", _link_out("UTKFace/20_0_0_20170100.jpg.chip.jpg"), {},
                  "image 20_0_0_20170100.jpg.chip.jpg resolves outside the dataset root",
                  id="data-utkface-symlink-outside"),
@@ -503,3 +522,17 @@ def test_a_dataset_root_that_is_itself_a_symlink_is_read(tmp_path, tiny_celeba):
     (tmp_path / "celeba").symlink_to(tiny_celeba, target_is_directory=True)
     raw = load_dataset(DataParams(source="celeba", root=str(tmp_path / "celeba")))
     assert len(raw.paths) == 120 and all(p.is_relative_to(tiny_celeba.resolve()) for p in raw.paths)
+
+
+def test_utkface_reads_upper_case_suffixes_and_returns_resolved_paths(tmp_path, pristine):
+    """Found in review: `*.JPG` copies were ignored; the paths returned were the names as listed, not resolved."""
+    from fairquant.data.loaders import load_dataset
+    from fairquant.params import DataParams
+
+    root = Path(shutil.copytree(pristine["utkface"], tmp_path / "utkface"))
+    for path in list((root / "UTKFace").iterdir())[:10]:
+        path.rename(path.with_name(path.name.replace(".jpg.chip.jpg", ".JPG.chip.JPG")))
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    raw = load_dataset(DataParams(source="utkface", root=str(tmp_path / "link"), target="gender", protected=["race"]))
+    assert len(raw.paths) == 60 and raw.skipped == {"malformed_names": 0}
+    assert all(path == path.resolve() and path.is_relative_to(root.resolve()) for path in raw.paths)
