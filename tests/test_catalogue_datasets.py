@@ -459,6 +459,9 @@ VERIFY_CASES = [
                  id="data-bupt-identity-symlink-outside"),
     pytest.param(_link_out("race_per_7000/Caucasian/Ca1/Ca1_0002.jpg"), {},
                  "image Ca1_0002.jpg resolves outside the dataset root", id="data-bupt-image-symlink-outside"),
+    pytest.param(lambda r, o: (r / "race_per_7000/African/Af0/Af0_0009.jpg").symlink_to(
+                     r / "race_per_7000/Caucasian/Ca1/Ca1_0002.jpg"), {},
+                 "Af0_0009.jpg: a link to ", id="data-bupt-link-to-own-image"),
     pytest.param(lambda r, o: None, {"min_images_per_identity": 5},
                  "has 5 images or more (the most is 4); lower verify.data.min_images_per_identity",
                  id="data-bupt-identities-with-too-few-images"),

@@ -324,9 +324,11 @@ def load_utkface(root: Path, params: DataParams) -> RawDataset:
         if match is None:
             malformed.append(path.name)
             continue
-        if first_file.setdefault(resolved, path.name) != path.name:  # a symlink to another image of the set
-            raise FairquantError(f"{folder}: {path.name} is the same file as {first_file[resolved]} (a link); one "
-                                 f"image would be two samples: remove the link")
+        first, first_is_link = first_file.setdefault(resolved, (path.name, path.is_symlink()))
+        if first != path.name:  # a symlink to another image of the set
+            link, other = (first, path.name) if first_is_link else (path.name, first)
+            raise FairquantError(f"{folder}: {link} is the same file as {other} (a link); one image would be two "
+                                 f"samples: remove the link")
         age, gender, race, _ = match.groups()
         parsed.append((resolved, path.name, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
     if not parsed:
