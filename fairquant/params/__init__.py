@@ -9,9 +9,8 @@ share); every name is re-exported here, so ``from fairquant.params import X`` is
 from __future__ import annotations
 
 import copy
-import re
-
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
