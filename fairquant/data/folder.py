@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairquant.data.loaders import SPLITS, RawDataset, _assemble, _require, reader
-from fairquant.data.paths import named_path, real_root
+from fairquant.data.loaders import SPLITS, RawDataset, _assemble, _inside, _require, reader
+from fairquant.data.paths import escapes, named_path, real_root
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams
 from fairquant.params.data import DEFAULT_SPLIT_COLUMN
@@ -45,7 +45,10 @@ class _Rows:
 def load_folder(root: Path, params: DataParams) -> RawDataset:
     """A root of images plus ``data.folder.table``; see the module's docstring for what is checked."""
     options = params.folder
-    table_path = _require(root / options.table, "label table data.folder.table")
+    if escapes(options.table):
+        raise FairquantError(f"data.folder.table is {options.table!r}, outside data.root; put the table in the "
+                             f"dataset root and name it relative to data.root")
+    table_path = _inside(real_root(root), _require(root / options.table, "label table data.folder.table"))
     rows = _Rows(table_path)
     split_column = _split_column(table_path, params)
     used = _used_columns(params, split_column)
@@ -227,15 +230,18 @@ def _golden_assignment(n: int, test_share: float, val_share: float, offset: floa
     return assigned
 
 
+GROUP_SPLITS = ("train", "test")  # val may lack a group: CEAG's checks and the post-processors skip it (as CelebA's)
+
+
 def _check_groups(frame: pd.DataFrame, split: np.ndarray, protected: list[str], table_path: Path, *,
                   drawn: bool) -> None:
-    """Every protected group (the intersection of the protected attributes) needs rows in every split."""
+    """Every protected group (the intersection of the protected attributes) needs rows in train and test."""
     groups = frame[protected].agg(" & ".join, axis=1)
     for group in sorted(groups.unique()):
         in_group = (groups == group).to_numpy()
-        for name in SPLITS:
+        for name in GROUP_SPLITS:
             if not (in_group & (split == name)).any():
-                fix = ("add images of that group, or give the table a split column" if drawn
-                       else f"move some of its images to the {name} split")
+                fix = ("add images of that group, try another data.seed (the split is drawn), or give the table a "
+                       "split column" if drawn else f"move some of its images to the {name} split")
                 raise FairquantError(f"{table_path}: protected group {' & '.join(protected)} = {group} has no {name} "
                                      f"rows ({int(in_group.sum())} rows in all); {fix}")

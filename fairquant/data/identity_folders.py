@@ -39,16 +39,22 @@ def _subfolders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _image_files(folder: Path, base: Path) -> list[str]:
-    """The image files of an identity folder (``folder`` and any linked file checked to lie inside ``base``)."""
-    require_inside(base, folder, str(folder), "identity folder")
+def _image_files(folder: Path, base: Path, seen: dict[Path, tuple[str, bool]]) -> list[str]:
+    """The image files of an identity folder (``folder`` and any linked file checked to lie inside ``base``); a
+    file reached twice (a link to another image of the set, ``seen`` so far) is refused: it would be two samples."""
+    resolved_folder = require_inside(base, folder, str(folder), "identity folder")
     names = []
-    for entry in os.scandir(folder):
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
-            if entry.is_symlink():
-                require_inside(base, entry.path, str(folder), f"image {entry.name}")
+            resolved = (require_inside(base, entry.path, str(folder), f"image {entry.name}") if entry.is_symlink()
+                        else resolved_folder / entry.name)
+            first, first_is_link = seen.setdefault(resolved, (entry.path, entry.is_symlink()))
+            if first != entry.path:
+                link, other = (first, entry.path) if first_is_link else (entry.path, first)
+                raise FairquantError(f"{link}: a link to {other}, an image already in the set; one image would be two "
+                                     f"samples: remove the link")
             names.append(entry.name)
-    return sorted(names)
+    return names
 
 
 def _training_layout(root: Path, races: list[str]) -> tuple[str, list[tuple[str, Path]]]:
@@ -78,11 +84,11 @@ def read_identity_folders(root: str | Path, *, races: list[str] | tuple[str, ...
     root = require_folder(root, "verify.data.train_root", "the training identity folders")
     layout, sources = _training_layout(root, list(races))
     base = real_root(root)
-    records = []
+    records, seen = [], {}
     for race, folder in sources:
         require_inside(base, folder, str(folder), "race folder")
         records += [((folder / identity / name).relative_to(root).as_posix(), identity, race)
-                    for identity in _subfolders(folder) for name in _image_files(folder / identity, base)]
+                    for identity in _subfolders(folder) for name in _image_files(folder / identity, base, seen)]
     table = pd.DataFrame(records, columns=["path", "identity_name", "race"])
     if table.empty:
         raise FairquantError(f"training root {root} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images in its "

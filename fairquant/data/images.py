@@ -23,12 +23,25 @@ from fairquant.errors import FairquantError
 # What PIL's decoders raise on a damaged or foreign file (each plugin has its own): the file is undecodable.
 UNDECODABLE = (OSError, ValueError, SyntaxError, EOFError, IndexError, ZeroDivisionError, struct.error)
 WIDE_INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+MIN_SIDE = 8  # pixels: below this a dataset image holds no face or object to learn from
+MAX_ASPECT = 10  # longer side over shorter: resized to a square, anything beyond 10:1 is a smear of a few pixels
 
 
 def _bomb(name: str, exc: Exception) -> FairquantError:
     return FairquantError(f"{name}: the image is larger than PIL's decompression-bomb limit of "
                           f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); a dataset image this large is damaged or not a "
                           f"photo: replace it or downscale it")
+
+
+def _check_shape(image: Image.Image, name: str) -> None:
+    """Refuse a degenerate shape (a 4000 x 1 strip, a 3 x 3 thumbnail) that resizing would turn into noise silently."""
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise FairquantError(f"{name}: the image is {width}x{height} pixels, under {MIN_SIDE} px on a side: no usable "
+                             f"picture; replace the file with the dataset's original")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise FairquantError(f"{name}: the image is {width}x{height} pixels, more than {MAX_ASPECT}:1 (resized to a "
+                             f"square it would be a smear); replace the file with the dataset's original, or crop it")
 
 
 def _to_rgb(image: Image.Image, name: str) -> Image.Image:
@@ -59,6 +72,7 @@ def open_rgb(source: str | Path | IO[bytes], *, name: str | None = None, draft: 
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(source) as image:
+                _check_shape(image, name)
                 if draft is not None:
                     image.draft("RGB", (draft, draft))
                 return _to_rgb(image, name)

@@ -65,9 +65,39 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _inside(base: Path, path: Path) -> Path:
+    """A file the reader opens (a label list, a table), refused when it resolves outside the resolved root
+    ``base``; returned as named (messages keep the name the user knows)."""
+    require_inside(base, path, str(path), path.name)
+    return path
+
+
 def _check_attribute(name: str, valid: list[str], role: str) -> None:
     if name not in valid:
         raise FairquantError(f"unknown {role} attribute '{name}'; valid attributes: {', '.join(valid)}")
+
+
+# How a missing value reads once made text: pandas' default NA strings (read_csv's na_values), compared in lower case,
+# plus 'nat'. A real category spelled like one of them must be renamed: its name cannot be told from a gap.
+NULL_TEXTS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>",
+                        "n/a", "na", "null", "nan", "none", "nat"})
+RENAME_HINT = "a category really named like a missing value (None, NA, null) must be renamed in the labels"
+
+
+def null_like(values: pd.Series) -> np.ndarray:
+    """Where ``values`` hold a missing value: NaN/None, or a text that reads as one (:data:`NULL_TEXTS`)."""
+    text = values.map(lambda value: "" if pd.isna(value) else str(value).strip().lower())
+    return text.isin(NULL_TEXTS).to_numpy()
+
+
+def _refuse_null_target(frame: pd.DataFrame, name: str) -> None:
+    """A missing target value is no class, and not the negative one either (a binary target would read it as 0)."""
+    missing = null_like(frame[name])
+    if missing.any():
+        first = frame["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
+        raise FairquantError(f"the target is empty (null) in {int(missing.sum())} of {len(frame)} samples (first: "
+                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
+                             f"is not a class ({RENAME_HINT})")
 
 
 MAX_CLASSES = 32767  # y_true is int16 for a multi-class target
@@ -129,6 +159,7 @@ def _assemble(frame: pd.DataFrame, params: DataParams, valid: list[str], natural
     for name in params.protected:
         _check_attribute(name, valid, "protected")
     table = pd.DataFrame({"sample_id": frame["sample_id"].astype(str), "split": frame["split"].astype(str)})
+    _refuse_null_target(frame, params.target)
     classes = None
     if params.task == "multiclass":
         table["y_true"], classes = _class_target(frame[params.target], params.target,
@@ -161,10 +192,11 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     generated default) would be refused; this parser reads the same files without that check, but checks every
     line: -1/1 values, one row per image, a split 0/1/2 for each, image names inside the root.
     """
+    base = real_root(root)
     images = _require(root / "img_align_celeba", "CelebA image folder img_align_celeba/")
-    attr_path = _require(root / "list_attr_celeba.txt", "CelebA attribute file")
-    part_path = _require(root / "list_eval_partition.txt", "CelebA partition file")
-    names, files, values = _celeba_attributes(attr_path)
+    attr_path = _inside(base, _require(root / "list_attr_celeba.txt", "CelebA attribute file"))
+    part_path = _inside(base, _require(root / "list_eval_partition.txt", "CelebA partition file"))
+    names, files, numbers, values = _celeba_attributes(attr_path)
     _check_attribute(params.target, names, "target")
     for name in params.protected:
         _check_attribute(name, names, "protected")
@@ -173,9 +205,9 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     if missing:
         raise FairquantError(f"{part_path}: no partition line for {len(missing)} images of {attr_path.name} (first: "
                              f"{missing[0]}); add a line '<image> <0|1|2>' for each")
-    base = real_root(root)
-    wheres = [f"{attr_path}: line {i + 3}" for i in range(len(files))]
+    wheres = [f"{attr_path}: line {number}" for number in numbers]
     paths = _present([named_path(base, f, w, relative_to=images) for f, w in zip(files, wheres)], files, wheres)
+    _refuse_same_file(paths, files, numbers, attr_path)
     frame = pd.DataFrame({"sample_id": files, "split": [SPLITS[partition[f]] for f in files]})
     for name in {params.target, *params.protected}:
         yes, no = _celeba_value_names(name)
@@ -184,6 +216,17 @@ def load_celeba(root: Path, params: DataParams) -> RawDataset:
     order = {name: list(reversed(_celeba_value_names(name))) for name in names}  # -1 then 1: class 1 = binary's 1
     table, classes = _assemble(frame, params, names, natural, order)
     return RawDataset(table, paths=paths, classes=classes)
+
+
+def _refuse_same_file(paths: list[Path], files: list[str], numbers: list[int], path: Path) -> None:
+    """Two rows naming one file in different words ('./000001.jpg' and '000001.jpg', or a symlink to a listed
+    image) would put one image in the study twice, possibly in train and test: refused."""
+    first: dict[Path, int] = {}
+    for k, resolved in enumerate(paths):
+        j = first.setdefault(resolved, k)
+        if j != k:
+            raise FairquantError(f"{path}: line {numbers[k]}: image {files[k]!r} is the same file as {files[j]!r} "
+                                 f"(line {numbers[j]}); keep one row per image")
 
 
 def _present(paths: list[Path], names: list[str], wheres: list[str]) -> list[Path]:
@@ -204,8 +247,9 @@ def _text_lines(path: Path) -> list[str]:
                              f"original file") from None
 
 
-def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(attribute names, image file names, the values as an images x attributes array of '-1'/'1')."""
+def _celeba_attributes(path: Path) -> tuple[list[str], list[str], list[int], np.ndarray]:
+    """(attribute names, image file names, their line numbers, the values as an images x attributes array of
+    '-1'/'1')."""
     lines = _text_lines(path)
     if len(lines) < 3 or not lines[0].strip().isdigit():
         raise FairquantError(f"{path}: expected a count line, an attribute-name line and one row per image; "
@@ -232,7 +276,7 @@ def _celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         if first.setdefault(fields[0], number) != number:
             raise FairquantError(f"{path}: line {number}: image {fields[0]} is listed twice (first on line "
                                  f"{first[fields[0]]}); keep one row per image")
-    return names, files, values
+    return names, files, [number for number, _ in rows], values
 
 
 def _celeba_partition(path: Path) -> dict[str, int]:
@@ -257,7 +301,7 @@ def _celeba_partition(path: Path) -> dict[str, int]:
 
 # --- UTKFace ------------------------------------------------------------------------------------------
 
-UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$", re.IGNORECASE)  # .JPG too (some copies)
 UTK_GENDERS = ("Male", "Female")
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
 AGE_BINS = [0, 20, 40, 60, 200]
@@ -266,33 +310,52 @@ AGE_LABELS = ["0-19", "20-39", "40-59", "60+"]
 
 @reader("utkface")
 def load_utkface(root: Path, params: DataParams) -> RawDataset:
-    """UTKFace: ``[age]_[gender]_[race]_[date].jpg.chip.jpg``; gender 0 male / 1 female; race 0-4."""
+    """UTKFace: ``[age]_[gender]_[race]_[date].jpg.chip.jpg`` (any case); gender 0 male / 1 female; race 0-4."""
     folder = root / "UTKFace" if (root / "UTKFace").is_dir() else _require(root, "UTKFace folder")
     base = real_root(root)
     require_inside(base, folder, str(folder), "the UTKFace folder")
-    files = sorted(folder.glob("*.jpg"))
-    for path in files:
-        require_inside(base, path, str(folder), f"image {path.name}")
+    files = sorted(path for path in folder.iterdir() if path.name.lower().endswith(".jpg"))
     if not files:
         raise FairquantError(f"{folder}: no *.jpg.chip.jpg images; point data.root at the UTKFace folder")
-    parsed, malformed = [], 0
+    parsed, malformed, first_file = [], [], {}
     for path in files:
+        resolved = require_inside(base, path, str(folder), f"image {path.name}")
         match = UTK_NAME.match(path.name)
         if match is None:
-            malformed += 1
+            malformed.append(path.name)
             continue
+        first, first_is_link = first_file.setdefault(resolved, (path.name, path.is_symlink()))
+        if first != path.name:  # a symlink to another image of the set
+            link, other = (first, path.name) if first_is_link else (path.name, first)
+            raise FairquantError(f"{folder}: {link} is the same file as {other} (a link); one image would be two "
+                                 f"samples: remove the link")
         age, gender, race, _ = match.groups()
-        parsed.append((path, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
+        parsed.append((resolved, path.name, int(age), UTK_GENDERS[int(gender)], UTK_RACES[int(race)]))
     if not parsed:
         raise FairquantError(f"{folder}: no file name matches age_gender_race_date.jpg.chip.jpg; keep UTKFace's "
                              f"original file names (they carry the labels)")
-    frame = pd.DataFrame(parsed, columns=["path", "age", "gender", "race"])
+    frame = pd.DataFrame(parsed, columns=["path", "sample_id", "age", "gender", "race"])
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, right=False, labels=AGE_LABELS).astype(str)
-    frame["sample_id"] = [p.name for p in frame["path"]]
+    _refuse_degenerate_after_skipping(frame, params, malformed, folder)
     frame["split"] = _random_split(len(frame), params.val_share, 0.2, params.seed)
     table, classes = _assemble(frame, params, ["age", "age_group", "gender", "race"], {"gender": "Female"},
                                {"race": list(UTK_RACES), "gender": list(UTK_GENDERS), "age_group": AGE_LABELS})
-    return RawDataset(table, paths=list(frame["path"]), skipped={"malformed_names": malformed}, classes=classes)
+    return RawDataset(table, paths=list(frame["path"]), skipped={"malformed_names": len(malformed)},
+                      classes=classes)
+
+
+def _refuse_degenerate_after_skipping(frame: pd.DataFrame, params: DataParams, malformed: list[str],
+                                      folder: Path) -> None:
+    """When names that do not parse were skipped and what is left has one value of a used attribute, the cause is
+    the names, not the attribute: say so (how many, the first) rather than 'a single value'."""
+    if not malformed:
+        return
+    for name in dict.fromkeys([params.target, *params.protected]):
+        if name in frame and frame[name].nunique() < 2:
+            raise FairquantError(
+                f"{folder}: {len(malformed)} of {len(malformed) + len(frame)} files skipped, their names do not parse "
+                f"as age_gender_race_date.jpg.chip.jpg (first: {malformed[0]}), and the {len(frame)} left all have "
+                f"{name} {frame[name].iloc[0]!r}; restore UTKFace's original file names")
 
 
 # --- FairFace -----------------------------------------------------------------------------------------
@@ -309,7 +372,7 @@ def load_fairface(root: Path, params: DataParams) -> RawDataset:
     """
     frames = []
     for csv_name, split in (("fairface_label_train.csv", "train"), ("fairface_label_val.csv", "test")):
-        frame = _fairface_table(_require(root / csv_name, "FairFace label file"))
+        frame = _fairface_table(_inside(real_root(root), _require(root / csv_name, "FairFace label file")))
         frame["split"] = split
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)

@@ -6,17 +6,14 @@ folder listing)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from fairquant.errors import FairquantError
+from fairquant.params.data import escapes  # defined with the params, which check data.folder.table by it too
+
+__all__ = ["COPY_IN", "escapes", "named_path", "real_root", "require_inside"]
 
 COPY_IN = "copy the files into the dataset root instead of linking them"
-
-
-def escapes(text: str) -> bool:
-    """An absolute path (POSIX or Windows) or one with a '..' part: it names something outside the root."""
-    posix, windows = PurePosixPath(text), PureWindowsPath(text)
-    return posix.is_absolute() or bool(windows.drive) or text.startswith("\\") or ".." in windows.parts
 
 
 def real_root(root: str | Path) -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from fairquant.data.images import open_rgb
-from fairquant.data.loaders import RawDataset
+from fairquant.data.loaders import RENAME_HINT, RawDataset, null_like
 from fairquant.errors import FairquantError
 
 
@@ -156,20 +156,17 @@ def check_splits(table: pd.DataFrame, protected: list[str], classes: list[str] |
                                  f"the model cannot learn it: check data.class_imbalance or data.target")
 
 
-NULL_TEXTS = frozenset({"", "nan", "none", "null", "<na>", "nat"})  # how a missing value reads once made text
-
-
 def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
     """Each protected attribute has a value in every kept sample (a missing one would become a group named 'nan')
     and at least two values (one group has nothing to be compared with)."""
     for name in protected:
         values = table[name].map(lambda value: "" if pd.isna(value) else str(value).strip())
-        missing = values.str.lower().isin(NULL_TEXTS).to_numpy()
+        missing = null_like(table[name])
         if missing.any():
             first = table["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
             raise FairquantError(f"protected attribute {name!r} is empty (null) in {int(missing.sum())} of "
                                  f"{len(table)} samples (first: {first}); fill the value in the dataset's labels or "
-                                 f"drop those rows: a missing value is not a group")
+                                 f"drop those rows: a missing value is not a group ({RENAME_HINT})")
         distinct = sorted(values.unique())
         if len(distinct) < 2:
             raise FairquantError(f"protected attribute {name!r} has the single value {distinct[0]!r} in all "
@@ -179,13 +176,13 @@ def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
 
 def check_class_names(table: pd.DataFrame, classes: list[str] | None) -> None:
     """A multi-class target's values are all given: a missing one would become a class called 'nan'."""
-    missing = [k for k, name in enumerate(classes or []) if str(name).strip().lower() in NULL_TEXTS]
+    missing = [k for k, name in enumerate(classes or []) if null_like(pd.Series([name]))[0]]
     if missing:
         rows = table["y_true"].isin(missing).to_numpy()
         first = table["sample_id"].iloc[int(np.flatnonzero(rows)[0])] if rows.any() else None
         raise FairquantError(f"the target is empty (null) in {int(rows.sum())} of {len(table)} samples (first: "
                              f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
-                             f"is not a class")
+                             f"is not a class ({RENAME_HINT})")
 
 
 def check_groups_in_test(table: pd.DataFrame, protected: list[str]) -> None:
@@ -197,7 +194,9 @@ def check_groups_in_test(table: pd.DataFrame, protected: list[str]) -> None:
         if not (part["split"] == "test").any():
             raise FairquantError(f"protected group {' & '.join(protected)} = {group} has no test sample "
                                  f"({len(part)} samples in all); its metrics would be undefined: protect coarser "
-                                 f"attributes (data.protected) or use a dataset with that group in the test split")
+                                 f"attributes (data.protected), try another data.seed where the split is drawn "
+                                 f"(UTKFace, FairFace's train CSV, a folder without a split column), or use a dataset "
+                                 f"with that group in the test split")
 
 
 def check_privileged_group(table: pd.DataFrame, protected: list[str], privileged_group: str | None) -> None:

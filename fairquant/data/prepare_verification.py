@@ -150,7 +150,8 @@ def read_training_set(data: VerifyDataParams) -> tuple[pd.DataFrame, dict]:
     options = {"races": data.races, "seed": data.seed, "min_images_per_identity": data.min_images_per_identity,
                "max_identities": data.max_train_identities}
     if data.train_layout == "recordio":
-        race_map = None if data.train_race_map is None else read_race_map(data.train_race_map, list(data.races))
+        race_map = None if data.train_race_map is None else read_race_map(data.train_race_map, list(data.races),
+                                                                             root=data.train_root)
         return read_recordio(data.train_root, race_map=race_map, **options)
     return read_identity_folders(data.train_root, **options)
 

@@ -216,11 +216,15 @@ def read_labels(root: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, {"records_indexed": len(offsets), "images_from": found}
 
 
-def read_race_map(path: str | Path, races: list[str], key: str = "verify.data.train_race_map") -> dict[int, str]:
-    """A CSV with columns identity (the RecordIO label) and race: identity label -> race."""
+def read_race_map(path: str | Path, races: list[str], key: str = "verify.data.train_race_map", *,
+                  root: str | Path | None = None) -> dict[int, str]:
+    """A CSV with columns identity (the RecordIO label) and race: identity label -> race; with ``root`` (the
+    training root), refused when it resolves outside it."""
     path = Path(path)
     if not path.is_file():
         raise FairquantError(f"{path} does not exist; set {key} to a CSV with columns identity,race (or null)")
+    if root is not None:
+        require_inside(real_root(root), path, str(path), f"{key} {path.name}")
     try:
         frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
     except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError, a bad encoding, ragged rows

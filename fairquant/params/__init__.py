@@ -8,7 +8,9 @@ share); every name is re-exported here, so ``from fairquant.params import X`` is
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -249,7 +251,9 @@ def _hint(error: dict) -> str:
     """What YAML did to a value that the schema refuses by type: booleans from yes/no/on/off, numbers for words."""
     found, kind = error.get("input"), error["type"]
     if isinstance(found, bool) and kind == "string_type":
-        return "; YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the word you meant"
+        key = ".".join(str(part) for part in error["loc"])
+        return (f"; YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the word you meant (with "
+                f"dvc exp run: -S \"{key}='no'\")")
     if isinstance(found, bool):
         return "; YAML read a boolean (true/false/yes/no/on/off): write a number"
     if isinstance(found, (int, float)) and kind == "string_type":
@@ -259,8 +263,22 @@ def _hint(error: dict) -> str:
     return ""
 
 
+_NAMED_KEY = re.compile(r"\b([a-z_0-9]+(?:\.[a-z_0-9]+)+)\b")
+
+
+def _named_key_position(error: dict, positions: Positions) -> tuple[int, int] | None:
+    """Where the first params key a cross-field message names (``mitigate.post_on names ...``) sits, if written."""
+    if error["type"] != "value_error":
+        return None
+    for match in _NAMED_KEY.finditer(error["msg"]):
+        place = positions.get(tuple(match.group(1).split(".")))
+        if place is not None:
+            return place
+    return None
+
+
 def _format_error(error: dict, source: str = "params.yaml", positions: Positions | None = None) -> str:
-    where = position_of(error["loc"], positions or {})
+    where = _named_key_position(error, positions or {}) or position_of(error["loc"], positions or {})
     prefix = f"{source}:{where[0]}:{where[1]}:" if where else f"{source}:"
     key = ".".join(str(part) for part in error["loc"] if part != "[key]") or source
     found = error.get("input")
@@ -289,10 +307,38 @@ def parse_params(raw: dict, *, source: str = "params.yaml", positions: Positions
     when ``positions`` says where each key sits)."""
     if not isinstance(raw, dict):
         raise FairquantError(f"{source}: expected a mapping of sections, found {type(raw).__name__}")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        raise FairquantError(_format_error(exc.errors()[0], source, positions)) from None
+    raw = copy.deepcopy(raw)
+    for _ in range(MAX_WHOLE_FLOATS):
+        try:
+            return Params.model_validate(raw)
+        except ValidationError as exc:
+            if not _whole_floats_to_ints(raw, exc.errors()):
+                raise FairquantError(_format_error(exc.errors()[0], source, positions)) from None
+    raise FairquantError(f"{source}: more than {MAX_WHOLE_FLOATS} whole numbers written as decimals (4.0); write them "
+                         f"without the decimal point")
+
+
+MAX_WHOLE_FLOATS = 64
+
+
+def _whole_floats_to_ints(raw: dict, errors: list[dict]) -> bool:
+    """A whole float (4.0) where an integer is expected becomes that integer, in place (``dvc exp run -S`` and
+    hand edits write them); True when any did. 4.5 stays, refused with 'write a whole number'."""
+    changed = False
+    for error in errors:
+        found, loc = error.get("input"), error["loc"]
+        if error["type"] != "int_type" or not isinstance(found, float) or not found.is_integer():
+            continue
+        try:
+            container = raw
+            for part in loc[:-1]:
+                container = container[part]
+            if container[loc[-1]] is found:
+                container[loc[-1]] = int(found)
+                changed = True
+        except (KeyError, IndexError, TypeError):  # a union's branch name in loc: not a path into the mapping
+            continue
+    return changed
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -54,6 +55,12 @@ class GenerateParams(_Section):
                               "data.source: folder (the multi-class twin)")
 
 
+def escapes(text: str) -> bool:
+    """An absolute path (POSIX or Windows) or one with a '..' part: it names something outside the root."""
+    posix, windows = PurePosixPath(text), PureWindowsPath(text)
+    return posix.is_absolute() or bool(windows.drive) or text.startswith("\\") or ".." in windows.parts
+
+
 class FolderParams(_Section):
     """data.source: folder: a root of images plus one label table naming each image's file and its columns."""
 
@@ -73,6 +80,9 @@ class FolderParams(_Section):
     def _table_is_csv_or_parquet(cls, value: str) -> str:
         if not value.lower().endswith((".csv", ".parquet")):
             raise ValueError(f"data.folder.table is {value!r}; name a .csv or .parquet file (relative to data.root)")
+        if escapes(value):
+            raise ValueError(f"data.folder.table is {value!r}, outside data.root; put the table in the dataset root "
+                             f"and name it relative to data.root")
         return value
 
 

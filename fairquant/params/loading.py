@@ -37,16 +37,17 @@ def _positions(node: Node, path: tuple, out: Positions, source: str) -> None:
             _positions(item, (*path, index), out, source)
     if not isinstance(node, MappingNode):
         return
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str], tuple[int, int]] = {}  # this mapping's keys (block or flow: {a: 1, a: 2})
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE or isinstance(key_node, (MappingNode, SequenceNode)):
             continue
         line, column = _where(key_node)
-        first = seen.setdefault((key_node.tag, key_node.value), line)
-        if first != line:
+        first = seen.setdefault((key_node.tag, key_node.value), (line, column))
+        if first != (line, column):
             inside = f" in '{'.'.join(map(str, path))}'" if path else ""
-            raise FairquantError(f"{source}:{line}:{column}: duplicate key '{key_node.value}'{inside} (first at line "
-                                 f"{first}); YAML would keep only the last one: remove one of them")
+            at = f"line {first[0]}" + (f", column {first[1]}" if first[0] == line else "")
+            raise FairquantError(f"{source}:{line}:{column}: duplicate key '{key_node.value}'{inside} (first at "
+                                 f"{at}); YAML would keep only the last one: remove one of them")
         key = (*path, key_node.value)
         out[key] = (line, column)
         _positions(value_node, key, out, source)
