@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import typer
 
 from fairquant.errors import FairquantError
+from stages import INTERRUPTED
 
 QUIET_LOGGERS = ("dvclive", "torch", "torchao", "PIL")  # their log records below ERROR would add lines on stderr
 
 
 def run(app: typer.Typer) -> None:
+    if threading.current_thread() is threading.main_thread():  # stages/__init__'s import-time handler ends here
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("TORCH_LOGS", "-all")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -40,7 +45,6 @@ def _first_line(message) -> str:
     return (str(message).strip().splitlines() or [""])[0]
 
 
-INTERRUPTED = "interrupted: the stage stopped before finishing; no output was written"
 
 
 def _is(exc: BaseException, name: str) -> bool:

@@ -162,3 +162,15 @@ def test_atomic_outputs_get_the_permissions_a_plain_write_would(tmp_path):
         os.umask(umask)
     assert (tmp_path / "file.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+
+
+def test_ctrl_c_while_a_stage_still_imports_torch_is_one_line_and_130(tmp_path):
+    """The first seconds of a stage import torch; Ctrl-C there is the same one line, not an import traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "stages.predict", "--help"], cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # past the interpreter's start, inside the stage module's imports
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: the stage stopped before finishing; no output was written"]
