@@ -71,6 +71,32 @@ def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
     assert_clean_failure(result, message, out)
 
 
+def _sweep_predictions(root: Path, damage) -> Path:
+    """Every sweep slot of the shipped params holding the same good predictions; ``damage`` changes the second."""
+    from fairquant.mitigate.slots import sweep_slots
+    from fairquant.params import load_params
+
+    slots = sweep_slots(load_params(ROOT / "params.yaml").sweep)
+    for index, slot in enumerate(slots):
+        frame = _good_frame()
+        _predictions(root / slot, "fp32", damage(frame) if index == 1 else frame)
+    return root
+
+
+SWEEP_CASES = [
+    pytest.param(lambda f: f.drop(columns="sample_id"), "lack the column 'sample_id'",
+                 id="artifact-sweep-predictions-no-sample-id"),
+]
+
+
+@pytest.mark.parametrize("damage, message", SWEEP_CASES)
+def test_sweep_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
+    predictions = _sweep_predictions(tmp_path / "sweep", damage)
+    out = tmp_path / "points"
+    result = run_stage("sweep_evaluate", ["--predictions", str(predictions), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
 # ---------------------------------------------------------------- the prepared data read by finetune and predict
 
 
@@ -429,4 +455,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
+CASES = PREDICTION_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
