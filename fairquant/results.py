@@ -164,7 +164,12 @@ class EvaluationResult:
 
 
 _REEVALUATE = "the file is damaged: re-run evaluate (dvc repro -f -s evaluate@<seed>)"
-NUMBER_LEAVES = ("value", "ci_low", "ci_high", "delta", "p_value")  # an estimate's numbers, wherever it stands
+NUMBER_LEAVES = ("value", "ci_low", "ci_high", "delta", "p_value",  # an estimate's numbers, wherever it stands
+                 # the rates, counts and summaries the report prints, wherever they stand (an object under one of
+                 # these names, as signed.accuracy, is an estimate and is walked into)
+                 "n", "positives", "accuracy", "tpr", "fpr", "selection_rate", "worst_group_accuracy", "confidence",
+                 "flip_rate", "flipped", "bootstrap")
+INTERVALS = "intervals"  # name -> [low, high], each a number or null
 OBJECT_BLOCKS = ("groups", "gaps", "signed", "group_changes")  # name -> an object per metric or group
 
 
@@ -204,10 +209,40 @@ def _check_leaves(value: Any, source: str, path: str) -> None:
             where = f"{path}.{key}" if path else str(key)
             if key in NUMBER_LEAVES and not isinstance(inner, dict) and not _is_number(inner):
                 raise FairquantError(f"{source}: '{where}' should be a number, found {inner!r}; {_REEVALUATE}")
+            if key == INTERVALS and isinstance(inner, dict):
+                _check_intervals(inner, source, where)
+                continue
             _check_leaves(inner, source, where)
     elif isinstance(value, list):
         for inner in value:
             _check_leaves(inner, source, path)
+
+
+def _check_intervals(intervals: dict, source: str, path: str) -> None:
+    for name, interval in intervals.items():
+        if not (isinstance(interval, list) and len(interval) == 2 and all(map(_is_number, interval))):
+            raise FairquantError(f"{source}: '{path}.{name}' should be an interval [low, high] of numbers, found "
+                                 f"{interval!r}; {_REEVALUATE}")
+
+
+def check_verification_metrics(verify: Any, source: str) -> None:
+    """The verification branch's metrics (``metrics/verify.json``) in the shapes the report reads: an object with
+    ``races`` (a list of names), a number ``confidence``, ``variants`` mapping names to objects that each hold a
+    ``summary`` object, ``reference`` one of the variants, and every estimate's numbers numbers."""
+    fix = "the file is damaged or not the verification branch's metrics: re-run verify_evaluate (dvc repro)"
+    if not isinstance(verify, dict):
+        raise FairquantError(f"{source}: expected a JSON object, found {type(verify).__name__}; {fix}")
+    variants, races = verify.get("variants"), verify.get("races")
+    if not isinstance(variants, dict) or not variants or not all(
+            isinstance(r, dict) and isinstance(r.get("summary"), dict) for r in variants.values()):
+        raise FairquantError(f"{source}: 'variants' should map each variant to an object with a 'summary'; {fix}")
+    if not isinstance(races, list) or not all(isinstance(race, str) for race in races):
+        raise FairquantError(f"{source}: 'races' should be a list of race names, found {races!r}; {fix}")
+    if not _is_number(verify.get("confidence")) or verify.get("confidence") is None:
+        raise FairquantError(f"{source}: 'confidence' should be a number, found {verify.get('confidence')!r}; {fix}")
+    if verify.get("reference") not in variants:
+        raise FairquantError(f"{source}: 'reference' {verify.get('reference')!r} is not one of its variants; {fix}")
+    _check_leaves(variants, source, "variants")
 
 
 PREDICTION_COLUMNS = ("sample_id", "y_true", "y_score", "y_pred")

@@ -7,7 +7,7 @@ import typer
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
 from fairquant.io import read_json
-from fairquant.results import EvaluationResult
+from fairquant.results import EvaluationResult, check_verification_metrics
 from fairquant.params import SweepParams, load_params
 from fairquant.report import write_report
 from stages._cli import run
@@ -87,6 +87,8 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (_calibration_info(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
+    if verify is not None:
+        check_verification_metrics(verify, str(verify_path))
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
                  sweep=sweep, sweep_summary_path=sweep_summary)

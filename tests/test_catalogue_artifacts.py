@@ -352,6 +352,15 @@ REPORT_CASES = [
                  id="artifact-eval-list-for-object"),
     pytest.param(_set("size_bytes", "12 MB"), "qat.json: 'size_bytes' should be int, found '12 MB'",
                  id="artifact-eval-head-type"),
+    pytest.param(_set("groups.Female.accuracy", "high"), "qat.json: 'groups.Female.accuracy' should be a number",
+                 id="artifact-eval-group-rate-text"),
+    pytest.param(_set("groups.Female.n", "21"), "qat.json: 'groups.Female.n' should be a number, found '21'",
+                 id="artifact-eval-group-count-text"),
+    pytest.param(_set("groups.Female.intervals.accuracy", "wide"),
+                 "qat.json: 'groups.Female.intervals.accuracy' should be an interval [low, high] of numbers",
+                 id="artifact-eval-interval-text"),
+    pytest.param(_set("worst_group_accuracy", "low"), "qat.json: 'worst_group_accuracy' should be a number",
+                 id="artifact-eval-worst-group-text"),
 ]
 
 
@@ -365,6 +374,27 @@ def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
     plots = tmp_path / "plots"
     result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
                                   "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+VERIFY_CASES = [
+    pytest.param(lambda v: [1], "verify.json: expected a JSON object, found list", id="artifact-verify-metrics-list"),
+    pytest.param(lambda v: {**v, "variants": {"fp32": 1}}, "verify.json: 'variants' should map each variant",
+                 id="artifact-verify-metrics-variant-not-object"),
+    pytest.param(lambda v: {**v, "variants": {**v["variants"], "fp32": {**v["variants"]["fp32"], "summary": {
+        **v["variants"]["fp32"]["summary"], "ser": {"value": "1.2"}}}}},
+                 "verify.json: 'variants.fp32.summary.ser.value' should be a number", id="artifact-verify-metrics-text"),
+]
+
+
+@pytest.mark.parametrize("change, message", VERIFY_CASES)
+def test_report_refuses_damaged_verification_metrics(tmp_path, change, message):
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    verify = _file(tmp_path / "verify.json", json.dumps(change(json.loads((ROOT / "metrics" / "verify.json").read_text()))))
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--verify", str(verify), "--summary",
+                                  str(tmp_path / "summary.json"), "--plots", str(plots)], tmp_path)
     assert_clean_failure(result, message, plots)
     assert not (tmp_path / "summary.json").exists()
 
@@ -455,4 +485,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
+CASES = PREDICTION_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + VERIFY_CASES + CLI_CASES
