@@ -48,7 +48,7 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     check_same_classes(infos)  # the first folder is fp32
     for folder in predictions:  # every table checked before any metric: a damaged one is refused, never measured
         check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,
-                          classes=classes_of(infos[folder.name]))
+                          classes=classes_of(infos[folder.name]), post_processed=infos[folder.name].post_processed)
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = infos[folder.name]

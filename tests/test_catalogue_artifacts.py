@@ -59,6 +59,8 @@ PREDICTION_CASES = [
                  "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-out-of-range"),
     pytest.param(_damage_column("Male", lambda f: f["Male"].where(f.index != 2, None)),
                  "'Male' holds null values", id="artifact-predictions-null-group"),
+    pytest.param(_damage_column("y_score", lambda f: (1 - f["y_score"]).astype("float32")),
+                 "y_pred 1 disagrees with y_score", id="artifact-predictions-labels-not-from-scores"),
 ]
 
 
@@ -66,6 +68,53 @@ PREDICTION_CASES = [
 def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
     fp32 = _predictions(tmp_path / "fp32", "fp32", _good_frame())
     variant = _predictions(tmp_path / "ptq", "ptq", damage(_good_frame()))
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def _multiclass_predictions(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    from fairquant.results import PredictionsInfo
+
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "test.parquet", index=False)
+    PredictionsInfo(name=name, kind="fp32" if name == "fp32" else "fakequant", kernels="fp32", size_bytes=10,
+                    details={"classes": CLASSES}, synthetic=True).write(folder)
+    return folder
+
+
+def _multiclass_frame(n: int = 24) -> pd.DataFrame:
+    probs = np.random.default_rng(1).dirichlet(np.ones(len(CLASSES)), n).astype("float32")
+    y_pred = probs.argmax(axis=1).astype("int16")
+    return pd.DataFrame({"sample_id": [f"{i:05d}.jpg" for i in range(n)], "y_true": (np.arange(n) % 3).astype("int16"),
+                         "y_score": probs[np.arange(n), y_pred], "y_pred": y_pred, "y_prob": list(probs),
+                         "Male": np.where(np.arange(n) % 3 == 0, "1", "0")})
+
+
+def _prob_rows(change):
+    return _damage_column("y_prob", lambda f: [change(np.asarray(row)) for row in f["y_prob"]])
+
+
+MULTICLASS_CASES = [
+    pytest.param(_prob_rows(lambda row: row[:2]), "y_prob must hold 3 probabilities per row",
+                 id="artifact-predictions-probabilities-too-few"),
+    pytest.param(_prob_rows(lambda row: row * 2), "y_prob rows must hold finite probabilities summing to 1",
+                 id="artifact-predictions-probabilities-not-summing-to-one"),
+    pytest.param(_prob_rows(lambda row: np.where(np.arange(3) == 0, np.nan, row)),
+                 "y_prob rows must hold finite probabilities summing to 1", id="artifact-predictions-probability-nan"),
+    pytest.param(_damage_column("y_pred", lambda f: ((f["y_pred"] + 1) % 3).astype("int16")),
+                 "y_pred is not the most probable class of y_prob", id="artifact-predictions-label-not-argmax"),
+]
+
+
+@pytest.mark.parametrize("damage, message", MULTICLASS_CASES)
+def test_evaluate_refuses_multiclass_predictions_whose_labels_do_not_follow_their_probabilities(tmp_path, damage,
+                                                                                               message):
+    fp32 = _multiclass_predictions(tmp_path / "fp32", "fp32", _multiclass_frame())
+    variant = _multiclass_predictions(tmp_path / "ptq", "ptq", damage(_multiclass_frame()))
     out = tmp_path / "eval"
     result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
     assert_clean_failure(result, message, out)
@@ -485,4 +534,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + VERIFY_CASES + CLI_CASES
+CASES = PREDICTION_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + VERIFY_CASES + CLI_CASES
