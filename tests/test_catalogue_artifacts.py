@@ -220,12 +220,15 @@ def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, param
 # ---------------------------------------------------------------- the prepared verification folder read by verify_train
 
 
-def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None) -> Path:
-    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info)."""
+def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None,
+                         identity_shift: int = 0, recorded_size: int | None = None) -> Path:
+    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info);
+    ``recorded_size``: a well-formed folder of that image size (the others damage an 8 px one)."""
     from fairquant.io import write_images, write_json
 
     folder.mkdir(parents=True)
-    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2, "race": ["African"] * 6})
+    size = recorded_size or size
+    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2 + identity_shift, "race": ["African"] * 6})
     test = pd.DataFrame({"row": np.arange(4), "race": ["African"] * 4})
     pairs = pd.DataFrame({"pair_id": ["p0", "p1"], "race": ["African"] * 2, "fold": np.array([0, 0], dtype="int16"),
                           "genuine": [True, False], "row1": [0, 1], "row2": [2, 3]})
@@ -233,7 +236,7 @@ def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, 
         table.drop(columns=[drop] if drop in table.columns else []).to_parquet(folder / f"{name}.parquet", index=False)
     write_images(folder / "train_images.npy", np.zeros((train_images, size, size, 3), dtype=np.uint8))
     write_images(folder / "test_images.npy", np.zeros((4, size, size, 3), dtype=np.uint8))
-    write_json(folder / "info.json", {"image_size": 8, "synthetic": True})
+    write_json(folder / "info.json", {"image_size": recorded_size or 8, "synthetic": True})
     return folder
 
 
@@ -243,6 +246,10 @@ VERIFICATION_CASES = [
     pytest.param({"size": 16}, "train_images.npy holds uint8 (6, 16, 16, 3), not uint8 images of 8x8 px",
                  id="artifact-verify-store-size"),
     pytest.param({"drop": "row1"}, "pairs.parquet lacks the columns ['row1']", id="artifact-verify-pairs-column"),
+    pytest.param({"identity_shift": -5}, "train.parquet: column 'identity' should number the identities from 0, "
+                 "found -5", id="artifact-verify-identity-negative"),
+    pytest.param({"recorded_size": 16}, "info.json records image_size 16 but params.yaml's verify.data.image_size is "
+                 "32", id="artifact-verify-folder-from-other-params"),
 ]
 
 
