@@ -434,6 +434,52 @@ def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
     assert not (tmp_path / "summary.json").exists()
 
 
+def _copy_to(source: str, target: str):
+    def change(evaluations: Path) -> None:
+        shutil.copy(evaluations / f"{source}.json", evaluations / f"{target}.json")
+    return change
+
+
+REPORT_FOLDER_CASES = [
+    pytest.param(_copy_to("ptq", "zz_foreign"), "s0 holds metrics of ['zz_foreign'], which params.yaml's mitigate "
+                 "lists do not make", id="artifact-eval-foreign-file"),
+    pytest.param(lambda e: (e / "kmeans.json").unlink(), "s0 lacks the metrics of ['kmeans']",
+                 id="artifact-eval-slot-missing"),
+    pytest.param(_copy_to("ptq", "qat"), "both hold the variant", id="artifact-eval-variant-in-two-slots"),
+]
+
+
+@pytest.mark.parametrize("change, message", REPORT_FOLDER_CASES)
+def test_report_reads_exactly_the_slots_params_make(tmp_path, change, message):
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    change(tmp_path / "eval" / "s0")
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_report_failing_while_it_writes_leaves_no_plots_folder(tmp_path, monkeypatch):
+    """Every file is staged beside --plots first: a failure half way (here the second plot table) leaves nothing."""
+    import fairquant.report.build as build
+
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    written = []
+
+    def fail_on_second(path, frame):
+        written.append(path)
+        if len(written) == 2:
+            raise build.FairquantError("disk full")
+        path.write_text("table")
+    monkeypatch.setattr(build, "write_csv", fail_on_second)
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, "disk full", plots)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".plots")] == []
+
+
 VERIFY_CASES = [
     pytest.param(lambda v: [1], "verify.json: expected a JSON object, found list", id="artifact-verify-metrics-list"),
     pytest.param(lambda v: {**v, "variants": {"fp32": 1}}, "verify.json: 'variants' should map each variant",
@@ -541,4 +587,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + VERIFY_CASES + CLI_CASES
+CASES = PREDICTION_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES
