@@ -7,6 +7,7 @@ import typer
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import check_same_classes, classes_of, evaluate_variant
 from fairquant.io import check_outputs, read_json, read_table
+from fairquant.mitigate.slots import check_slot_holds, study_model_names
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
@@ -45,6 +46,10 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     reference = read_table(predictions[0] / "test.parquet")
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     infos = {folder.name: PredictionsInfo.read(folder) for folder in predictions}
+    if baselines:  # the study's folders: each holds what params.yaml says its slot holds
+        names = study_model_names(params)
+        for folder in predictions:
+            check_slot_holds(folder.name, infos[folder.name].name, names=names, where=str(folder))
     check_same_classes(infos)  # the first folder is fp32
     for folder in predictions:  # every table checked before any metric: a damaged one is refused, never measured
         check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,

@@ -73,6 +73,48 @@ def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
     assert_clean_failure(result, message, out)
 
 
+def _study_predictions(root: Path, damage) -> Path:
+    """One seed's predictions folder as the predict, mitigate and latency stages leave it for the shipped params:
+    every slot, named as params.yaml names it; ``damage(root, params)`` changes it."""
+    from fairquant.mitigate.slots import LATENCY, predictions_folder, study_model_names
+    from fairquant.params import load_params
+    from fairquant.results import PredictionsInfo
+
+    params = load_params(ROOT / "params.yaml")
+    for slot, (name, _) in study_model_names(params).items():
+        folder = _predictions(predictions_folder(root, slot, params.mitigate), name, _good_frame())
+        if "+" in slot and slot.split("+")[-1] in params.mitigate.after:  # post-processed: labels need not follow
+            PredictionsInfo(name=name, kind="fp32", kernels="fp32", size_bytes=10, synthetic=True,
+                            details={"mitigation": {"method": "caleqodds", "family": "post-processing"}}).write(folder)
+    (root / LATENCY).write_text(json.dumps({slot: {"eager": {"median_ms": 1.0}} for slot in ("fp32", "ptq")}))
+    damage(root, params)
+    return root
+
+
+def _slot_from(slot: str, source: str):
+    def damage(root: Path, params) -> None:
+        from fairquant.mitigate.slots import predictions_folder
+
+        target = predictions_folder(root, slot, params.mitigate)
+        shutil.rmtree(target)
+        shutil.copytree(predictions_folder(root, source, params.mitigate), target)
+    return damage
+
+
+STUDY_CASES = [
+    pytest.param(_slot_from("qat", "ptq"), "variants/qat holds 'ptq-w8a8-train', but the qat slot holds 'qat-w4a4'",
+                 id="artifact-predictions-slot-holds-another-variant"),
+]
+
+
+@pytest.mark.parametrize("damage, message", STUDY_CASES)
+def test_evaluate_refuses_a_study_folder_that_is_not_what_params_name(tmp_path, damage, message):
+    root = _study_predictions(tmp_path / "predictions", damage)
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(root), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
 CLASSES = ["cat", "dog", "owl"]
 
 
@@ -587,4 +629,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES
+CASES = PREDICTION_CASES + STUDY_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES
