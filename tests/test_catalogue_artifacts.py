@@ -101,17 +101,53 @@ def _slot_from(slot: str, source: str):
     return damage
 
 
+def _every_slot(change):
+    """``change`` applied to every slot's test.parquet (consistently: the folders still agree with one another)."""
+    def damage(root: Path, params) -> None:
+        for path in root.glob("*/*/test.parquet"):
+            path.unlink()
+            change(_good_frame()).to_parquet(path, index=False)
+    return damage
+
+
+def _one_slot(slot: str, change):
+    def damage(root: Path, params) -> None:
+        from fairquant.mitigate.slots import predictions_folder
+
+        path = predictions_folder(root, slot, params.mitigate) / "test.parquet"
+        frame = pd.read_parquet(path)
+        path.unlink()
+        change(frame).to_parquet(path, index=False)
+    return damage
+
+
+def _flip_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(Male=np.where(frame["Male"] == "1", "0", "1"))
+
+
 STUDY_CASES = [
     pytest.param(_slot_from("qat", "ptq"), "variants/qat holds 'ptq-w8a8-train', but the qat slot holds 'qat-w4a4'",
                  id="artifact-predictions-slot-holds-another-variant"),
+    pytest.param(_every_slot(lambda f: f.assign(sample_id="other_" + f["sample_id"])),
+                 "predictions of fp32 and the prepared test split", id="artifact-predictions-renamed-samples"),
+    pytest.param(_every_slot(lambda f: f.assign(y_true=f["y_true"].to_numpy()[::-1].copy())),
+                 "differ in 'y_true'", id="artifact-predictions-labels-not-the-prepared-ones"),
+    pytest.param(_one_slot("ptq", _flip_groups), "predictions of ptq-w8a8-train and fp32's differ in 'Male'",
+                 id="artifact-predictions-groups-differ-from-fp32"),
 ]
 
 
 @pytest.mark.parametrize("damage, message", STUDY_CASES)
 def test_evaluate_refuses_a_study_folder_that_is_not_what_params_name(tmp_path, damage, message):
     root = _study_predictions(tmp_path / "predictions", damage)
+    test = _good_frame()[["sample_id", "y_true", "Male"]].assign(split="test")
+    train = test.assign(sample_id="train_" + test["sample_id"], split="train")
+    (tmp_path / "prepared").mkdir()
+    pd.concat([train, test]).assign(row=np.arange(2 * len(test))).to_parquet(tmp_path / "prepared" /
+                                                                              "samples.parquet", index=False)
     out = tmp_path / "eval"
-    result = run_stage("evaluate", [str(root), "--out", str(out)], tmp_path, EVALUATE)
+    result = run_stage("evaluate", [str(root), "--data", str(tmp_path / "prepared"), "--out", str(out)], tmp_path,
+                       EVALUATE)
     assert_clean_failure(result, message, out)
 
 
