@@ -66,7 +66,7 @@ def check_same_test_rows(frame: pd.DataFrame, reference: pd.DataFrame, columns: 
         if differ.size:
             row = int(differ[0])
             raise FairquantError(f"{name} and {reference_name} differ in {column!r} in {differ.size} rows (first row "
-                                 f"{row}: {ours[row]!r} vs {theirs[row]!r}); {fix}")
+                                 f"{row}: {ours[row].item()!r} vs {theirs[row].item()!r}); {fix}")
 
 
 def check_against_prepared(predictions: pd.DataFrame, samples: pd.DataFrame, protected: list[str], *,
