@@ -63,6 +63,11 @@ class PredictionsInfo:
         return self.details.get("mitigation")
 
     @property
+    def post_processed(self) -> bool:
+        """Whether a post-processor made these predictions (its labels need not follow its scores)."""
+        return (self.mitigation or {}).get("family") == "post-processing"
+
+    @property
     def latency_ms(self) -> dict[str, float]:
         """Median milliseconds per batch, per mode."""
         return {mode: timing["median_ms"] for mode, timing in self.latency.items()}
@@ -164,7 +169,12 @@ class EvaluationResult:
 
 
 _REEVALUATE = "the file is damaged: re-run evaluate (dvc repro -f -s evaluate@<seed>)"
-NUMBER_LEAVES = ("value", "ci_low", "ci_high", "delta", "p_value")  # an estimate's numbers, wherever it stands
+NUMBER_LEAVES = ("value", "ci_low", "ci_high", "delta", "p_value",  # an estimate's numbers, wherever it stands
+                 # the rates, counts and summaries the report prints, wherever they stand (an object under one of
+                 # these names, as signed.accuracy, is an estimate and is walked into)
+                 "n", "positives", "accuracy", "tpr", "fpr", "selection_rate", "worst_group_accuracy", "confidence",
+                 "flip_rate", "flipped", "bootstrap")
+INTERVALS = "intervals"  # name -> [low, high], each a number or null
 OBJECT_BLOCKS = ("groups", "gaps", "signed", "group_changes")  # name -> an object per metric or group
 
 
@@ -204,20 +214,52 @@ def _check_leaves(value: Any, source: str, path: str) -> None:
             where = f"{path}.{key}" if path else str(key)
             if key in NUMBER_LEAVES and not isinstance(inner, dict) and not _is_number(inner):
                 raise FairquantError(f"{source}: '{where}' should be a number, found {inner!r}; {_REEVALUATE}")
+            if key == INTERVALS and isinstance(inner, dict):
+                _check_intervals(inner, source, where)
+                continue
             _check_leaves(inner, source, where)
     elif isinstance(value, list):
         for inner in value:
             _check_leaves(inner, source, path)
 
 
+def _check_intervals(intervals: dict, source: str, path: str) -> None:
+    for name, interval in intervals.items():
+        if not (isinstance(interval, list) and len(interval) == 2 and all(map(_is_number, interval))):
+            raise FairquantError(f"{source}: '{path}.{name}' should be an interval [low, high] of numbers, found "
+                                 f"{interval!r}; {_REEVALUATE}")
+
+
+def check_verification_metrics(verify: Any, source: str) -> None:
+    """The verification branch's metrics (``metrics/verify.json``) in the shapes the report reads: an object with
+    ``races`` (a list of names), a number ``confidence``, ``variants`` mapping names to objects that each hold a
+    ``summary`` object, ``reference`` one of the variants, and every estimate's numbers numbers."""
+    fix = "the file is damaged or not the verification branch's metrics: re-run verify_evaluate (dvc repro)"
+    if not isinstance(verify, dict):
+        raise FairquantError(f"{source}: expected a JSON object, found {type(verify).__name__}; {fix}")
+    variants, races = verify.get("variants"), verify.get("races")
+    if not isinstance(variants, dict) or not variants or not all(
+            isinstance(r, dict) and isinstance(r.get("summary"), dict) for r in variants.values()):
+        raise FairquantError(f"{source}: 'variants' should map each variant to an object with a 'summary'; {fix}")
+    if not isinstance(races, list) or not all(isinstance(race, str) for race in races):
+        raise FairquantError(f"{source}: 'races' should be a list of race names, found {races!r}; {fix}")
+    if not _is_number(verify.get("confidence")) or verify.get("confidence") is None:
+        raise FairquantError(f"{source}: 'confidence' should be a number, found {verify.get('confidence')!r}; {fix}")
+    if verify.get("reference") not in variants:
+        raise FairquantError(f"{source}: 'reference' {verify.get('reference')!r} is not one of its variants; {fix}")
+    _check_leaves(variants, source, "variants")
+
+
 PREDICTION_COLUMNS = ("sample_id", "y_true", "y_score", "y_pred")
 
 
-def check_predictions(frame: Any, *, source: str, protected: list[str], classes: list[str] | None = None) -> None:
+def check_predictions(frame: Any, *, source: str, protected: list[str], classes: list[str] | None = None,
+                      post_processed: bool = False) -> None:
     """A predictions table (``val.parquet`` / ``test.parquet``) as the predict stage writes it: its columns, integer
     labels in range (0/1, or class indices below ``len(classes)``), probabilities in [0, 1] in ``y_score``, no null
     sample id or group, no repeated sample id. Scores in ``y_pred`` or a NaN score would otherwise be cut or compared
-    silently."""
+    silently. Labels agree with scores (:func:`check_labels_follow_scores`) unless ``post_processed`` (a
+    post-processor's per-group thresholds or randomised labels legitimately differ from its scores)."""
     import numpy as np
     import pandas as pd
 
@@ -246,3 +288,40 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
     if frame["sample_id"].duplicated().any():
         first = frame["sample_id"][frame["sample_id"].duplicated()].iloc[0]
         raise FairquantError(f"{source}: sample {first!r} appears more than once; {fix}")
+    if not post_processed:
+        check_labels_follow_scores(frame, source=source, classes=classes)
+
+
+SCORE_TOLERANCE = 1e-4  # a multi-class row's probabilities sum to 1 within this; float32 rounding is ~1e-7
+
+
+def check_labels_follow_scores(frame: Any, *, source: str, classes: list[str] | None) -> None:
+    """A model's labels are its scores' labels: binary, ``y_pred`` is ``y_score > 0.5`` (a score within 1e-6 of
+    0.5 may fall either side after float32 rounding); multi-class, each ``y_prob`` row (where present) holds one
+    finite probability per class summing to 1, ``y_pred`` is its most probable class and ``y_score`` that class's
+    probability. Scores and labels from different runs, or one column edited, would otherwise be measured as one."""
+    import numpy as np
+
+    fix = "the scores and labels come from different runs or the file was edited: re-run predict (dvc repro)"
+    y_pred, scores = frame["y_pred"].to_numpy(), frame["y_score"].to_numpy(dtype=np.float64)
+    if not classes:
+        wrong = (y_pred != (scores > 0.5)) & (np.abs(scores - 0.5) > 1e-6)
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise FairquantError(f"{source}: y_pred {int(y_pred[row])} disagrees with y_score {scores[row]:.4f} "
+                                 f"(threshold 0.5) in {int(wrong.sum())} rows, first row {row}; {fix}")
+        return
+    if "y_prob" not in frame.columns:
+        return
+    rows = list(frame["y_prob"])
+    if not all(row is not None and len(row) == len(classes) for row in rows):
+        raise FairquantError(f"{source}: y_prob must hold {len(classes)} probabilities per row (one per class); {fix}")
+    probs = np.asarray([np.asarray(row, dtype=np.float64) for row in rows]).reshape(len(rows), len(classes))
+    if not np.isfinite(probs).all() or (probs < 0).any() or (
+            np.abs(probs.sum(axis=1) - 1) > SCORE_TOLERANCE).any():
+        raise FairquantError(f"{source}: y_prob rows must hold finite probabilities summing to 1 (within "
+                             f"{SCORE_TOLERANCE:g}); {fix}")
+    picked = probs[np.arange(len(rows)), y_pred.astype(np.int64)]
+    if (np.abs(picked - scores) > 1e-6).any() or (picked < probs.max(axis=1)).any():
+        raise FairquantError(f"{source}: y_pred is not the most probable class of y_prob, or y_score not its "
+                             f"probability; {fix}")

@@ -5,8 +5,9 @@ from pathlib import Path
 import typer
 
 from fairquant.errors import FairquantError
-from fairquant.fairness.evaluation import check_same_classes, classes_of, evaluate_variant
+from fairquant.fairness.evaluation import check_against_prepared, check_same_classes, classes_of, evaluate_variant
 from fairquant.io import check_outputs, read_json, read_table
+from fairquant.mitigate.slots import check_slot_holds, study_model_names
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo, check_predictions
 from stages._cli import run
@@ -35,6 +36,8 @@ def study_folders(root: Path, params) -> tuple[list[Path], dict[str, str | None]
 def main(predictions: list[Path] = typer.Argument(..., help="prediction folders, the first one fp32; or one seed's "
                                                              "predictions folder (variants/ and postprocessed/)"),
          out_dir: Path = typer.Option(..., "--out", help="folder for one training seed's <slot>.json files"),
+         data: Path = typer.Option(None, help="prepared data folder: fp32's predictions must cover its test split "
+                                              "row for row"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     check_outputs(folders={"--out": out_dir})  # before any work
@@ -45,10 +48,17 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
     reference = read_table(predictions[0] / "test.parquet")
     frames = {folder.name: read_table(folder / "test.parquet") for folder in predictions}
     infos = {folder.name: PredictionsInfo.read(folder) for folder in predictions}
+    if baselines:  # the study's folders: each holds what params.yaml says its slot holds
+        names = study_model_names(params)
+        for folder in predictions:
+            check_slot_holds(folder.name, infos[folder.name].name, names=names, where=str(folder))
     check_same_classes(infos)  # the first folder is fp32
     for folder in predictions:  # every table checked before any metric: a damaged one is refused, never measured
         check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,
-                          classes=classes_of(infos[folder.name]))
+                          classes=classes_of(infos[folder.name]), post_processed=infos[folder.name].post_processed)
+    if data is not None:
+        check_against_prepared(reference, read_table(data / "samples.parquet"), params.data.protected,
+                               name=predictions[0].name, source=str(data / "samples.parquet"))
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails
         info = infos[folder.name]

@@ -3,6 +3,7 @@ variant: the study's model slots). Nothing here is timed (the latency stage is),
 every unchanged model and nothing downstream of those re-runs. With ``--sweep`` it predicts the sweep's models
 instead: every architecture's fp32 and each of its points (``<arch>/<point folder>``)."""
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.io import ImageRows, atomic_dir, check_outputs, predictions_schema, write_table
-from fairquant.mitigate.slots import model_slots, sweep_model_names, sweep_slots
+from fairquant.mitigate.slots import (check_slot_holds, model_slots, study_model_names, sweep_model_names,
+                                      sweep_slots)
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
 from fairquant.training import labels_from_scores
@@ -42,16 +44,22 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
         raise FairquantError(f"{data} lacks {absent or 'synthetic in info.json'} (data.protected: {protected}); "
                              "re-run prepare with these params (dvc repro)")
     expected = sweep_model_names(params) if sweep else {}
+    names = {} if sweep else study_model_names(params)
     with atomic_dir(out) as tmp:  # every slot or none
         for slot in slots:
-            predict_variant(models / slot, tmp / slot, table, images, info, params, expected=expected.get(slot))
+            check_name = partial(check_slot_holds, slot, names=names, where=str(models / slot)) if names else None
+            predict_variant(models / slot, tmp / slot, table, images, info, params, expected=expected.get(slot),
+                            check_name=check_name)
 
 
 def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params, *,
-                    expected: tuple[str, str] | None = None) -> None:
+                    expected: tuple[str, str] | None = None, check_name=None) -> None:
     """Predict val and test with the model in ``model_dir``; ``expected``: the (arch, name) it must record (the
-    sweep's folders are named by params, so a model copied or left there from other params is refused)."""
+    sweep's folders are named by params, so a model copied or left there from other params is refused);
+    ``check_name``: called with the name the model records, refuses one that is not its study slot's."""
     variant = load_variant(model_dir, batch_size=params.evaluate.batch_size, repeats=0, latency_batch=0)
+    if check_name is not None:
+        check_name(variant.name)
     found = (variant.config.get("arch"), variant.name)
     if expected is not None and found != expected:
         raise FairquantError(f"{model_dir} holds the {found[0]} model {found[1]}, not {expected[1]} of {expected[0]} "

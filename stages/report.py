@@ -7,7 +7,8 @@ import typer
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
 from fairquant.io import read_json
-from fairquant.results import EvaluationResult
+from fairquant.mitigate.slots import study_slots
+from fairquant.results import EvaluationResult, check_verification_metrics
 from fairquant.params import SweepParams, load_params
 from fairquant.report import write_report
 from stages._cli import run
@@ -15,12 +16,26 @@ from stages._cli import run
 app = typer.Typer(add_completion=False)
 
 
-def seed_metrics(folder: Path) -> dict[str, dict]:
-    """One seed's metrics by slot, fp32 first."""
-    files = sorted(folder.glob("*.json"), key=lambda p: (p.stem != "fp32", p.stem))
-    if not files or files[0].stem != "fp32":
+def seed_metrics(folder: Path, slots: list[str]) -> dict[str, dict]:
+    """One seed's metrics by slot: exactly the ``slots`` params.yaml's mitigate lists make (fp32 first); a file
+    missing or one besides them (left from other params, or copied in) is refused, as is one variant in two files."""
+    if not (folder / "fp32.json").is_file():
         raise FairquantError(f"{folder} holds no fp32.json; run the evaluate stage for this seed first (dvc repro)")
-    return {path.stem: EvaluationResult.read(path).to_dict() for path in files}
+    found = {path.stem for path in folder.glob("*.json")}
+    missing, extra = [s for s in slots if s not in found], sorted(found - set(slots))
+    if missing or extra:
+        what = f"lacks the metrics of {missing}" if missing else f"holds metrics of {extra}, which params.yaml's " \
+            "mitigate lists do not make"
+        raise FairquantError(f"{folder} {what}; re-run evaluate for this seed with these params (dvc repro), or "
+                             f"remove the stray files")
+    metrics = {slot: EvaluationResult.read(folder / f"{slot}.json").to_dict() for slot in slots}
+    names: dict[str, str] = {}
+    for slot, result in metrics.items():
+        if result["variant"] in names:
+            raise FairquantError(f"{folder}: {names[result['variant']]}.json and {slot}.json both hold the variant "
+                                 f"{result['variant']!r}; one is from another slot: re-run evaluate (dvc repro)")
+        names[result["variant"]] = slot
+    return metrics
 
 
 def seed_sweep(folder: Path, sweep: SweepParams) -> dict:
@@ -78,15 +93,15 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")
     # Only the seeds params.yaml lists: folders of seeds removed since are stale, not part of this study.
-    per_seed = {seed: seed_metrics(eval_dir / f"s{seed}") for seed in seeds}
-    slots = [list(m) for m in per_seed.values()]
-    if any(s != slots[0] for s in slots):
-        raise FairquantError(f"training seeds have different variants ({slots}); run dvc repro to evaluate every seed")
+    slots = sorted(study_slots(params.mitigate), key=lambda slot: (slot != "fp32", slot))  # fp32, then by name
+    per_seed = {seed: seed_metrics(eval_dir / f"s{seed}", slots) for seed in seeds}
     sets = {}
     if calibration_dir is not None:
         first = calibration_dir / f"s{min(seeds)}"
         sets = {info["set"]: info for info in (_calibration_info(p) for p in sorted(first.glob("*/info.json")))}
     verify = read_json(verify_path) if verify_path is not None else None
+    if verify is not None:
+        check_verification_metrics(verify, str(verify_path))
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
                  sweep=sweep, sweep_summary_path=sweep_summary)

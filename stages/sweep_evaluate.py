@@ -29,11 +29,11 @@ def main(predictions: Path = typer.Option(..., help="one seed's sweep prediction
     if missing:
         raise FairquantError(f"{predictions} lacks predictions of {missing}; run dvc repro (the sweep stages)")
     frames = {slot: read_table(predictions / slot / "test.parquet") for slot in slots}
-    check_same_rows(frames)
     infos = {slot: PredictionsInfo.read(predictions / slot) for slot in slots}
-    for slot in slots:  # every table checked before any metric
+    for slot in slots:  # every table checked before any metric (and before rows are compared: sample_id is there)
         check_predictions(frames[slot], source=str(predictions / slot / "test.parquet"),
                           protected=params.data.protected, classes=classes_of(infos[slot]))
+    check_same_rows(frames)
     results, trends = evaluate_sweep(frames, infos, params.sweep, params.data.protected, params.evaluate)
     with atomic_dir(out_dir) as tmp:  # every file or none
         for slot, result in results.items():

@@ -28,7 +28,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir)
     fakequant.check_layer_names(model, params.verify.layers, "verify.layers")  # before any variant is made
-    prepared = load_verification(data)
+    prepared = load_verification(data, data=params.verify.data)
     inputs = VerificationData(prepared.train_images, prepared.train_rows, prepared.identities,
                               data / "calibration", prepared.image_size)
     specs = planned_variants(params)

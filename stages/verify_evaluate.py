@@ -37,7 +37,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     params = load_params(params_file)
     check_outputs(folders={"--predictions": predictions}, files={"--metrics": metrics})  # before any work
     settings = params.verify.evaluate
-    prepared = load_verification(data)
+    prepared = load_verification(data, data=params.verify.data)
     pairs = prepared.pairs
     scores, configs = {}, {}
     race_mix = None

@@ -25,7 +25,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     params = load_params(params_file)
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     verify = params.verify
-    prepared = load_verification(data)
+    prepared = load_verification(data, data=params.verify.data)
     seed_everything(verify.train.seed, verify.train.threads)
     model = build_model(verify.model.arch, small_input_stem=verify.model.small_input_stem,
                         embedding_dim=verify.model.embedding_dim, image_size=prepared.image_size,

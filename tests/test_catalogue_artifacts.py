@@ -59,6 +59,8 @@ PREDICTION_CASES = [
                  "y_score must hold probabilities in [0, 1]", id="artifact-predictions-score-out-of-range"),
     pytest.param(_damage_column("Male", lambda f: f["Male"].where(f.index != 2, None)),
                  "'Male' holds null values", id="artifact-predictions-null-group"),
+    pytest.param(_damage_column("y_score", lambda f: (1 - f["y_score"]).astype("float32")),
+                 "y_pred 1 disagrees with y_score", id="artifact-predictions-labels-not-from-scores"),
 ]
 
 
@@ -68,6 +70,157 @@ def test_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
     variant = _predictions(tmp_path / "ptq", "ptq", damage(_good_frame()))
     out = tmp_path / "eval"
     result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+def _study_predictions(root: Path, damage) -> Path:
+    """One seed's predictions folder as the predict, mitigate and latency stages leave it for the shipped params:
+    every slot, named as params.yaml names it; ``damage(root, params)`` changes it."""
+    from fairquant.mitigate.slots import LATENCY, predictions_folder, study_model_names
+    from fairquant.params import load_params
+    from fairquant.results import PredictionsInfo
+
+    params = load_params(ROOT / "params.yaml")
+    for slot, (name, _) in study_model_names(params).items():
+        folder = _predictions(predictions_folder(root, slot, params.mitigate), name, _good_frame())
+        if "+" in slot and slot.split("+")[-1] in params.mitigate.after:  # post-processed: labels need not follow
+            PredictionsInfo(name=name, kind="fp32", kernels="fp32", size_bytes=10, synthetic=True,
+                            details={"mitigation": {"method": "caleqodds", "family": "post-processing"}}).write(folder)
+    (root / LATENCY).write_text(json.dumps({slot: {"eager": {"median_ms": 1.0}} for slot in ("fp32", "ptq")}))
+    damage(root, params)
+    return root
+
+
+def _slot_from(slot: str, source: str):
+    def damage(root: Path, params) -> None:
+        from fairquant.mitigate.slots import predictions_folder
+
+        target = predictions_folder(root, slot, params.mitigate)
+        shutil.rmtree(target)
+        shutil.copytree(predictions_folder(root, source, params.mitigate), target)
+    return damage
+
+
+def _every_slot(change):
+    """``change`` applied to every slot's test.parquet (consistently: the folders still agree with one another)."""
+    def damage(root: Path, params) -> None:
+        for path in root.glob("*/*/test.parquet"):
+            path.unlink()
+            change(_good_frame()).to_parquet(path, index=False)
+    return damage
+
+
+def _one_slot(slot: str, change):
+    def damage(root: Path, params) -> None:
+        from fairquant.mitigate.slots import predictions_folder
+
+        path = predictions_folder(root, slot, params.mitigate) / "test.parquet"
+        frame = pd.read_parquet(path)
+        path.unlink()
+        change(frame).to_parquet(path, index=False)
+    return damage
+
+
+def _flip_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(Male=np.where(frame["Male"] == "1", "0", "1"))
+
+
+STUDY_CASES = [
+    pytest.param(_slot_from("qat", "ptq"), "variants/qat holds 'ptq-w8a8-train', but the qat slot holds 'qat-w4a4'",
+                 id="artifact-predictions-slot-holds-another-variant"),
+    pytest.param(_every_slot(lambda f: f.assign(sample_id="other_" + f["sample_id"])),
+                 "predictions of fp32 and the prepared test split", id="artifact-predictions-renamed-samples"),
+    pytest.param(_every_slot(lambda f: f.assign(y_true=f["y_true"].to_numpy()[::-1].copy())),
+                 "differ in 'y_true'", id="artifact-predictions-labels-not-the-prepared-ones"),
+    pytest.param(_one_slot("ptq", _flip_groups), "predictions of ptq-w8a8-train and fp32's differ in 'Male'",
+                 id="artifact-predictions-groups-differ-from-fp32"),
+]
+
+
+@pytest.mark.parametrize("damage, message", STUDY_CASES)
+def test_evaluate_refuses_a_study_folder_that_is_not_what_params_name(tmp_path, damage, message):
+    root = _study_predictions(tmp_path / "predictions", damage)
+    test = _good_frame()[["sample_id", "y_true", "Male"]].assign(split="test")
+    train = test.assign(sample_id="train_" + test["sample_id"], split="train")
+    (tmp_path / "prepared").mkdir()
+    pd.concat([train, test]).assign(row=np.arange(2 * len(test))).to_parquet(tmp_path / "prepared" /
+                                                                              "samples.parquet", index=False)
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(root), "--data", str(tmp_path / "prepared"), "--out", str(out)], tmp_path,
+                       EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def _multiclass_predictions(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    from fairquant.results import PredictionsInfo
+
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "test.parquet", index=False)
+    PredictionsInfo(name=name, kind="fp32" if name == "fp32" else "fakequant", kernels="fp32", size_bytes=10,
+                    details={"classes": CLASSES}, synthetic=True).write(folder)
+    return folder
+
+
+def _multiclass_frame(n: int = 24) -> pd.DataFrame:
+    probs = np.random.default_rng(1).dirichlet(np.ones(len(CLASSES)), n).astype("float32")
+    y_pred = probs.argmax(axis=1).astype("int16")
+    return pd.DataFrame({"sample_id": [f"{i:05d}.jpg" for i in range(n)], "y_true": (np.arange(n) % 3).astype("int16"),
+                         "y_score": probs[np.arange(n), y_pred], "y_pred": y_pred, "y_prob": list(probs),
+                         "Male": np.where(np.arange(n) % 3 == 0, "1", "0")})
+
+
+def _prob_rows(change):
+    return _damage_column("y_prob", lambda f: [change(np.asarray(row)) for row in f["y_prob"]])
+
+
+MULTICLASS_CASES = [
+    pytest.param(_prob_rows(lambda row: row[:2]), "y_prob must hold 3 probabilities per row",
+                 id="artifact-predictions-probabilities-too-few"),
+    pytest.param(_prob_rows(lambda row: row * 2), "y_prob rows must hold finite probabilities summing to 1",
+                 id="artifact-predictions-probabilities-not-summing-to-one"),
+    pytest.param(_prob_rows(lambda row: np.where(np.arange(3) == 0, np.nan, row)),
+                 "y_prob rows must hold finite probabilities summing to 1", id="artifact-predictions-probability-nan"),
+    pytest.param(_damage_column("y_pred", lambda f: ((f["y_pred"] + 1) % 3).astype("int16")),
+                 "y_pred is not the most probable class of y_prob", id="artifact-predictions-label-not-argmax"),
+]
+
+
+@pytest.mark.parametrize("damage, message", MULTICLASS_CASES)
+def test_evaluate_refuses_multiclass_predictions_whose_labels_do_not_follow_their_probabilities(tmp_path, damage,
+                                                                                               message):
+    fp32 = _multiclass_predictions(tmp_path / "fp32", "fp32", _multiclass_frame())
+    variant = _multiclass_predictions(tmp_path / "ptq", "ptq", damage(_multiclass_frame()))
+    out = tmp_path / "eval"
+    result = run_stage("evaluate", [str(fp32), str(variant), "--out", str(out)], tmp_path, EVALUATE)
+    assert_clean_failure(result, message, out)
+
+
+def _sweep_predictions(root: Path, damage) -> Path:
+    """Every sweep slot of the shipped params holding the same good predictions; ``damage`` changes the second."""
+    from fairquant.mitigate.slots import sweep_slots
+    from fairquant.params import load_params
+
+    slots = sweep_slots(load_params(ROOT / "params.yaml").sweep)
+    for index, slot in enumerate(slots):
+        frame = _good_frame()
+        _predictions(root / slot, "fp32", damage(frame) if index == 1 else frame)
+    return root
+
+
+SWEEP_CASES = [
+    pytest.param(lambda f: f.drop(columns="sample_id"), "lack the column 'sample_id'",
+                 id="artifact-sweep-predictions-no-sample-id"),
+]
+
+
+@pytest.mark.parametrize("damage, message", SWEEP_CASES)
+def test_sweep_evaluate_refuses_damaged_predictions(tmp_path, damage, message):
+    predictions = _sweep_predictions(tmp_path / "sweep", damage)
+    out = tmp_path / "points"
+    result = run_stage("sweep_evaluate", ["--predictions", str(predictions), "--out", str(out)], tmp_path, EVALUATE)
     assert_clean_failure(result, message, out)
 
 
@@ -145,12 +298,15 @@ def test_finetune_refuses_damaged_or_stale_prepared_data(tmp_path, damage, param
 # ---------------------------------------------------------------- the prepared verification folder read by verify_train
 
 
-def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None) -> Path:
-    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info)."""
+def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, drop: str | None = None,
+                         identity_shift: int = 0, recorded_size: int | None = None) -> Path:
+    """A tiny prepared verification folder in verify_prepare's layout (tables, two image stores, info);
+    ``recorded_size``: a well-formed folder of that image size (the others damage an 8 px one)."""
     from fairquant.io import write_images, write_json
 
     folder.mkdir(parents=True)
-    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2, "race": ["African"] * 6})
+    size = recorded_size or size
+    train = pd.DataFrame({"row": np.arange(6), "identity": np.arange(6) % 2 + identity_shift, "race": ["African"] * 6})
     test = pd.DataFrame({"row": np.arange(4), "race": ["African"] * 4})
     pairs = pd.DataFrame({"pair_id": ["p0", "p1"], "race": ["African"] * 2, "fold": np.array([0, 0], dtype="int16"),
                           "genuine": [True, False], "row1": [0, 1], "row2": [2, 3]})
@@ -158,7 +314,7 @@ def _verification_folder(folder: Path, *, train_images: int = 6, size: int = 8, 
         table.drop(columns=[drop] if drop in table.columns else []).to_parquet(folder / f"{name}.parquet", index=False)
     write_images(folder / "train_images.npy", np.zeros((train_images, size, size, 3), dtype=np.uint8))
     write_images(folder / "test_images.npy", np.zeros((4, size, size, 3), dtype=np.uint8))
-    write_json(folder / "info.json", {"image_size": 8, "synthetic": True})
+    write_json(folder / "info.json", {"image_size": recorded_size or 8, "synthetic": True})
     return folder
 
 
@@ -168,6 +324,10 @@ VERIFICATION_CASES = [
     pytest.param({"size": 16}, "train_images.npy holds uint8 (6, 16, 16, 3), not uint8 images of 8x8 px",
                  id="artifact-verify-store-size"),
     pytest.param({"drop": "row1"}, "pairs.parquet lacks the columns ['row1']", id="artifact-verify-pairs-column"),
+    pytest.param({"identity_shift": -5}, "train.parquet: column 'identity' should number the identities from 0, "
+                 "found -5", id="artifact-verify-identity-negative"),
+    pytest.param({"recorded_size": 16}, "info.json records image_size 16 but params.yaml's verify.data.image_size is "
+                 "32", id="artifact-verify-folder-from-other-params"),
 ]
 
 
@@ -326,6 +486,15 @@ REPORT_CASES = [
                  id="artifact-eval-list-for-object"),
     pytest.param(_set("size_bytes", "12 MB"), "qat.json: 'size_bytes' should be int, found '12 MB'",
                  id="artifact-eval-head-type"),
+    pytest.param(_set("groups.Female.accuracy", "high"), "qat.json: 'groups.Female.accuracy' should be a number",
+                 id="artifact-eval-group-rate-text"),
+    pytest.param(_set("groups.Female.n", "21"), "qat.json: 'groups.Female.n' should be a number, found '21'",
+                 id="artifact-eval-group-count-text"),
+    pytest.param(_set("groups.Female.intervals.accuracy", "wide"),
+                 "qat.json: 'groups.Female.intervals.accuracy' should be an interval [low, high] of numbers",
+                 id="artifact-eval-interval-text"),
+    pytest.param(_set("worst_group_accuracy", "low"), "qat.json: 'worst_group_accuracy' should be a number",
+                 id="artifact-eval-worst-group-text"),
 ]
 
 
@@ -339,6 +508,73 @@ def test_report_refuses_type_damage_in_an_evaluation(tmp_path, change, message):
     plots = tmp_path / "plots"
     result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
                                   "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+def _copy_to(source: str, target: str):
+    def change(evaluations: Path) -> None:
+        shutil.copy(evaluations / f"{source}.json", evaluations / f"{target}.json")
+    return change
+
+
+REPORT_FOLDER_CASES = [
+    pytest.param(_copy_to("ptq", "zz_foreign"), "s0 holds metrics of ['zz_foreign'], which params.yaml's mitigate "
+                 "lists do not make", id="artifact-eval-foreign-file"),
+    pytest.param(lambda e: (e / "kmeans.json").unlink(), "s0 lacks the metrics of ['kmeans']",
+                 id="artifact-eval-slot-missing"),
+    pytest.param(_copy_to("ptq", "qat"), "both hold the variant", id="artifact-eval-variant-in-two-slots"),
+]
+
+
+@pytest.mark.parametrize("change, message", REPORT_FOLDER_CASES)
+def test_report_reads_exactly_the_slots_params_make(tmp_path, change, message):
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    change(tmp_path / "eval" / "s0")
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, message, plots)
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_report_failing_while_it_writes_leaves_no_plots_folder(tmp_path, monkeypatch):
+    """Every file is staged beside --plots first: a failure half way (here the second plot table) leaves nothing."""
+    import fairquant.report.build as build
+
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    written = []
+
+    def fail_on_second(path, frame):
+        written.append(path)
+        if len(written) == 2:
+            raise build.FairquantError("disk full")
+        path.write_text("table")
+    monkeypatch.setattr(build, "write_csv", fail_on_second)
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--summary", str(tmp_path / "summary.json"),
+                                  "--plots", str(plots)], tmp_path)
+    assert_clean_failure(result, "disk full", plots)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".plots")] == []
+
+
+VERIFY_CASES = [
+    pytest.param(lambda v: [1], "verify.json: expected a JSON object, found list", id="artifact-verify-metrics-list"),
+    pytest.param(lambda v: {**v, "variants": {"fp32": 1}}, "verify.json: 'variants' should map each variant",
+                 id="artifact-verify-metrics-variant-not-object"),
+    pytest.param(lambda v: {**v, "variants": {**v["variants"], "fp32": {**v["variants"]["fp32"], "summary": {
+        **v["variants"]["fp32"]["summary"], "ser": {"value": "1.2"}}}}},
+                 "verify.json: 'variants.fp32.summary.ser.value' should be a number", id="artifact-verify-metrics-text"),
+]
+
+
+@pytest.mark.parametrize("change, message", VERIFY_CASES)
+def test_report_refuses_damaged_verification_metrics(tmp_path, change, message):
+    shutil.copytree(ROOT / "metrics" / "eval", tmp_path / "eval")
+    verify = _file(tmp_path / "verify.json", json.dumps(change(json.loads((ROOT / "metrics" / "verify.json").read_text()))))
+    plots = tmp_path / "plots"
+    result = run_stage("report", ["--eval", str(tmp_path / "eval"), "--verify", str(verify), "--summary",
+                                  str(tmp_path / "summary.json"), "--plots", str(plots)], tmp_path)
     assert_clean_failure(result, message, plots)
     assert not (tmp_path / "summary.json").exists()
 
@@ -429,4 +665,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
+CASES = PREDICTION_CASES + STUDY_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES

@@ -11,6 +11,7 @@ import pandas as pd
 
 from fairquant.errors import FairquantError
 from fairquant.io import read_images, read_json, read_table
+from fairquant.params.verify import VerifyDataParams
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,11 @@ class PreparedVerification:
         return int(self.info["image_size"])
 
 
-def load_verification(folder: str | Path) -> PreparedVerification:
+def load_verification(folder: str | Path, *, data: VerifyDataParams) -> PreparedVerification:
     """Read a folder written by :func:`fairquant.data.prepare_verification.prepare_verification` (stores
     memory-mapped), each part checked: the tables' columns and integer dtypes, the stores' shape against the
-    recorded image size, and every row a table or pair indexes inside its store."""
+    recorded image size, every row a table or pair indexes inside its store, identities from 0; then its record
+    against the params the stage runs with (``data``, params.yaml's verify.data: image size, source, races)."""
     folder = Path(folder)
     if not (folder / "info.json").is_file():
         raise FairquantError(f"{folder} is not a prepared verification folder; run `dvc repro verify_prepare` first")
@@ -62,7 +64,28 @@ def load_verification(folder: str | Path) -> PreparedVerification:
                                   ("test_images.npy", prepared.pairs, ("row1", "row2"))):
         images = prepared.train_images if store == "train_images.npy" else prepared.test_images
         _check_store(folder / store, images, size, [table[column].to_numpy() for column in columns])
+    _check_identities(folder / "train.parquet", prepared.identities)
+    _check_record(folder / "info.json", info, data)
     return prepared
+
+
+def _check_identities(path: Path, identities: np.ndarray) -> None:
+    """Training identities are class indices from 0 (the classification head's rows; a negative one would index
+    nothing)."""
+    if identities.size and identities.min() < 0:
+        raise FairquantError(f"{path}: column 'identity' should number the identities from 0, found "
+                             f"{int(identities.min())}; {RERUN}")
+
+
+def _check_record(path: Path, info: dict, data: VerifyDataParams) -> None:
+    """The folder was prepared with these params: a folder from others would train at another size or on other
+    races without a word."""
+    wanted = {"image_size": data.image_size, "source": data.source, "races": list(data.races)}
+    differ = [key for key, value in wanted.items() if key in info and info[key] != value]
+    if differ:
+        key = differ[0]
+        raise FairquantError(f"{path} records {key} {info.get(key)!r} but params.yaml's verify.data.{key} is "
+                             f"{wanted[key]!r}; the folder was prepared with other params: {RERUN}")
 
 
 RERUN = "re-run verify_prepare (dvc repro verify_prepare)"

@@ -51,6 +51,37 @@ def check_same_classes(infos: dict[str, PredictionsInfo]) -> None:
                                  f"(dvc repro)")
 
 
+def check_same_test_rows(frame: pd.DataFrame, reference: pd.DataFrame, columns: list[str], *, name: str,
+                         reference_name: str, fix: str) -> None:
+    """``frame`` holds ``reference``'s test rows, row for row: the same ``columns`` (sample id, true label, groups)
+    in the same order. Predictions renamed, relabelled, reordered or of other groups would otherwise be measured as if
+    they were the test split's."""
+    if len(frame) != len(reference):
+        raise FairquantError(f"{name} holds {len(frame)} test rows but {reference_name} {len(reference)}; {fix}")
+    for column in columns:
+        ours, theirs = frame[column].to_numpy(), reference[column].to_numpy()
+        if column != "y_true":  # ids and groups compare as text (a stored str column may read back as object)
+            ours, theirs = ours.astype(str), theirs.astype(str)
+        differ = np.flatnonzero(ours != theirs)
+        if differ.size:
+            row = int(differ[0])
+            raise FairquantError(f"{name} and {reference_name} differ in {column!r} in {differ.size} rows (first row "
+                                 f"{row}: {ours[row].item()!r} vs {theirs[row].item()!r}); {fix}")
+
+
+def check_against_prepared(predictions: pd.DataFrame, samples: pd.DataFrame, protected: list[str], *,
+                           name: str = "fp32", source: str = "samples.parquet") -> None:
+    """The reference's predictions cover the prepared test split (``samples``: the prepare stage's table) row for row:
+    its sample ids, true labels and groups, in its order."""
+    absent = [column for column in ("sample_id", "split", "y_true", *protected) if column not in samples.columns]
+    if absent:
+        raise FairquantError(f"{source} lacks the columns {absent}; re-run prepare (dvc repro)")
+    test = samples[samples["split"] == "test"].reset_index(drop=True)
+    check_same_test_rows(predictions, test, ["sample_id", "y_true", *protected], name=f"predictions of {name}",
+                         reference_name=f"the prepared test split ({source})",
+                         fix="they come from another prepared dataset or were edited: re-run predict (dvc repro)")
+
+
 def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: PredictionsInfo, protected: list[str],
                      params: EvaluateParams, baseline: tuple[str, pd.DataFrame] | None = None) -> EvaluationResult:
     """Metrics of one variant on the test split, its paired change vs fp32 (``reference``) and, for a remedy, vs
@@ -63,6 +94,8 @@ def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: P
     check_labels(predictions, info.name, classes)
     if not np.array_equal(predictions["sample_id"].to_numpy(), reference["sample_id"].to_numpy()):
         raise FairquantError(f"predictions of {info.name} and fp32 cover different test samples; re-run predict")
+    check_same_test_rows(predictions, reference, ["y_true", *protected], name=f"predictions of {info.name}",
+                         reference_name="fp32's", fix="one of them was edited or is from another run: re-run predict")
     groups = group_labels(predictions, protected)
     if params.privileged_group is None:
         raise FairquantError(f"evaluate.privileged_group is null; set it to the reference group, one of "

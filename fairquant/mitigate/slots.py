@@ -102,3 +102,39 @@ def sweep_model_names(params: Params) -> dict[str, tuple[str, str]]:
                 section = section.model_copy(update={"calibration": calibration})
             out[f"{arch}/{folder}"] = (arch, section.variant_name())
     return out
+
+
+def study_model_names(params: Params) -> dict[str, tuple[str, bool]]:
+    """Each study slot -> the variant name its model (or post-processed predictions) records, as params.yaml's
+    sections name it, and whether that is only the name's beginning (a precision plan's name ends with the number of
+    layers it kept, known only once it is made). A model copied or left in another slot's folder is refused by it."""
+    mitigate, compressors = params.mitigate, params.compressors()
+    ptq = compressors["ptq"].variant_name()
+    names = {"fp32": ("fp32", False), **{c: (section.variant_name(), False) for c, section in compressors.items()}}
+    for method in mitigate.before_compression:
+        for first in (method, control(method)):
+            names[first] = (first, False)
+            names[combined(first, "ptq")] = (combined(first, ptq), False)
+    for compressor, methods in (("prune", mitigate.during_prune), ("qat", mitigate.during_qat),
+                                ("kmeans", mitigate.during_kmeans)):
+        for method in methods:
+            names[combined(method, compressor)] = (combined(method, compressors[compressor].variant_name()), False)
+    for calibration_set in mitigate.calibration_sets:
+        section = compressors["ptq"].model_copy(update={"calibration": calibration_set})
+        names[combined(calibration_set, "ptq")] = (section.variant_name(), False)
+    for method in mitigate.precision:
+        names[combined(method, "ptq")] = (f"{method}+ptq-w{getattr(mitigate, method).bits}-keep", True)
+    for method in mitigate.after:
+        for slot in mitigate.post_on:
+            name, prefix = names[slot]
+            names[combined(slot, method)] = (combined(name, method), prefix)
+    return names
+
+
+def check_slot_holds(slot: str, found: str, *, names: dict[str, tuple[str, bool]], where: str) -> None:
+    """``found`` (the variant name recorded in ``where``) is what params.yaml says ``slot`` holds."""
+    want, prefix = names[slot]
+    if not (found.startswith(want) if prefix else found == want):
+        raise FairquantError(f"{where} holds {found!r}, but the {slot} slot holds "
+                             f"{want + ('...' if prefix else '')!r} by params.yaml; it was copied or left from another "
+                             "slot or other params: re-run its stages (dvc repro)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
 from fairquant.fairness.summary import headline_gaps, verification_summary
-from fairquant.io import atomic_dir, atomic_path, write_csv, write_json
+from fairquant.io import atomic_dir, write_csv, write_json
 from fairquant.report.classification import (compression_sections, flips_section, headline_section, intro,
                                              per_group_sections, seeds_section, signed_sections, table1_section)
 from fairquant.report.multiclass import multiclass_sections
@@ -106,20 +106,31 @@ def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, pl
     if (plots_dir / LATEX_DIR).exists() and not (plots_dir / LATEX_DIR).is_dir():
         raise FairquantError(f"{plots_dir / LATEX_DIR} is a file; the report writes its LaTeX tables to a folder there: "
                              "remove the file")
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".figures.", dir=plots_dir) as drawn:
-        markdown = render_markdown(document, assets=Path(drawn))
-        for figure in sorted(Path(drawn).rglob("*.png")):
-            target = plots_dir / figure.relative_to(drawn)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(figure, target)
-    for name, frame in tables.items():
-        write_csv(plots_dir / f"{name}.csv", frame)
-    with atomic_dir(plots_dir / LATEX_DIR) as staged:
+    plots_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{plots_dir.name}.", dir=plots_dir.parent) as staged:
+        staged = Path(staged)  # every file drawn and written here first: a failure leaves plots_dir as it was
+        markdown = render_markdown(document, assets=staged)
+        for name, frame in tables.items():
+            write_csv(staged / f"{name}.csv", frame)
+        (staged / LATEX_DIR).mkdir()
         for name, source in tex.items():
-            (staged / f"{name}.tex").write_text(source, encoding="utf-8")
-    with atomic_path(plots_dir / "report.md") as tmp:
-        tmp.write_text(markdown)
+            (staged / LATEX_DIR / f"{name}.tex").write_text(source, encoding="utf-8")
+        (staged / "report.md").write_text(markdown, encoding="utf-8")
+        _move_into(staged, plots_dir)
     write_json(summary_path, summary)
     if sweep_summary_path is not None:
         write_json(sweep_summary_path, curves or {})
+
+
+def _move_into(staged: Path, plots_dir: Path) -> None:
+    """Each staged file replaces its namesake in ``plots_dir`` (other files there are kept); the LaTeX folder is
+    replaced whole."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(plots_dir / LATEX_DIR) as latex:
+        for tex in (staged / LATEX_DIR).iterdir():
+            os.replace(tex, latex / tex.name)
+    for path in sorted(staged.rglob("*")):
+        if path.is_file() and LATEX_DIR not in path.relative_to(staged).parts[:1]:
+            target = plots_dir / path.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
