@@ -118,9 +118,8 @@ def test_a_clean_run_elsewhere_gives_the_same_bytes(study, tmp_path):
     sh(f"git clone -q {repo} {clone}", tmp_path, env)
     clone_env = {**env, "PYTHONPATH": str(clone)}
     sh(f"dvc cache dir {repo / '.dvc' / 'cache'} && dvc checkout -q", clone, clone_env)
-    stages = ("finetune@0", "quantize_ptq@0", "quantize_qat@0", "mitigate_during_prune@0-ceag",
-              "mitigate_after@0-caleqodds-ptq", "predict@0", "evaluate@0", "sweep_evaluate@0", "verify_train",
-              "verify_evaluate", "report")
+    stages = ("finetune@0", "quantize_ptq@0", "quantize_qat@0", "mitigate_after@0-caleqodds-ptq", "predict@0",
+              "evaluate@0", "verify_train", "report")
     for stage in stages:
         sh(f"dvc repro -f --single-item {stage}", clone, clone_env)
     assert (clone / "dvc.lock").read_text() == (repo / "dvc.lock").read_text()
@@ -159,7 +158,7 @@ def test_the_experiment_queue_and_metrics_diff(study):
     # change re-runs the fewest stages: the queue's mechanics are the same for every key)
     sh("dvc exp run --queue -S 'quantize_kmeans.clusters=8,4'", repo, env)
     sh("dvc queue start -j 2 > queue.log 2>&1", repo, env)
-    deadline = time.time() + 600
+    deadline = time.time() + 1800  # generous: a busy machine runs the two workers' stages slowly
     while time.time() < deadline:
         status = sh("dvc queue status", repo, env)
         if "Queued" not in status and "Running" not in status:
