@@ -265,6 +265,8 @@ def _pretrained(tmp_path: Path, how: str) -> Path:
     state = {"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}
     if how == "pickle":  # plain pickle (protocol 4): torch also warns about the protocol on the way
         path.write_bytes(pickle.dumps(state, protocol=4))
+    elif how == "pickle-global":  # plain pickle (protocol 2): torch names the blocked global it met
+        path.write_bytes(pickle.dumps(state, protocol=2))
     elif how == "torch":
         torch.save(state, path)
     else:
@@ -277,6 +279,9 @@ PRETRAINED_CASES = [
                  "file)", id="artifact-pretrained-plain-pickle"),
     pytest.param("torch", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
                  "tensors, refused unread", id="artifact-pretrained-torch-saved-code"),
+    pytest.param("pickle-global", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects "
+                 "other than tensors, refused unread; only tensors are loaded, never code (it holds a pickled global",
+                 id="artifact-pretrained-pickled-global"),
     pytest.param("empty", False, "weights.pth: not a readable state dict (EOFError: empty file)",
                  id="artifact-pretrained-empty"),
 ]
