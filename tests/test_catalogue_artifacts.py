@@ -434,4 +434,40 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + CLI_CASES
+# ---------------------------------------------------------------- a params file not called params.yaml
+
+
+def _fp32_folder(folder: Path, **changes) -> Path:
+    """A tiny stored fp32 model (8 px, small input stem) as finetune writes it."""
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.models import build_model
+
+    save_variant(folder, build_model("face_resnet10", small_input_stem=True).state_dict(),
+                 _tiny_config(synthetic=True, target="Smiling", protected=["Male"], **changes))
+    return folder
+
+
+PARAMS_FILE_CASES = [
+    pytest.param("mitigate", "data/prepared was made with protected ['Male'] but experiment.yaml has data.protected "
+                 "['Young']", id="artifact-prepared-stale-named-params-file"),
+]
+
+
+@pytest.mark.parametrize("stage, message", PARAMS_FILE_CASES)
+def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, message):
+    from tests.test_stages import run_in_process, stage_params
+
+    write_prepared(tmp_path / "data" / "prepared")
+    _fp32_folder(tmp_path / "fp32")
+    params = stage_params(tmp_path, {"prepare.image_size": 8, "data.protected": ["Young"]})
+    params.rename(tmp_path / "experiment.yaml")
+    out, live = tmp_path / "fair", tmp_path / "live"
+    result = run_in_process(stage, ["--method", "fairalm", "--seed", "0", "--data", "data/prepared", "--model",
+                                    str(tmp_path / "fp32"), "--out", str(out), "--live", str(live),
+                                    "--params", str(tmp_path / "experiment.yaml")], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+CASES = (PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES
+         + CLI_CASES + PARAMS_FILE_CASES)
