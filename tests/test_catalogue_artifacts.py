@@ -114,6 +114,8 @@ PREPARED_CASES = [
                  id="artifact-prepared-images-size"),
     pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32",
                  id="artifact-prepared-images-dtype"),
+    pytest.param(_images((80, 8, 8, 1)), {}, "images.npy holds 1-channel images (80, 8, 8, 1), not RGB",
+                 id="artifact-prepared-images-grey"),
     pytest.param(_not_npy, {}, "images.npy: not a readable image store", id="artifact-prepared-images-damaged"),
     pytest.param(_samples(lambda f: f.drop(columns="split")), {}, "samples.parquet lacks the columns ['split']",
                  id="artifact-prepared-samples-missing-column"),
