@@ -221,6 +221,10 @@ def _checkpoint(write):
             save_checkpoint(path, state, _tiny_config())
         elif write == "compressed":
             save_checkpoint(path, state, _tiny_config(kind="pruned"))
+        elif write == "stem-not-bool":
+            save_checkpoint(path, state, _tiny_config(small_input_stem="yes"))
+        elif write == "size-not-int":
+            save_checkpoint(path, state, _tiny_config(image_size="8"))
         elif write == "no-config-key":
             save_checkpoint(path, state, {k: v for k, v in _tiny_config().items() if k != "small_input_stem"})
     return make
@@ -242,6 +246,10 @@ CHECKPOINT_CASES = [
                  id="artifact-checkpoint-not-fp32"),
     pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'",
                  id="artifact-checkpoint-config-key"),
+    pytest.param(_checkpoint("stem-not-bool"), "its config has small_input_stem 'yes': input should be a valid boolean",
+                 id="artifact-checkpoint-config-stem-not-bool"),
+    pytest.param(_checkpoint("size-not-int"), "its config has image_size '8': input should be a valid integer",
+                 id="artifact-checkpoint-config-size-not-int"),
 ]
 
 
@@ -436,6 +444,90 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
+# ---------------------------------------------------------------- stored compressed variants read by predict
+
+
+@pytest.fixture(scope="module")
+def stored_variants():
+    """A tiny fp32 model's state and two of its compressed variants (simulated W4A4 PTQ, 16-cluster k-means), each
+    as (state_dict, config), as the compressor stages store them."""
+    from fairquant.compress import fakequant, kmeans
+    from fairquant.models import build_model
+    from fairquant.params import QuantSchemeParams
+
+    base = _tiny_config(synthetic=True, target="Smiling", protected=["Male"])
+    scheme = QuantSchemeParams(bits=4, activation_bits=4)
+    images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    ptq = fakequant.calibrate(fakequant.quantize_model(build_model("face_resnet10", small_input_stem=True), scheme),
+                              images).eval()
+    clustered = kmeans.cluster_model(build_model("face_resnet10", small_input_stem=True), 16, 2).eval()
+    return {"fp32": (build_model("face_resnet10", small_input_stem=True).state_dict(), base),
+            "ptq": (ptq.state_dict(), {**base, "kind": "fakequant", "name": "ptq-w4a4-train",
+                                       "scheme": scheme.model_dump(), "calibration": {"set": "train", "size": 8}}),
+            "kmeans": (clustered.state_dict(), {**base, "kind": "kmeans", "name": "kmeans-k16", "clusters": 16})}
+
+
+def _variant(slot, **changes):
+    """The stored ``slot`` variant with its config changed (dotted keys reach into the scheme or int8_check)."""
+    def make(stored):
+        import copy
+
+        state, config = copy.deepcopy(stored[slot])
+        for dotted, value in changes.items():
+            if dotted == "nan":
+                state[value][(0,) * state[value].dim()] = float("nan")
+                continue
+            *parents, key = dotted.split(".")
+            target = config
+            for parent in parents:
+                target = target[parent]
+            target[key] = value
+        return state, config
+    return make
+
+
+_INT8 = {"kind": "ptq-int8", "name": "ptq-w8a8-train", "scheme.bits": 8, "scheme.activation_bits": 8,
+         "export_batch": 64, "int8_check": {"reduce_range": True}}
+
+VARIANT_CASES = [
+    pytest.param(_variant("ptq", **{"scheme.bits": 8}), "its name 'ptq-w4a4-train' does not say its scheme (bits 8",
+                 id="artifact-variant-scheme-edited"),
+    pytest.param(_variant("ptq", **{"scheme.bits": "four"}), "its config has scheme.bits 'four': input should be a "
+                 "valid integer", id="artifact-variant-scheme-bits-not-int"),
+    pytest.param(_variant("ptq", scheme="w4a4"), "its config has scheme 'w4a4': input should be",
+                 id="artifact-variant-scheme-not-mapping"),
+    pytest.param(_variant("ptq", **{"scheme.observer": "evil"}), "its config has scheme.observer 'evil': input "
+                 "should be 'minmax'", id="artifact-variant-scheme-observer-unknown"),
+    pytest.param(_variant("kmeans", clusters="sixteen"), "its config has clusters 'sixteen': input should be a valid "
+                 "integer", id="artifact-variant-kmeans-clusters-not-int"),
+    pytest.param(_variant("kmeans", clusters=32), "its name 'kmeans-k16' does not say its 32 clusters",
+                 id="artifact-variant-kmeans-clusters-edited"),
+    pytest.param(_variant("ptq", **{**_INT8, "export_batch": "64"}), "its config has export_batch '64': input should "
+                 "be a valid integer", id="artifact-variant-int8-export-batch-not-int"),
+    pytest.param(_variant("ptq", **{**_INT8, "int8_check": []}), "its config has int8_check []: input should be",
+                 id="artifact-variant-int8-check-not-mapping"),
+    pytest.param(_variant("ptq", nan="fc.layer.weight"), "model.pt: tensor 'fc.layer.weight' holds NaN or infinite values",
+                 id="artifact-variant-not-finite"),
+]
+
+
+@pytest.mark.parametrize("make, message", VARIANT_CASES)
+def test_predict_refuses_an_edited_or_damaged_variant(tmp_path, stored_variants, make, message):
+    from fairquant.compress.checkpoints import save_variant
+
+    write_prepared(tmp_path / "data" / "prepared")
+    models = tmp_path / "models"
+    save_variant(models / "fp32", *stored_variants["fp32"])
+    save_variant(models / "ptq", *make(stored_variants))  # the slot predict reads next
+    for slot in ("qat", "kmeans", "prune"):
+        _file(models / slot / "model.pt", "not read: predict stops at the damaged slot before")
+    out = tmp_path / "pred"
+    result = run_stage("predict", ["--data", "data/prepared", "--models", str(models), "--out", str(out)], tmp_path,
+                       {"prepare.image_size": 8, "mitigate.before_compression": [], "mitigate.during_prune": [],
+                        "mitigate.during_qat": [], "mitigate.during_kmeans": []})
+    assert_clean_failure(result, message, out)
+
+
 # ---------------------------------------------------------------- a params file not called params.yaml
 
 
@@ -472,4 +564,4 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
 
 
 CASES = (PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES
-         + CLI_CASES + PARAMS_FILE_CASES)
+         + CLI_CASES + PARAMS_FILE_CASES + VARIANT_CASES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
 from torch import nn
 
 from fairquant.compress import registry
@@ -17,6 +18,7 @@ from fairquant.io import load_checkpoint
 from fairquant.models import build_from_config, first_non_finite
 
 CHECKPOINT = "model.pt"
+RERUN = "re-run its stage (dvc repro -f -s <stage>)"
 
 
 class WeightsMismatch(ValueError):
@@ -63,20 +65,44 @@ def load_into(model: nn.Module, state_dict: dict) -> nn.Module:
     return _load_strict(model, state_dict)
 
 
+def _first_problem(exc: ValidationError) -> str:
+    """A stored config's first schema error, in words: the key, and the value found where it is not the type."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"lacks {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not where:  # a check across keys (the name against the scheme): its message says it all
+        return message
+    return f"has {where} {error['input']!r}: {message[:1].lower()}{message[1:]}"
+
+
+def check_config(path: str | Path, config: dict) -> registry.StoredConfig:
+    """The stored config of the checkpoint at ``path``, checked against its kind's schema before anything is built
+    from it (an edited or foreign config is refused in one line, naming the key and the value found)."""
+    kind_name = config.get("kind")
+    if not isinstance(kind_name, str):
+        raise FairquantError(f"{path}: its config has kind {kind_name!r}, not a variant kind; the file is damaged or "
+                             f"from another fairquant version: {RERUN}")
+    kind = registry.lookup(kind_name)
+    try:
+        return kind.config.model_validate(config, strict=True)
+    except ValidationError as exc:
+        raise FairquantError(f"{path}: its config {_first_problem(exc)}; the file is damaged, edited or from another "
+                             f"fairquant version: {RERUN}") from None
+
+
 def rebuild_stored(path: str | Path, config: dict, state_dict: dict) -> nn.Module:
-    """The module of the checkpoint at ``path`` (its config and weights), rebuilt by its kind's handler; weights
-    that do not fit the architecture the config names (a damaged file, or a config and weights from two runs) are
-    refused in one line naming the first tensor that differs."""
+    """The module of the checkpoint at ``path`` (its config and weights), rebuilt by its kind's handler; a config
+    that breaks its kind's schema, or weights that do not fit the architecture the config names (a damaged file, or
+    a config and weights from two runs), are refused in one line naming the first key or tensor that differs."""
+    check_config(path, config)
     kind = registry.lookup(config["kind"])
     try:
         return kind.rebuild(config, state_dict)
     except WeightsMismatch as exc:
         raise FairquantError(f"{path}: its weights do not fit the {config.get('arch', '?')} {config['kind']} model its "
-                             f"config describes: {exc}; the file is damaged or mixes two runs: re-run its stage "
-                             "(dvc repro -f -s <stage>)") from None
-    except KeyError as exc:
-        raise FairquantError(f"{path}: its config lacks {exc}; the file is damaged or from another fairquant version: "
-                             "re-run its stage (dvc repro -f -s <stage>)") from None
+                             f"config describes: {exc}; the file is damaged or mixes two runs: {RERUN}") from None
 
 
 def fp32_size_bytes(model: nn.Module) -> int:
