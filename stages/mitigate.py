@@ -92,7 +92,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
         fakequant.check_layer_names(model, section.layers, f"{section.params_section}.layers")  # before any work
         images, set_info = calibration.load_set(calibration_dir, section.calibration_size,
                                                 f"{section.params_section}.calibration_size",
-                                                derived_seed(seed, section.seed))
+                                                derived_seed(seed, section.seed), image_size=fp32_config["image_size"])
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
     check_prepared(data, params, params_file=params_file)  # before any training
     module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
@@ -149,7 +149,8 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params, *, p
 
     model, fp32_config = load_fp32(model_dir)
     images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
-                                            "mitigate.sensitivity.calibration_size", derived_seed(seed, 0))
+                                            "mitigate.sensitivity.calibration_size", derived_seed(seed, 0),
+                                            image_size=fp32_config["image_size"])
     table, store, _ = load_prepared(data, params, params_file=params_file)
     val = table[table["split"] == "val"]
     module, recorded = mitigate(config, model=model, scheme_base=params.quantize_ptq.scheme(),

@@ -35,7 +35,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     model, fp32_config = load_fp32(model_dir)
     fakequant.check_layer_names(model, params.layers, "quantize_ptq.layers")
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
-                                            run_seed)
+                                            run_seed, image_size=fp32_config["image_size"])
     scheme = params.scheme()
     name = params.model_copy(update={"calibration": set_info["set"]}).variant_name()  # the set it used
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},

@@ -528,6 +528,64 @@ def test_predict_refuses_an_edited_or_damaged_variant(tmp_path, stored_variants,
     assert_clean_failure(result, message, out)
 
 
+# ---------------------------------------------------------------- calibration sets read by the quantizers
+
+
+def _calibration_set(folder: Path, *, images=None, info=None, cells=None) -> Path:
+    """A tiny balanced calibration set as the calibration stage writes it (8 px, two cells), then the damage."""
+    from fairquant.io import write_json
+
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", np.zeros((8, 8, 8, 3), dtype=np.uint8) if images is None else images)
+    write_json(folder / "info.json", {"set": "balanced", "size": 8, "image_size": 8} if info is None else info)
+    if isinstance(cells, bytes):
+        (folder / "cells.npy").write_bytes(cells)
+    else:
+        np.save(folder / "cells.npy", np.arange(8, dtype=np.int16) % 2 if cells is None else cells,
+                allow_pickle=True)
+    return folder
+
+
+def _cells_truncated() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(8, dtype=np.int16) % 2)
+    return buffer.getvalue()[:-5]
+
+
+CALIBRATION_CASES = [
+    pytest.param("balanced", {"images": np.zeros((8, 8, 8, 3), dtype=np.float32)},
+                 "images.npy holds float32 (8, 8, 8, 3), not uint8 RGB images of 8x8 px",
+                 id="artifact-calibration-images-dtype"),
+    pytest.param("balanced", {"images": np.zeros((8, 16, 16, 3), dtype=np.uint8)},
+                 "images.npy holds uint8 (8, 16, 16, 3), not uint8 RGB images of 8x8 px (the model's input size)",
+                 id="artifact-calibration-images-size"),
+    pytest.param("train", {}, "holds the 'balanced' calibration set, not the 'train' set its folder is named after",
+                 id="artifact-calibration-set-swapped"),
+    pytest.param("balanced", {"info": []}, "info.json: expected a JSON object, found list",
+                 id="artifact-calibration-info-not-object"),
+    pytest.param("balanced", {"cells": np.array(["a"] * 8, dtype=object)},
+                 "cells.npy: not a readable array of cell codes (ValueError)", id="artifact-calibration-cells-pickled"),
+    pytest.param("balanced", {"cells": _cells_truncated()}, "cells.npy: not a readable array of cell codes",
+                 id="artifact-calibration-cells-truncated"),
+    pytest.param("balanced", {"cells": np.arange(12, dtype=np.int16) % 2},
+                 "cells.npy holds int16 (12,), not one integer cell code for each of the set's 8 images",
+                 id="artifact-calibration-cells-long"),
+]
+
+
+@pytest.mark.parametrize("folder, damage, message", CALIBRATION_CASES)
+def test_quantize_ptq_refuses_a_damaged_or_swapped_calibration_set(tmp_path, folder, damage, message):
+    calibration = _calibration_set(tmp_path / "calibration" / folder, **damage)
+    fp32 = _fp32_folder(tmp_path / "fp32")
+    out = tmp_path / "ptq"
+    result = run_stage("quantize_ptq", ["--model", str(fp32), "--calibration", str(calibration), "--out", str(out)],
+                       tmp_path, {"quantize_ptq.kernels": "simulated", "quantize_ptq.bits": 4,
+                                  "quantize_ptq.calibration": folder, "quantize_ptq.calibration_size": 4})
+    assert_clean_failure(result, message, out)
+
+
 # ---------------------------------------------------------------- a params file not called params.yaml
 
 
@@ -564,4 +622,5 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
 
 
 CASES = (PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES
-         + CLI_CASES + PARAMS_FILE_CASES + VARIANT_CASES)
+         + CLI_CASES + PARAMS_FILE_CASES + VARIANT_CASES
+         + CALIBRATION_CASES)
