@@ -528,6 +528,39 @@ def test_predict_refuses_an_edited_or_damaged_variant(tmp_path, stored_variants,
     assert_clean_failure(result, message, out)
 
 
+# ---------------------------------------------------------------- finetune's two outputs, together or not at all
+
+
+KILL_SAFE_CASES = [
+    pytest.param("live", "cannot move the curves in place (injected)", id="artifact-finetune-live-move-fails"),
+]
+
+
+@pytest.mark.parametrize("failing, message", KILL_SAFE_CASES)
+def test_finetune_writes_the_model_only_with_its_curves(tmp_path, monkeypatch, failing, message):
+    """The model and --live appear together: when moving the curves in place fails (a full disk, a kill), the
+    model is not left behind without them (it was written, before, inside the curves' folder block)."""
+    import os
+
+    import fairquant.io
+    from fairquant.errors import FairquantError
+
+    real_replace = os.replace
+
+    def replace(source, target):
+        if Path(target).name == failing:
+            raise FairquantError(message)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(fairquant.io.os, "replace", replace)
+    write_prepared(tmp_path / "data" / "prepared")
+    out = tmp_path / "fp32"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(tmp_path / failing)],
+                       tmp_path, {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert_clean_failure(result, message, out)
+    assert not (tmp_path / failing).exists()
+
+
 # ---------------------------------------------------------------- calibration sets read by the quantizers
 
 
@@ -623,4 +656,4 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
 
 CASES = (PREDICTION_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES
          + CLI_CASES + PARAMS_FILE_CASES + VARIANT_CASES
-         + CALIBRATION_CASES)
+         + CALIBRATION_CASES + KILL_SAFE_CASES)

@@ -139,11 +139,18 @@ def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
 HEAD = "head.pt"  # a verification model's margin head (identity centres), for compression fine-tuning
 
 
+def write_variant(folder: Path, state_dict: dict, config: dict, head: dict | None = None) -> None:
+    """A model folder's files, into ``folder`` (a temporary folder the caller moves in place when all succeeded)."""
+    from fairquant.io import save_checkpoint, write_json
+
+    save_checkpoint(folder / CHECKPOINT, state_dict, config)
+    if head is not None:
+        save_checkpoint(folder / HEAD, head, {"kind": "margin-head", "of": config["name"]})
+    write_json(folder / "info.json", config)
+
+
 def save_variant(out: str | Path, state_dict: dict, config: dict, head: dict | None = None) -> None:
-    from fairquant.io import atomic_dir, save_checkpoint, write_json
+    from fairquant.io import atomic_dir
 
     with atomic_dir(out) as tmp:
-        save_checkpoint(tmp / CHECKPOINT, state_dict, config)
-        if head is not None:
-            save_checkpoint(tmp / HEAD, head, {"kind": "margin-head", "of": config["name"]})
-        write_json(tmp / "info.json", config)
+        write_variant(tmp, state_dict, config, head)
