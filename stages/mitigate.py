@@ -73,7 +73,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     section = trainable[compressor] if kind == "during" else config
     run_seed = derived_seed(seed, section.seed)  # during: the compressor's own, so the data order is the same
     seed_everything(run_seed, section.threads)
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     if fp32_config.get("mitigation"):
         raise FairquantError(f"{model_dir} was already fine-tuned by {fp32_config['mitigation']['method']}; "
                              f"start {method} from the plain fp32 model")
@@ -147,7 +147,7 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params, *, p
     from fairquant.mitigate.remedies import mitigate
     from fairquant.training import derived_seed
 
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
                                             "mitigate.sensitivity.calibration_size", derived_seed(seed, 0),
                                             image_size=fp32_config["image_size"])

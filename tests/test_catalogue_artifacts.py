@@ -596,6 +596,8 @@ CALIBRATION_CASES = [
                  id="artifact-calibration-images-size"),
     pytest.param("train", {}, "holds the 'balanced' calibration set, not the 'train' set its folder is named after",
                  id="artifact-calibration-set-swapped"),
+    pytest.param("balanced", {"model": {"small_input_stem": False}}, "fp32/model.pt was made with small_input_stem False "
+                 "but params.yaml has model.small_input_stem True", id="artifact-checkpoint-stem-not-params"),
     pytest.param("balanced", {"info": []}, "info.json: expected a JSON object, found list",
                  id="artifact-calibration-info-not-object"),
     pytest.param("balanced", {"cells": np.array(["a"] * 8, dtype=object)},
@@ -610,16 +612,20 @@ CALIBRATION_CASES = [
 
 @pytest.mark.parametrize("folder, damage, message", CALIBRATION_CASES)
 def test_quantize_ptq_refuses_a_damaged_or_swapped_calibration_set(tmp_path, folder, damage, message):
-    calibration = _calibration_set(tmp_path / "calibration" / folder, **damage)
-    fp32 = _fp32_folder(tmp_path / "fp32")
+    calibration = _calibration_set(tmp_path / "calibration" / folder,
+                                   **{key: value for key, value in damage.items() if key != "model"})
+    fp32 = _fp32_folder(tmp_path / "fp32", **damage.get("model", {}))
     out = tmp_path / "ptq"
     result = run_stage("quantize_ptq", ["--model", str(fp32), "--calibration", str(calibration), "--out", str(out)],
-                       tmp_path, {"quantize_ptq.kernels": "simulated", "quantize_ptq.bits": 4,
+                       tmp_path, {"quantize_ptq.kernels": "simulated", "quantize_ptq.bits": 4, **TINY_MODEL,
                                   "quantize_ptq.calibration": folder, "quantize_ptq.calibration_size": 4})
     assert_clean_failure(result, message, out)
 
 
 # ---------------------------------------------------------------- a params file not called params.yaml
+
+
+TINY_MODEL = {"prepare.image_size": 8, "model.small_input_stem": True}  # the params _fp32_folder's model is made with
 
 
 def _fp32_folder(folder: Path, **changes) -> Path:
@@ -644,7 +650,7 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
 
     write_prepared(tmp_path / "data" / "prepared")
     _fp32_folder(tmp_path / "fp32")
-    params = stage_params(tmp_path, {"prepare.image_size": 8, "data.protected": ["Young"]})
+    params = stage_params(tmp_path, {**TINY_MODEL, "data.protected": ["Young"]})
     params.rename(tmp_path / "experiment.yaml")
     out, live = tmp_path / "fair", tmp_path / "live"
     result = run_in_process(stage, ["--method", "fairalm", "--seed", "0", "--data", "data/prepared", "--model",

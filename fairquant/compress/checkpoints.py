@@ -113,7 +113,22 @@ FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
                                      size_bytes=lambda config, model: fp32_size_bytes(model), kernels="fp32"))
 
 
-def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
+def check_against_params(path: Path, config: dict, params, params_file: str | Path) -> None:
+    """A classifier's stored input stem and image size against the params the stage runs under: the stem changes
+    the forward pass without changing a weight's shape, so a model from other params would load and run silently."""
+    if config.get("task") == "verification":
+        return
+    for key, stored, wanted in (("model.small_input_stem", config["small_input_stem"], params.model.small_input_stem),
+                                ("prepare.image_size", config.get("image_size"), params.prepare.image_size)):
+        if stored != wanted:
+            raise FairquantError(f"{path} was made with {key.split('.')[1]} {stored!r} but {Path(params_file).name} "
+                                 f"has {key} {wanted!r}; the model is from other params: re-run finetune (dvc repro "
+                                 f"-f -s finetune@<seed>) or put {key} back")
+
+
+def load_fp32(model_dir: str | Path, *, params=None, params_file: str | Path = "params.yaml") -> tuple[nn.Module, dict]:
+    """The stored fp32 model and its config; with ``params`` (the stage's), its stem and image size checked against
+    them (``params_file`` is named in the message)."""
     path = Path(model_dir) / CHECKPOINT
     checkpoint = load_checkpoint(path)
     if checkpoint["config"]["kind"] != FP32.name:
@@ -122,7 +137,10 @@ def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
     if damaged is not None:
         raise FairquantError(f"{path}: layer {damaged!r} holds NaN or infinite values; the model is damaged or "
                              "diverged: re-run its stage (dvc repro -f -s finetune@<seed>)")
-    return rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
+    model = rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"])
+    if params is not None:
+        check_against_params(path, checkpoint["config"], params, params_file)
+    return model, checkpoint["config"]
 
 
 def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
