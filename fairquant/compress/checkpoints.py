@@ -114,12 +114,12 @@ FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
 
 
 def check_against_params(path: Path, config: dict, params, params_file: str | Path) -> None:
-    """A classifier's stored input stem and image size against the params the stage runs under: the stem changes
-    the forward pass without changing a weight's shape, so a model from other params would load and run silently."""
+    """A classifier's stored input stem against the params the stage runs under: the stem changes the forward pass
+    without changing a weight's shape, so a model from other params would load and run silently. (Its image size is
+    checked where images meet it: the calibration set's, the prepared data's.)"""
     if config.get("task") == "verification":
         return
-    for key, stored, wanted in (("model.small_input_stem", config["small_input_stem"], params.model.small_input_stem),
-                                ("prepare.image_size", config.get("image_size"), params.prepare.image_size)):
+    for key, stored, wanted in (("model.small_input_stem", config["small_input_stem"], params.model.small_input_stem),):
         if stored != wanted:
             raise FairquantError(f"{path} was made with {key.split('.')[1]} {stored!r} but {Path(params_file).name} "
                                  f"has {key} {wanted!r}; the model is from other params: re-run finetune (dvc repro "
@@ -127,8 +127,8 @@ def check_against_params(path: Path, config: dict, params, params_file: str | Pa
 
 
 def load_fp32(model_dir: str | Path, *, params=None, params_file: str | Path = "params.yaml") -> tuple[nn.Module, dict]:
-    """The stored fp32 model and its config; with ``params`` (the stage's), its stem and image size checked against
-    them (``params_file`` is named in the message)."""
+    """The stored fp32 model and its config; with ``params`` (the stage's), its input stem checked against them
+    (``params_file`` is named in the message)."""
     path = Path(model_dir) / CHECKPOINT
     checkpoint = load_checkpoint(path)
     if checkpoint["config"]["kind"] != FP32.name:
