@@ -449,9 +449,11 @@ def save_checkpoint(path: str | Path, state_dict: dict, config: dict[str, Any]) 
 def torch_load_problem(exc: Exception) -> str:
     """Why ``torch.load(..., weights_only=True)`` refused a file, in words. torch's own message advises
     ``weights_only=False``: never for a file from a shared remote or of unknown origin, so it is not shown."""
-    if "Unsupported global" in str(exc):
+    # torch words it "Unsupported global: GLOBAL os.system ..." or "unsupported GLOBAL posix.system whose module
+    # posix is blocked" (a payload pickled by hand), depending on what the pickle names
+    if "unsupported global" in str(exc).lower():
         return f"{type(exc).__name__}: it holds objects other than tensors, refused unread; only tensors are loaded, " \
-               "never code"
+               "never code (it holds a pickled global, not plain weights)"
     if not str(exc).strip():  # what an empty file raises
         return f"{type(exc).__name__}: empty file"
     return f"{type(exc).__name__}: damaged or not a torch file"

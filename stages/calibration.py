@@ -27,7 +27,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
     check_outputs(folders={"--out": out})  # before any work
     cal = params.calibration
     table, images, info = load_prepared(data, params, params_file=params_file)
-    model, _ = load_fp32(model_dir)
+    model, _ = load_fp32(model_dir, params=params, params_file=params_file)
     seed_everything(cal.seed)
     protected = params.data.protected
     # Everything is computed before anything is written: a bad folder or size leaves no partial sets.

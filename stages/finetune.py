@@ -10,7 +10,7 @@ from typing import get_args
 
 import typer
 
-from fairquant.compress.checkpoints import CHECKPOINT, save_variant
+from fairquant.compress.checkpoints import CHECKPOINT, write_variant
 from fairquant.data.prepared import load_prepared
 from fairquant.errors import FairquantError
 from fairquant.io import atomic_dir, check_outputs, load_checkpoint, write_json
@@ -59,8 +59,10 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
               "finetune": params.finetune.model_dump(), "training_seed": seed}
     if classes:
         config["classes"] = classes
-    # the curves (or the audit's record) replace --live only once the model is saved: a failure leaves neither
-    with atomic_dir(live_dir) as tmp_live:
+    # The model and the curves (or the audit's record) are written to two temporary folders, then moved in place,
+    # the curves first: a failure before leaves both as they were. The one window left: a kill between the two
+    # renames leaves the new curves beside the previous model (re-running the stage replaces both).
+    with atomic_dir(out) as tmp_out, atomic_dir(live_dir) as tmp_live:
         if not params.finetune.epochs:  # audit: the user's model as it is, never trained here
             load_audited(model, model_params.pretrained)
             config.update(trained_here=False, pretrained=str(model_params.pretrained))
@@ -72,7 +74,7 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
                 print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
             model = fit_logged(model, table, images, params.data.protected, params.finetune, tmp_live,
                                f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
-        save_variant(out, model.state_dict(), config)
+        write_variant(tmp_out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 
 

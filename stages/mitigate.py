@@ -48,16 +48,17 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
     if kind == "after":
         _after(config, predictions, out, params)
     elif kind == "precision":
-        _precision(config, seed, data, model_dir, calibration_dir, out, params)
+        _precision(config, seed, data, model_dir, calibration_dir, out, params, params_file=params_file)
     else:
         from fairquant.io import atomic_dir
 
         with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
-            _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, tmp_live, params, control)
+            _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, tmp_live, params, control,
+                   params_file=params_file)
 
 
 def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out, live_dir, params,
-           control: bool = False) -> None:
+           control: bool = False, *, params_file: Path) -> None:
     from fairquant.compress import calibration, fakequant
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
     from fairquant.data.prepared import check_prepared
@@ -72,13 +73,13 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     section = trainable[compressor] if kind == "during" else config
     run_seed = derived_seed(seed, section.seed)  # during: the compressor's own, so the data order is the same
     seed_everything(run_seed, section.threads)
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     if fp32_config.get("mitigation"):
         raise FairquantError(f"{model_dir} was already fine-tuned by {fp32_config['mitigation']['method']}; "
                              f"start {method} from the plain fp32 model")
     protected = params.data.protected
     if kind == "before":
-        check_prepared(data, params)  # before any training
+        check_prepared(data, params, params_file=params_file)  # before any training
         tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
                                  seed=run_seed, control=control)
         config_out = {**fp32_config, "name": record["method"], "mitigation": record}
@@ -91,9 +92,9 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
         fakequant.check_layer_names(model, section.layers, f"{section.params_section}.layers")  # before any work
         images, set_info = calibration.load_set(calibration_dir, section.calibration_size,
                                                 f"{section.params_section}.calibration_size",
-                                                derived_seed(seed, section.seed))
+                                                derived_seed(seed, section.seed), image_size=fp32_config["image_size"])
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
-    check_prepared(data, params)  # before any training
+    check_prepared(data, params, params_file=params_file)  # before any training
     module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
                                 calibration_images=images, live_dir=live_dir, seed=run_seed)
     name = f"{method}+{section.variant_name()}"
@@ -137,7 +138,7 @@ def _after(config, predictions, out, params) -> None:
     print(f"{name}: fitted on validation; collapsed groups: {details.get('collapsed') or 'none'}")
 
 
-def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> None:
+def _precision(config, seed, data, model_dir, calibration_dir, out, params, *, params_file: Path) -> None:
     from fairquant.compress import calibration
     from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
     from fairquant.data.prepared import load_prepared
@@ -146,10 +147,11 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params) -> N
     from fairquant.mitigate.remedies import mitigate
     from fairquant.training import derived_seed
 
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
-                                            "mitigate.sensitivity.calibration_size", derived_seed(seed, 0))
-    table, store, _ = load_prepared(data, params)
+                                            "mitigate.sensitivity.calibration_size", derived_seed(seed, 0),
+                                            image_size=fp32_config["image_size"])
+    table, store, _ = load_prepared(data, params, params_file=params_file)
     val = table[table["split"] == "val"]
     module, recorded = mitigate(config, model=model, scheme_base=params.quantize_ptq.scheme(),
                                 calibration_images=images, val_images=read_rows(store, val["row"].to_numpy()),

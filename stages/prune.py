@@ -29,7 +29,7 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     check_prepared(data, all_params, params_file=params_file)  # before any work
     run_seed = derived_seed(seed, params.seed)
     seed_everything(run_seed, params.threads)
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=all_params, params_file=params_file)
     with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
         finetune = compression_finetuner(data, all_params.data.protected, params, tmp_live, "prune", freeze_bn=False,
                                          seed=run_seed, section="prune")

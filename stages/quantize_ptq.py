@@ -32,10 +32,10 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
     params = all_params.section_for("ptq", point)
     run_seed = derived_seed(seed, params.seed)  # this training seed's chain
     seed_everything(run_seed)
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=all_params, params_file=params_file)
     fakequant.check_layer_names(model, params.layers, "quantize_ptq.layers")
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
-                                            run_seed)
+                                            run_seed, image_size=fp32_config["image_size"])
     scheme = params.scheme()
     name = params.model_copy(update={"calibration": set_info["set"]}).variant_name()  # the set it used
     common = {"scheme": scheme.model_dump(), "calibration": {"set": set_info["set"], "size": len(images)},

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_prepared
+
 from tests.test_stages import ROOT, assert_clean_failure, run_stage
 
 # ---------------------------------------------------------------- predictions read by evaluate
@@ -267,6 +267,8 @@ PREPARED_CASES = [
                  id="artifact-prepared-images-size"),
     pytest.param(_images((80, 8, 8, 3), np.float32), {}, "images.npy holds float32",
                  id="artifact-prepared-images-dtype"),
+    pytest.param(_images((80, 8, 8, 1)), {}, "images.npy holds 1-channel images (80, 8, 8, 1), not RGB",
+                 id="artifact-prepared-images-grey"),
     pytest.param(_not_npy, {}, "images.npy: not a readable image store", id="artifact-prepared-images-damaged"),
     pytest.param(_samples(lambda f: f.drop(columns="split")), {}, "samples.parquet lacks the columns ['split']",
                  id="artifact-prepared-samples-missing-column"),
@@ -379,6 +381,10 @@ def _checkpoint(write):
             save_checkpoint(path, state, _tiny_config())
         elif write == "compressed":
             save_checkpoint(path, state, _tiny_config(kind="pruned"))
+        elif write == "stem-not-bool":
+            save_checkpoint(path, state, _tiny_config(small_input_stem="yes"))
+        elif write == "size-not-int":
+            save_checkpoint(path, state, _tiny_config(image_size="8"))
         elif write == "no-config-key":
             save_checkpoint(path, state, {k: v for k, v in _tiny_config().items() if k != "small_input_stem"})
     return make
@@ -400,6 +406,10 @@ CHECKPOINT_CASES = [
                  id="artifact-checkpoint-not-fp32"),
     pytest.param(_checkpoint("no-config-key"), "its config lacks 'small_input_stem'",
                  id="artifact-checkpoint-config-key"),
+    pytest.param(_checkpoint("stem-not-bool"), "its config has small_input_stem 'yes': input should be a valid boolean",
+                 id="artifact-checkpoint-config-stem-not-bool"),
+    pytest.param(_checkpoint("size-not-int"), "its config has image_size '8': input should be a valid integer",
+                 id="artifact-checkpoint-config-size-not-int"),
 ]
 
 
@@ -425,6 +435,8 @@ def _pretrained(tmp_path: Path, how: str) -> Path:
     state = {"conv1.weight": torch.zeros(1), "hook": _Code(tmp_path / "code-ran")}
     if how == "pickle":  # plain pickle (protocol 4): torch also warns about the protocol on the way
         path.write_bytes(pickle.dumps(state, protocol=4))
+    elif how == "pickle-global":  # plain pickle (protocol 2): torch names the blocked global it met
+        path.write_bytes(pickle.dumps(state, protocol=2))
     elif how == "torch":
         torch.save(state, path)
     else:
@@ -437,6 +449,9 @@ PRETRAINED_CASES = [
                  "file)", id="artifact-pretrained-plain-pickle"),
     pytest.param("torch", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects other than "
                  "tensors, refused unread", id="artifact-pretrained-torch-saved-code"),
+    pytest.param("pickle-global", False, "weights.pth: not a readable state dict (UnpicklingError: it holds objects "
+                 "other than tensors, refused unread; only tensors are loaded, never code (it holds a pickled global",
+                 id="artifact-pretrained-pickled-global"),
     pytest.param("empty", False, "weights.pth: not a readable state dict (EOFError: empty file)",
                  id="artifact-pretrained-empty"),
 ]
@@ -665,4 +680,222 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml"]
 
 
-CASES = PREDICTION_CASES + STUDY_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES
+# ---------------------------------------------------------------- stored compressed variants read by predict
+
+
+@pytest.fixture(scope="module")
+def stored_variants():
+    """A tiny fp32 model's state and two of its compressed variants (simulated W4A4 PTQ, 16-cluster k-means), each
+    as (state_dict, config), as the compressor stages store them."""
+    from fairquant.compress import fakequant, kmeans
+    from fairquant.models import build_model
+    from fairquant.params import QuantSchemeParams
+
+    base = _tiny_config(synthetic=True, target="Smiling", protected=["Male"])
+    scheme = QuantSchemeParams(bits=4, activation_bits=4)
+    images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    ptq = fakequant.calibrate(fakequant.quantize_model(build_model("face_resnet10", small_input_stem=True), scheme),
+                              images).eval()
+    clustered = kmeans.cluster_model(build_model("face_resnet10", small_input_stem=True), 16, 2).eval()
+    return {"fp32": (build_model("face_resnet10", small_input_stem=True).state_dict(), base),
+            "ptq": (ptq.state_dict(), {**base, "kind": "fakequant", "name": "ptq-w4a4-train",
+                                       "scheme": scheme.model_dump(), "calibration": {"set": "train", "size": 8}}),
+            "kmeans": (clustered.state_dict(), {**base, "kind": "kmeans", "name": "kmeans-k16", "clusters": 16})}
+
+
+def _variant(slot, **changes):
+    """The stored ``slot`` variant with its config changed (dotted keys reach into the scheme or int8_check)."""
+    def make(stored):
+        import copy
+
+        state, config = copy.deepcopy(stored[slot])
+        for dotted, value in changes.items():
+            if dotted == "nan":
+                state[value][(0,) * state[value].dim()] = float("nan")
+                continue
+            *parents, key = dotted.split(".")
+            target = config
+            for parent in parents:
+                target = target[parent]
+            target[key] = value
+        return state, config
+    return make
+
+
+_INT8 = {"kind": "ptq-int8", "name": "ptq-w8a8-train", "scheme.bits": 8, "scheme.activation_bits": 8,
+         "export_batch": 64, "int8_check": {"reduce_range": True}}
+
+VARIANT_CASES = [
+    pytest.param(_variant("ptq", **{"scheme.bits": 8}), "its name 'ptq-w4a4-train' does not say its scheme (bits 8",
+                 id="artifact-variant-scheme-edited"),
+    pytest.param(_variant("ptq", **{"scheme.bits": "four"}), "its config has scheme.bits 'four': input should be a "
+                 "valid integer", id="artifact-variant-scheme-bits-not-int"),
+    pytest.param(_variant("ptq", scheme="w4a4"), "its config has scheme 'w4a4': input should be",
+                 id="artifact-variant-scheme-not-mapping"),
+    pytest.param(_variant("ptq", **{"scheme.observer": "evil"}), "its config has scheme.observer 'evil': input "
+                 "should be 'minmax'", id="artifact-variant-scheme-observer-unknown"),
+    pytest.param(_variant("kmeans", clusters="sixteen"), "its config has clusters 'sixteen': input should be a valid "
+                 "integer", id="artifact-variant-kmeans-clusters-not-int"),
+    pytest.param(_variant("kmeans", clusters=32), "its name 'kmeans-k16' does not say its 32 clusters",
+                 id="artifact-variant-kmeans-clusters-edited"),
+    pytest.param(_variant("ptq", **{**_INT8, "export_batch": "64"}), "its config has export_batch '64': input should "
+                 "be a valid integer", id="artifact-variant-int8-export-batch-not-int"),
+    pytest.param(_variant("ptq", **{**_INT8, "int8_check": []}), "its config has int8_check []: input should be",
+                 id="artifact-variant-int8-check-not-mapping"),
+    pytest.param(_variant("ptq", nan="fc.layer.weight"), "model.pt: tensor 'fc.layer.weight' holds NaN or infinite values",
+                 id="artifact-variant-not-finite"),
+]
+
+
+@pytest.mark.parametrize("make, message", VARIANT_CASES)
+def test_predict_refuses_an_edited_or_damaged_variant(tmp_path, stored_variants, make, message):
+    from fairquant.compress.checkpoints import save_variant
+
+    write_prepared(tmp_path / "data" / "prepared")
+    models = tmp_path / "models"
+    save_variant(models / "fp32", *stored_variants["fp32"])
+    save_variant(models / "ptq", *make(stored_variants))  # the slot predict reads next
+    for slot in ("qat", "kmeans", "prune"):
+        _file(models / slot / "model.pt", "not read: predict stops at the damaged slot before")
+    out = tmp_path / "pred"
+    result = run_stage("predict", ["--data", "data/prepared", "--models", str(models), "--out", str(out)], tmp_path,
+                       {"prepare.image_size": 8, "mitigate.before_compression": [], "mitigate.during_prune": [],
+                        "mitigate.during_qat": [], "mitigate.during_kmeans": []})
+    assert_clean_failure(result, message, out)
+
+
+# ---------------------------------------------------------------- finetune's two outputs, together or not at all
+
+
+KILL_SAFE_CASES = [
+    pytest.param("live", "cannot move the curves in place (injected)", id="artifact-finetune-live-move-fails"),
+]
+
+
+@pytest.mark.parametrize("failing, message", KILL_SAFE_CASES)
+def test_finetune_writes_the_model_only_with_its_curves(tmp_path, monkeypatch, failing, message):
+    """The model and --live appear together: when moving the curves in place fails (a full disk, a kill), the
+    model is not left behind without them (it was written, before, inside the curves' folder block)."""
+    import os
+
+    import fairquant.io
+    from fairquant.errors import FairquantError
+
+    real_replace = os.replace
+
+    def replace(source, target):
+        if Path(target).name == failing:
+            raise FairquantError(message)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(fairquant.io.os, "replace", replace)
+    write_prepared(tmp_path / "data" / "prepared")
+    out = tmp_path / "fp32"
+    result = run_stage("finetune", ["--data", "data/prepared", "--out", str(out), "--live", str(tmp_path / failing)],
+                       tmp_path, {"prepare.image_size": 8, "finetune.epochs": 1})
+    assert_clean_failure(result, message, out)
+    assert not (tmp_path / failing).exists()
+
+
+# ---------------------------------------------------------------- calibration sets read by the quantizers
+
+
+def _calibration_set(folder: Path, *, images=None, info=None, cells=None) -> Path:
+    """A tiny balanced calibration set as the calibration stage writes it (8 px, two cells), then the damage."""
+    from fairquant.io import write_json
+
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", np.zeros((8, 8, 8, 3), dtype=np.uint8) if images is None else images)
+    write_json(folder / "info.json", {"set": "balanced", "size": 8, "image_size": 8} if info is None else info)
+    if isinstance(cells, bytes):
+        (folder / "cells.npy").write_bytes(cells)
+    else:
+        np.save(folder / "cells.npy", np.arange(8, dtype=np.int16) % 2 if cells is None else cells,
+                allow_pickle=True)
+    return folder
+
+
+def _cells_truncated() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(8, dtype=np.int16) % 2)
+    return buffer.getvalue()[:-5]
+
+
+CALIBRATION_CASES = [
+    pytest.param("balanced", {"images": np.zeros((8, 8, 8, 3), dtype=np.float32)},
+                 "images.npy holds float32 (8, 8, 8, 3), not uint8 RGB images of 8x8 px",
+                 id="artifact-calibration-images-dtype"),
+    pytest.param("balanced", {"images": np.zeros((8, 16, 16, 3), dtype=np.uint8)},
+                 "images.npy holds uint8 (8, 16, 16, 3), not uint8 RGB images of 8x8 px (the model's input size)",
+                 id="artifact-calibration-images-size"),
+    pytest.param("train", {}, "holds the 'balanced' calibration set, not the 'train' set its folder is named after",
+                 id="artifact-calibration-set-swapped"),
+    pytest.param("balanced", {"model": {"small_input_stem": False}}, "fp32/model.pt was made with small_input_stem False "
+                 "but params.yaml has model.small_input_stem True", id="artifact-checkpoint-stem-not-params"),
+    pytest.param("balanced", {"info": []}, "info.json: expected a JSON object, found list",
+                 id="artifact-calibration-info-not-object"),
+    pytest.param("balanced", {"cells": np.array(["a"] * 8, dtype=object)},
+                 "cells.npy: not a readable array of cell codes (ValueError)", id="artifact-calibration-cells-pickled"),
+    pytest.param("balanced", {"cells": _cells_truncated()}, "cells.npy: not a readable array of cell codes",
+                 id="artifact-calibration-cells-truncated"),
+    pytest.param("balanced", {"cells": np.arange(12, dtype=np.int16) % 2},
+                 "cells.npy holds int16 (12,), not one integer cell code for each of the set's 8 images",
+                 id="artifact-calibration-cells-long"),
+]
+
+
+@pytest.mark.parametrize("folder, damage, message", CALIBRATION_CASES)
+def test_quantize_ptq_refuses_a_damaged_or_swapped_calibration_set(tmp_path, folder, damage, message):
+    calibration = _calibration_set(tmp_path / "calibration" / folder,
+                                   **{key: value for key, value in damage.items() if key != "model"})
+    fp32 = _fp32_folder(tmp_path / "fp32", **damage.get("model", {}))
+    out = tmp_path / "ptq"
+    result = run_stage("quantize_ptq", ["--model", str(fp32), "--calibration", str(calibration), "--out", str(out)],
+                       tmp_path, {"quantize_ptq.kernels": "simulated", "quantize_ptq.bits": 4, **TINY_MODEL,
+                                  "quantize_ptq.calibration": folder, "quantize_ptq.calibration_size": 4})
+    assert_clean_failure(result, message, out)
+
+
+# ---------------------------------------------------------------- a params file not called params.yaml
+
+
+TINY_MODEL = {"prepare.image_size": 8, "model.small_input_stem": True}  # the params _fp32_folder's model is made with
+
+
+def _fp32_folder(folder: Path, **changes) -> Path:
+    """A tiny stored fp32 model (8 px, small input stem) as finetune writes it."""
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.models import build_model
+
+    save_variant(folder, build_model("face_resnet10", small_input_stem=True).state_dict(),
+                 _tiny_config(synthetic=True, target="Smiling", protected=["Male"], **changes))
+    return folder
+
+
+PARAMS_FILE_CASES = [
+    pytest.param("mitigate", "data/prepared was made with protected ['Male'] but experiment.yaml has data.protected "
+                 "['Young']", id="artifact-prepared-stale-named-params-file"),
+]
+
+
+@pytest.mark.parametrize("stage, message", PARAMS_FILE_CASES)
+def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, message):
+    from tests.test_stages import run_in_process, stage_params
+
+    write_prepared(tmp_path / "data" / "prepared")
+    _fp32_folder(tmp_path / "fp32")
+    params = stage_params(tmp_path, {**TINY_MODEL, "data.protected": ["Young"]})
+    params.rename(tmp_path / "experiment.yaml")
+    out, live = tmp_path / "fair", tmp_path / "live"
+    result = run_in_process(stage, ["--method", "fairalm", "--seed", "0", "--data", "data/prepared", "--model",
+                                    str(tmp_path / "fp32"), "--out", str(out), "--live", str(live),
+                                    "--params", str(tmp_path / "experiment.yaml")], tmp_path)
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+CASES = (PREDICTION_CASES + STUDY_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES
+         + CHECKPOINT_CASES + PRETRAINED_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES + CLI_CASES
+         + PARAMS_FILE_CASES + VARIANT_CASES + CALIBRATION_CASES + KILL_SAFE_CASES)

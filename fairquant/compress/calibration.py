@@ -221,16 +221,65 @@ def true_composition(table: pd.DataFrame, rows: np.ndarray, protected: list[str]
     return {str(g): float(np.mean(groups == g)) for g in sorted(set(groups))}
 
 
-def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0) -> tuple[np.ndarray, dict]:
+CALIBRATION_SETS = ("train", "balanced", "synthetic", "distilled")
+RERUN_CALIBRATION = "re-run the calibration stage (dvc repro -f -s calibration@<seed>)"
+
+
+def _checked_info(folder: Path) -> dict:
+    """The set's record: a mapping naming one of the sets (the folder's own, when named after one) and the size."""
+    from fairquant.io import read_json
+
+    path = folder / "info.json"
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise FairquantError(f"{path}: expected a JSON object, found {type(info).__name__}; the file is damaged: "
+                             f"{RERUN_CALIBRATION}")
+    name, image_size = info.get("set"), info.get("image_size")
+    if name not in CALIBRATION_SETS or (image_size is not None and type(image_size) is not int):
+        raise FairquantError(f"{path}: set {name!r} and image_size {image_size!r} are not one of {CALIBRATION_SETS} "
+                             f"and a whole number of pixels; the file is damaged: {RERUN_CALIBRATION}")
+    if folder.name in CALIBRATION_SETS and folder.name != name:
+        raise FairquantError(f"{folder} holds the '{name}' calibration set, not the '{folder.name}' set its folder "
+                             f"is named after (copied from another folder?): {RERUN_CALIBRATION}")
+    return info
+
+
+def _checked_images(folder: Path, info: dict, image_size: int | None) -> np.ndarray:
+    from fairquant.io import read_images
+
+    path = folder / "images.npy"
+    images = read_images(path)
+    size = image_size or info.get("image_size") or (images.shape[1] if images.ndim == 4 else 0)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3) or not len(images):
+        raise FairquantError(f"{path} holds {images.dtype} {images.shape}, not uint8 RGB images of {size}x{size} px "
+                             f"(the model's input size); the set is damaged or from another run: {RERUN_CALIBRATION}")
+    return images
+
+
+def _checked_cells(folder: Path, count: int) -> np.ndarray:
+    path = folder / "cells.npy"
+    try:
+        cells = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise FairquantError(f"{path}: not a readable array of cell codes ({type(exc).__name__}); the file is "
+                             f"damaged: {RERUN_CALIBRATION}") from None
+    if not np.issubdtype(cells.dtype, np.integer) or cells.shape != (count,):
+        raise FairquantError(f"{path} holds {cells.dtype} {cells.shape}, not one integer cell code for each of the "
+                             f"set's {count} images; the set is damaged or mixes two runs: {RERUN_CALIBRATION}")
+    return cells
+
+
+def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0, *,
+             image_size: int | None = None) -> tuple[np.ndarray, dict]:
     """A built calibration set (``images.npy`` + ``info.json``): all of it when ``size`` is None, else ``size``
     images drawn at random with ``seed``; from a set with ``cells.npy`` (balanced), as equally from every
-    group x label cell as ``size`` allows (cells differ by at most one image)."""
-    from fairquant.io import read_images, read_json
-
+    group x label cell as ``size`` allows (cells differ by at most one image). Its record, images and cells are
+    checked first; ``image_size``: the model's input size the images must have (default: the set's record)."""
     folder = Path(folder)
     if not (folder / "images.npy").is_file():
         raise FairquantError(f"calibration set {folder} is missing; run `dvc repro calibration` first")
-    images, info = read_images(folder / "images.npy"), read_json(folder / "info.json")
+    info = _checked_info(folder)
+    images = _checked_images(folder, info, image_size)
     if size is None:
         return np.array(images), info  # a copy: torch warns about tensors made from a read-only memory map
     if size > len(images):
@@ -239,7 +288,7 @@ def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0) -> t
     rng = np.random.default_rng(seed)
     if not (folder / "cells.npy").is_file():
         return np.asarray(images[np.sort(rng.choice(len(images), size, replace=False))]), info
-    cells = np.load(folder / "cells.npy")
+    cells = _checked_cells(folder, len(images))
     names = np.unique(cells)
     if size < len(names):
         raise FairquantError(f"{key}={size} is smaller than the {len(names)} group x label cells of the "

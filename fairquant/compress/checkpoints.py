@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
 from torch import nn
 
 from fairquant.compress import registry
@@ -17,6 +18,7 @@ from fairquant.io import load_checkpoint
 from fairquant.models import build_from_config, first_non_finite
 
 CHECKPOINT = "model.pt"
+RERUN = "re-run its stage (dvc repro -f -s <stage>)"
 
 
 class WeightsMismatch(ValueError):
@@ -63,20 +65,44 @@ def load_into(model: nn.Module, state_dict: dict) -> nn.Module:
     return _load_strict(model, state_dict)
 
 
+def _first_problem(exc: ValidationError) -> str:
+    """A stored config's first schema error, in words: the key, and the value found where it is not the type."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"lacks {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not where:  # a check across keys (the name against the scheme): its message says it all
+        return message
+    return f"has {where} {error['input']!r}: {message[:1].lower()}{message[1:]}"
+
+
+def check_config(path: str | Path, config: dict) -> registry.StoredConfig:
+    """The stored config of the checkpoint at ``path``, checked against its kind's schema before anything is built
+    from it (an edited or foreign config is refused in one line, naming the key and the value found)."""
+    kind_name = config.get("kind")
+    if not isinstance(kind_name, str):
+        raise FairquantError(f"{path}: its config has kind {kind_name!r}, not a variant kind; the file is damaged or "
+                             f"from another fairquant version: {RERUN}")
+    kind = registry.lookup(kind_name)
+    try:
+        return kind.config.model_validate(config, strict=True)
+    except ValidationError as exc:
+        raise FairquantError(f"{path}: its config {_first_problem(exc)}; the file is damaged, edited or from another "
+                             f"fairquant version: {RERUN}") from None
+
+
 def rebuild_stored(path: str | Path, config: dict, state_dict: dict) -> nn.Module:
-    """The module of the checkpoint at ``path`` (its config and weights), rebuilt by its kind's handler; weights
-    that do not fit the architecture the config names (a damaged file, or a config and weights from two runs) are
-    refused in one line naming the first tensor that differs."""
+    """The module of the checkpoint at ``path`` (its config and weights), rebuilt by its kind's handler; a config
+    that breaks its kind's schema, or weights that do not fit the architecture the config names (a damaged file, or
+    a config and weights from two runs), are refused in one line naming the first key or tensor that differs."""
+    check_config(path, config)
     kind = registry.lookup(config["kind"])
     try:
         return kind.rebuild(config, state_dict)
     except WeightsMismatch as exc:
         raise FairquantError(f"{path}: its weights do not fit the {config.get('arch', '?')} {config['kind']} model its "
-                             f"config describes: {exc}; the file is damaged or mixes two runs: re-run its stage "
-                             "(dvc repro -f -s <stage>)") from None
-    except KeyError as exc:
-        raise FairquantError(f"{path}: its config lacks {exc}; the file is damaged or from another fairquant version: "
-                             "re-run its stage (dvc repro -f -s <stage>)") from None
+                             f"config describes: {exc}; the file is damaged or mixes two runs: {RERUN}") from None
 
 
 def fp32_size_bytes(model: nn.Module) -> int:
@@ -87,7 +113,22 @@ FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
                                      size_bytes=lambda config, model: fp32_size_bytes(model), kernels="fp32"))
 
 
-def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
+def check_against_params(path: Path, config: dict, params, params_file: str | Path) -> None:
+    """A classifier's stored input stem against the params the stage runs under: the stem changes the forward pass
+    without changing a weight's shape, so a model from other params would load and run silently. (Its image size is
+    checked where images meet it: the calibration set's, the prepared data's.)"""
+    if config.get("task") == "verification":
+        return
+    for key, stored, wanted in (("model.small_input_stem", config["small_input_stem"], params.model.small_input_stem),):
+        if stored != wanted:
+            raise FairquantError(f"{path} was made with {key.split('.')[1]} {stored!r} but {Path(params_file).name} "
+                                 f"has {key} {wanted!r}; the model is from other params: re-run finetune (dvc repro "
+                                 f"-f -s finetune@<seed>) or put {key} back")
+
+
+def load_fp32(model_dir: str | Path, *, params=None, params_file: str | Path = "params.yaml") -> tuple[nn.Module, dict]:
+    """The stored fp32 model and its config; with ``params`` (the stage's), its input stem checked against them
+    (``params_file`` is named in the message)."""
     path = Path(model_dir) / CHECKPOINT
     checkpoint = load_checkpoint(path)
     if checkpoint["config"]["kind"] != FP32.name:
@@ -96,7 +137,10 @@ def load_fp32(model_dir: str | Path) -> tuple[nn.Module, dict]:
     if damaged is not None:
         raise FairquantError(f"{path}: layer {damaged!r} holds NaN or infinite values; the model is damaged or "
                              "diverged: re-run its stage (dvc repro -f -s finetune@<seed>)")
-    return rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"]), checkpoint["config"]
+    model = rebuild_stored(path, checkpoint["config"], checkpoint["state_dict"])
+    if params is not None:
+        check_against_params(path, checkpoint["config"], params, params_file)
+    return model, checkpoint["config"]
 
 
 def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
@@ -113,11 +157,18 @@ def base_config(fp32_config: dict, kind: str, name: str, **extra) -> dict:
 HEAD = "head.pt"  # a verification model's margin head (identity centres), for compression fine-tuning
 
 
+def write_variant(folder: Path, state_dict: dict, config: dict, head: dict | None = None) -> None:
+    """A model folder's files, into ``folder`` (a temporary folder the caller moves in place when all succeeded)."""
+    from fairquant.io import save_checkpoint, write_json
+
+    save_checkpoint(folder / CHECKPOINT, state_dict, config)
+    if head is not None:
+        save_checkpoint(folder / HEAD, head, {"kind": "margin-head", "of": config["name"]})
+    write_json(folder / "info.json", config)
+
+
 def save_variant(out: str | Path, state_dict: dict, config: dict, head: dict | None = None) -> None:
-    from fairquant.io import atomic_dir, save_checkpoint, write_json
+    from fairquant.io import atomic_dir
 
     with atomic_dir(out) as tmp:
-        save_checkpoint(tmp / CHECKPOINT, state_dict, config)
-        if head is not None:
-            save_checkpoint(tmp / HEAD, head, {"kind": "margin-head", "of": config["name"]})
-        write_json(tmp / "info.json", config)
+        write_variant(tmp, state_dict, config, head)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from fairquant.compress import registry
 from fairquant.compress.checkpoints import fp32_size_bytes, load_into, untrained
-from fairquant.compress.registry import VariantKind
+from fairquant.compress.registry import SchemeConfig, VariantKind
 from fairquant.errors import FairquantError
 from fairquant.params import QuantSchemeParams
 
@@ -430,7 +430,7 @@ def _rebuild(config: dict, state_dict: dict) -> nn.Module:
 # Simulated PTQ (any scheme the int8 kernels cannot run), QAT and the precision plan's models.
 FAKEQUANT = registry.register(VariantKind("fakequant", rebuild=_rebuild,
                                           size_bytes=lambda config, model: quantized_size_bytes(model),
-                                          kernels="simulated"))
+                                          kernels="simulated", config=SchemeConfig))
 
 
 def describe(model: nn.Module) -> list[dict]:

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from fairquant.compress import registry
 from fairquant.compress.checkpoints import untrained
-from fairquant.compress.registry import VariantKind
+from fairquant.compress.registry import SchemeConfig, VariantKind
 from fairquant.errors import FairquantError
 from fairquant.models import to_input
 
@@ -364,8 +365,24 @@ def _rebuild(config: dict, state_dict: dict) -> nn.Module:
                         config.get("int8_check", {}).get("reduce_range", False))
 
 
+class StoredInt8Check(BaseModel):
+    """What quantize_ptq measured of the compiled model; the rebuild reads only ``reduce_range``."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    reduce_range: bool = False
+
+
+class Int8Config(SchemeConfig):
+    """An int8 variant's config: the exported graph's fixed batch and input size, and how it was checked."""
+
+    export_batch: int = Field(ge=1)
+    image_size: int = Field(ge=1)
+    int8_check: StoredInt8Check = Field(default_factory=StoredInt8Check)
+
+
 PTQ_INT8 = registry.register(VariantKind("ptq-int8", rebuild=_rebuild,
-                                         size_bytes=lambda config, model: stored_size_bytes(model), kernels="int8"))
+                                         size_bytes=lambda config, model: stored_size_bytes(model), kernels="int8",
+                                         config=Int8Config))
 
 
 @dataclass(frozen=True)

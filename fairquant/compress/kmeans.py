@@ -11,15 +11,17 @@ Deep Compression's grouped centroid update.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
 from fairquant.compress import registry
 from fairquant.compress.checkpoints import fp32_size_bytes, load_into, untrained
 from fairquant.compress.fakequant import quantizable_layers
-from fairquant.compress.registry import VariantKind
+from fairquant.compress.registry import StoredConfig, VariantKind
 
 
 @torch.no_grad()
@@ -104,9 +106,23 @@ def clustered_size_bytes(model: nn.Module, clusters: int) -> int:
     return total
 
 
+class KmeansConfig(StoredConfig):
+    """A weight-shared variant's config: its codebook size builds every layer, so it is typed and its name checked."""
+
+    clusters: int = Field(ge=2, le=256)  # indices are stored as uint8
+
+    @model_validator(mode="after")
+    def _name_says_the_clusters(self) -> "KmeansConfig":
+        if f"k{self.clusters}" not in re.split(r"[-+]", self.name):
+            raise ValueError(f"its name {self.name!r} does not say its {self.clusters} clusters (a 'k{self.clusters}' "
+                             "part); the name or the clusters were edited")
+        return self
+
+
 KMEANS = registry.register(VariantKind(
     "kmeans", rebuild=lambda config, state: load_into(empty_clustered(untrained(config), config["clusters"]), state),
-    size_bytes=lambda config, model: clustered_size_bytes(model, config["clusters"]), kernels="dense-decoded"))
+    size_bytes=lambda config, model: clustered_size_bytes(model, config["clusters"]), kernels="dense-decoded",
+    config=KmeansConfig))
 
 
 def kmeans_variant(model: nn.Module, params, finetune) -> tuple[nn.Module, dict]:

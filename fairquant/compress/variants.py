@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from fairquant.compress import checkpoints, fakequant, int8, kmeans, pruning, registry
+from fairquant.errors import FairquantError
 from fairquant.io import load_checkpoint
+from fairquant.models import first_non_finite
 from fairquant.training import logits_of, predict_scores, probabilities
 
 KINDS = (checkpoints.FP32, pruning.PRUNED, fakequant.FAKEQUANT, kmeans.KMEANS, int8.PTQ_INT8)  # what it reads
@@ -54,6 +56,11 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
     path = Path(model_dir) / checkpoints.CHECKPOINT
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
+    checkpoints.check_config(path, config)  # before anything reads it
+    damaged = first_non_finite(checkpoint["state_dict"])
+    if damaged is not None:
+        raise FairquantError(f"{path}: tensor {damaged!r} holds NaN or infinite values; the model is damaged or "
+                             f"diverged: {checkpoints.RERUN}")
     image_size = config["image_size"]
     kind = registry.lookup(config["kind"])
     if kind.kernels == "int8":

@@ -109,8 +109,11 @@ def read_store(folder: Path, info: dict, *, rows: np.ndarray) -> np.ndarray:
     path = folder / "images.npy"
     images = read_images(path)
     size = info["image_size"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+    if images.dtype != np.uint8 or images.ndim != 4:
         raise FairquantError(f"{path} holds {images.dtype} {images.shape}, not uint8 images (N, H, W, C); {RERUN}")
+    if images.shape[3] != 3:  # prepare always writes RGB; the models take three channels
+        raise FairquantError(f"{path} holds {images.shape[3]}-channel images {images.shape}, not RGB (N, H, W, 3); "
+                             f"{RERUN}")
     if images.shape[1:3] != (size, size):
         raise FairquantError(f"{path} holds {images.shape[1]}x{images.shape[2]} images but info.json says image_size "
                              f"{size}; {RERUN}")
