@@ -183,7 +183,8 @@ def _is_number(value: Any) -> bool:
 
 
 def check_metric_shapes(block: dict, source: str, *, prefix: str = "") -> None:
-    """The shapes the report reads in a metrics block (or a paired comparison): ``overall`` maps names to numbers;
+    """The shapes the report reads in a metrics block (or a paired comparison): ``overall`` maps names to numbers
+    (or, for a multi-class target, to per-class objects, whose numbers are checked like every other leaf);
     ``groups``, ``gaps``, ``signed`` and ``group_changes`` map names to objects; every estimate's ``value``,
     ``ci_low``, ``ci_high``, ``delta`` and ``p_value`` is a number or null, at any depth. A number where an object
     belongs (or text where a number does) is refused here, in one line, not deep inside a table or a figure."""
@@ -191,7 +192,7 @@ def check_metric_shapes(block: dict, source: str, *, prefix: str = "") -> None:
     if overall is not None:
         if not isinstance(overall, dict):
             raise FairquantError(f"{source}: '{prefix}overall' should be an object, found {overall!r}; {_REEVALUATE}")
-        bad = next((k for k, v in overall.items() if not _is_number(v)), None)
+        bad = next((k for k, v in overall.items() if not (_is_number(v) or isinstance(v, dict))), None)
         if bad is not None:
             raise FairquantError(f"{source}: '{prefix}overall.{bad}' should be a number, found {overall[bad]!r}; "
                                  f"{_REEVALUATE}")

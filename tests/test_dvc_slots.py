@@ -82,3 +82,21 @@ def test_model_slots_do_not_depend_on_the_post_processing_lists():
     plain = MitigateParams(**{**EVERY_REMEDY, "after": [], "post_on": []})
     assert model_slots(plain) == model_slots(MitigateParams(**EVERY_REMEDY))
     assert list(study_slots(MitigateParams(**EVERY_REMEDY)))[:len(model_slots(plain))] == list(model_slots(plain))
+
+
+def test_a_post_processed_precision_plan_is_the_slot_it_claims():
+    """A precision plan's name holds the number of layers it kept, also inside its post-processed slot's name."""
+    from fairquant.errors import FairquantError
+    from fairquant.mitigate.slots import check_slot_holds, study_model_names
+    from fairquant.params import Params
+
+    params = Params().model_copy(deep=True, update={"mitigate": Params().mitigate.model_copy(update={
+        "precision": ["sensitivity"], "post_on": ["fp32", "sensitivity+ptq"], "after": ["caleqodds"]})})
+    names = study_model_names(params)
+    check_slot_holds("sensitivity+ptq", "sensitivity+ptq-w4-keep3", names=names, where="m")
+    check_slot_holds("sensitivity+ptq+caleqodds", "sensitivity+ptq-w4-keep3+caleqodds", names=names, where="m")
+    for slot, found in (("sensitivity+ptq", "sensitivity+ptq-w4-keep3+caleqodds"),
+                        ("sensitivity+ptq+caleqodds", "sensitivity+ptq-w4-keepx+caleqodds"),
+                        ("sensitivity+ptq", "sensitivity+ptq-w8-keep3")):
+        with pytest.raises(FairquantError, match="slot holds 'sensitivity\\+ptq-w4-keep<k>"):
+            check_slot_holds(slot, found, names=names, where="m")

@@ -124,3 +124,30 @@ def test_predictions_whose_labels_are_not_binary_integers_are_refused(column, va
         check_labels(frame, "ptq")
     with pytest.raises(FairquantError, match="lack the column 'y_pred'"):
         check_labels(frame.drop(columns="y_pred"), "ptq")
+
+
+def test_a_multiclass_evaluation_reads_back_with_its_per_class_block(tmp_path):
+    """overall.per_class is an object of per-class numbers, not damage (the check once refused every multi-class
+    evaluation read back)."""
+    import numpy as np
+    import pandas as pd
+
+    from fairquant.fairness.evaluation import evaluate_variant
+    from fairquant.params import EvaluateParams
+    from fairquant.results import EvaluationResult, PredictionsInfo
+
+    rng = np.random.default_rng(0)
+    classes, n = ["c0", "c1", "c2"], 300
+    y = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), y] += 3
+    prob = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("float32")
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "y_true": y.astype("int16"),
+                          "y_pred": prob.argmax(1).astype("int16"), "g": rng.choice(["a", "b"], n)})
+    frame["y_score"], frame["y_prob"] = prob[np.arange(n), frame["y_pred"]], list(prob)
+    info = PredictionsInfo(name="fp32", kind="fp32", kernels="fp32", details={"classes": classes}, size_bytes=1,
+                           synthetic=True)
+    result = evaluate_variant(frame, frame, info, ["g"], EvaluateParams(privileged_group="a", bootstrap=100))
+    result.write(tmp_path / "fp32.json")
+    back = EvaluationResult.read(tmp_path / "fp32.json")
+    assert set(back.metrics["overall"]["per_class"]) == set(classes)

@@ -13,6 +13,8 @@ predictions in ``data/predictions/s<seed>/postprocessed/<slot>``; the timed slot
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from fairquant.errors import FairquantError
@@ -104,10 +106,14 @@ def sweep_model_names(params: Params) -> dict[str, tuple[str, str]]:
     return out
 
 
+KEPT = "{k}"  # where a precision plan's name holds the number of layers it kept
+
+
 def study_model_names(params: Params) -> dict[str, tuple[str, bool]]:
     """Each study slot -> the variant name its model (or post-processed predictions) records, as params.yaml's
-    sections name it, and whether that is only the name's beginning (a precision plan's name ends with the number of
-    layers it kept, known only once it is made). A model copied or left in another slot's folder is refused by it."""
+    sections name it, and whether the name holds a number known only once the model is made: a precision plan's
+    name is ``<method>+ptq-w<bits>-keep<k>`` (the number of layers it kept), written here with ``{k}`` where k goes,
+    also inside a post-processed slot's name. A model copied or left in another slot's folder is refused by it."""
     mitigate, compressors = params.mitigate, params.compressors()
     ptq = compressors["ptq"].variant_name()
     names = {"fp32": ("fp32", False), **{c: (section.variant_name(), False) for c, section in compressors.items()}}
@@ -123,7 +129,7 @@ def study_model_names(params: Params) -> dict[str, tuple[str, bool]]:
         section = compressors["ptq"].model_copy(update={"calibration": calibration_set})
         names[combined(calibration_set, "ptq")] = (section.variant_name(), False)
     for method in mitigate.precision:
-        names[combined(method, "ptq")] = (f"{method}+ptq-w{getattr(mitigate, method).bits}-keep", True)
+        names[combined(method, "ptq")] = (f"{method}+ptq-w{getattr(mitigate, method).bits}-keep{KEPT}", True)
     for method in mitigate.after:
         for slot in mitigate.post_on:
             name, prefix = names[slot]
@@ -133,8 +139,13 @@ def study_model_names(params: Params) -> dict[str, tuple[str, bool]]:
 
 def check_slot_holds(slot: str, found: str, *, names: dict[str, tuple[str, bool]], where: str) -> None:
     """``found`` (the variant name recorded in ``where``) is what params.yaml says ``slot`` holds."""
-    want, prefix = names[slot]
-    if not (found.startswith(want) if prefix else found == want):
-        raise FairquantError(f"{where} holds {found!r}, but the {slot} slot holds "
-                             f"{want + ('...' if prefix else '')!r} by params.yaml; it was copied or left from another "
-                             "slot or other params: re-run its stages (dvc repro)")
+    want, counted = names[slot]
+    if counted:
+        before, _, after = want.partition(KEPT)
+        holds = re.fullmatch(re.escape(before) + r"\d+" + re.escape(after), found) is not None
+    else:
+        holds = found == want
+    if not holds:
+        raise FairquantError(f"{where} holds {found!r}, but the {slot} slot holds {want.replace(KEPT, '<k>')!r} by "
+                             "params.yaml; it was copied or left from another slot or other params: re-run its stages "
+                             "(dvc repro)")
