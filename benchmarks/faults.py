@@ -219,6 +219,19 @@ def cache_without(repo: Path, stage: str, *, warm: bool) -> Iterator[None]:
         shutil.rmtree(aside)
 
 
+CLEAN_LOCK = "clean.lock"  # beside the study: the clean run's dvc.lock, as a user's last commit would hold it
+
+
+def lock_is_whole(lock: Path) -> bool:
+    """dvc.lock parses as DVC's mapping of stages (not empty, not cut off in the middle of a write)."""
+    try:
+        parsed = yaml.safe_load(lock.read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("stages"), dict) and all(
+        isinstance(entry, dict) for entry in parsed["stages"].values())
+
+
 def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *, warm: bool) -> Kill:
     run = Run(["repro", "-f", "--single-item", kill.stage], repo, env)
     announced = run.wait_announced(kill.stage, timeout=600)
@@ -230,8 +243,10 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
     else:
         run.finish()
     kill.left_temporaries = len(temporaries(repo))
-    if not (repo / "dvc.lock").read_text().strip():  # DVC 3 rewrites dvc.lock in place (open "w+"), not atomically
-        kill.note = "the kill left dvc.lock empty"
+    if not lock_is_whole(repo / "dvc.lock"):  # DVC 3 rewrites dvc.lock in place (open "w+"), not atomically
+        # the kill hit DVC's own write: the README's remedy (git checkout dvc.lock) puts the last good one back
+        shutil.copyfile(repo.parent / CLEAN_LOCK, repo / "dvc.lock")
+        kill.note = "the kill hit DVC's in-place dvc.lock write; restored it as `git checkout dvc.lock` would"
     with cache_without(repo, kill.stage, warm=warm):
         recovery = Run(["repro", "--no-run-cache"], repo, env)
         code = recovery.finish()
@@ -285,6 +300,7 @@ def prepared_study(workdir: Path | None, reuse: Path | None):
     clean = workspace(repo)
     record = {"order": order, "durations": durations, "total": total, "hashes": clean}
     (base / "clean.json").write_text(json.dumps(record, indent=1))
+    shutil.copyfile(repo / "dvc.lock", base / CLEAN_LOCK)
     return base, order, durations, total, clean
 
 
