@@ -209,6 +209,9 @@ def check_metric_shapes(block: dict, source: str, *, prefix: str = "") -> None:
     _check_leaves(block, source, prefix.rstrip("."))
 
 
+NONFINITE, NONFINITE_KINDS = "nonfinite", ("inf", "-inf", "undefined")  # fairness/verification.py's names
+
+
 def _check_leaves(value: Any, source: str, path: str) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():
@@ -217,6 +220,12 @@ def _check_leaves(value: Any, source: str, path: str) -> None:
                 raise FairquantError(f"{source}: '{where}' should be a number, found {inner!r}; {_REEVALUATE}")
             if key == INTERVALS and isinstance(inner, dict):
                 _check_intervals(inner, source, where)
+                continue
+            if key == NONFINITE and isinstance(inner, dict):  # which numbers were inf, -inf or NaN (stored as null)
+                bad = next((name for name, kind in inner.items() if kind not in NONFINITE_KINDS), None)
+                if bad is not None:
+                    raise FairquantError(f"{source}: '{where}.{bad}' should name a non-finite kind "
+                                         f"({', '.join(NONFINITE_KINDS)}), found {inner[bad]!r}; {_REEVALUATE}")
                 continue
             _check_leaves(inner, source, where)
     elif isinstance(value, list):

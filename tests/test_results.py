@@ -151,3 +151,18 @@ def test_a_multiclass_evaluation_reads_back_with_its_per_class_block(tmp_path):
     result.write(tmp_path / "fp32.json")
     back = EvaluationResult.read(tmp_path / "fp32.json")
     assert set(back.metrics["overall"]["per_class"]) == set(classes)
+
+
+def test_verification_metrics_with_non_finite_values_pass_and_a_bad_kind_is_refused():
+    """A non-finite estimate is stored as null and named in ``nonfinite`` ('undefined', 'inf', '-inf'): valid (the
+    check once refused every real verify.json); another word there is damage."""
+    from fairquant.errors import FairquantError
+    from fairquant.results import check_verification_metrics
+
+    estimate = {"value": None, "ci_low": None, "ci_high": 2.0, "nonfinite": {"value": "undefined", "ci_low": "-inf"}}
+    verify = {"races": ["African"], "confidence": 0.95, "reference": "fp32",
+              "variants": {"fp32": {"summary": {"ser": 1.0}, "global_threshold": {"fmr_ratio": estimate}}}}
+    check_verification_metrics(verify, "verify.json")
+    estimate["nonfinite"]["value"] = "huge"
+    with pytest.raises(FairquantError, match="fmr_ratio.nonfinite.value' should name a non-finite kind"):
+        check_verification_metrics(verify, "verify.json")
