@@ -222,6 +222,14 @@ def cache_without(repo: Path, stage: str, *, warm: bool) -> Iterator[None]:
 CLEAN_LOCK = "clean.lock"  # beside the study: the clean run's dvc.lock, as a user's last commit would hold it
 
 
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except ValueError:
+        return False
+    return True
+
+
 def lock_is_whole(lock: Path) -> bool:
     """dvc.lock parses as DVC's mapping of stages (not empty, not cut off in the middle of a write)."""
     try:
@@ -247,6 +255,10 @@ def kill_and_recover(repo: Path, env: dict, clean: dict[str, str], kill: Kill, *
         # the kill hit DVC's own write: the README's remedy (git checkout dvc.lock) puts the last good one back
         shutil.copyfile(repo.parent / CLEAN_LOCK, repo / "dvc.lock")
         kill.note = "the kill hit DVC's in-place dvc.lock write; restored it as `git checkout dvc.lock` would"
+    rwlock = repo / ".dvc" / "tmp" / "rwlock"  # DVC's own lock file, also written in place
+    if rwlock.exists() and not _is_json(rwlock):
+        rwlock.unlink()  # what a user does after "Unable to read RWLock-file": no DVC process holds it any more
+        kill.note += ("; " if kill.note else "") + "the kill hit DVC's in-place .dvc/tmp/rwlock write; removed it"
     with cache_without(repo, kill.stage, warm=warm):
         recovery = Run(["repro", "--no-run-cache"], repo, env)
         code = recovery.finish()
