@@ -841,7 +841,7 @@ CALIBRATION_CASES = [
     pytest.param("balanced", {"cells": _cells_truncated()}, "cells.npy: not a readable array of cell codes",
                  id="artifact-calibration-cells-truncated"),
     pytest.param("balanced", {"cells": np.arange(12, dtype=np.int16) % 2},
-                 "cells.npy holds int16 (12,), not one integer cell code for each of the set's 8 images",
+                 "cells.npy holds int16 (12,), not one cell code or name for each of the set's 8 images",
                  id="artifact-calibration-cells-long"),
 ]
 

@@ -263,8 +263,9 @@ def _checked_cells(folder: Path, count: int) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise FairquantError(f"{path}: not a readable array of cell codes ({type(exc).__name__}); the file is "
                              f"damaged: {RERUN_CALIBRATION}") from None
-    if not np.issubdtype(cells.dtype, np.integer) or cells.shape != (count,):
-        raise FairquantError(f"{path} holds {cells.dtype} {cells.shape}, not one integer cell code for each of the "
+    # integer codes (classification: target x group cells) or names (verification: each image's race)
+    if cells.dtype.kind not in "iuU" or cells.shape != (count,):
+        raise FairquantError(f"{path} holds {cells.dtype} {cells.shape}, not one cell code or name for each of the "
                              f"set's {count} images; the set is damaged or mixes two runs: {RERUN_CALIBRATION}")
     return cells
 
