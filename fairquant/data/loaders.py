@@ -11,9 +11,9 @@ Each reader registers itself under the ``data.source`` names it reads (``@reader
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -95,9 +95,13 @@ def _refuse_null_target(frame: pd.DataFrame, name: str) -> None:
     missing = null_like(frame[name])
     if missing.any():
         first = frame["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
-        raise FairquantError(f"the target is empty (null) in {int(missing.sum())} of {len(frame)} samples (first: "
-                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
-                             f"is not a class ({RENAME_HINT})")
+        raise FairquantError(missing_values("the target", int(missing.sum()), len(frame), first, "class"))
+
+
+def missing_values(what: str, count: int, total: int, first, noun: str) -> str:
+    """The one message for missing labels: ``what`` is empty in ``count`` of ``total`` samples; it is no ``noun``."""
+    return (f"{what} is empty (null) in {count} of {total} samples (first: {first}); fill the value in the dataset's "
+            f"labels or drop those rows: a missing value is not a {noun} ({RENAME_HINT})")
 
 
 MAX_CLASSES = 32767  # y_true is int16 for a multi-class target

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from fairquant.data.images import open_rgb
-from fairquant.data.loaders import RENAME_HINT, RawDataset, null_like
+from fairquant.data.loaders import RawDataset, missing_values, null_like
 from fairquant.errors import FairquantError
 
 
@@ -164,9 +164,8 @@ def check_protected_values(table: pd.DataFrame, protected: list[str]) -> None:
         missing = null_like(table[name])
         if missing.any():
             first = table["sample_id"].iloc[int(np.flatnonzero(missing)[0])]
-            raise FairquantError(f"protected attribute {name!r} is empty (null) in {int(missing.sum())} of "
-                                 f"{len(table)} samples (first: {first}); fill the value in the dataset's labels or "
-                                 f"drop those rows: a missing value is not a group ({RENAME_HINT})")
+            raise FairquantError(missing_values(f"protected attribute {name!r}", int(missing.sum()), len(table), first,
+                                                "group"))
         distinct = sorted(values.unique())
         if len(distinct) < 2:
             raise FairquantError(f"protected attribute {name!r} has the single value {distinct[0]!r} in all "
@@ -180,9 +179,7 @@ def check_class_names(table: pd.DataFrame, classes: list[str] | None) -> None:
     if missing:
         rows = table["y_true"].isin(missing).to_numpy()
         first = table["sample_id"].iloc[int(np.flatnonzero(rows)[0])] if rows.any() else None
-        raise FairquantError(f"the target is empty (null) in {int(rows.sum())} of {len(table)} samples (first: "
-                             f"{first}); fill the value in the dataset's labels or drop those rows: a missing value "
-                             f"is not a class ({RENAME_HINT})")
+        raise FairquantError(missing_values("the target", int(rows.sum()), len(table), first, "class"))
 
 
 def check_groups_in_test(table: pd.DataFrame, protected: list[str]) -> None:
