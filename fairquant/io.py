@@ -242,6 +242,18 @@ def read_json(path: str | Path) -> Any:
                              "(dvc repro -f -s <stage>)") from None
 
 
+def require_object(value: Any, source: str | Path, fix: str) -> dict:
+    """``value`` if it is a JSON object (a dict); otherwise the one-line refusal naming ``source`` and ``fix``."""
+    if not isinstance(value, dict):
+        raise FairquantError(f"{source}: expected a JSON object, found {type(value).__name__}; {fix}")
+    return value
+
+
+def read_json_object(path: str | Path, fix: str) -> dict:
+    """:func:`read_json` of a file that must hold a JSON object."""
+    return require_object(read_json(path), path, fix)
+
+
 def write_table(path: str | Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
     """Write ``frame`` as parquet with exactly ``schema`` (extra columns must be in the schema)."""
     missing = [name for name in schema.names if name not in frame.columns]

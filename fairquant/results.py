@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fairquant.errors import FairquantError
-from fairquant.io import read_json, write_json
+from fairquant.io import read_json, require_object, write_json
 
 
 def _check_keys(data: dict, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> None:
@@ -74,9 +74,7 @@ class PredictionsInfo:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "info.json") -> PredictionsInfo:
-        if not isinstance(data, dict):
-            raise FairquantError(f"{source}: expected a JSON object, found {type(data).__name__}; re-run the stage "
-                                 "that writes it")
+        require_object(data, source, "re-run the stage that writes it")
         _check_keys(data, cls.REQUIRED, cls.OPTIONAL, source)
         _check_types(data, cls.TYPES, source)
         bad = [mode for mode, timing in data.get("latency", {}).items()
@@ -135,8 +133,7 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "evaluation") -> EvaluationResult:
         """Every key that is neither in :attr:`HEAD` nor in :attr:`TAIL` belongs to the metrics block."""
-        if not isinstance(data, dict):
-            raise FairquantError(f"{source}: expected a JSON object, found {type(data).__name__}; re-run evaluate")
+        require_object(data, source, "re-run evaluate")
         _check_keys({key: data[key] for key in data if key in cls.HEAD + cls.TAIL}, cls.HEAD, cls.TAIL, source)
         metrics = {key: value for key, value in data.items() if key not in cls.HEAD + cls.TAIL}
         lacking = [key for key in cls.METRICS if key not in metrics]
@@ -245,8 +242,7 @@ def check_verification_metrics(verify: Any, source: str) -> None:
     ``races`` (a list of names), a number ``confidence``, ``variants`` mapping names to objects that each hold a
     ``summary`` object, ``reference`` one of the variants, and every estimate's numbers numbers."""
     fix = "the file is damaged or not the verification branch's metrics: re-run verify_evaluate (dvc repro)"
-    if not isinstance(verify, dict):
-        raise FairquantError(f"{source}: expected a JSON object, found {type(verify).__name__}; {fix}")
+    require_object(verify, source, fix)
     variants, races = verify.get("variants"), verify.get("races")
     if not isinstance(variants, dict) or not variants or not all(
             isinstance(r, dict) and isinstance(r.get("summary"), dict) for r in variants.values()):
@@ -261,6 +257,21 @@ def check_verification_metrics(verify: Any, source: str) -> None:
 
 
 PREDICTION_COLUMNS = ("sample_id", "y_true", "y_score", "y_pred")
+
+
+def check_label_values(frame, classes: list[str] | None, source: str, fix: str) -> None:
+    """``y_true`` and ``y_pred`` hold integer labels: 0/1, or class indices below ``len(classes)`` (scores in
+    ``y_pred`` would otherwise be cut to 0 silently)."""
+    import pandas as pd
+
+    allowed = range(len(classes)) if classes else (0, 1)
+    for column in ("y_true", "y_pred"):
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
+            found = sorted(set(values.dropna().tolist()))[:5]
+            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
+            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; "
+                                 f"{fix}")
 
 
 def check_predictions(frame: Any, *, source: str, protected: list[str], classes: list[str] | None = None,
@@ -278,14 +289,7 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
     if absent:
         raise FairquantError(f"{source}: predictions lack the column {absent[0]!r}" +
                              (f" (and {absent[1:]})" if len(absent) > 1 else "") + f"; {fix}")
-    allowed = range(len(classes)) if classes else (0, 1)
-    for column in ("y_true", "y_pred"):
-        values = frame[column]
-        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
-            found = sorted(set(values.dropna().tolist()))[:5]
-            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
-            raise FairquantError(f"{source}: {column} must hold {what} as integers, found {values.dtype} {found}; "
-                                 f"{fix}")
+    check_label_values(frame, classes, source, fix)
     scores = frame["y_score"]
     if not pd.api.types.is_float_dtype(scores) or not bool(np.all((scores.to_numpy() >= 0) & (scores.to_numpy() <= 1))):
         bad = scores[~((scores >= 0) & (scores <= 1))].head(3).tolist() if pd.api.types.is_numeric_dtype(scores) else []

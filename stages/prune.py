@@ -5,11 +5,10 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import pruning
-from fairquant.compress.checkpoints import base_config, load_fp32, save_variant
-from fairquant.data.prepared import check_prepared
-from fairquant.io import atomic_dir, check_outputs
-from fairquant.params import load_params
-from fairquant.training import compression_finetuner, derived_seed, seed_everything
+from fairquant.compress.checkpoints import base_config, save_variant
+from fairquant.compress.start import start_compression
+from fairquant.io import atomic_dir
+from fairquant.training import compression_finetuner
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -23,13 +22,9 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for fine-tuning curves"),
          point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    all_params = load_params(params_file)
-    check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
-    params = all_params.section_for("prune", point)
-    check_prepared(data, all_params, params_file=params_file)  # before any work
-    run_seed = derived_seed(seed, params.seed)
-    seed_everything(run_seed, params.threads)
-    model, fp32_config = load_fp32(model_dir, params=all_params, params_file=params_file)
+    all_params, params, run_seed, model, fp32_config = start_compression(
+        "prune", seed=seed, model_dir=model_dir, point=point, params_file=params_file,
+        outputs={"--out": out, "--live": live_dir}, data=data)  # every check before any work
     with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
         finetune = compression_finetuner(data, all_params.data.protected, params, tmp_live, "prune", freeze_bn=False,
                                          seed=run_seed, section="prune")

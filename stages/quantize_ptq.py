@@ -6,11 +6,8 @@ from pathlib import Path
 import typer
 
 from fairquant.compress import calibration, fakequant, int8
-from fairquant.compress.checkpoints import base_config, fp32_size_bytes, load_fp32, save_variant
-from fairquant.data.prepared import check_prepared
-from fairquant.io import check_outputs
-from fairquant.params import load_params
-from fairquant.training import derived_seed, seed_everything
+from fairquant.compress.checkpoints import base_config, fp32_size_bytes, save_variant
+from fairquant.compress.start import start_compression
 from stages._cli import run
 
 app = typer.Typer(add_completion=False)
@@ -25,14 +22,9 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
          out: Path = typer.Option(..., help="quantized model folder to write"),
          point: str = typer.Option(None, help="a sweep point (e.g. w4a4): the section's settings with its values"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    all_params = load_params(params_file)
-    check_outputs(folders={"--out": out})  # before any work
-    if data is not None:  # the int8 check's held-out images come from it
-        check_prepared(data, all_params, params_file=params_file)
-    params = all_params.section_for("ptq", point)
-    run_seed = derived_seed(seed, params.seed)  # this training seed's chain
-    seed_everything(run_seed)
-    model, fp32_config = load_fp32(model_dir, params=all_params, params_file=params_file)
+    all_params, params, run_seed, model, fp32_config = start_compression(
+        "ptq", seed=seed, model_dir=model_dir, point=point, params_file=params_file, outputs={"--out": out},
+        data=data)  # every check before any work; data (optional) holds the int8 check's held-out images
     fakequant.check_layer_names(model, params.layers, "quantize_ptq.layers")
     images, set_info = calibration.load_set(calibration_dir, params.calibration_size, "quantize_ptq.calibration_size",
                                             run_seed, image_size=fp32_config["image_size"])

@@ -15,7 +15,7 @@ from test_stages import assert_clean_failure, prepared, run_stage, trained  # no
 CPU = int8.cpu_int8()
 
 
-def ptq(trained, out, params, calibration="train"):
+def ptq(trained, out, params, calibration="train"):  # noqa: F811
     return run_stage("quantize_ptq", ["--seed", "0", "--model", str(trained / "fp32"), "--calibration",
                                       str(trained / "cal" / calibration), "--out", str(out)], out.parent, params)
 

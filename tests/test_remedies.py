@@ -337,7 +337,6 @@ def test_report_shows_the_sensitivity_table_and_the_plan():
 def test_a_constraint_over_a_group_without_its_rows_is_refused(tmp_path):
     """Found in review: a TPR constraint over a group with no validation positives was silently dropped (trivially
     feasible); FairALM's over a group with no training positives was skipped at every step."""
-    from fairquant.io import atomic_dir
     from fairquant.mitigate.remedies import compress_during, finetune_before
     from fairquant.models import build_model
     from fairquant.params import PruneParams

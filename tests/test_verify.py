@@ -17,6 +17,7 @@ from fairquant.params import Params, QuantFaceParams
 from fairquant.verify.embedding import embed, pair_scores
 from fairquant.verify.heads import MarginHead
 from fairquant.verify.training import quantface, raw_embeddings
+from tests.study import VERIFY_TINY
 from tests.test_stages import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,14 +116,7 @@ def test_calibration_contrasts_pair_each_set_with_real_data_at_the_same_bits():
 # ---------------------------------------------------------------------------------------------------------------
 # The stages, end to end on tiny generated data
 
-TINY = {
-    "generate": {"train_identities": 24, "images_per_identity": 4, "test_identities_per_race": 8,
-                 "test_images_per_identity": 3, "pairs_per_fold": 1, "render_size": 32, "faces": 16, "workers": 1},
-    "data": {"image_size": 16, "calibration_size": 16, "workers": 1},
-    "train": {"epochs": 1, "batch_size": 32},
-    "quantface": {"epochs": 0.5, "batch_size": 16},
-    "evaluate": {"bootstrap": 100},
-}
+TINY = VERIFY_TINY
 
 
 def write_params(folder: Path, root: Path, **verify) -> Path:

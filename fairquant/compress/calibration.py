@@ -227,13 +227,10 @@ RERUN_CALIBRATION = "re-run the calibration stage (dvc repro -f -s calibration@<
 
 def _checked_info(folder: Path) -> dict:
     """The set's record: a mapping naming one of the sets (the folder's own, when named after one) and the size."""
-    from fairquant.io import read_json
+    from fairquant.io import read_json_object
 
     path = folder / "info.json"
-    info = read_json(path)
-    if not isinstance(info, dict):
-        raise FairquantError(f"{path}: expected a JSON object, found {type(info).__name__}; the file is damaged: "
-                             f"{RERUN_CALIBRATION}")
+    info = read_json_object(path, f"the file is damaged: {RERUN_CALIBRATION}")
     name, image_size = info.get("set"), info.get("image_size")
     if name not in CALIBRATION_SETS or (image_size is not None and type(image_size) is not int):
         raise FairquantError(f"{path}: set {name!r} and image_size {image_size!r} are not one of {CALIBRATION_SETS} "

@@ -27,6 +27,13 @@ TRAIN_SCHEMA = pa.schema([
 ])
 
 
+
+def cap_identities(kept: np.ndarray, max_identities: int | None, seed: int) -> tuple[np.ndarray, int]:
+    """At most ``max_identities`` of ``kept``, drawn with ``seed`` and sorted; and how many were dropped."""
+    if max_identities is None or kept.size <= max_identities:
+        return kept, 0
+    return np.sort(np.random.default_rng(seed).choice(kept, max_identities, replace=False)), kept.size - max_identities
+
 def require_folder(path: str | Path, key: str, expected: str) -> Path:
     """``path`` as a Path when it is a folder, else an error naming the params ``key`` to set."""
     path = Path(path)
@@ -99,10 +106,7 @@ def read_identity_folders(root: str | Path, *, races: list[str] | tuple[str, ...
     if kept.size == 0:
         raise FairquantError(f"no training identity in {root} has {min_images_per_identity} images or more (the "
                              f"most is {counts.max()}); lower verify.data.min_images_per_identity")
-    capped = 0
-    if max_identities is not None and kept.size > max_identities:
-        capped = kept.size - max_identities
-        kept = np.sort(np.random.default_rng(seed).choice(kept, max_identities, replace=False))
+    kept, capped = cap_identities(kept, max_identities, seed)
     table = table[table["identity_name"].isin(kept)].reset_index(drop=True)
     labels = {name: label for label, name in enumerate(sorted(kept))}
     table.insert(0, "row", np.arange(len(table), dtype=np.int64))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.errors import FairquantError
-from fairquant.io import read_json, read_table
+from fairquant.io import read_json_object, read_table
 
 SPLITS = ("train", "val", "test")
 RERUN = "re-run prepare (dvc repro prepare)"
@@ -39,10 +39,7 @@ def check_prepared(folder: str | Path, params, *, params_file: str | Path = "par
 
 def read_info(folder: Path) -> dict:
     path = folder / "info.json"
-    info = read_json(path)
-    if not isinstance(info, dict):
-        raise FairquantError(f"{path}: expected a JSON object, found {type(info).__name__}; the file is damaged: "
-                             f"{RERUN}")
+    info = read_json_object(path, f"the file is damaged: {RERUN}")
     missing = [key for key in INFO_TYPES if key not in info]
     if missing:
         raise FairquantError(f"{path}: lacks {missing}; the file is damaged or from an older fairquant: {RERUN}")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairquant.data.identity_folders import cap_identities
 from fairquant.data.parallel import in_chunks, map_in_order
 from fairquant.data.paths import real_root, require_inside
 from fairquant.errors import FairquantError
@@ -268,10 +269,7 @@ def read_recordio(root: str | Path, *, races: list[str] | tuple[str, ...], race_
         if kept.size == 0:
             raise FairquantError(f"no identity of the race map is of verify.data.races ({', '.join(races)}); fix "
                                  f"verify.data.train_race_map or verify.data.races")
-    capped = 0
-    if max_identities is not None and kept.size > max_identities:
-        capped = kept.size - max_identities
-        kept = np.sort(np.random.default_rng(seed).choice(kept, max_identities, replace=False))
+    kept, capped = cap_identities(kept, max_identities, seed)
     table = labels[labels["label"].isin(kept)].reset_index(drop=True)
     new_label = {int(label): i for i, label in enumerate(np.sort(kept))}
     table = pd.DataFrame({

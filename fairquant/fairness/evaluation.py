@@ -11,7 +11,7 @@ from fairquant.fairness.metrics import excess_drops, fairness_metrics, group_lab
 from fairquant.fairness.multiclass import multiclass_metrics
 from fairquant.fairness.multiclass_paired import multiclass_paired
 from fairquant.params import EvaluateParams
-from fairquant.results import EvaluationResult, PredictionsInfo
+from fairquant.results import EvaluationResult, PredictionsInfo, check_label_values
 
 
 def check_labels(predictions: pd.DataFrame, name: str, classes: list[str] | None = None) -> None:
@@ -20,14 +20,7 @@ def check_labels(predictions: pd.DataFrame, name: str, classes: list[str] | None
     for column in ("sample_id", "y_true", "y_pred"):
         if column not in predictions.columns:
             raise FairquantError(f"predictions of {name} lack the column {column!r}; re-run predict")
-    allowed = range(len(classes)) if classes else (0, 1)
-    for column in ("y_true", "y_pred"):
-        values = predictions[column]
-        if not pd.api.types.is_integer_dtype(values) or not values.isin(allowed).all():
-            found = sorted(set(values.dropna().tolist()))[:5]
-            what = f"class indices 0..{len(classes) - 1}" if classes else "the labels 0 and 1"
-            raise FairquantError(f"predictions of {name}: {column} must hold {what} as integers, found "
-                                 f"{values.dtype} {found}; re-run predict")
+    check_label_values(predictions, classes, f"predictions of {name}", "re-run predict")
 
 
 def classes_of(info: PredictionsInfo) -> list[str] | None:

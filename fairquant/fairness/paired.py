@@ -9,7 +9,6 @@ rate) is one 2 x 2 table of its rows, with the exact McNemar p.
 
 from __future__ import annotations
 
-from itertools import product
 
 import numpy as np
 from scipy.stats import binomtest

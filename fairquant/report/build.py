@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
@@ -23,6 +24,9 @@ from fairquant.report.remedies import (calibration_sections, int8_sections, mixe
 from fairquant.report.sweep import plot_frames, sweep_metrics, sweep_section
 from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
 from fairquant.report.verification import curve_table, verification_section
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TITLE = "fairquant report"
 LATEX_DIR = "tables"  # plots/tables/<name>.tex
@@ -71,7 +75,7 @@ def build_document(per_seed: dict[int, dict[str, dict]], *, calibration_sets: di
     return Document(TITLE, intro(first), tuple(sections))
 
 
-def plot_tables(results: dict[str, dict], verify: dict | None, sweep: dict | None = None) -> dict[str, "pd.DataFrame"]:
+def plot_tables(results: dict[str, dict], verify: dict | None, sweep: dict | None = None) -> dict[str, pd.DataFrame]:
     """plots/<name>.csv for `dvc plots`: one seed's per-group rates, gaps and Pareto table; its sweep's curves, heatmap
     and Pareto table; verification SER (by bits), accuracy per race, and each race's accuracy along every bits curve."""
     tables = {"per_group": per_group_table(results), "gaps": gaps_table(results), "pareto": pareto_table(results)}
