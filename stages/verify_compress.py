@@ -26,7 +26,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     params = load_params(params_file)
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     seed = params.verify.train.seed
-    model, fp32_config = load_fp32(model_dir)
+    model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     fakequant.check_layer_names(model, params.verify.layers, "verify.layers")  # before any variant is made
     prepared = load_verification(data, data=params.verify.data)
     inputs = VerificationData(prepared.train_images, prepared.train_rows, prepared.identities,

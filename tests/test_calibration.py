@@ -184,3 +184,23 @@ def test_a_smaller_balanced_set_keeps_its_cells_equal(tmp_path):
     with pytest.raises(FairquantError, match=r"quantize_ptq.calibration_size=1 is smaller than the 2 group x label "
                                              r"cells of the 'balanced' set"):
         calibration.load_set(folder, 1, "quantize_ptq.calibration_size", 0)
+
+
+def test_a_verification_calibration_set_of_another_image_size_is_refused(tmp_path):
+    """The verification branch's calibration images must be the prepared data's size (the model's input): a set
+    left from a run at another size was read as it was."""
+    from fairquant.io import write_json
+    from fairquant.verify.variants import VerificationData, calibration_images
+
+    folder = tmp_path / "calibration" / "train"
+    folder.mkdir(parents=True)
+    np.save(folder / "images.npy", np.zeros((8, 8, 8, 3), dtype=np.uint8))
+    write_json(folder / "info.json", {"set": "train", "size": 8, "image_size": 8})
+    np.save(folder / "cells.npy", np.array(["African", "Asian"] * 4))
+    data = VerificationData(np.zeros((1, 16, 16, 3), np.uint8), np.arange(1), np.zeros(1, np.int64),
+                            tmp_path / "calibration", image_size=16)
+    with pytest.raises(FairquantError, match=r"not uint8 RGB images of 16x16 px"):
+        calibration_images(data, "train", 4, seed=0)
+    same = VerificationData(data.train_images, data.train_rows, data.identities, data.calibration_dir, image_size=8)
+    images, info = calibration_images(same, "train", 4, seed=0)
+    assert images.shape == (4, 8, 8, 3) and info["set"] == "train"
