@@ -17,7 +17,8 @@ import pytest
 from test_data import _jpeg, _write_idx
 from test_stages import assert_clean_failure, run_stage
 
-from fairquant.data.loaders import CIFAR10_CLASSES, FASHION_CLASSES, MNIST_CLASSES, UTK_RACES, load_dataset
+from fairquant.data.loaders import CIFAR10_CLASSES, FASHION_CLASSES, MNIST_CLASSES, load_dataset
+from fairquant.data.utkface import UTK_RACES
 from fairquant.data.prepare import check_splits, label_counts
 from fairquant.errors import FairquantError
 from fairquant.params import DataParams, parse_params
