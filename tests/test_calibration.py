@@ -199,7 +199,7 @@ def test_a_verification_calibration_set_of_another_image_size_is_refused(tmp_pat
     np.save(folder / "cells.npy", np.array(["African", "Asian"] * 4))
     data = VerificationData(np.zeros((1, 16, 16, 3), np.uint8), np.arange(1), np.zeros(1, np.int64),
                             tmp_path / "calibration", image_size=16)
-    with pytest.raises(FairquantError, match=r"not uint8 RGB images of 16x16 px"):
+    with pytest.raises(FairquantError, match=r"not uint8 RGB images of 16x16 px .* re-run verify_prepare \(dvc repro"):
         calibration_images(data, "train", 4, seed=0)
     same = VerificationData(data.train_images, data.train_rows, data.identities, data.calibration_dir, image_size=8)
     images, info = calibration_images(same, "train", 4, seed=0)

@@ -259,6 +259,9 @@ CALIBRATION_CASES = [
                  id="artifact-calibration-set-swapped"),
     pytest.param("balanced", {"model": {"small_input_stem": False}}, "fp32/model.pt was made with small_input_stem False "
                  "but params.yaml has model.small_input_stem True", id="artifact-checkpoint-stem-not-params"),
+    pytest.param("balanced", {"model": {"image_size": 16}}, "fp32/model.pt was made with image_size 16 but params.yaml "
+                 "has prepare.image_size 8; the model is from other params: re-run finetune",
+                 id="artifact-checkpoint-image-size-not-params"),
     pytest.param("balanced", {"info": []}, "info.json: expected a JSON object, found list",
                  id="artifact-calibration-info-not-object"),
     pytest.param("balanced", {"cells": np.array(["a"] * 8, dtype=object)},
@@ -283,4 +286,33 @@ def test_quantize_ptq_refuses_a_damaged_or_swapped_calibration_set(tmp_path, fol
     assert_clean_failure(result, message, out)
 
 
-CASES = (CHECKPOINT_CASES + PRETRAINED_CASES + VARIANT_CASES + CALIBRATION_CASES)
+VERIFY_CHECKPOINT_CASES = [
+    pytest.param({"verify.model.small_input_stem": False}, "fp32/model.pt was made with small_input_stem True but "
+                 "params.yaml has verify.model.small_input_stem False; the model is from other params: re-run "
+                 "verify_train", id="artifact-verify-checkpoint-not-params"),
+]
+
+
+@pytest.mark.parametrize("params, message", VERIFY_CHECKPOINT_CASES
+                         + [pytest.param({"verify.data.image_size": 32}, "was made with image_size 16 but params.yaml "
+                                         "has verify.data.image_size 32", id="image-size"),
+                            pytest.param({"verify.model.embedding_dim": 64}, "was made with embedding_dim 128 but "
+                                         "params.yaml has verify.model.embedding_dim 64", id="embedding-dim")])
+def test_verify_compress_refuses_an_fp32_of_other_params(tmp_path, params, message):
+    """The verification fp32 was loaded without its params: another stem, size or embedding ran silently."""
+    from fairquant.compress.checkpoints import save_variant
+    from fairquant.models import build_model
+
+    fp32 = tmp_path / "verify" / "fp32"
+    save_variant(fp32, build_model("face_resnet10", small_input_stem=True, embedding_dim=128).state_dict(),
+                 {"kind": "fp32", "name": "fp32", "task": "verification", "arch": "face_resnet10",
+                  "small_input_stem": True, "embedding_dim": 128, "image_size": 16, "synthetic": True})
+    out, live = tmp_path / "variants", tmp_path / "live"
+    result = run_stage("verify_compress", ["--model", str(fp32), "--data", str(tmp_path / "prepared_verify"),
+                                           "--out", str(out), "--live", str(live)], tmp_path,
+                       {"verify.model.small_input_stem": True, "verify.data.image_size": 16, **params})
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
+
+
+CASES = (CHECKPOINT_CASES + PRETRAINED_CASES + VARIANT_CASES + CALIBRATION_CASES + VERIFY_CHECKPOINT_CASES)

@@ -44,7 +44,7 @@ def test_every_data_source_has_a_reader():
 
 
 def test_a_source_without_a_reader_is_refused_not_read_as_another(tmp_path):
-    with pytest.raises(FairquantError, match=r"data.source 'imagenet' has no reader; known sources: synthetic, celeba, "):
+    with pytest.raises(FairquantError, match=r"data.source 'imagenet' has no reader; known sources: celeba, cifar10, cifar100, fairface, "):
         load_dataset(DataParams.model_construct(source="imagenet", root=str(tmp_path)))
 
 

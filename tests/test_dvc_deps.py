@@ -111,51 +111,98 @@ def test_stage_deps_list_no_project_module_its_command_does_not_import(address, 
 
 def add_missing_deps() -> dict[str, list[str]]:
     """Add the project files each stage's command imports but does not list to its ``deps: [...]`` flow list in
-    dvc.yaml (sorted: data first, then code; wrapped at 120 columns). Returns what it added, by stage."""
-    stages = resolved_stages()
-    need = {}
-    for address, (cmd, deps) in stages.items():
-        m = re.search(r"python -m (stages\.\w+)", cmd)
-        closure = import_closure(module_file(m.group(1)))
+    dvc.yaml (sorted: data first, then code; wrapped at 120 columns). Returns what it added, by stage. The edited
+    file is parsed back and must equal the original with exactly those items added, or nothing is written (a
+    block list, a comment inside the list or an unusual layout: add them by hand)."""
+
+    need: dict[str, set[str]] = {}
+    for address, (cmd, deps) in resolved_stages().items():
+        closure = import_closure(module_file(re.search(r"python -m (stages\.\w+)", cmd).group(1)))
         covered = [ROOT / d for d in deps]
         missing = {p.relative_to(ROOT).as_posix() for p in closure if not any(p == d or d in p.parents for d in covered)}
         if missing:
             need.setdefault(address.split("@")[0], set()).update(missing)
-    text = (ROOT / "dvc.yaml").read_text()
-    lines = text.split("\n")
-    out, i, current = [], 0, None
+    if need:
+        path = ROOT / "dvc.yaml"
+        path.write_text(with_deps_added(path.read_text(), need))
+    return {name: sorted(modules) for name, modules in need.items()}
+
+
+def with_deps_added(text: str, need: dict[str, set[str]]) -> str:
+    """dvc.yaml's ``text`` with each stage's ``need`` added to its ``deps: [...]`` flow list; SystemExit when the
+    result, parsed back, is not the original plus exactly those items."""
+    import yaml
+
+    lines, out, i, current = text.split("\n"), [], 0, None
     while i < len(lines):
         line = lines[i]
-        m = re.match(r"^  ([A-Za-z_]+):\s*$", line)
-        if m:
-            current = m.group(1)
-        d = re.match(r"^(\s*)deps: \[", line)
-        if d and current in need:
+        named = re.match(r"^  ([A-Za-z0-9_][A-Za-z0-9_-]*):\s*(#.*)?$", line)
+        if named:
+            current = named.group(1)
+        flow = re.match(r"^(\s*)deps: \[", line)
+        if flow and current in need:
             j = i
-            while not lines[j].rstrip().endswith("]"):
+            while not re.search(r"\]\s*$", lines[j]):
+                if "#" in lines[j] or j + 1 == len(lines):
+                    raise SystemExit(f"dvc.yaml stage {current!r}: a comment or an unclosed list in its deps; add "
+                                     f"{sorted(need[current])} by hand")
                 j += 1
-            body = " ".join(part.strip() for part in lines[i:j + 1])
-            inner = body[body.index("[") + 1:body.rindex("]")]
-            items = [x.strip() for x in inner.split(",") if x.strip()]
+            inner = " ".join(part.strip() for part in lines[i:j + 1])
+            items = [x.strip() for x in inner[inner.index("[") + 1:inner.rindex("]")].split(",") if x.strip()]
             items = sorted(set(items) | need[current], key=lambda x: (not x.startswith(('"', "data")), x.strip('"')))
-            indent = d.group(1)
-            prefix, cont = f"{indent}deps: [", " " * (len(indent) + len("deps: ["))
-            wrapped, cur = [], prefix
+            indent = flow.group(1)
+            cont = " " * (len(indent) + len("deps: ["))
+            wrapped, row = [], f"{indent}deps: ["
             for k, item in enumerate(items):
                 piece = item + ("," if k < len(items) - 1 else "]")
-                if len(cur) + len(piece) + (0 if cur.endswith("[") or cur == cont else 1) > 120:
-                    wrapped.append(cur.rstrip())
-                    cur = cont + piece
+                fresh = row.endswith("[") or row == cont
+                if len(row) + len(piece) + (0 if fresh else 1) > 120:
+                    wrapped.append(row.rstrip())
+                    row = cont + piece
                 else:
-                    cur += ("" if cur.endswith("[") or cur == cont else " ") + piece
-            wrapped.append(cur)
+                    row += ("" if fresh else " ") + piece
+            wrapped.append(row)
             out.extend(wrapped)
             i = j + 1
             continue
         out.append(line)
         i += 1
-    (ROOT / "dvc.yaml").write_text("\n".join(out))
-    return {k: sorted(v) for k, v in need.items()}
+    edited = "\n".join(out)
+    before, after = yaml.safe_load(text)["stages"], yaml.safe_load(edited)["stages"]
+    for name, modules in need.items():
+        stage = before.get(name, {})
+        body = stage.get("do", stage)
+        if not isinstance(body.get("deps"), list):
+            raise SystemExit(f"dvc.yaml stage {name!r} has no deps list; add {sorted(modules)} by hand")
+        body["deps"] = sorted(set(body["deps"]) | modules)
+    for stage in after.values():
+        body = stage.get("do", stage)
+        if isinstance(body.get("deps"), list):
+            body["deps"] = sorted(set(body["deps"]))
+    for stage in before.values():
+        body = stage.get("do", stage)
+        if isinstance(body.get("deps"), list):
+            body["deps"] = sorted(set(body["deps"]))
+    if before != after:
+        raise SystemExit("dvc.yaml: the edit would change more than the deps lists (an unusual layout); nothing "
+                         f"written: add by hand {({k: sorted(v) for k, v in need.items()})}")
+    return edited
+
+
+def test_deps_are_added_in_place_or_not_at_all():
+    """The fixer (python tests/test_dvc_deps.py) puts a removed module back byte for byte, and refuses a list it
+    cannot edit safely (a comment after its closing bracket once swallowed the next key)."""
+    text = (ROOT / "dvc.yaml").read_text()
+    start = text.index("\n  quantize_kmeans:")
+    gap = text.index("fairquant/compress/start.py, ", start)
+    removed = text[:gap] + text[gap + len("fairquant/compress/start.py, "):]
+    need = {"quantize_kmeans": {"fairquant/compress/start.py"}}
+    assert with_deps_added(removed, need) == text
+    close = removed.index("stages/quantize_kmeans.py]", start) + len("stages/quantize_kmeans.py]")
+    with pytest.raises(SystemExit, match="a comment or an unclosed list"):
+        with_deps_added(removed[:close] + "  # code" + removed[close:], need)
+    with pytest.raises(SystemExit, match="has no deps list"):
+        with_deps_added(text, {"no_such_stage": {"fairquant/io.py"}})
 
 
 if __name__ == "__main__":

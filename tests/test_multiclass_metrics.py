@@ -329,3 +329,42 @@ def test_many_groups_none_large_enough_is_one_clear_error_not_a_numpy_failure():
     groups = np.array([f"g{i:02d}" for i in range(20)])[np.arange(40) % 20]  # 20 groups of 2 rows
     with pytest.raises(FairquantError, match="set evaluate.min_group_size to at most 2"):
         multiclass_paired(y, y, (y + 1) % 3, groups, ["a", "b", "c"], n_boot=50, min_group_size=5)
+
+
+def test_evaluate_variant_takes_the_class_as_the_group_from_prediction_tables(tmp_path):
+    """The class as the group end to end through evaluate's library, from prediction tables as predict writes them
+    (the shared study no longer runs it as an experiment): the DP gap is null with its reason, and Balancing Act's
+    drops are per class, the compressed model's recall falling most on the class it was made noisier on."""
+    import pandas as pd
+
+    from fairquant.fairness.evaluation import evaluate_variant
+    from fairquant.params import EvaluateParams
+    from fairquant.results import EvaluationResult, PredictionsInfo
+
+    classes, n = ["frowning", "neutral", "smiling"], 600
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), n // 3)
+
+    def frame(noise):  # per-class logit margins: lower margin = lower recall
+        logits = rng.normal(size=(n, 3))
+        logits[np.arange(n), y] += np.asarray(noise)[y]
+        prob = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("float32")
+        table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "y_true": y.astype("int16"),
+                              "y_pred": prob.argmax(1).astype("int16"), "Expression": np.array(classes)[y]})
+        table["y_score"], table["y_prob"] = prob[np.arange(n), table["y_pred"]], list(prob)
+        return table
+
+    fp32, compressed = frame([4, 4, 4]), frame([4, 0.5, 4])  # compression hurts 'neutral' only
+    settings = EvaluateParams(privileged_group="smiling", bootstrap=100)
+    results = {}
+    for name, table in (("fp32", fp32), ("ptq", compressed)):
+        info = PredictionsInfo(name=name, kind=name, kernels="fp32", details={"classes": classes}, size_bytes=1,
+                               synthetic=True)
+        evaluate_variant(table, fp32, info, ["Expression"], settings).write(tmp_path / f"{name}.json")
+        results[name] = EvaluationResult.read(tmp_path / f"{name}.json").to_dict()
+    for result in results.values():
+        assert result["class_as_group"] is True and sorted(result["groups"]) == sorted(classes)
+        assert result["gaps"]["dp_gap"]["value"] is None and "class as the group" in result["gaps"]["dp_gap"]["reason"]
+    drops = results["ptq"]["vs_fp32"]["balancing_act"]
+    assert set(drops["groups"]) == set(classes) and drops["max_excess_drop"]["group"] == "neutral"
+    assert drops["max_excess_drop"]["ci_low"] > 0

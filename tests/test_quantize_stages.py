@@ -10,14 +10,15 @@ import torch
 from PIL import Image
 
 from fairquant.compress import int8
-from test_stages import assert_clean_failure, prepared, run_stage, trained  # noqa: F401  (fixtures)
+from test_stages import SMALL, assert_clean_failure, prepared, run_stage, trained  # noqa: F401  (fixtures)
 
 CPU = int8.cpu_int8()
 
 
 def ptq(trained, out, params, calibration="train"):  # noqa: F811
     return run_stage("quantize_ptq", ["--seed", "0", "--model", str(trained / "fp32"), "--calibration",
-                                      str(trained / "cal" / calibration), "--out", str(out)], out.parent, params)
+                                      str(trained / "cal" / calibration), "--out", str(out)], out.parent,
+                     {**SMALL, **params})
 
 
 def test_calibration_refuses_a_folder_holding_a_copy_of_a_test_image(tmp_path, prepared, trained):  # noqa: F811

@@ -21,9 +21,12 @@ def stage_params(cwd, params=None) -> Path:
     """params.yaml in ``cwd``: the shipped file with the dotted ``params`` overrides."""
     params_path = Path(cwd) / "params.yaml"
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in (params or {}).items():
-        section, key = dotted.split(".", 1)
-        base.setdefault(section, {})[key] = value
+    for dotted, value in (params or {}).items():  # "section.key" or deeper ("verify.data.image_size")
+        *sections, key = dotted.split(".")
+        node = base
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
     params_path.write_text(yaml.safe_dump(base))
     return params_path
 
@@ -178,7 +181,7 @@ def test_calibration_rejects_bad_input(tmp_path, prepared, trained, params, mess
 ])
 def test_quantize_ptq_rejects_bad_input(tmp_path, trained, params, message):
     result = run_stage("quantize_ptq", ["--model", str(trained / "fp32"), "--calibration", str(trained / "cal" / "train"),
-                                        "--out", str(tmp_path / "ptq")], tmp_path, params)
+                                        "--out", str(tmp_path / "ptq")], tmp_path, {**SMALL, **params})
     assert_clean_failure(result, message, tmp_path / "ptq")
 
 

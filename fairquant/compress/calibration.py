@@ -225,23 +225,23 @@ CALIBRATION_SETS = ("train", "balanced", "synthetic", "distilled")
 RERUN_CALIBRATION = "re-run the calibration stage (dvc repro -f -s calibration@<seed>)"
 
 
-def _checked_info(folder: Path) -> dict:
+def _checked_info(folder: Path, rerun: str) -> dict:
     """The set's record: a mapping naming one of the sets (the folder's own, when named after one) and the size."""
     from fairquant.io import read_json_object
 
     path = folder / "info.json"
-    info = read_json_object(path, f"the file is damaged: {RERUN_CALIBRATION}")
+    info = read_json_object(path, f"the file is damaged: {rerun}")
     name, image_size = info.get("set"), info.get("image_size")
     if name not in CALIBRATION_SETS or (image_size is not None and type(image_size) is not int):
         raise FairquantError(f"{path}: set {name!r} and image_size {image_size!r} are not one of {CALIBRATION_SETS} "
-                             f"and a whole number of pixels; the file is damaged: {RERUN_CALIBRATION}")
+                             f"and a whole number of pixels; the file is damaged: {rerun}")
     if folder.name in CALIBRATION_SETS and folder.name != name:
         raise FairquantError(f"{folder} holds the '{name}' calibration set, not the '{folder.name}' set its folder "
-                             f"is named after (copied from another folder?): {RERUN_CALIBRATION}")
+                             f"is named after (copied from another folder?): {rerun}")
     return info
 
 
-def _checked_images(folder: Path, info: dict, image_size: int | None) -> np.ndarray:
+def _checked_images(folder: Path, info: dict, image_size: int | None, rerun: str) -> np.ndarray:
     from fairquant.io import read_images
 
     path = folder / "images.npy"
@@ -249,35 +249,36 @@ def _checked_images(folder: Path, info: dict, image_size: int | None) -> np.ndar
     size = image_size or info.get("image_size") or (images.shape[1] if images.ndim == 4 else 0)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3) or not len(images):
         raise FairquantError(f"{path} holds {images.dtype} {images.shape}, not uint8 RGB images of {size}x{size} px "
-                             f"(the model's input size); the set is damaged or from another run: {RERUN_CALIBRATION}")
+                             f"(the model's input size); the set is damaged or from another run: {rerun}")
     return images
 
 
-def _checked_cells(folder: Path, count: int) -> np.ndarray:
+def _checked_cells(folder: Path, count: int, rerun: str) -> np.ndarray:
     path = folder / "cells.npy"
     try:
         cells = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise FairquantError(f"{path}: not a readable array of cell codes ({type(exc).__name__}); the file is "
-                             f"damaged: {RERUN_CALIBRATION}") from None
+                             f"damaged: {rerun}") from None
     # integer codes (classification: target x group cells) or names (verification: each image's race)
     if cells.dtype.kind not in "iuU" or cells.shape != (count,):
         raise FairquantError(f"{path} holds {cells.dtype} {cells.shape}, not one cell code or name for each of the "
-                             f"set's {count} images; the set is damaged or mixes two runs: {RERUN_CALIBRATION}")
+                             f"set's {count} images; the set is damaged or mixes two runs: {rerun}")
     return cells
 
 
 def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0, *,
-             image_size: int | None = None) -> tuple[np.ndarray, dict]:
+             image_size: int | None = None, rerun: str = RERUN_CALIBRATION) -> tuple[np.ndarray, dict]:
     """A built calibration set (``images.npy`` + ``info.json``): all of it when ``size`` is None, else ``size``
     images drawn at random with ``seed``; from a set with ``cells.npy`` (balanced), as equally from every
     group x label cell as ``size`` allows (cells differ by at most one image). Its record, images and cells are
-    checked first; ``image_size``: the model's input size the images must have (default: the set's record)."""
+    checked first; ``image_size``: the model's input size the images must have (default: the set's record);
+    ``rerun``: the fix a refusal names (the stage that builds the set)."""
     folder = Path(folder)
     if not (folder / "images.npy").is_file():
         raise FairquantError(f"calibration set {folder} is missing; run `dvc repro calibration` first")
-    info = _checked_info(folder)
-    images = _checked_images(folder, info, image_size)
+    info = _checked_info(folder, rerun)
+    images = _checked_images(folder, info, image_size, rerun)
     if size is None:
         return np.array(images), info  # a copy: torch warns about tensors made from a read-only memory map
     if size > len(images):
@@ -286,7 +287,7 @@ def load_set(folder: str | Path, size: int | None, key: str, seed: int = 0, *,
     rng = np.random.default_rng(seed)
     if not (folder / "cells.npy").is_file():
         return np.asarray(images[np.sort(rng.choice(len(images), size, replace=False))]), info
-    cells = _checked_cells(folder, len(images))
+    cells = _checked_cells(folder, len(images), rerun)
     names = np.unique(cells)
     if size < len(names):
         raise FairquantError(f"{key}={size} is smaller than the {len(names)} group x label cells of the "

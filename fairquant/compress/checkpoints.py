@@ -114,16 +114,25 @@ FP32 = registry.register(VariantKind("fp32", rebuild=build_fp32,
 
 
 def check_against_params(path: Path, config: dict, params, params_file: str | Path) -> None:
-    """A classifier's stored input stem against the params the stage runs under: the stem changes the forward pass
-    without changing a weight's shape, so a model from other params would load and run silently. (Its image size is
-    checked where images meet it: the calibration set's, the prepared data's.)"""
+    """A stored fp32 model against the params the stage runs under: the input stem changes the forward pass without
+    changing a weight's shape, and the image size is what every image the stage reads must have, so a model from
+    other params would load and run silently. A classifier's architecture may be any of the sweep's; a verification
+    model's is verify.model.arch, with its embedding size."""
     if config.get("task") == "verification":
-        return
-    for key, stored, wanted in (("model.small_input_stem", config["small_input_stem"], params.model.small_input_stem),):
+        checks = (("verify.model.arch", config.get("arch"), params.verify.model.arch),
+                  ("verify.model.small_input_stem", config.get("small_input_stem"), params.verify.model.small_input_stem),
+                  ("verify.model.embedding_dim", config.get("embedding_dim"), params.verify.model.embedding_dim),
+                  ("verify.data.image_size", config.get("image_size"), params.verify.data.image_size))
+        rerun = "re-run verify_train (dvc repro -f -s verify_train)"
+    else:
+        checks = (("model.small_input_stem", config.get("small_input_stem"), params.model.small_input_stem),
+                  ("prepare.image_size", config.get("image_size"), params.prepare.image_size))
+        rerun = "re-run finetune (dvc repro -f -s finetune@<seed>)"
+    for key, stored, wanted in checks:
         if stored != wanted:
-            raise FairquantError(f"{path} was made with {key.split('.')[1]} {stored!r} but {Path(params_file).name} "
-                                 f"has {key} {wanted!r}; the model is from other params: re-run finetune (dvc repro "
-                                 f"-f -s finetune@<seed>) or put {key} back")
+            raise FairquantError(f"{path} was made with {key.rsplit('.', 1)[1]} {stored!r} but "
+                                 f"{Path(params_file).name} has {key} {wanted!r}; the model is from other params: "
+                                 f"{rerun} or put {key} back")
 
 
 def load_fp32(model_dir: str | Path, *, params=None, params_file: str | Path = "params.yaml") -> tuple[nn.Module, dict]:

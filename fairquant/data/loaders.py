@@ -195,7 +195,7 @@ def _present(paths: list[Path], names: list[str], wheres: list[str]) -> list[Pat
 def load_dataset(params: DataParams) -> RawDataset:
     """Read the dataset named by ``data.source`` at ``data.root``."""
     if params.source not in READERS:
-        raise FairquantError(f"data.source {params.source!r} has no reader; known sources: {', '.join(READERS)}")
+        raise FairquantError(f"data.source {params.source!r} has no reader; known sources: {', '.join(sorted(READERS))}")
     root = Path(params.root)
     if not root.exists():
         raise FairquantError(f"{root}: dataset root not found; set data.root in params.yaml "

@@ -95,7 +95,8 @@ def calibration_images(data: VerificationData, name: str, size: int | None, seed
         raise FairquantError(f"verification calibration set '{name}' is missing from {data.calibration_dir} (the "
                              f"balanced set needs race folders in verify.data.train_root); choose another in "
                              f"verify.calibration")
-    return calibration.load_set(folder, size, size_key, seed, image_size=data.image_size)
+    return calibration.load_set(folder, size, size_key, seed, image_size=data.image_size,
+                                rerun="re-run verify_prepare (dvc repro -f -s verify_prepare)")
 
 
 def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, head_state: dict, params: Params,
