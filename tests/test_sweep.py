@@ -381,7 +381,7 @@ def sweep_models(tmp_path_factory):
     write_json(root / "calibration" / "info.json", {"set": "train", "size": 16})
     result = _stage("quantize_ptq", ["--point", "w8a8", "--model", str(fp32), "--calibration", str(root / "calibration"),
                                      "--out", str(root / "models" / "face_resnet10" / "ptq-w8a8-train")], root,
-                    {"quantize_ptq.kernels": "simulated"})
+                    {"quantize_ptq.kernels": "simulated", "prepare.image_size": 16})
     assert result.returncode == 0, result.stderr
     return root
 
