@@ -3,6 +3,7 @@ the model that 1 process x 2b trains, through the real entry point (fit_logged: 
 memory-mapped store passed by file, rank 0's weights and curves handed back); a failing rank ends them all with its
 one line."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from fairquant.io import image_store_writer, read_images, read_json
 from fairquant.models import build_model
 from fairquant.params import DistributedParams, FinetuneParams, TrainingParams
 from fairquant.training import augment, fit_logged
+from tests.test_stages import SMALL, run_stage, stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # max |w_2proc - w_1proc| over the state dict after 8 SGD steps; measured 1.8e-7 (float32 rounding: the ranks sum
@@ -174,3 +176,40 @@ def test_more_processes_than_cores_warn_on_the_cpu(monkeypatch, capsys):
 
 def test_one_process_needs_no_process_group():
     assert distributed.plan(DistributedParams(nproc=1), torch.device("cpu")) is None
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_celeba):
+    """The tiny CelebA prepared at 16 px (as tests/test_stages.py's fixture)."""
+    cwd = tmp_path_factory.mktemp("prepared")
+    result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd, {"data.root": str(tiny_celeba), **SMALL})
+    assert result.returncode == 0, result.stderr
+    return cwd / "prepared"
+
+
+@pytest.mark.slow  # torchrun starts two interpreters that each import torch and run the whole stage
+def test_the_finetune_stage_under_torchrun_writes_the_one_process_model_once(tmp_path, prepared):
+    """Every rank runs `python -m stages.finetune`; rank 0 alone moves the model and curves into place."""
+    from fairquant.io import load_checkpoint
+
+    settings = {**SMALL, "finetune.epochs": 1, "finetune.batch_size": 16, "finetune.lr": 0.01}
+    single = tmp_path / "single"
+    single.mkdir()
+    done = run_stage("finetune", ["--data", prepared, "--out", single / "model", "--live", single / "live"], single,
+                     settings)
+    assert done.returncode == 0, done.stderr
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    argv = ["--seed", "0", "--data", str(prepared), "--out", str(ranks / "model"), "--live", str(ranks / "live"),
+            "--params", str(stage_params(ranks, settings))]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "stages.finetune", *argv], cwd=ranks, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    one, two = (load_checkpoint(folder / "model" / "model.pt") for folder in (single, ranks))
+    assert one["state_dict"].keys() == two["state_dict"].keys()
+    weight = max(float((one["state_dict"][k].double() - two["state_dict"][k].double()).abs().max())
+                 for k in one["state_dict"] if one["state_dict"][k].is_floating_point())
+    print(f"torchrun finetune stage: max |weight difference| {weight:.3g}")
+    assert weight <= WEIGHT_TOLERANCE
+    assert sorted(path.name for path in ranks.iterdir()) == ["live", "model", "params.yaml"]  # no rank's temporaries
