@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from fairquant import distributed
-from fairquant.compress import pruning
+from fairquant.compress import fakequant, pruning
 from fairquant.errors import FairquantError
 from fairquant.io import image_store_writer, read_images, read_json
 from fairquant.models import build_model
-from fairquant.params import DistributedParams, FinetuneParams, TrainingParams
+from fairquant.params import DistributedParams, FinetuneParams, QuantizeQATParams, TrainingParams
 from fairquant.training import augment, fit_logged
 from tests.test_stages import SMALL, run_stage, stage_params
 
@@ -42,12 +42,19 @@ def study(tmp_path_factory):
     return table, read_images(folder / "images.npy")
 
 
-def _fit(study, tmp_path, nproc: int, params, *, prune: float = 0.0, freeze_bn: bool = False):
-    table, images = study
+def _model(images, prune: float = 0.0, qat: bool = False):
     torch.manual_seed(0)
     model = build_model("face_resnet10", small_input_stem=False, image_size=16)
     if prune:
         pruning.prune_global(model, prune)
+    if qat:  # 4-bit weights and activations, ranges calibrated on 16 images, then trained (weights) or fixed
+        model = fakequant.calibrate(fakequant.quantize_model(model, QuantizeQATParams(bits=4, activation_bits=4).scheme()), images[:16])
+    return model
+
+
+def _fit(study, tmp_path, nproc: int, params, *, prune: float = 0.0, qat: bool = False, freeze_bn: bool = False):
+    table, images = study
+    model = _model(images, prune, qat)
     live = tmp_path / f"live{nproc}"
     model = fit_logged(model, table, images, ["Male"], params, live, "test", freeze_bn=freeze_bn, seed=3,
                        section="finetune", processes=DistributedParams(nproc=nproc))
@@ -64,16 +71,18 @@ def _differences(one, two):
 
 
 @pytest.mark.slow  # ~2 min each on 2 busy cores: two spawned ranks import torch and train
-@pytest.mark.parametrize("kind", ["finetune", "prune"])
+@pytest.mark.parametrize("kind", ["finetune", "prune", "qat"])
 def test_two_processes_train_the_one_process_model(study, tmp_path, kind):
-    """fp32 fine-tuning (BatchNorm trained over the global batch) and pruning's fine-tuning (masks attached):
+    """fp32 fine-tuning (BatchNorm trained over the global batch), pruning's fine-tuning (masks attached) and QAT
+    (4-bit fake quantization, BatchNorm frozen):
     global batch 16 = 2 ranks x 8, augmentation on, 2 epochs (8 steps)."""
     if kind == "finetune":
         params = FinetuneParams(epochs=2, batch_size=16, lr=0.01, weight_decay=5e-4, augment=True, device="cpu")
         options = {}
     else:
-        params = TrainingParams(epochs=2, batch_size=16, lr=0.01, augment=True, device="cpu")
-        options = {"prune": 0.5}
+        # QAT's 4-bit weights move little at 0.01 (4e-4): a larger rate, so that the model moves far past the tolerance
+        params = TrainingParams(epochs=2, batch_size=16, lr=0.01 if kind == "prune" else 0.1, augment=True, device="cpu")
+        options = {"prune": 0.5} if kind == "prune" else {"qat": True, "freeze_bn": True}
     one = _fit(study, tmp_path, 1, params, **options)
     two = _fit(study, tmp_path, 2, params, **options)
     weight, loss, metrics1, metrics2 = _differences(one, two)
@@ -81,19 +90,15 @@ def test_two_processes_train_the_one_process_model(study, tmp_path, kind):
     assert weight <= WEIGHT_TOLERANCE
     assert loss <= LOSS_TOLERANCE
     assert metrics1["val"] == metrics2["val"]  # the same predictions on validation
-    trained = max(float((one[0][k] - _initial(k, options)).abs().max()) for k in one[0] if k.endswith("weight"))
+    trained = max(float((one[0][k] - _initial(k, study[1], options)).abs().max()) for k in one[0] if k.endswith("weight"))
     assert trained > 100 * WEIGHT_TOLERANCE  # the model moved far more than the tolerance: the test can fail
     if kind == "prune":
         masks = [k for k in two[0] if k.endswith("weight_mask")]
         assert masks and all(torch.equal(one[0][k], two[0][k]) for k in masks)
 
 
-def _initial(key, options):
-    torch.manual_seed(0)
-    model = build_model("face_resnet10", small_input_stem=False, image_size=16)
-    if options.get("prune"):
-        pruning.prune_global(model, options["prune"])
-    return model.state_dict()[key]
+def _initial(key, images, options):
+    return _model(images, options.get("prune", 0.0), options.get("qat", False)).state_dict()[key]
 
 
 def test_each_rank_augments_its_slice_as_one_process_augments_the_batch():
