@@ -47,8 +47,8 @@ def _model(images, prune: float = 0.0, qat: bool = False):
     model = build_model("face_resnet10", small_input_stem=False, image_size=16)
     if prune:
         pruning.prune_global(model, prune)
-    if qat:  # 4-bit weights and activations, ranges calibrated on 16 images, then trained (weights) or fixed
-        model = fakequant.calibrate(fakequant.quantize_model(model, QuantizeQATParams(bits=4, activation_bits=4).scheme()), images[:16])
+    if qat:  # 4-bit weights, 8-bit activations, ranges calibrated on 16 images, then trained (weights) or fixed
+        model = fakequant.calibrate(fakequant.quantize_model(model, QuantizeQATParams(bits=4).scheme()), images[:16])
     return model
 
 
@@ -74,14 +74,14 @@ def _differences(one, two):
 @pytest.mark.parametrize("kind", ["finetune", "prune", "qat"])
 def test_two_processes_train_the_one_process_model(study, tmp_path, kind):
     """fp32 fine-tuning (BatchNorm trained over the global batch), pruning's fine-tuning (masks attached) and QAT
-    (4-bit fake quantization, BatchNorm frozen):
+    (4-bit weights, 8-bit activations, BatchNorm frozen):
     global batch 16 = 2 ranks x 8, augmentation on, 2 epochs (8 steps)."""
     if kind == "finetune":
         params = FinetuneParams(epochs=2, batch_size=16, lr=0.01, weight_decay=5e-4, augment=True, device="cpu")
         options = {}
     else:
         # QAT's 4-bit weights move little at 0.01 (4e-4): a larger rate, so that the model moves far past the tolerance
-        params = TrainingParams(epochs=2, batch_size=16, lr=0.01 if kind == "prune" else 0.1, augment=True, device="cpu")
+        params = TrainingParams(epochs=2, batch_size=16, lr=0.01 if kind == "prune" else 0.05, augment=True, device="cpu")
         options = {"prune": 0.5} if kind == "prune" else {"qat": True, "freeze_bn": True}
     one = _fit(study, tmp_path, 1, params, **options)
     two = _fit(study, tmp_path, 2, params, **options)
