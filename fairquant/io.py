@@ -140,6 +140,12 @@ def _usual_mode(mode: int) -> int:
     return mode & ~umask
 
 
+def writes_outputs() -> bool:
+    """False in a ``torchrun`` worker other than rank 0: every rank runs the whole stage, rank 0 alone moves its
+    outputs into place (the others' temporaries are discarded), so each file is written once."""
+    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
@@ -157,7 +163,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         _lock(fd)
         yield tmp_path
-        os.replace(tmp_path, path)
+        if writes_outputs():
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -180,9 +187,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         _lock(fd)
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if writes_outputs():
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

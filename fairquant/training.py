@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
+import copy
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
+from fairquant import distributed
 from fairquant.io import ImageRows, read_rows
 from fairquant.models import to_input
-from fairquant.params import FinetuneParams, TrainingParams
+from fairquant.params import DistributedParams, FinetuneParams, TrainingParams
 
 
 def derived_seed(training_seed: int, own_seed: int) -> int:
@@ -30,10 +32,14 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and a random shift of up to 1/16 of the side (reflect padding)."""
+def augment(batch: torch.Tensor, generator: torch.Generator, *, drawn: int | None = None,
+            part: slice = slice(None)) -> torch.Tensor:
+    """Random horizontal flip and a random shift of up to 1/16 of the side (reflect padding).
+
+    With ``drawn``, the randomness is drawn for a global batch of ``drawn`` rows (as one process would) and
+    ``batch`` is its rows ``part`` (one rank's slice): N processes then augment exactly as one does."""
     n, _, h, w = batch.shape
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n if drawn is None else drawn, generator=generator) < 0.5)[part]
     batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
     pad = max(1, h // 16)
     padded = nn.functional.pad(batch, (pad, pad, pad, pad), mode="reflect")
@@ -138,7 +144,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
                      on_batch: Callable[[int], None] | None = None, freeze_bn: bool = False, *,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
                      seed: int | None = None, groups: np.ndarray | None = None, objective: Objective | None = None,
-                     on_step: Callable[[dict[str, float]], None] | None = None) -> nn.Module:
+                     on_step: Callable[[dict[str, float]], None] | None = None, parallel: bool = False
+                     ) -> nn.Module:
     """SGD with Nesterov momentum and a one-cycle schedule on cross-entropy (binary or softmax, by the head).
 
     ``params`` is a FinetuneParams or a TrainingParams (compression fine-tuning). ``freeze_bn`` keeps
@@ -148,7 +155,12 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     (``val_labels``, ``val_groups``) in the same order; None means every image. Each batch is read from the
     store by its rows, so a memory-mapped store is never copied whole.
     ``objective`` replaces plain cross-entropy (remedies); ``groups`` are the training rows' group indices, in
-    the order of ``labels``, which it receives per batch; ``on_step`` gets what its ``after_step`` returns."""
+    the order of ``labels``, which it receives per batch; ``on_step`` gets what its ``after_step`` returns.
+
+    ``parallel``: this process is one rank of a torch.distributed group (:mod:`fairquant.distributed`): every
+    rank draws the same order and augmentation, trains on its slice of each global batch (``batch_size`` rows)
+    under DistributedDataParallel, BatchNorm over the global batch; rank 0 alone validates and calls
+    ``on_epoch``. Plain cross-entropy only (a remedy's objective keeps its state in one process)."""
     rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(labels) != len(rows):
         raise ValueError(f"{len(labels)} labels for {len(rows)} training images; pass one label per row")
@@ -173,36 +185,60 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
         np.asarray(groups, dtype=np.int64))
     if len(group_index) != len(rows):
         raise ValueError(f"{len(group_index)} group indices for {len(rows)} training images; pass one per row")
+    if parallel and objective is not None and type(objective) is not Objective:
+        raise ValueError("parallel training runs plain cross-entropy only; train a remedy's objective on one process")
     objective = objective or Objective()
+    ranks, net, changed = None, model, []
+    if parallel:
+        ranks = distributed.context()
+        if ranks is None:
+            raise ValueError("parallel=True needs an initialised torch.distributed group of more than one process")
+        changed = distributed.global_batch_norm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     step = 0
     for epoch in range(math.ceil(params.epochs)):
-        set_train_mode(model, freeze_bn)
+        set_train_mode(net, freeze_bn)
         order = torch.randperm(len(rows), generator=generator).numpy()
         total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), params.batch_size):
             idx = np.sort(order[start:start + params.batch_size])  # ascending rows: sequential reads of the store
-            batch = to_input(read_rows(images, rows[idx]))
+            part = slice(None) if ranks is None else distributed.rank_slice(len(idx), *ranks)
+            if ranks is not None and len(idx) < ranks[1]:  # a rank would get no row: every rank skips the tail
+                if params.augment:  # its randomness still drawn, so later epochs match one process
+                    augment(to_input(read_rows(images, rows[idx])), generator)
+                continue
+            mine = idx[part]
+            batch = to_input(read_rows(images, rows[mine]))
             if params.augment:
-                batch = augment(batch, generator)
-            y = targets[idx].to(device)
-            logits = logits_of(model(batch.to(device).contiguous(memory_format=torch.channels_last)))
-            loss = objective.loss(logits, y, group_index[idx].to(device))
+                batch = augment(batch, generator, drawn=len(idx), part=part)
+            y = targets[mine].to(device)
+            logits = logits_of(net(batch.to(device).contiguous(memory_format=torch.channels_last)))
+            if ranks is None:
+                loss = objective.loss(logits, y, group_index[mine].to(device))
+            else:  # DDP averages the ranks' gradients: world * (this slice's sum / global rows) averages to the mean
+                summed = per_sample_loss(logits, y).sum()
+                loss = summed * (ranks[1] / len(idx))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
             logs = objective.after_step(step, total_steps)
-            set_train_mode(model, freeze_bn)  # after_step may have validated in eval mode
+            set_train_mode(net, freeze_bn)  # after_step may have validated in eval mode
             if on_step:
                 on_step(logs)
-            total_loss += loss.item() * len(idx)
+            total_loss += loss.item() * len(idx) if ranks is None else summed.item()
             correct += int((predicted_labels(logits) == y.long()).sum())
-            seen += len(idx)
+            seen += len(mine)
             if on_batch:
-                on_batch(len(idx))
+                on_batch(len(mine))
             if step == total_steps:
                 break
+        if ranks is not None:
+            total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen], device)
+            if ranks[0] != 0:  # rank 0 alone validates and logs
+                objective.after_epoch(epoch)
+                continue
         # validated in training-size batches: a fixed 512 would add ~1 GB of activations at 64 px
         val_pred = labels_from_scores(predict_scores(model, val_images, params.batch_size, device, rows=val_rows))
         hits = val_pred == np.asarray(val_labels)
@@ -211,6 +247,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
         if on_epoch:
             on_epoch(log)
         objective.after_epoch(epoch)
+    distributed.plain_batch_norm(changed)
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
@@ -228,13 +265,16 @@ def group_index(frame, protected: list[str], names: list[str] | None = None) -> 
 
 
 def fit_logged(model, table, images, protected: list[str], params, live_dir, label: str, freeze_bn: bool = False,
-               resume: bool = False, *, seed: int, section: str, objective: Objective | None = None):
+               resume: bool = False, *, seed: int, section: str, objective: Objective | None = None,
+               processes: DistributedParams | None = None):
     """Train ``model`` on the training split with per-epoch curves in dvclive and a rich progress bar.
 
     ``seed`` seeds data order and augmentation; ``section`` is the params section of ``params`` (for messages).
     ``resume`` continues the curves of an earlier call (iterative pruning's rounds) instead of replacing them.
     With an ``objective`` (a remedy), what its steps return (multipliers, eta, constraint values) is logged per
-    step, and the epoch curves are logged at the step where each epoch ends."""
+    step, and the epoch curves are logged at the step where each epoch ends.
+    ``processes`` (params.yaml's ``distributed``) spreads the training over several processes; under torchrun
+    every rank calls this, and rank 0's curves are the ones kept."""
     from dvclive import Live
     from rich.progress import Progress
 
@@ -264,18 +304,57 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
             live.next_step()
 
         _, train_groups = group_index(train, protected, sorted(set(group_labels(table, protected).tolist())))
+        arguments = dict(images=images, labels=train["y_true"].to_numpy(), val_images=images,
+                         val_labels=val["y_true"].to_numpy(), val_groups=group_labels(val, protected), params=params,
+                         freeze_bn=freeze_bn, rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed,
+                         groups=train_groups)
+        run = distributed.plan(processes, device) if processes is not None else None
+        if run is not None and objective is not None:
+            progress.console.print(f"{label}: a remedy's objective trains on one process (distributed.nproc applies "
+                                   "to plain fine-tuning)")
+            run = None
+        if run is not None and run.spawn:
+            progress.console.print(f"{label}: {run.world_size} processes ({run.backend})")
+            store = distributed.portable(images)  # the memory map's file, never the images through a pipe
+            payload = dict(arguments, images=store, val_images=store, model=distributed.sendable(model), device=device)
+            result = distributed.launch(_parallel_worker, payload, run, threads=params.threads)
+            model.load_state_dict(result["state"])
+            for epoch in result["epochs"]:
+                log_epoch(EpochLog(**epoch))
+            progress.advance(task, int(len(train) * params.epochs))
+            return model.cpu().eval()
+        if run is not None:  # a torchrun rank
+            distributed.join(run.backend)
+            if device.type == "cuda":
+                device = torch.device("cuda", torch.cuda.current_device())
         return train_classifier(
-            model, images, train["y_true"].to_numpy(), images, val["y_true"].to_numpy(), group_labels(val, protected),
-            params, device, on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n), freeze_bn=freeze_bn,
-            rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed, groups=train_groups,
-            objective=objective, on_step=log_step if objective is not None else None)
+            model, device=device, on_epoch=log_epoch, on_batch=lambda n: progress.advance(task, n),
+            objective=objective, on_step=log_step if objective is not None else None, parallel=run is not None,
+            **arguments)
+
+
+def _parallel_worker(payload: dict) -> dict:
+    """One spawned rank of :func:`fit_logged`: train its slices; rank 0 returns the weights and epoch logs."""
+    rank = distributed.context()[0]
+    device = payload.pop("device")
+    device = torch.device("cuda", rank) if device.type == "cuda" else device
+    seed_everything(payload["seed"])
+    epochs: list[dict] = []
+    # spawn hands tensors over in shared memory: every rank would update the same weights; each trains its own copy
+    model = train_classifier(copy.deepcopy(payload.pop("model")), device=device, parallel=True,
+                             on_epoch=lambda log: epochs.append(asdict(log)),
+                             **dict(payload, images=distributed.opened(payload["images"]),
+                                    val_images=distributed.opened(payload["val_images"])))
+    return {"state": model.state_dict(), "epochs": epochs}
 
 
 def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool, *,
-                          seed: int, section: str, objective: Callable[[nn.Module], Objective] | None = None):
+                          seed: int, section: str, objective: Callable[[nn.Module], Objective] | None = None,
+                          processes: DistributedParams | None = None):
     """``finetune(model, round_index=0) -> model`` on the training split, logged to ``live_dir``; None when
     ``params.epochs`` is 0, and then the (declared) log folder is written saying no fine-tuning ran.
-    ``objective(model)`` makes each round's objective (a constrained remedy) for the model being trained."""
+    ``objective(model)`` makes each round's objective (a constrained remedy) for the model being trained;
+    ``processes``: params.yaml's ``distributed`` (see :func:`fit_logged`)."""
     from fairquant.data.prepare import load_prepared
     from fairquant.io import atomic_dir, write_json
 
@@ -290,7 +369,7 @@ def compression_finetuner(data, protected: list[str], params, live_dir, label: s
         model = fit_logged(model, table, images, protected, params, live_dir,
                            label if round_index == 0 else f"{label} round {round_index + 1}",
                            freeze_bn=freeze_bn, resume=round_index > 0, seed=seed, section=section,
-                           objective=round_objective)
+                           objective=round_objective, processes=processes)
         return round_objective.finish(model) if round_objective is not None else model
 
     return finetune

@@ -17,6 +17,7 @@ import warnings
 import typer
 
 from fairquant.errors import FairquantError
+from fairquant.io import writes_outputs
 from stages import INTERRUPTED
 
 QUIET_LOGGERS = ("dvclive", "torch", "torchao", "PIL")  # their log records below ERROR would add lines on stderr
@@ -26,6 +27,8 @@ def run(app: typer.Typer) -> None:
     if threading.current_thread() is threading.main_thread():  # stages/__init__'s import-time handler ends here
         signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("TORCH_LOGS", "-all")
+    if not writes_outputs():  # a torchrun rank other than 0: rank 0 says what the stage did, once
+        sys.stdout = open(os.devnull, "w")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(record=True) as caught:

@@ -73,7 +73,8 @@ def main(seed: int = typer.Option(..., help="training seed (one of params.yaml's
                 skipped = load_pretrained(model, model_params.pretrained)
                 print(f"loaded {model_params.pretrained}; freshly initialised: {', '.join(skipped) or 'none'}")
             model = fit_logged(model, table, images, params.data.protected, params.finetune, tmp_live,
-                               f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune")
+                               f"finetune {model_params.arch} (seed {seed})", seed=seed, section="finetune",
+                               processes=params.distributed)
         write_variant(tmp_out, model.state_dict(), config)
     print(f"saved {out / CHECKPOINT}")
 

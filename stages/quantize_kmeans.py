@@ -27,7 +27,8 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
         outputs={"--out": out, "--live": live_dir}, data=data)  # every check before any work
     with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
         finetune = compression_finetuner(data, all_params.data.protected, params, tmp_live, "kmeans", freeze_bn=True,
-                                         seed=run_seed, section="quantize_kmeans")
+                                         seed=run_seed, section="quantize_kmeans",
+                                         processes=all_params.distributed)
         clustered, recorded = kmeans.kmeans_variant(model, params, finetune)
         config = base_config(fp32_config, name=params.variant_name(), training=params.model_dump(), **recorded)
         save_variant(out, clustered.state_dict(), config)

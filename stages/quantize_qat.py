@@ -31,7 +31,8 @@ def main(seed: int = typer.Option(..., help="training seed of the fp32 model (on
                                             run_seed, image_size=fp32_config["image_size"])
     with atomic_dir(live_dir) as tmp_live:  # the curves replace --live only once the model is saved
         finetune = compression_finetuner(data, all_params.data.protected, params, tmp_live, "qat", freeze_bn=True,
-                                         seed=run_seed, section="quantize_qat")
+                                         seed=run_seed, section="quantize_qat",
+                                         processes=all_params.distributed)
         quantized, recorded = fakequant.qat_variant(model, params, images, finetune)
         config = base_config(fp32_config, name=params.variant_name(),
                              calibration={"set": set_info["set"], "size": len(images)}, **recorded)

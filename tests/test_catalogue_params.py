@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.test_stages import assert_clean_failure, run_in_process, run_stage
+from tests.test_stages import SMALL, assert_clean_failure, run_in_process, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (ROOT / "params.yaml").read_text()
@@ -101,6 +102,11 @@ OVERRIDE_CASES = [
                  "set holds (calibration.size: 512)", id="params-calibration-size-too-large"),
     pytest.param({"verify.data": {"races": ["African", "Asian", "African"]}}, "verify.data.races names African more "
                  "than once", id="params-verify-races-twice"),
+    pytest.param({"distributed.nproc": 0}, "'distributed.nproc': expected greater than or equal to 1; found 0",
+                 id="params-distributed-nproc-zero"),
+    pytest.param({"distributed.backend": "nccl", "finetune.device": "cpu"}, "distributed.backend is nccl but "
+                 "finetune.device is cpu: nccl carries CUDA tensors only; set distributed.backend to auto (gloo on the "
+                 "CPU) or finetune.device to cuda/auto", id="params-distributed-nccl-on-cpu"),
 ]
 
 # Against the data (the session's tiny CelebA-layout set): refused at prepare, before anything is written.
@@ -140,7 +146,14 @@ NULL_GROUP_CASES = [
                  id="params-binary-target-null-values"),
 ]
 
-CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES
+# Refused when a training stage starts (what this machine has), before it trains or writes: the finetune stage.
+MACHINE_CASES = [
+    pytest.param({"distributed.nproc": 2, "distributed.backend": "nccl"}, "distributed.backend is nccl but training "
+                 "runs on the CPU (no CUDA device visible or the section's device is cpu); set distributed.backend to "
+                 "auto or gloo", id="params-distributed-nccl-without-cuda"),
+]
+
+CASES = FILE_CASES + OVERRIDE_CASES + DATA_CASES + NULL_GROUP_CASES + MACHINE_CASES
 
 
 @pytest.mark.parametrize("text, message", FILE_CASES)
@@ -158,6 +171,25 @@ def test_params_that_contradict_each_other_are_refused_on_load(tmp_path, params,
     out = tmp_path / "prepared"
     result = run_stage("prepare", ["--out", str(out)], tmp_path, {"data.root": str(tmp_path / "absent"), **params})
     assert_clean_failure(result, message, out)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_celeba):
+    """The tiny CelebA prepared at 16 px (as tests/test_stages.py's fixture)."""
+    cwd = tmp_path_factory.mktemp("prepared")
+    result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd, {"data.root": str(tiny_celeba), **SMALL})
+    assert result.returncode == 0, result.stderr
+    return cwd / "prepared"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device: nccl can run")
+@pytest.mark.parametrize("params, message", MACHINE_CASES)
+def test_params_this_machine_cannot_train_with_are_refused_when_training_starts(tmp_path, prepared, params, message):
+    out, live = tmp_path / "model", tmp_path / "live"
+    result = run_stage("finetune", ["--seed", "0", "--data", str(prepared), "--out", str(out), "--live", str(live)],
+                       tmp_path, {**SMALL, **params})
+    assert_clean_failure(result, message, out)
+    assert not live.exists()
 
 
 @pytest.mark.parametrize("params, message", DATA_CASES)

@@ -123,3 +123,18 @@ def test_an_output_that_collides_with_a_file_or_folder_is_refused_before_any_wor
         with atomic_path(tmp_path / "file" / "gaps.csv"):
             ran.append(1)
     assert not ran and (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_torchrun_rank_other_than_0_writes_nothing(tmp_path, monkeypatch):
+    """Every rank runs the whole stage; rank 0 alone moves its outputs into place, the others' are discarded."""
+    from fairquant.io import atomic_dir, write_json
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with atomic_dir(tmp_path / "out") as tmp:
+        write_json(tmp / "a.json", {"rank": 1})
+    write_json(tmp_path / "b.json", {"rank": 1})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    write_json(tmp_path / "b.json", {"rank": 0})
+    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]

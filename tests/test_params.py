@@ -141,6 +141,10 @@ def test_post_on_is_checked_against_the_slots_the_study_makes(mitigate):
     ({"finetune": {"epochs": True}}, "'finetune.epochs': expected a valid integer; found True; YAML read a boolean"),
     ({"evaluate": {"privileged_group": False}}, "found False; YAML reads an unquoted yes/no/on/off/true/false"),
     ({"data": None}, "section 'data' is empty (nothing indented below it)"),
+    ({"distributed": {"nproc": 65}}, "'distributed.nproc': expected less than or equal to 64; found 65"),
+    ({"distributed": {"backend": "mpi"}}, "'distributed.backend': expected 'auto', 'gloo' or 'nccl'; found 'mpi'"),
+    ({"distributed": {"backend": "nccl"}, "prune": {"device": "cpu"}}, "distributed.backend is nccl but prune.device "
+                                                                        "is cpu"),
 ])
 def test_params_that_contradict_each_other_are_refused_on_load(raw, message):
     with pytest.raises(FairquantError, match=re.escape(message)):

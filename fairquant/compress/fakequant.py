@@ -131,6 +131,7 @@ def _percentile_observer_class():
                 self.max_val += (high - self.max_val) / self.batches
             return x
 
+    _PercentileObserver.__qualname__ = "_PercentileObserver"  # picklable by name (module __getattr__)
     return _PercentileObserver
 
 
@@ -166,7 +167,18 @@ def levels_histogram_observer_class():
                 return self.min_val.clone(), self.max_val.clone()
             return new_min, new_max
 
+    _LevelsHistogramObserver.__qualname__ = "_LevelsHistogramObserver"  # picklable by name (module __getattr__)
     return _LevelsHistogramObserver
+
+
+def __getattr__(name: str):
+    """The observer classes made on first use (torchao imported lazily), found by name: a model holding them
+    pickles, and so reaches the processes of distributed training."""
+    if name == "_LevelsHistogramObserver":
+        return levels_histogram_observer_class()
+    if name == "_PercentileObserver":
+        return _percentile_observer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def LevelsHistogramObserver(**kwargs):  # noqa: N802 - a class factory, used like a class

@@ -22,6 +22,7 @@ from fairquant.params.compress import (CalibrationParams, CalibrationSet, Latenc
                                        QuantizeKmeansParams, QuantizePTQParams, QuantizeQATParams, QuantSchemeParams)
 from fairquant.params.data import (DataParams, DatasetName, FacesParams, FolderParams, GeneratedLayout, GenerateParams,
                                    GroupDifficulty, PrepareParams)
+from fairquant.params.distributed import DistributedParams
 from fairquant.params.loading import Positions, position_of, read_params_file
 from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParams, CEAGParams, ConstrainedParams,
                                        DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
@@ -36,7 +37,7 @@ from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSe
 __all__ = [
     "Params", "parse_params", "load_params",
     # base
-    "ArchName", "Bits", "TrainingParams",
+    "ArchName", "DistributedParams", "Bits", "TrainingParams",
     # data
     "DatasetName", "GroupDifficulty", "GenerateParams", "GeneratedLayout", "DataParams", "FolderParams", "PrepareParams",
     "FacesParams",
@@ -77,6 +78,7 @@ class Params(_Section):
     mitigate: MitigateParams = MitigateParams()
     sweep: SweepParams = SweepParams()
     verify: VerifyParams = VerifyParams()
+    distributed: DistributedParams = DistributedParams()
 
     def compressors(self) -> dict[str, _Section]:
         """Each compressor's internal name (ptq, qat, kmeans, prune: its slot) -> its section, in schema order."""
@@ -212,6 +214,18 @@ class Params(_Section):
                 raise ValueError(f"{key}.calibration_size is {section.calibration_size}, more than its "
                                  f"{section.calibration} set holds ({size_key}: {size}); lower it, raise {size_key}, "
                                  f"or set it to null (all of the set)")
+        return self
+
+    @model_validator(mode="after")
+    def _nccl_trains_on_cuda(self) -> "Params":
+        """nccl moves CUDA tensors only: a training section pinned to the CPU cannot use it."""
+        if self.distributed.backend != "nccl":
+            return self
+        for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
+                                                            if hasattr(s, "device"))):
+            if section.device == "cpu":
+                raise ValueError(f"distributed.backend is nccl but {key}.device is cpu: nccl carries CUDA tensors only; "
+                                 f"set distributed.backend to auto (gloo on the CPU) or {key}.device to cuda/auto")
         return self
 
     @model_validator(mode="after")

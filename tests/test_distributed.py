@@ -1,0 +1,220 @@
+"""Training on several processes (fairquant.distributed, gloo on the CPU): 2 processes x a batch of b rows train
+the model that 1 process x 2b trains, through the real entry point (fit_logged: the stage's own launch, the
+memory-mapped store passed by file, rank 0's weights and curves handed back); a failing rank ends them all with its
+one line."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairquant import distributed
+from fairquant.compress import fakequant, pruning
+from fairquant.errors import FairquantError
+from fairquant.io import image_store_writer, read_images, read_json
+from fairquant.models import build_model
+from fairquant.params import DistributedParams, FinetuneParams, QuantizeQATParams, TrainingParams
+from fairquant.training import augment, fit_logged
+from tests.test_stages import SMALL, run_stage, stage_params
+
+ROOT = Path(__file__).resolve().parents[1]
+# max |w_2proc - w_1proc| over the state dict after 8 SGD steps; measured 1.8e-7 (float32 rounding: the ranks sum
+# the batch in another order). At lr 0.05 the fourth step amplified it to 4e-4 (README: several processes).
+WEIGHT_TOLERANCE = 1e-5
+LOSS_TOLERANCE = 1e-6  # the epochs' mean training loss; measured < 1e-7
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 96-row memory-mapped store (64 train, 32 val), 16 px, two groups: the prepared data in miniature."""
+    folder = tmp_path_factory.mktemp("store")
+    rng = np.random.default_rng(0)
+    with image_store_writer(folder / "images.npy", 96, (16, 16, 3)) as writer:
+        writer.append(rng.integers(0, 256, (96, 16, 16, 3), dtype=np.uint8))
+    table = pd.DataFrame({"row": np.arange(96), "split": ["train"] * 64 + ["val"] * 32,
+                          "y_true": rng.integers(0, 2, 96), "Male": rng.integers(0, 2, 96)})
+    return table, read_images(folder / "images.npy")
+
+
+def _model(images, prune: float = 0.0, qat: bool = False):
+    torch.manual_seed(0)
+    model = build_model("face_resnet10", small_input_stem=False, image_size=16)
+    if prune:
+        pruning.prune_global(model, prune)
+    if qat:  # 4-bit weights, 8-bit activations, ranges calibrated on 16 images, then trained (weights) or fixed
+        model = fakequant.calibrate(fakequant.quantize_model(model, QuantizeQATParams(bits=4).scheme()), images[:16])
+    return model
+
+
+def _fit(study, tmp_path, nproc: int, params, *, prune: float = 0.0, qat: bool = False, freeze_bn: bool = False):
+    table, images = study
+    model = _model(images, prune, qat)
+    live = tmp_path / f"live{nproc}"
+    model = fit_logged(model, table, images, ["Male"], params, live, "test", freeze_bn=freeze_bn, seed=3,
+                       section="finetune", processes=DistributedParams(nproc=nproc))
+    return model.state_dict(), read_json(live / "metrics.json")
+
+
+def _differences(one, two):
+    (weights1, metrics1), (weights2, metrics2) = one, two
+    assert weights1.keys() == weights2.keys()  # the same checkpoint format: no 'module.' prefix, no extra keys
+    weight = max(float((weights1[k].double() - weights2[k].double()).abs().max()) for k in weights1
+                 if weights1[k].is_floating_point())
+    loss = abs(metrics1["train"]["loss"] - metrics2["train"]["loss"])
+    return weight, loss, metrics1, metrics2
+
+
+@pytest.mark.slow  # ~2 min each on 2 busy cores: two spawned ranks import torch and train
+@pytest.mark.parametrize("kind", ["finetune", "prune", "qat"])
+def test_two_processes_train_the_one_process_model(study, tmp_path, kind):
+    """fp32 fine-tuning (BatchNorm trained over the global batch), pruning's fine-tuning (masks attached) and QAT
+    (4-bit weights, 8-bit activations, BatchNorm frozen):
+    global batch 16 = 2 ranks x 8, augmentation on, 2 epochs (8 steps)."""
+    if kind == "finetune":
+        params = FinetuneParams(epochs=2, batch_size=16, lr=0.01, weight_decay=5e-4, augment=True, device="cpu")
+        options = {}
+    else:
+        # QAT's 4-bit weights move little at 0.01 (4e-4): a larger rate, so that the model moves far past the tolerance
+        params = TrainingParams(epochs=2, batch_size=16, lr=0.01 if kind == "prune" else 0.05, augment=True, device="cpu")
+        options = {"prune": 0.5} if kind == "prune" else {"qat": True, "freeze_bn": True}
+    one = _fit(study, tmp_path, 1, params, **options)
+    two = _fit(study, tmp_path, 2, params, **options)
+    weight, loss, metrics1, metrics2 = _differences(one, two)
+    print(f"{kind}: max |weight difference| {weight:.3g}, |loss difference| {loss:.3g}")
+    assert weight <= WEIGHT_TOLERANCE
+    assert loss <= LOSS_TOLERANCE
+    assert metrics1["val"] == metrics2["val"]  # the same predictions on validation
+    trained = max(float((one[0][k] - _initial(k, study[1], options)).abs().max()) for k in one[0] if k.endswith("weight"))
+    assert trained > 100 * WEIGHT_TOLERANCE  # the model moved far more than the tolerance: the test can fail
+    if kind == "prune":
+        masks = [k for k in two[0] if k.endswith("weight_mask")]
+        assert masks and all(torch.equal(one[0][k], two[0][k]) for k in masks)
+
+
+def _initial(key, images, options):
+    return _model(images, options.get("prune", 0.0), options.get("qat", False)).state_dict()[key]
+
+
+def test_each_rank_augments_its_slice_as_one_process_augments_the_batch():
+    batch = torch.rand(10, 3, 16, 16)
+    whole = augment(batch, torch.Generator().manual_seed(5))
+    parts = [augment(batch[distributed.rank_slice(10, r, 3)], torch.Generator().manual_seed(5), drawn=10,
+                     part=distributed.rank_slice(10, r, 3)) for r in range(3)]
+    assert torch.equal(torch.cat(parts), whole)
+    assert [len(p) for p in parts] == [3, 3, 4]
+
+
+def _fails_on_rank_one(payload):
+    if torch.distributed.get_rank() == 1:
+        raise FairquantError(payload)
+    torch.distributed.barrier()  # rank 0 waits for a rank that never comes: it must be stopped, not hang
+    return {}
+
+
+def _bug_on_rank_zero(payload):
+    if torch.distributed.get_rank() == 0:
+        raise KeyError(payload)
+    return {}
+
+
+def test_a_failing_rank_ends_every_rank_with_its_one_line():
+    with pytest.raises(FairquantError, match=r"^the bad thing; fix it \(rank 1 of the distributed training"):
+        distributed.launch(_fails_on_rank_one, "the bad thing; fix it", distributed.Plan(2, "gloo", True))
+
+
+def test_a_bug_in_a_rank_keeps_its_traceback():
+    with pytest.raises(RuntimeError, match=r"(?s)rank 0 of the distributed training failed.*KeyError: 'oops'"):
+        distributed.launch(_bug_on_rank_zero, "oops", distributed.Plan(2, "gloo", True))
+
+
+def test_a_stage_whose_rank_fails_exits_2_with_one_line(tmp_path):
+    """Through the stages' entry point, as `python -m stages.X` runs: exit status 2, one `error:` line."""
+    script = tmp_path / "stage.py"
+    script.write_text(textwrap.dedent("""
+        import typer
+        from fairquant import distributed
+        from stages._cli import run
+        from tests.test_distributed import _fails_on_rank_one
+
+        app = typer.Typer(add_completion=False)
+
+        @app.command()
+        def main() -> None:
+            distributed.launch(_fails_on_rank_one, "no good; do better", distributed.Plan(2, "gloo", True))
+
+        if __name__ == "__main__":
+            run(app)
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["error: no good; do better (rank 1 of the distributed training; the other "
+                                        "ranks were stopped)"]
+
+
+@pytest.mark.parametrize("settings, device, message", [
+    (DistributedParams(nproc=2, backend="nccl"), "cpu", "distributed.backend is nccl but training runs on the CPU"),
+])
+def test_what_this_machine_cannot_run_is_refused_before_training(settings, device, message):
+    with pytest.raises(FairquantError, match=message):
+        distributed.plan(settings, torch.device(device))
+
+
+def test_more_processes_than_cuda_devices_are_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    with pytest.raises(FairquantError, match="distributed.nproc is 2 but 1 CUDA device"):
+        distributed.plan(DistributedParams(nproc=2), torch.device("cuda"))
+
+
+def test_more_processes_than_cores_warn_on_the_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "usable_cores", lambda: 1)
+    assert distributed.plan(DistributedParams(nproc=2), torch.device("cpu")) == distributed.Plan(2, "gloo", True)
+    assert "distributed.nproc is 2 on 1 CPU core(s)" in capsys.readouterr().err
+
+
+def test_one_process_needs_no_process_group():
+    assert distributed.plan(DistributedParams(nproc=1), torch.device("cpu")) is None
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_celeba):
+    """The tiny CelebA prepared at 16 px (as tests/test_stages.py's fixture)."""
+    cwd = tmp_path_factory.mktemp("prepared")
+    result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd, {"data.root": str(tiny_celeba), **SMALL})
+    assert result.returncode == 0, result.stderr
+    return cwd / "prepared"
+
+
+@pytest.mark.slow  # torchrun starts two interpreters that each import torch and run the whole stage
+def test_the_finetune_stage_under_torchrun_writes_the_one_process_model_once(tmp_path, prepared):
+    """Every rank runs `python -m stages.finetune`; rank 0 alone moves the model and curves into place."""
+    from fairquant.io import load_checkpoint
+
+    settings = {**SMALL, "finetune.epochs": 1, "finetune.batch_size": 16, "finetune.lr": 0.01}
+    single = tmp_path / "single"
+    single.mkdir()
+    done = run_stage("finetune", ["--data", prepared, "--out", single / "model", "--live", single / "live"], single,
+                     settings)
+    assert done.returncode == 0, done.stderr
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    argv = ["--seed", "0", "--data", str(prepared), "--out", str(ranks / "model"), "--live", str(ranks / "live"),
+            "--params", str(stage_params(ranks, settings))]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "stages.finetune", *argv], cwd=ranks, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    one, two = (load_checkpoint(folder / "model" / "model.pt") for folder in (single, ranks))
+    assert one["state_dict"].keys() == two["state_dict"].keys()
+    weight = max(float((one["state_dict"][k].double() - two["state_dict"][k].double()).abs().max())
+                 for k in one["state_dict"] if one["state_dict"][k].is_floating_point())
+    print(f"torchrun finetune stage: max |weight difference| {weight:.3g}")
+    assert weight <= WEIGHT_TOLERANCE
+    assert sorted(path.name for path in ranks.iterdir()) == ["live", "model", "params.yaml"]  # no rank's temporaries
