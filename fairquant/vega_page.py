@@ -48,7 +48,8 @@ def inline_script(name: str, version: str, source: str) -> str:
     """One package's build as an inline script; ``</script`` cannot occur in it (it would end the tag early)."""
     if "</script" in source.lower():
         raise FairquantError(f"{name} {version}'s build holds '</script'; it cannot be inlined as is")
-    return f"<script>/* {name} {version}, BSD-3-Clause (.dvc/html/LICENSE-{name}) */\n{SOURCE_MAP.sub('', source)}\n</script>"
+    banner = f"/* {name} {version}, BSD-3-Clause (.dvc/html/LICENSE-{name}) */"
+    return f"<script>{banner}\n{SOURCE_MAP.sub('', source)}\n</script>"
 
 
 def offline_page(packages: dict[str, tuple[str, str]]) -> str:

@@ -200,15 +200,6 @@ def test_the_stage_reads_the_prepared_store_and_the_first_seeds_test_predictions
             image_size=16)}), Path("params.yaml"), ["fp32", "ptq"])
 
 
-def test_the_stage_refuses_the_data_without_the_predictions(tmp_path):
-    from tests.test_stages import assert_clean_failure, run_in_process
-
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
-    result = run_in_process("report", ["--eval", "metrics/eval", "--summary", "summary.json", "--plots", "plots",
-                                       "--data", "data/prepared"], tmp_path)
-    assert_clean_failure(result, "--data and --predictions go together", tmp_path / "plots")
-
-
 # --- the page as written, and opened in Chromium ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
