@@ -16,6 +16,7 @@ import numpy as np
 
 from fairquant.errors import FairquantError
 from fairquant.report.document import BulletList, Cell, Document, Figure, Gallery, Prose, Section, Span, Table
+from fairquant.report.figures import png_bytes
 
 # Images from data: URIs only, inline style only; nothing else (no script, no font, no fetch, no frame).
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -46,19 +47,6 @@ code { background: #f4f4f4; padding: 0 0.2rem; }
 
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_png(figure: Figure) -> bytes:
-    """``figure`` drawn as the Markdown report draws it (fairquant/report/figures.py), as PNG bytes."""
-    import matplotlib.pyplot as plt
-
-    from fairquant.report.figures import draw
-
-    chart = draw(figure)
-    buffer = io.BytesIO()
-    chart.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(chart)
-    return buffer.getvalue()
 
 
 def picture_png(image: np.ndarray) -> bytes:
@@ -127,7 +115,7 @@ class HtmlRenderer:
     def figure(self, figure: Figure) -> str:
         name = html.escape(figure.name)
         note = ' <span class="synthetic">SYNTHETIC data</span>' if figure.synthetic else ""
-        return (f'<figure><img src="{png_data_uri(figure_png(figure))}" alt="{name}">'
+        return (f'<figure><img src="{png_data_uri(png_bytes(figure))}" alt="{name}">'
                 f"<figcaption>{name}{note}</figcaption></figure>")
 
     def gallery(self, gallery: Gallery) -> str:
