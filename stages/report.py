@@ -1,4 +1,4 @@
-"""Summary metrics for DVC (means over training seeds), plot tables, figures and plots/report.md."""
+"""Summary metrics for DVC (means over training seeds), plot tables, figures, plots/report.md and plots/report.html."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import typer
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
 from fairquant.io import read_json
-from fairquant.mitigate.slots import study_slots
+from fairquant.mitigate.slots import COMPRESSED, study_slots
 from fairquant.results import EvaluationResult, check_verification_metrics
 from fairquant.params import SweepParams, load_params
 from fairquant.report import write_report
@@ -58,8 +58,13 @@ def seed_sweep(folder: Path, sweep: SweepParams) -> dict:
     return {"points": points, "trends": trends}
 
 
-def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None) -> None:
-    """Refuse before writing anything: a folder where a file goes, or a sweep summary without a sweep."""
+def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None,
+                   prepared: Path | None = None, predictions_dir: Path | None = None) -> None:
+    """Refuse before writing anything: a folder where a file goes, a sweep summary without a sweep, or the prepared
+    data without the predictions (or the other way round)."""
+    if (prepared is None) != (predictions_dir is None):
+        raise FairquantError("--data and --predictions go together (the prepared folder and the folder of the "
+                             "predictions' s<seed>/): give both, or neither")
     if sweep_summary is not None and sweep_dir is None:
         raise FairquantError("--sweep-summary needs --sweep (the folder of s<seed>/ from the sweep_evaluate stages)")
     for option, path in (("--summary", summary_path), ("--sweep-summary", sweep_summary)):
@@ -77,6 +82,22 @@ def _calibration_info(path: Path) -> dict:
     return info
 
 
+def _exemplars(prepared: Path | None, predictions_dir: Path | None, params, params_file: Path, slots: list[str]):
+    """The flipped test images of each compressor (the first training seed's), or None without the folders or with
+    report.exemplars_per_group 0."""
+    if prepared is None or params.report.exemplars_per_group == 0:
+        return None
+    from fairquant.data.prepared import load_prepared
+    from fairquant.report.exemplars import exemplars_section, read_test_predictions
+
+    samples, images, info = load_prepared(prepared, params, params_file=params_file)
+    seed = min(params.seeds)
+    shown = [slot for slot in slots if slot == "fp32" or slot in COMPRESSED]
+    frames = read_test_predictions(predictions_dir / f"s{seed}", shown, params.mitigate,
+                                   protected=list(params.data.protected))
+    return exemplars_section(frames, samples, images, info, per_group=params.report.exemplars_per_group, seed=seed)
+
+
 @app.command()
 def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<slot>.json from the evaluate stages"),
          calibration_dir: Path = typer.Option(None, "--calibration", help="folder of s<seed>/<set>/ calibration sets"),
@@ -85,10 +106,14 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
          summary_path: Path = typer.Option(..., "--summary"),
          sweep_summary: Path = typer.Option(None, help="compact metrics of the sweep's curves (metrics/sweep.json)"),
          plots_dir: Path = typer.Option(..., "--plots"),
+         prepared: Path = typer.Option(None, "--data", help="prepared data folder: the flipped test images shown in "
+                                                            "report.html (with --predictions)"),
+         predictions_dir: Path = typer.Option(None, "--predictions", help="folder of s<seed>/ from the predict "
+                                                                        "stages (with --data)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     seeds = params.seeds
-    _check_outputs(summary_path, sweep_summary, sweep_dir)
+    _check_outputs(summary_path, sweep_summary, sweep_dir, prepared, predictions_dir)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")
@@ -102,10 +127,12 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     verify = read_json(verify_path) if verify_path is not None else None
     if verify is not None:
         check_verification_metrics(verify, str(verify_path))
+    exemplars = _exemplars(prepared, predictions_dir, params, params_file, slots)
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
-                 sweep=sweep, sweep_summary_path=sweep_summary)
-    print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
+                 sweep=sweep, sweep_summary_path=sweep_summary, exemplars=exemplars)
+    print(f"wrote {summary_path}, {plots_dir / 'report.md'} and {plots_dir / 'report.html'} ({len(seeds)} training "
+          "seed(s))")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ CLI_CASES = [
     pytest.param("finetune", lambda t: ["--seed", "0", "--data", str(user_file(t / "data" / "prepared")), "--out", "fp32",
                                         "--live", "live"],
                  "data/prepared/info.json: file not found", "fp32", id="cli-data-is-a-file"),
+    pytest.param("report", lambda t: ["--eval", "eval", "--summary", "summary.json", "--plots", "plots", "--data",
+                                      "data/prepared"],
+                 "--data and --predictions go together", "plots", id="cli-report-data-without-predictions"),
 ]
 
 

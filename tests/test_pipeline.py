@@ -4,6 +4,7 @@ multi-class twin as an experiment of the same repository (the verification branc
 on the one repository."""
 
 import copy
+import html
 import json
 import time
 
@@ -107,6 +108,29 @@ def test_the_default_study_end_to_end(study):
     table = pq.read_table(repo / "data" / "predictions" / "s0" / "variants" / "ptq" / "test.parquet")
     assert table.schema.names == ["sample_id", "y_true", "y_score", "y_pred", "Male"]
 
+
+@pytest.mark.slow
+def test_the_html_report_is_one_file_with_every_section_and_the_flipped_images(study, tmp_path):
+    """plots/report.html of the real study: self-contained (only data: images, no script, no stylesheet link), the
+    Markdown report's every heading, and each compressor's flipped test images, labelled synthetic. Chromium opens a
+    fixture's page in tests/test_html_report.py; here the page the stage wrote is parsed."""
+    from tests.test_html_report import parsed
+
+    repo, env, _ = study
+    page = (repo / "plots" / "report.html").read_text(encoding="utf-8")
+    resources = parsed(page)
+    assert resources.loads and all(value.startswith("data:image/png;base64,") for _, _, value in resources.loads)
+    assert not {"script", "link", "iframe", "object", "embed", "base"} & set(resources.tags)
+    headings = [line.lstrip("#").strip() for line in (repo / "plots" / "report.md").read_text().splitlines()
+                if line.startswith("#")]
+    assert all(f">{html.escape(title)}</h" in page for title in headings), [
+        t for t in headings if f">{html.escape(t)}</h" not in page]
+    assert ">Flipped test images</h2>" in page and "SYNTHETIC images" in page
+    for slot in ("ptq", "qat", "kmeans", "prune"):
+        assert f"<summary><h3>{slot}</h3></summary>" in page
+    dvc_page = tmp_path / "plots_page"  # `dvc plots show` of the study: DVC's page with vega inlined, no CDN
+    sh(f"dvc plots show -o {dvc_page}", repo, env)
+    assert "cdn.jsdelivr" not in (dvc_page / "index.html").read_text(encoding="utf-8")
 
 @pytest.mark.slow
 def test_a_clean_run_elsewhere_gives_the_same_bytes(study, tmp_path):

@@ -28,7 +28,7 @@ from fairquant.params.mitigate import (AfterMethod, BeforeMethod, CalEqOddsParam
                                        DPRegularizerParams, DuringMethod, EqualizedLossParams, FairALMParams,
                                        FairnessRate, MitigateParams, PrecisionMethod, REMEDY_PARAMS,
                                        SensitivityParams, ThresholdParams)
-from fairquant.params.model import EvaluateParams, FinetuneParams, ModelParams
+from fairquant.params.model import EvaluateParams, FinetuneParams, ModelParams, ReportParams
 from fairquant.params.sweep import SweepParams, SweepPoint, point_section
 from fairquant.params.verify import (RACES, QuantFaceParams, VerifyCalibrationSet, VerifyDataParams,
                                      VerifyEvaluateParams, VerifyGenerateParams, VerifyMethod, VerifyModelParams,
@@ -42,7 +42,7 @@ __all__ = [
     "DatasetName", "GroupDifficulty", "GenerateParams", "GeneratedLayout", "DataParams", "FolderParams", "PrepareParams",
     "FacesParams",
     # model
-    "ModelParams", "FinetuneParams", "EvaluateParams",
+    "ModelParams", "FinetuneParams", "EvaluateParams", "ReportParams",
     # compress
     "CalibrationSet", "CalibrationParams", "QuantSchemeParams", "QuantizePTQParams", "LatencyParams",
     "QuantizeQATParams", "QuantizeKmeansParams", "PruneParams",
@@ -79,6 +79,7 @@ class Params(_Section):
     sweep: SweepParams = SweepParams()
     verify: VerifyParams = VerifyParams()
     distributed: DistributedParams = DistributedParams()
+    report: ReportParams = ReportParams()
 
     def compressors(self) -> dict[str, _Section]:
         """Each compressor's internal name (ptq, qat, kmeans, prune: its slot) -> its section, in schema order."""

@@ -41,3 +41,10 @@ class EvaluateParams(_Section):
     )
 
 
+
+
+class ReportParams(_Section):
+    """What the report shows besides the metrics."""
+
+    exemplars_per_group: int = Field(4, ge=0, le=32, description="test images per group and compressor that the "
+                                     "compressor flipped, shown in plots/report.html (0 = none)")

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
 from fairquant.fairness.summary import headline_gaps, verification_summary
@@ -16,6 +18,7 @@ from fairquant.report.classification import (compression_sections, flips_section
                                              per_group_sections, seeds_section, signed_sections, table1_section)
 from fairquant.report.multiclass import multiclass_sections
 from fairquant.report.document import Document, Figure, Section
+from fairquant.report.html import render_html
 from fairquant.report.latex import latex_tables
 from fairquant.report.markdown import render_markdown
 from fairquant.report import sweep_figures  # noqa: F401  (registers the sweep's drawings)
@@ -97,8 +100,10 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
 
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None, verify: dict | None = None,
-                 sweep: dict[int, dict] | None = None, sweep_summary_path: Path | None = None) -> None:
-    """Everything the report stage writes: summary metrics (and the sweep's), plot tables, figures, plots/report.md
+                 sweep: dict[int, dict] | None = None, sweep_summary_path: Path | None = None,
+                 exemplars: Section | None = None) -> None:
+    """Everything the report stage writes: summary metrics (and the sweep's), plot tables, figures, plots/report.md,
+    plots/report.html (the same document, figures inlined, plus the ``exemplars`` section when given)
     and plots/tables/<name>.tex (:func:`fairquant.report.latex.latex_tables`; the folder is replaced whole). All of it is
     computed (the figures drawn into a temporary folder) before the first file is written, so that metrics it cannot
     read leave no partial output."""
@@ -114,12 +119,15 @@ def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, pl
     with tempfile.TemporaryDirectory(prefix=f".{plots_dir.name}.", dir=plots_dir.parent) as staged:
         staged = Path(staged)  # every file drawn and written here first: a failure leaves plots_dir as it was
         markdown = render_markdown(document, assets=staged)
+        sections = document.sections + ((exemplars,) if exemplars is not None else ())
+        page = render_html(Document(document.title, document.intro, sections))
         for name, frame in tables.items():
             write_csv(staged / f"{name}.csv", frame)
         (staged / LATEX_DIR).mkdir()
         for name, source in tex.items():
             (staged / LATEX_DIR / f"{name}.tex").write_text(source, encoding="utf-8")
         (staged / "report.md").write_text(markdown, encoding="utf-8")
+        (staged / "report.html").write_text(page, encoding="utf-8")
         _move_into(staged, plots_dir)
     write_json(summary_path, summary)
     if sweep_summary_path is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+import numpy as np
 import pandas as pd
 
 from fairquant.report.numbers import Kind, cell_text
@@ -82,7 +83,24 @@ class Figure:
     confidence: float | None = None
 
 
-Block = Union[Prose, BulletList, Table, Figure]
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """One image to show as it is (an (H, W, 3) uint8 array), with its caption."""
+
+    image: np.ndarray
+    caption: str
+
+
+@dataclass(frozen=True, eq=False)
+class Gallery:
+    """Pictures shown side by side under a heading (a group's flipped test images); ``synthetic`` labels them so."""
+
+    title: str
+    pictures: tuple[Picture, ...]
+    synthetic: bool = False
+
+
+Block = Union[Prose, BulletList, Table, Figure, Gallery]
 
 
 @dataclass(frozen=True)

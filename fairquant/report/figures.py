@@ -6,6 +6,7 @@ kind nobody registered is an error, never a blank chart.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,13 +40,23 @@ def draw(figure: Figure) -> plt.Figure:
     return DRAWINGS[figure.kind](figure)
 
 
+def png_bytes(figure: Figure) -> bytes:
+    """``figure`` drawn as PNG, as every renderer shows it (a file beside report.md, inlined in report.html)."""
+    chart = draw(figure)
+    buffer = io.BytesIO()
+    try:
+        chart.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(chart)
+    return buffer.getvalue()
+
+
 def save_png(figure: Figure, folder: Path) -> Path:
     """Draw ``figure`` into ``folder``/<name>.png (written atomically) and return the path."""
     path = Path(folder) / f"{figure.name}.png"
-    chart = draw(figure)
+    png = png_bytes(figure)
     with atomic_path(path) as tmp:
-        chart.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(chart)
+        Path(tmp).write_bytes(png)
     return path
 
 
