@@ -1,4 +1,5 @@
-"""Summary metrics for DVC (means over training seeds), plot tables, figures and plots/report.md."""
+"""Summary metrics (means over training seeds), one metrics file per variant for DVC, plot tables, figures and
+plots/report.md."""
 
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
-from fairquant.io import read_json
+from fairquant.io import check_outputs, read_json
 from fairquant.mitigate.slots import study_slots
 from fairquant.results import EvaluationResult, check_verification_metrics
 from fairquant.params import SweepParams, load_params
@@ -58,10 +59,16 @@ def seed_sweep(folder: Path, sweep: SweepParams) -> dict:
     return {"points": points, "trends": trends}
 
 
-def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None) -> None:
-    """Refuse before writing anything: a folder where a file goes, or a sweep summary without a sweep."""
+def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None,
+                   variants_dir: Path | None = None, verify_variants_dir: Path | None = None,
+                   verify_path: Path | None = None) -> None:
+    """Refuse before writing anything: a folder where a file goes (or a file where a folder goes), a sweep summary
+    without a sweep, verification rows without the verification metrics."""
     if sweep_summary is not None and sweep_dir is None:
         raise FairquantError("--sweep-summary needs --sweep (the folder of s<seed>/ from the sweep_evaluate stages)")
+    if verify_variants_dir is not None and verify_path is None:
+        raise FairquantError("--verify-variant-metrics needs --verify (the verification branch's metrics/verify.json)")
+    check_outputs(folders={"--variant-metrics": variants_dir, "--verify-variant-metrics": verify_variants_dir})
     for option, path in (("--summary", summary_path), ("--sweep-summary", sweep_summary)):
         if path is not None and path.is_dir():
             raise FairquantError(f"{option} {path} is a folder; the report writes a file there: remove it or choose "
@@ -84,11 +91,16 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
          sweep_dir: Path = typer.Option(None, "--sweep", help="folder of s<seed>/ from the sweep_evaluate stages"),
          summary_path: Path = typer.Option(..., "--summary"),
          sweep_summary: Path = typer.Option(None, help="compact metrics of the sweep's curves (metrics/sweep.json)"),
+         variants_dir: Path = typer.Option(None, "--variant-metrics",
+                                           help="folder of one metrics file per variant slot (metrics/variants)"),
+         verify_variants_dir: Path = typer.Option(None, "--verify-variant-metrics",
+                                                  help="folder of one metrics file per verification variant "
+                                                       "(metrics/verify)"),
          plots_dir: Path = typer.Option(..., "--plots"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     seeds = params.seeds
-    _check_outputs(summary_path, sweep_summary, sweep_dir)
+    _check_outputs(summary_path, sweep_summary, sweep_dir, variants_dir, verify_variants_dir, verify_path)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")
@@ -104,7 +116,8 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
         check_verification_metrics(verify, str(verify_path))
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
-                 sweep=sweep, sweep_summary_path=sweep_summary)
+                 sweep=sweep, sweep_summary_path=sweep_summary, variants_dir=variants_dir,
+                 verify_variants_dir=verify_variants_dir)
     print(f"wrote {summary_path} and {plots_dir / 'report.md'} ({len(seeds)} training seed(s))")
 
 
