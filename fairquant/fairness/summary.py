@@ -1,5 +1,5 @@
-"""The headline numbers of one evaluated variant: what `dvc exp show` and `dvc metrics diff` display, and the
-verdict on a change's interval. Metrics dicts in, plain values out; the report and the seeds module read them."""
+"""The headline numbers of one evaluated variant (metrics/summary.json, and cut from it the per-variant rows that
+`dvc metrics show`, `dvc metrics diff` and `dvc exp show` display), and the verdict on a change's interval. Metrics dicts in, plain values out; the report and the seeds module read them."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def change_verdict(change: dict) -> Verdict:
 
 
 def summary(results: dict[str, dict]) -> dict:
-    """What `dvc exp show` and `dvc metrics diff` display, keyed by pipeline slot (fp32, ptq, ...).
+    """The headline of every variant, keyed by pipeline slot (fp32, ptq, ...); :func:`variant_rows` cuts DVC's rows
+    from it.
 
     Slots, not descriptive names, are the keys so that two experiments with different bit-widths line up
     in the same columns; the descriptive name is in each variant's metrics file and in the report.
