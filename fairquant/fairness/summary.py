@@ -1,5 +1,6 @@
 """The headline numbers of one evaluated variant (metrics/summary.json, and cut from it the per-variant rows that
-`dvc metrics show`, `dvc metrics diff` and `dvc exp show` display), and the verdict on a change's interval. Metrics dicts in, plain values out; the report and the seeds module read them."""
+`dvc metrics show`, `dvc metrics diff` and `dvc exp show` display), and the verdict on a change's interval. Metrics
+dicts in, plain values out; the report and the seeds module read them."""
 
 from __future__ import annotations
 
