@@ -1,4 +1,5 @@
-"""Summary metrics for DVC (means over training seeds), plot tables, figures, plots/report.md and plots/report.html."""
+"""Summary metrics (means over training seeds), one metrics file per variant for DVC, plot tables, figures,
+plots/report.md and plots/report.html."""
 
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import typer
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.sweep import TRENDS, check_point, check_trends, sweep_points
-from fairquant.io import read_json
+from fairquant.io import check_outputs, read_json
 from fairquant.mitigate.slots import COMPRESSED, study_slots
 from fairquant.results import EvaluationResult, check_verification_metrics
 from fairquant.params import SweepParams, load_params
@@ -59,14 +60,20 @@ def seed_sweep(folder: Path, sweep: SweepParams) -> dict:
 
 
 def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Path | None,
-                   prepared: Path | None = None, predictions_dir: Path | None = None) -> None:
-    """Refuse before writing anything: a folder where a file goes, a sweep summary without a sweep, or the prepared
-    data without the predictions (or the other way round)."""
+                   variants_dir: Path | None = None, verify_variants_dir: Path | None = None,
+                   verify_path: Path | None = None, prepared: Path | None = None,
+                   predictions_dir: Path | None = None) -> None:
+    """Refuse before writing anything: a folder where a file goes (or a file where a folder goes), a sweep summary
+    without a sweep, verification rows without the verification metrics, or the prepared data without the
+    predictions (or the other way round)."""
     if (prepared is None) != (predictions_dir is None):
         raise FairquantError("--data and --predictions go together (the prepared folder and the folder of the "
                              "predictions' s<seed>/): give both, or neither")
     if sweep_summary is not None and sweep_dir is None:
         raise FairquantError("--sweep-summary needs --sweep (the folder of s<seed>/ from the sweep_evaluate stages)")
+    if verify_variants_dir is not None and verify_path is None:
+        raise FairquantError("--verify-variant-metrics needs --verify (the verification branch's metrics/verify.json)")
+    check_outputs(folders={"--variant-metrics": variants_dir, "--verify-variant-metrics": verify_variants_dir})
     for option, path in (("--summary", summary_path), ("--sweep-summary", sweep_summary)):
         if path is not None and path.is_dir():
             raise FairquantError(f"{option} {path} is a folder; the report writes a file there: remove it or choose "
@@ -105,6 +112,11 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
          sweep_dir: Path = typer.Option(None, "--sweep", help="folder of s<seed>/ from the sweep_evaluate stages"),
          summary_path: Path = typer.Option(..., "--summary"),
          sweep_summary: Path = typer.Option(None, help="compact metrics of the sweep's curves (metrics/sweep.json)"),
+         variants_dir: Path = typer.Option(None, "--variant-metrics",
+                                           help="folder of one metrics file per variant slot (metrics/variants)"),
+         verify_variants_dir: Path = typer.Option(None, "--verify-variant-metrics",
+                                                  help="folder of one metrics file per verification variant "
+                                                       "(metrics/verify)"),
          plots_dir: Path = typer.Option(..., "--plots"),
          prepared: Path = typer.Option(None, "--data", help="prepared data folder: the flipped test images shown in "
                                                             "report.html (with --predictions)"),
@@ -113,7 +125,8 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     seeds = params.seeds
-    _check_outputs(summary_path, sweep_summary, sweep_dir, prepared, predictions_dir)
+    _check_outputs(summary_path, sweep_summary, sweep_dir, variants_dir, verify_variants_dir, verify_path, prepared,
+                   predictions_dir)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")
@@ -130,7 +143,8 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     exemplars = _exemplars(prepared, predictions_dir, params, params_file, slots)
     sweep = {seed: seed_sweep(sweep_dir / f"s{seed}", params.sweep) for seed in seeds} if sweep_dir is not None else None
     write_report(per_seed, summary_path=summary_path, plots_dir=plots_dir, calibration_sets=sets, verify=verify,
-                 sweep=sweep, sweep_summary_path=sweep_summary, exemplars=exemplars)
+                 sweep=sweep, sweep_summary_path=sweep_summary, variants_dir=variants_dir,
+                 verify_variants_dir=verify_variants_dir, exemplars=exemplars)
     print(f"wrote {summary_path}, {plots_dir / 'report.md'} and {plots_dir / 'report.html'} ({len(seeds)} training "
           "seed(s))")
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.study import sh, shrunken_params, study_repo
+from tests.test_metrics_files import MULTICLASS_KEYS, VARIANT_KEYS, VERIFY_KEYS
 
 VERIFY_VARIANTS = {"fp32", "ptq-w8a8-train", "ptq-w8a8-synthetic", "ptq-w4a4-train", "ptq-w4a4-synthetic",
                    "quantface-w8a8-train", "quantface-w8a8-synthetic", "quantface-w4a4-train",
@@ -109,6 +110,63 @@ def test_the_default_study_end_to_end(study):
     assert table.schema.names == ["sample_id", "y_true", "y_score", "y_pred", "Male"]
 
 
+def _markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """A `--md` table's header cells and rows of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return cells[0], cells[2:]
+
+
+def _cell(value, show: str = "metrics") -> str:
+    """A value as DVC prints it: `metrics show` rounds to 5 decimals, `exp show` keeps 5 significant digits."""
+    if not isinstance(value, float):
+        return "-" if value is None else str(value)
+    return str(round(value, 5)) if show == "metrics" else f"{value:.5g}"
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_is_one_row_per_variant(study):
+    """`dvc metrics show --md` on the study: a row per variant file, the columns a fixed few keys (not one row of
+    every variant's keys), the cells summary.json's values; the README's `dvc exp show` recipes give their columns."""
+    repo, env, _ = study
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    variants, verify = repo / "metrics" / "variants", repo / "metrics" / "verify"
+    assert {p.stem for p in variants.iterdir()} == SLOTS and {p.stem for p in verify.iterdir()} == VERIFY_VARIANTS
+    for slot in SLOTS:  # the snapshot of key names: what users' --keep recipes name
+        assert list(json.loads((variants / f"{slot}.json").read_text())) == VARIANT_KEYS
+    for name in VERIFY_VARIANTS:
+        assert list(json.loads((verify / f"{name}.json").read_text())) == VERIFY_KEYS
+    header, rows = _markdown_table(sh("dvc metrics show --md", repo, env))
+    paths = [row[0] for row in rows]
+    assert sorted(paths) == sorted([f"metrics/variants/{s}.json" for s in SLOTS] +
+                                   [f"metrics/verify/{v}.json" for v in VERIFY_VARIANTS]), paths
+    assert header[0] == "Path" and len(header) <= 15 and set(header[1:]) <= set(VARIANT_KEYS + VERIFY_KEYS), header
+    assert "latency_ms" not in header  # latency.repeats: 0, null in every row: DVC shows no column for it
+    ptq = dict(zip(header, rows[paths.index("metrics/variants/ptq.json")]))
+    assert ptq["accuracy"] == _cell(summary["ptq"]["accuracy"]) and ptq["ser"] == "-"
+    assert ptq["size_bytes"] == str(summary["ptq"]["size_bytes"])
+    row = dict(zip(header, rows[paths.index("metrics/verify/ptq-w4a4-train.json")]))
+    assert row["ser"] == _cell(summary["verify"]["ptq-w4a4-train"]["ser"]) and row["tpr_gap"] == "-"
+    header, rows = _markdown_table(sh("dvc metrics show --md metrics/variants", repo, env))
+    assert len(rows) == len(SLOTS) and set(header[1:]) <= set(VARIANT_KEYS)
+    assert "fp32" in json.loads(sh("dvc metrics show --json metrics/summary.json", repo, env))[""]["data"][
+        "metrics/summary.json"]["data"]  # the whole summary stays readable by name
+    # the README's recipes (section "Reading the metrics")
+    header, rows = _markdown_table(sh(
+        "dvc exp show --md --drop '.*' --keep 'Experiment|quantize_ptq\\.(bits|calibration)$|"
+        "metrics/variants/ptq\\.json:(accuracy|worst_group_accuracy|tpr_gap|fpr_gap|size_bytes)$' "
+        "--sort-by metrics/variants/ptq.json:tpr_gap", repo, env))
+    kept = [k for k in ("accuracy", "worst_group_accuracy", "tpr_gap", "fpr_gap", "size_bytes")
+            if summary["ptq"][k] is not None]  # a null value (the tiny test split's FPR gap) has no column
+    assert header == ["Experiment"] + [f"metrics/variants/ptq.json:{k}" for k in kept] + \
+        ["quantize_ptq.bits", "quantize_ptq.calibration"], header
+    assert dict(zip(header, rows[0]))["metrics/variants/ptq.json:tpr_gap"] == _cell(summary["ptq"]["tpr_gap"], "exp")
+    header, _ = _markdown_table(sh("dvc exp show --md --drop '.*' --keep "
+                                   "'Experiment|verify\\.(bits|calibration)$|metrics/verify/.*:ser$'", repo, env))
+    assert sorted(header) == sorted(["Experiment", "verify.bits", "verify.calibration"] +
+                                    [f"metrics/verify/{v}.json:ser" for v in VERIFY_VARIANTS]), header
+
+
 @pytest.mark.slow
 def test_the_html_report_is_one_file_with_every_section_and_the_flipped_images(study, tmp_path):
     """plots/report.html of the real study: self-contained (only data: images, no script, no stylesheet link), the
@@ -198,16 +256,21 @@ def test_the_experiment_queue_and_metrics_diff(study):
         assert "Running stage 'finetune@0'" not in logs and "Running stage 'prepare'" not in logs
         assert "Running stage 'quantize_kmeans@0'" in logs and "Running stage 'quantize_ptq@0'" not in logs
     diff = json.loads(sh(f"dvc metrics diff {names[0]} {names[1]} --json", repo, env))
-    changed = diff["metrics/summary.json"]
-    assert "kmeans.size_bytes" in changed and "fp32.accuracy" not in changed and "ptq.size_bytes" not in changed
-    table = sh("dvc exp show --md --drop '.*' --keep 'Experiment|quantize_kmeans.clusters|kmeans.tpr_gap'", repo, env)
-    assert "quantize_kmeans.clusters" in table and "kmeans.tpr_gap" in table
+    assert "size_bytes" in diff["metrics/variants/kmeans.json"]  # one row per variant: only k-means' moved
+    assert "metrics/variants/fp32.json" not in diff and "metrics/variants/ptq.json" not in diff, diff
+    _, rows = _markdown_table(sh(f"dvc metrics diff {names[0]} {names[1]} --md", repo, env))
+    assert ["metrics/variants/kmeans.json", "size_bytes"] in [row[:2] for row in rows], rows
+    table = sh("dvc exp show --md --drop '.*' --keep 'Experiment|quantize_kmeans.clusters|"
+               "metrics/variants/kmeans\\.json:tpr_gap$'", repo, env)
+    assert "quantize_kmeans.clusters" in table and "metrics/variants/kmeans.json:tpr_gap" in table
     sh("dvc queue stop", repo, env)
 
     # an evaluation setting re-runs only evaluate and report (no training: it keeps the suite short)
     out = sh("dvc exp run -S evaluate.bootstrap=300", repo, env)
     assert "Running stage 'evaluate@0'" in out and "Running stage 'finetune@0'" not in out
     diff = json.loads(sh("dvc metrics diff --json", repo, env))
+    assert not any(path.startswith("metrics/variants/") for path in diff), diff  # no point estimate moved
+    diff = json.loads(sh("dvc metrics diff --json --targets metrics/summary.json", repo, env))  # the intervals did
     assert "metrics/summary.json" in diff and "fp32.tpr_diff_ci_low" in diff["metrics/summary.json"]
     assert "fp32.accuracy" not in diff["metrics/summary.json"]
     shown = json.loads(sh("dvc exp show --json", repo, env))
@@ -269,6 +332,7 @@ def test_the_multiclass_twin_as_an_experiment(study):
     assert evaluated["ceag+prune"]["constraint"]["test"]["rate"] == "accuracy"
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert {"worst_class", "worst_class_recall", "max_excess_drop", "max_class_excess_drop"} <= set(summary["ptq"])
+    assert list(json.loads((repo / "metrics" / "variants" / "ptq.json").read_text())) == MULTICLASS_KEYS
     sweep = json.loads((repo / "metrics" / "sweep.json").read_text())
     assert {"accuracy_gap_slope", "w8a8", "w4a4"} <= set(sweep["face_resnet10 ptq W=A (train)"])
     report = (repo / "plots" / "report.md").read_text()

@@ -1,5 +1,6 @@
-"""The headline numbers of one evaluated variant: what `dvc exp show` and `dvc metrics diff` display, and the
-verdict on a change's interval. Metrics dicts in, plain values out; the report and the seeds module read them."""
+"""The headline numbers of one evaluated variant (metrics/summary.json, and cut from it the per-variant rows that
+`dvc metrics show`, `dvc metrics diff` and `dvc exp show` display), and the verdict on a change's interval. Metrics
+dicts in, plain values out; the report and the seeds module read them."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def change_verdict(change: dict) -> Verdict:
 
 
 def summary(results: dict[str, dict]) -> dict:
-    """What `dvc exp show` and `dvc metrics diff` display, keyed by pipeline slot (fp32, ptq, ...).
+    """The headline of every variant, keyed by pipeline slot (fp32, ptq, ...); :func:`variant_rows` cuts DVC's rows
+    from it.
 
     Slots, not descriptive names, are the keys so that two experiments with different bit-widths line up
     in the same columns; the descriptive name is in each variant's metrics file and in the report.
@@ -114,3 +116,42 @@ def verification_summary(verify: dict) -> dict:
 
 def _value(estimate: dict | None):
     return None if not estimate else estimate.get("value")
+
+
+# One metrics file per variant (metrics/variants/<slot>.json, metrics/verify/<variant>.json): each a row of
+# `dvc metrics show`, every row drawn from the same few keys, so the table's columns do not grow with the variants,
+# races or seeds. The values are :func:`summary`'s (and :func:`verification_summary`'s), never recomputed.
+VARIANT_ROW_KEYS = ("accuracy", "worst_group_accuracy", *HEADLINE_GAPS, "flip_rate", "size_bytes", "latency_ms")
+MULTICLASS_ROW_KEYS = ("balanced_accuracy", "worst_class_recall", "max_excess_drop", "max_class_excess_drop")
+VERIFY_ROW_KEYS = ("verification_accuracy", "verification_std", "worst_group_accuracy", "ser", "ser_change",
+                   "size_bytes")
+
+
+def variant_rows(headline: dict) -> dict[str, dict]:
+    """Per slot, the flat row of ``headline`` (:func:`summary` or its mean over seeds): :data:`VARIANT_ROW_KEYS`, and
+    :data:`MULTICLASS_ROW_KEYS` for a multi-class target; every key present (null when undefined)."""
+    rows = {}
+    for slot, values in headline.items():
+        if not isinstance(values, dict) or slot == "verify":  # synthetic_data, seeds, verify: not a variant
+            continue
+        keys = VARIANT_ROW_KEYS + (MULTICLASS_ROW_KEYS if "balanced_accuracy" in values else ())
+        rows[slot] = {key: values.get(key) for key in keys}
+    return rows
+
+
+def verification_rows(verify_headline: dict) -> dict[str, dict]:
+    """Per verification variant, the flat row of :func:`verification_summary`'s entry: :data:`VERIFY_ROW_KEYS`, the
+    worst group's accuracy being the lowest ``acc_<race>`` (race names differ between datasets: the per-race
+    accuracies stay in summary.json); ``ser_change`` is null for fp32."""
+    rows = {}
+    for name, values in verify_headline.items():
+        if not isinstance(values, dict) or name.startswith("trend "):
+            continue
+        races = [v for key, v in values.items() if key.startswith("acc_") and _is_number(v)]
+        row = {**values, "worst_group_accuracy": min(races) if races else None}
+        rows[name] = {key: row.get(key) for key in VERIFY_ROW_KEYS}
+    return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

@@ -1,18 +1,17 @@
-"""The report built once from the metrics, and written: metrics/summary.json, the plot tables, figures,
-plots/report.md and the LaTeX tables in plots/tables/."""
+"""The report built once from the metrics, and written: metrics/summary.json, one metrics file per variant
+(metrics/variants/, metrics/verify/), the plot tables, figures, plots/report.md and the LaTeX tables in plots/tables/."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from fairquant.errors import FairquantError
 from fairquant.fairness.seeds import seed_table, summary_over_seeds
-from fairquant.fairness.summary import headline_gaps, verification_summary
+from fairquant.fairness.summary import headline_gaps, variant_rows, verification_rows, verification_summary
 from fairquant.io import atomic_dir, write_csv, write_json
 from fairquant.report.classification import (compression_sections, flips_section, headline_section, intro,
                                              per_group_sections, seeds_section, signed_sections, table1_section)
@@ -27,9 +26,6 @@ from fairquant.report.remedies import (calibration_sections, int8_sections, mixe
 from fairquant.report.sweep import plot_frames, sweep_metrics, sweep_section
 from fairquant.report.tables import gaps_table, pareto_table, per_group_table, verification_tables
 from fairquant.report.verification import curve_table, verification_section
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 TITLE = "fairquant report"
 LATEX_DIR = "tables"  # plots/tables/<name>.tex
@@ -98,18 +94,40 @@ def summary_metrics(per_seed: dict[int, dict[str, dict]], verify: dict | None) -
     return out
 
 
+def row_files(summary: dict) -> tuple[dict[str, dict], dict[str, dict] | None]:
+    """The per-variant metrics files, from ``summary`` (:func:`summary_metrics`): classification rows by slot, and
+    verification rows by variant (None without the verification branch). Each name becomes a file name."""
+    rows = variant_rows(summary)
+    verify_rows = verification_rows(summary["verify"]) if "verify" in summary else None
+    for name in [*rows, *(verify_rows or {})]:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise FairquantError(f"variant {name!r} cannot name a metrics file (a path separator or a leading dot); "
+                                 "rename the slot or variant")
+    return rows, verify_rows
+
+
+def write_rows(folder: Path, rows: dict[str, dict]) -> None:
+    """``folder``/<name>.json per row, the folder replaced whole (a slot dropped from params leaves no stale file)."""
+    with atomic_dir(folder) as staged:
+        for name, row in rows.items():
+            write_json(staged / f"{name}.json", row)
+
+
 def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, plots_dir: Path,
                  calibration_sets: dict[str, dict] | None = None, verify: dict | None = None,
                  sweep: dict[int, dict] | None = None, sweep_summary_path: Path | None = None,
-                 exemplars: Section | None = None) -> None:
-    """Everything the report stage writes: summary metrics (and the sweep's), plot tables, figures, plots/report.md,
-    plots/report.html (the same document, figures inlined, plus the ``exemplars`` section when given)
-    and plots/tables/<name>.tex (:func:`fairquant.report.latex.latex_tables`; the folder is replaced whole). All of it is
-    computed (the figures drawn into a temporary folder) before the first file is written, so that metrics it cannot
-    read leave no partial output."""
+                 exemplars: Section | None = None, variants_dir: Path | None = None,
+                 verify_variants_dir: Path | None = None) -> None:
+    """Everything the report stage writes: summary metrics (and the sweep's), one metrics file per variant (a row of
+    `dvc metrics show`: ``variants_dir``, and ``verify_variants_dir`` with the verification branch), plot tables,
+    figures, plots/report.md, plots/report.html (the same document, figures inlined, plus the ``exemplars`` section
+    when given) and plots/tables/<name>.tex (:func:`fairquant.report.latex.latex_tables`; the folder is replaced
+    whole). All of it is computed (the figures drawn into a temporary folder) before the first file is written, so
+    that metrics it cannot read leave no partial output."""
     tables = plot_tables(per_seed[min(per_seed)], verify, sweep[min(sweep)] if sweep else None)
     document = build_document(per_seed, calibration_sets=calibration_sets, verify=verify, sweep=sweep)
     summary = summary_metrics(per_seed, verify)
+    rows, verify_rows = row_files(summary)
     curves = sweep_metrics(sweep) if sweep else None
     tex = latex_tables(document)
     if (plots_dir / LATEX_DIR).exists() and not (plots_dir / LATEX_DIR).is_dir():
@@ -130,6 +148,10 @@ def write_report(per_seed: dict[int, dict[str, dict]], *, summary_path: Path, pl
         (staged / "report.html").write_text(page, encoding="utf-8")
         _move_into(staged, plots_dir)
     write_json(summary_path, summary)
+    if variants_dir is not None:
+        write_rows(variants_dir, rows)
+    if verify_variants_dir is not None and verify_rows is not None:
+        write_rows(verify_variants_dir, verify_rows)
     if sweep_summary_path is not None:
         write_json(sweep_summary_path, curves or {})
 
