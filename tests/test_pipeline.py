@@ -1,5 +1,6 @@
 """The real pipeline under `dvc repro` in a temporary git repository, on a shrunken params profile: one study,
-built once, then its outputs, a clean re-run elsewhere, what a params change re-runs, the experiment queue, and the
+built once, then its outputs, a clean re-run elsewhere, what a params change re-runs, the study shared with a
+teammate through an SSH remote, the experiment queue, one of its experiments shared the same way, and the
 multi-class twin as an experiment of the same repository (the verification branch reused). The tests run in order
 on the one repository."""
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests import sftp
 from tests.study import sh, shrunken_params, study_repo
 from tests.test_metrics_files import MULTICLASS_KEYS, VARIANT_KEYS, VERIFY_KEYS
 
@@ -233,6 +235,53 @@ def test_a_params_change_reruns_what_reads_it(study):
     sh("git checkout params.yaml", repo, env)
 
 
+@pytest.fixture(scope="module")
+def team(study, tmp_path_factory):
+    """The study's teammates: an SSH server on 127.0.0.1 (tests/sftp.py) as the DVC remote and a bare git repository
+    as the git remote `origin` of the study, which has pushed its baseline there. Yields (server, origin, the dvc
+    client environment: a throwaway HOME, no ssh-agent)."""
+    repo, env, _ = study
+    folder = tmp_path_factory.mktemp("team")
+    server, stop = sftp.start(folder / "sftp")
+    origin = folder / "origin.git"
+    ssh_env = sftp.client_env(env, folder / "home")
+    sh(f"git init -q --bare {origin} && git remote add origin {origin} && git push -q origin HEAD", repo, ssh_env)
+    yield server, origin, ssh_env
+    stop()
+
+
+def same_files(a, b, folders=("data", "metrics", "plots")) -> list[str]:
+    """Paths under ``folders`` whose bytes differ between repositories ``a`` and ``b`` (or exist in one only)."""
+    names = {p.relative_to(root) for root in (a, b) for folder in folders for p in (root / folder).rglob("*")
+             if p.is_file()}
+    return sorted(str(n) for n in names if not ((a / n).is_file() and (b / n).is_file()
+                                                 and (a / n).read_bytes() == (b / n).read_bytes()))
+
+
+@pytest.mark.slow
+def test_the_study_shared_over_ssh(study, team):
+    """`dvc push` to an SSH remote, a teammate's fresh clone of the git remote, `dvc pull`: the clone is up to date
+    and holds the same bytes. The remote is the shipped default `shared`, pointed at the server per clone with
+    `--local` (so that every commit, experiments' bases included, pushes there), as the README shows."""
+    repo, _, _ = study
+    server, origin, env = team
+    for command in server.remote_config():
+        sh(command, repo, env)
+    out = sh("dvc push", repo, env)
+    pushed = [p for p in (server.root / "fairquant-remote" / "files" / "md5").rglob("*") if p.is_file()]
+    assert "files pushed" in out and len(pushed) > 100, out
+    assert server.logins and set(server.logins) == {sftp.USER}  # it went through the server, as the configured user
+    assert not (repo.parent / "fairquant-remote").exists()  # and not to the shipped local-directory default
+
+    clone = origin.parent / "teammate"
+    sh(f"git clone -q {origin} {clone}", origin.parent, env)
+    for command in server.remote_config():
+        sh(command, clone, env)
+    sh("dvc pull", clone, env)
+    assert "Data and pipelines are up to date" in sh("dvc status", clone, env)
+    assert same_files(repo, clone) == []
+
+
 @pytest.mark.slow
 def test_the_experiment_queue_and_metrics_diff(study):
     repo, env, _ = study
@@ -276,6 +325,60 @@ def test_the_experiment_queue_and_metrics_diff(study):
     shown = json.loads(sh("dvc exp show --json", repo, env))
     assert len(shown) >= 1
     assert "evaluate.bootstrap" in sh("dvc params diff", repo, env)
+
+
+@pytest.mark.slow
+def test_an_experiment_shared_between_teammates(study, team):
+    """One of the queue's experiments goes from the study to the teammate's clone: `dvc exp push origin` (its git ref
+    to the bare repository, its outputs to the SSH remote), `dvc exp pull origin` in the clone, where `dvc exp show`
+    gives the same params, metrics and output hashes and `dvc exp apply` checks out the same bytes, up to date; then
+    every experiment of the baseline, as the README's sweep across machines shares them."""
+    repo, _, _ = study
+    server, origin, env = team
+    clone = origin.parent / "teammate"
+    shown = experiments(repo, env)
+    name = next(n for n, data in shown.items() if data["params"]["quantize_kmeans"]["clusters"] == 4)
+    lock = yaml.safe_load(sh(f"git show {shown[name]['rev']}:dvc.lock", repo, env))
+    out = next(o for o in lock["stages"]["quantize_kmeans@0"]["outs"] if o["path"] == "data/models/s0/kmeans")
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    manifest = json.loads((cache / out["md5"][:2] / out["md5"][2:]).read_text())  # the folder's .dir listing
+    model = next(entry["md5"] for entry in manifest if entry["relpath"] == "model.pt")
+    stored = server.root / "fairquant-remote" / "files" / "md5" / model[:2] / model[2:]
+    assert not stored.exists()  # the experiment's k-means model is new to the remote
+
+    sh(f"dvc exp push origin {name}", repo, env)
+    assert stored.read_bytes() == (cache / model[:2] / model[2:]).read_bytes()
+    sh(f"dvc exp pull origin {name}", clone, env)
+    pulled = experiments(clone, env)
+    assert set(pulled) == {name}
+    assert pulled[name] == shown[name]  # params, metrics, every output's hash, the commit
+
+    sh(f"dvc exp apply {name}", clone, env)
+    assert "Data and pipelines are up to date" in sh("dvc status", clone, env)
+    assert (clone / out["path"] / "model.pt").read_bytes() == stored.read_bytes()
+    assert (clone / "metrics" / "summary.json").read_text() == sh(f"git show {shown[name]['rev']}:metrics/summary.json",
+                                                                   repo, env)  # exp show drops its null values
+    assert "Everything is up to date" in sh("dvc pull", clone, env)
+
+    # the sweep across machines (README): the rest of the baseline's experiments, pushed and pulled without names
+    sh("dvc exp push origin", repo, env)
+    sh("dvc exp pull origin", clone, env)
+    assert experiments(clone, env) == shown and len(shown) == 3  # the queue's two and the workspace's run
+
+
+def experiments(repo, env) -> dict:
+    """`dvc exp show --json`'s experiments by name: their params.yaml, metrics/summary.json, outputs' hashes and
+    commit."""
+    rows = json.loads(sh("dvc exp show --json", repo, env))
+    found = {}
+    for row in rows:
+        for experiment in row.get("experiments") or []:
+            rev = experiment["revs"][0]
+            data = rev["data"]
+            found[rev["name"]] = {"params": data["params"]["params.yaml"]["data"],
+                                  "metrics": data["metrics"]["metrics/summary.json"]["data"], "outs": data["outs"],
+                                  "rev": rev["rev"]}
+    return found
 
 
 TWIN = {
