@@ -75,7 +75,7 @@ def study_repo(repo: Path, params: dict) -> dict:
     return env
 
 
-def sh(cmd, cwd, env, timeout=900):
+def sh(cmd, cwd, env, timeout=1800):
     result = subprocess.run(cmd, check=False, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
