@@ -625,6 +625,12 @@ CLI_CASES = [
     pytest.param("finetune", lambda t: ["--seed", "0", "--data", str(_file(t / "data" / "prepared")), "--out", "fp32",
                                         "--live", "live"],
                  "data/prepared/info.json: file not found", "fp32", id="cli-data-is-a-file"),
+    pytest.param("predict", lambda t: ["--data", "data/prepared", "--models", "models", "--out", "variants", "--params",
+                                       _file(t / "gpu.yaml", "evaluate:\n  device: cuda\n").name],
+                 "evaluate.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'", "variants",
+                 id="cli-cuda-where-there-is-none",
+                 marks=pytest.mark.skipif("__import__('torch').cuda.is_available()",
+                                          reason="a CUDA device is visible")),
 ]
 
 
