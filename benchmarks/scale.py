@@ -98,11 +98,14 @@ def run_study(repo: Path, env: dict) -> tuple[list[dict], float]:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sampler = Sampler(process)
     stages, tail = [], []
+    print(HEADER, flush=True)
     for text in process.stdout:
         tail = (tail + [text])[-60:]
         if text.startswith("Running stage"):
-            stages.append({"stage": text.split("'")[1], "began": time.perf_counter(), "device": "-",
-                           "gpu_peak": 0})
+            now = time.perf_counter()
+            if stages:  # the previous stage ended: its line now, so that a long run shows its progress
+                finish(stages[-1], now, sampler)
+            stages.append({"stage": text.split("'")[1], "began": now, "device": "-", "gpu_peak": 0})
             sampler.stage = stages[-1]["stage"]
         elif text.startswith("fairquant-stage:") and stages:
             fields = dict(part.split("=") for part in text.split()[1:])
@@ -111,12 +114,21 @@ def run_study(repo: Path, env: dict) -> tuple[list[dict], float]:
     code = process.wait()
     end = time.perf_counter()
     sampler.stop()
+    if stages:
+        finish(stages[-1], end, sampler)
     if code != 0:
         raise SystemExit("dvc repro failed:\n" + "".join(tail))
-    for stage, following in zip(stages, stages[1:] + [{"began": end}]):
-        stage["seconds"] = following["began"] - stage.pop("began")
-        stage["rss_peak"] = sampler.peaks.get(stage["stage"], 0)
     return stages, end - start
+
+
+HEADER = f"{'stage':<44} {'seconds':>8} {'device':>6} {'peak RSS MiB':>13} {'peak GPU MiB':>13}"
+
+
+def finish(stage: dict, end: float, sampler: Sampler) -> None:
+    stage["seconds"] = end - stage.pop("began")
+    stage["rss_peak"] = sampler.peaks.get(stage["stage"], 0)
+    print(f"{stage['stage']:<44} {stage['seconds']:>8.1f} {stage['device']:>6} {stage['rss_peak'] / MIB:>13.0f} "
+          f"{stage['gpu_peak'] / MIB:>13.0f}", flush=True)
 
 
 def branch(name: str) -> str:
@@ -128,17 +140,16 @@ def branch(name: str) -> str:
     return "report" if base == "report" else "classification"
 
 
-def print_figures(stages: list[dict], total: float, params: dict, fraction: float) -> None:
+def print_sizes(params: dict, fraction: float) -> None:
     generate, verify = params["generate"], params["verify"]["generate"]
     images = generate["identities"] * generate["images_per_identity"]
     print(f"fraction {fraction}: classification {images:,} images at {IMAGE_SIZE} px; verification "
           f"{20 * verify['pairs_per_fold']:,} pairs per race ({verify['test_identities_per_race']:,} identities x "
           f"{verify['test_images_per_identity']} images); CUDA visible: {_cuda_visible()}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'stage':<44} {'seconds':>8} {'device':>6} {'peak RSS MiB':>13} {'peak GPU MiB':>13}")
-    for s in stages:
-        print(f"{s['stage']:<44} {s['seconds']:>8.1f} {s['device']:>6} {s['rss_peak'] / MIB:>13.0f} "
-              f"{s['gpu_peak'] / MIB:>13.0f}")
+          f"{os.cpu_count()} CPUs", flush=True)
+
+
+def print_figures(stages: list[dict], total: float) -> None:
     spent: dict[str, float] = {}
     for s in stages:
         spent[branch(s["stage"])] = spent.get(branch(s["stage"]), 0.0) + s["seconds"]
@@ -169,9 +180,10 @@ def main() -> None:
         raise SystemExit(f"--workdir {args.workdir} is not empty; name an absent or empty folder")
     args.workdir.mkdir(parents=True, exist_ok=True)
     params = scaled_params(args.fraction)
+    print_sizes(params, args.fraction)
     env = study_repo(args.workdir / "study", params)
     stages, total = run_study(args.workdir / "study", env)
-    print_figures(stages, total, params, args.fraction)
+    print_figures(stages, total)
 
 
 if __name__ == "__main__":
