@@ -191,3 +191,13 @@ def pick_device(name: str, key: str = "finetune.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def scoring_device(name: str, key: str = "evaluate.device") -> torch.device:
+    """:func:`pick_device` for inference. On CUDA, float32 matrix products and convolutions are kept in full
+    float32 (no TF32, which keeps 10 mantissa bits), so that scores differ from the CPU's by float rounding only."""
+    device = pick_device(name, key)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device

@@ -40,8 +40,22 @@ def run(app: typer.Typer) -> None:
     if code is None:  # the stage succeeded: what the libraries warned about, one line each
         for warning in caught:
             print(f"warning: {_first_line(warning.message)} ({warning.category.__name__})", file=sys.stderr)
+    if os.environ.get(STAGE_REPORT):
+        _report_device()
     if code is not None:
         raise SystemExit(code)
+
+
+STAGE_REPORT = "FAIRQUANT_STAGE_REPORT"  # set: one last stderr line naming the device used (benchmarks/scale.py)
+
+
+def _report_device() -> None:
+    """``fairquant-stage: device=cuda gpu_peak_bytes=N`` when the stage touched CUDA, else ``device=cpu``."""
+    torch = sys.modules.get("torch")  # a stage that never imported torch ran on the CPU
+    if torch is not None and torch.cuda.is_initialized():
+        print(f"fairquant-stage: device=cuda gpu_peak_bytes={torch.cuda.max_memory_allocated()}", file=sys.stderr)
+    else:
+        print("fairquant-stage: device=cpu gpu_peak_bytes=0", file=sys.stderr)
 
 
 def _first_line(message) -> str:

@@ -10,6 +10,7 @@ from fairquant.compress import calibration
 from fairquant.data.prepare import calibration_indices
 from fairquant.data.prepared import load_prepared
 from fairquant.io import atomic_dir, check_outputs, write_images, write_json
+from fairquant.models import scoring_device
 from fairquant.params import load_params
 from fairquant.training import seed_everything
 from fairquant.compress.checkpoints import load_fp32
@@ -25,6 +26,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     check_outputs(folders={"--out": out})  # before any work
+    device = scoring_device(params.evaluate.device)  # the group classifier's features
     cal = params.calibration
     table, images, info = load_prepared(data, params, params_file=params_file)
     model, _ = load_fp32(model_dir, params=params, params_file=params_file)
@@ -51,7 +53,8 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
         "synthetic": (synthetic, {"source": f"every image in {cal.synthetic_folder}", **synthetic_info}),
         "distilled": (distilled, {"source": "ZeroQ: noise optimised to match the fp32 BatchNorm statistics", **distilled_info}),
     }
-    groups = calibration.GroupClassifier(model, table, images, protected, cal.seed)
+    groups = calibration.GroupClassifier(model, table, images, protected, cal.seed,
+                                         device=device)
     for name, (pixels, details) in sets.items():
         summary = {"set": name, "size": int(len(pixels)), "image_size": info["image_size"], **details,
                    "estimated_composition": groups.composition(pixels), "group_classifier": groups.quality}

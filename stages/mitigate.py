@@ -145,8 +145,10 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params, *, p
     from fairquant.fairness.metrics import group_labels
     from fairquant.io import read_rows
     from fairquant.mitigate.remedies import mitigate
+    from fairquant.models import scoring_device
     from fairquant.training import derived_seed
 
+    device = scoring_device(params.evaluate.device)  # the sensitivity's validation scoring
     model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
     images, set_info = calibration.load_set(calibration_dir, config.calibration_size,
                                             "mitigate.sensitivity.calibration_size", derived_seed(seed, 0),
@@ -155,7 +157,8 @@ def _precision(config, seed, data, model_dir, calibration_dir, out, params, *, p
     val = table[table["split"] == "val"]
     module, recorded = mitigate(config, model=model, scheme_base=params.quantize_ptq.scheme(),
                                 calibration_images=images, val_images=read_rows(store, val["row"].to_numpy()),
-                                val_labels=val["y_true"].to_numpy(), val_groups=group_labels(val, params.data.protected))
+                                val_labels=val["y_true"].to_numpy(), val_groups=group_labels(val, params.data.protected),
+                                device=device)
     name = f"sensitivity+ptq-w{config.bits}-keep{len(recorded['mitigation']['plan']['kept'])}"
     config_out = base_config(fp32_config, name=name, calibration={"set": set_info["set"], "size": len(images)},
                              **recorded)

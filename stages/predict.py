@@ -15,6 +15,7 @@ from fairquant.compress.checkpoints import CHECKPOINT
 from fairquant.io import ImageRows, atomic_dir, check_outputs, predictions_schema, write_table
 from fairquant.mitigate.slots import (check_slot_holds, model_slots, study_model_names, sweep_model_names,
                                       sweep_slots)
+from fairquant.models import scoring_device
 from fairquant.params import load_params
 from fairquant.results import PredictionsInfo
 from fairquant.training import labels_from_scores
@@ -32,6 +33,7 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
     check_outputs(folders={"--out": out})  # before any work
+    device = scoring_device(params.evaluate.device)
     slots = sweep_slots(params.sweep) if sweep else list(model_slots(params.mitigate))
     missing = [slot for slot in slots if not (models / slot / CHECKPOINT).is_file()]
     if missing:
@@ -49,15 +51,17 @@ def main(data: Path = typer.Option(..., help="prepared data folder"),
         for slot in slots:
             check_name = partial(check_slot_holds, slot, names=names, where=str(models / slot)) if names else None
             predict_variant(models / slot, tmp / slot, table, images, info, params, expected=expected.get(slot),
-                            check_name=check_name)
+                            check_name=check_name, device=device)
 
 
 def predict_variant(model_dir: Path, out: Path, table, images, info: dict, params, *,
-                    expected: tuple[str, str] | None = None, check_name=None) -> None:
+                    expected: tuple[str, str] | None = None, check_name=None, device="cpu") -> None:
     """Predict val and test with the model in ``model_dir``; ``expected``: the (arch, name) it must record (the
     sweep's folders are named by params, so a model copied or left there from other params is refused);
-    ``check_name``: called with the name the model records, refuses one that is not its study slot's."""
-    variant = load_variant(model_dir, batch_size=params.evaluate.batch_size, repeats=0, latency_batch=0)
+    ``check_name``: called with the name the model records, refuses one that is not its study slot's; ``device``:
+    where a float model scores (real int8 stays on the CPU); the info's ``details.device`` records which did."""
+    variant = load_variant(model_dir, batch_size=params.evaluate.batch_size, repeats=0, latency_batch=0,
+                           device=device)
     if check_name is not None:
         check_name(variant.name)
     found = (variant.config.get("arch"), variant.name)
@@ -88,9 +92,10 @@ def predict_variant(model_dir: Path, out: Path, table, images, info: dict, param
             frame["y_score"] = scores[np.arange(len(scores)), frame["y_pred"].to_numpy()].astype("float32")
             frame["y_prob"] = list(scores.astype("float32"))
         write_table(out / f"{split}.parquet", frame, schema)
-    PredictionsInfo(name=variant.name, kind=variant.kind, kernels=variant.kernels, details=variant.details,
+    PredictionsInfo(name=variant.name, kind=variant.kind, kernels=variant.kernels,
+                    details={**variant.details, "device": variant.device.type},
                     size_bytes=variant.size_bytes, synthetic=info["synthetic"]).write(out)
-    print(f"{variant.name}: predicted val and test ({variant.kernels})")
+    print(f"{variant.name}: predicted val and test ({variant.kernels}, on {variant.device.type})")
 
 
 if __name__ == "__main__":

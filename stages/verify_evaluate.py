@@ -14,6 +14,7 @@ from fairquant.data.verification import load_verification
 from fairquant.fairness.verification import bit_curves, race_differences, verification_report
 from fairquant.io import (PAIR_SCORES_SCHEMA, atomic_dir, check_outputs, read_images, read_json, write_json,
                           write_table)
+from fairquant.models import scoring_device
 from fairquant.params import load_params
 from fairquant.verify.embedding import embed, pair_scores
 from fairquant.verify.races import estimate_race_mix
@@ -37,13 +38,15 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
     params = load_params(params_file)
     check_outputs(folders={"--predictions": predictions}, files={"--metrics": metrics})  # before any work
     settings = params.verify.evaluate
+    device = scoring_device(params.evaluate.device)  # float models embed there; real int8 on the CPU
     prepared = load_verification(data, data=params.verify.data)
     pairs = prepared.pairs
     scores, configs = {}, {}
     race_mix = None
     for folder in _variant_folders(fp32_dir, variants_dir):
-        variant = load_variant(folder, batch_size=settings.batch_size, repeats=0, latency_batch=params.latency.batch)
-        embeddings = embed(variant.forward, prepared.test_images, settings.batch_size)
+        variant = load_variant(folder, batch_size=settings.batch_size, repeats=0, latency_batch=params.latency.batch,
+                               device=device)
+        embeddings = embed(variant.forward, prepared.test_images, settings.batch_size, device=variant.device)
         scores[variant.name] = pair_scores(embeddings, pairs["row1"].to_numpy(), pairs["row2"].to_numpy())
         configs[variant.name] = {**variant.config, "size_bytes": variant.size_bytes}  # the registry's count, any kind
         if variant.name == "fp32":
@@ -51,7 +54,8 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
             if synthetic.is_file():
                 race_mix = estimate_race_mix(variant.forward, prepared.train_images, prepared.train,
                                              np.asarray(read_images(synthetic)), seed=params.verify.data.seed,
-                                             test_images=prepared.test_images, test=prepared.test)
+                                             test_images=prepared.test_images, test=prepared.test,
+                                             device=variant.device)
                 manifest = Path(params.verify.data.synthetic_folder) / "manifest.json"
                 if race_mix is not None and manifest.is_file():  # generated faces know their mix: compare only
                     race_mix["true"] = read_json(manifest).get("race_mix")

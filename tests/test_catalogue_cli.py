@@ -41,6 +41,12 @@ CLI_CASES = [
     pytest.param("report", lambda t: ["--eval", "eval", "--summary", "summary.json", "--plots", "plots", "--data",
                                       "data/prepared"],
                  "--data and --predictions go together", "plots", id="cli-report-data-without-predictions"),
+    pytest.param("predict", lambda t: ["--data", "data/prepared", "--models", "models", "--out", "variants", "--params",
+                                       user_file(t / "gpu.yaml", "evaluate:\n  device: cuda\n").name],
+                 "evaluate.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'", "variants",
+                 id="cli-cuda-where-there-is-none",
+                 marks=pytest.mark.skipif("__import__('torch').cuda.is_available()",
+                                          reason="a CUDA device is visible")),
 ]
 
 

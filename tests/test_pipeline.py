@@ -65,6 +65,14 @@ def test_the_default_study_end_to_end(study):
     assert summary["fp32"]["size_bytes"] / summary["ptq"]["size_bytes"] > 3.9
     assert summary["fp32"]["size_bytes"] / summary["kmeans"]["size_bytes"] > 7.5
     assert summary["ptq"]["latency_ms"] is None and summary["qat"]["latency_ms"] is None  # latency.repeats: 0
+    # evaluate.device auto: float models score on CUDA where one is visible, real int8 always on the CPU
+    import torch
+
+    infos = [json.loads(path.read_text()) for path in (repo / "data" / "predictions" / "s0" / "variants").glob(
+        "*/info.json")]
+    assert len(infos) >= 10 and {info["details"]["device"] for info in infos if info["kernels"] == "int8"} == {"cpu"}
+    assert {info["details"]["device"] for info in infos if info["kernels"] != "int8"} == {
+        "cuda" if torch.cuda.is_available() else "cpu"}
     names = {slot: evaluated[slot]["variant"] for slot in SLOTS - {"fp32"}}
     assert names == {"ptq": "ptq-w8a8-train", "qat": "qat-w4a4", "kmeans": "kmeans-k16", "prune": "prune-s80",
                      "fairalm": "fairalm", "fairalm+ptq": "fairalm+ptq-w8a8-train", "ceag+prune": "ceag+prune-s80",

@@ -246,6 +246,14 @@ def test_each_compressor_writes_a_loadable_variant(tmp_path, prepared, trained):
             reference = torch.sigmoid(variant.model(to_input(images)).flatten()).numpy() if kernels != "int8" else \
                 torch.sigmoid(int8.run_fixed_batches(variant.model, images, 8)).numpy()
         np.testing.assert_allclose(scores, reference, atol=0.05 if kernels == "int8" else 1e-6)  # noise: out of range
+        # scoring on another device (meta: shapes only) moves every float kind; real int8 never leaves the CPU
+        moved = load_variant(tmp_path / slot, batch_size=4, repeats=0, latency_batch=8, device="meta")
+        if kernels == "int8":
+            assert moved.device.type == "cpu"
+            assert {t.device.type for t in moved.model.state_dict().values()} == {"cpu"}
+            np.testing.assert_array_equal(moved.score(images), scores)
+        else:
+            assert moved.device.type == "meta" and {p.device.type for p in moved.model.parameters()} == {"meta"}
     assert (tmp_path / "qat-live" / "metrics.json").is_file()
 
 

@@ -166,21 +166,22 @@ def distilled_images(model: nn.Module, size: int, image_size: int, iterations: i
 
 
 @torch.no_grad()
-def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int = 256,
+                         device: torch.device | str = "cpu") -> np.ndarray:
     """Inputs of the model's head (its last Linear or Conv2d: SqueezeNet's head is a 1x1 convolution, whose input
-    map is averaged over space): the features the classifier sees."""
+    map is averaged over space): the features the classifier sees. Batches go to ``device``, where ``model`` is."""
     head = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     captured = []
 
     def capture(module, inputs, output) -> None:
         x = inputs[0]
-        captured.append(x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1))
+        captured.append((x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1)).cpu())
 
     handle = head.register_forward_hook(capture)
     try:
         model.eval()
         for start in range(0, len(images), batch_size):
-            model(to_input(images[start:start + batch_size]))
+            model(to_input(images[start:start + batch_size]).to(device))
     finally:
         handle.remove()
     width = head.in_features if isinstance(head, nn.Linear) else head.in_channels
@@ -188,31 +189,33 @@ def penultimate_features(model: nn.Module, images: np.ndarray, batch_size: int =
 
 
 class GroupClassifier:
-    """Predicts the protected group from fp32 features; fitted on the training split, scored on validation."""
+    """Predicts the protected group from fp32 features (computed on ``device``, where the model is moved); fitted
+    on the training split, scored on validation."""
 
     def __init__(self, model: nn.Module, table: pd.DataFrame, images: np.ndarray, protected: list[str], seed: int,
-                 max_train: int = 2000):
+                 max_train: int = 2000, device: torch.device | str = "cpu"):
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import balanced_accuracy_score
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.model = model
+        self.model, self.device = model.to(device), device
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
         if len(train) > max_train:  # a linear probe needs few examples; features of thousands cost seconds each
             train = train.sample(max_train, random_state=seed).sort_values("row")
         self.classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
         # ImageRows: the splits are read batch by batch from the store, never copied whole
-        self.classifier.fit(penultimate_features(model, ImageRows(images, train["row"].to_numpy())),
+        self.classifier.fit(penultimate_features(model, ImageRows(images, train["row"].to_numpy()), device=device),
                             group_labels(train, protected))
-        predicted = self.classifier.predict(penultimate_features(model, ImageRows(images, val["row"].to_numpy())))
+        predicted = self.classifier.predict(penultimate_features(model, ImageRows(images, val["row"].to_numpy()),
+                                                                device=device))
         truth = group_labels(val, protected)
         self.groups = [str(g) for g in self.classifier.classes_]
         self.quality = {"fitted_on": "train", "val_accuracy": float(np.mean(predicted == truth)),
                         "val_balanced_accuracy": float(balanced_accuracy_score(truth, predicted))}
 
     def composition(self, images: np.ndarray) -> dict[str, float]:
-        predicted = self.classifier.predict(penultimate_features(self.model, images))
+        predicted = self.classifier.predict(penultimate_features(self.model, images, device=self.device))
         return {g: float(np.mean(predicted == g)) for g in self.groups}
 
 

@@ -391,13 +391,29 @@ class Latency:
     images_per_s: float
     batch_size: int
     mode: str
+    # where it was timed: always the CPU (the int8 kernels are x86 ones; fp32 is timed beside them), with torch's
+    # thread count, the best int8 instruction set (cpu_int8().capability: AMX, AVX512-VNNI, ..., AVX2) and ATen's
+    # vector ISA, since the same model runs 2-4x apart on machines of one kind (FACTS: CPUs differ)
+    device: str = "cpu"
+    threads: int = 0
+    isa: str = ""
+    torch_isa: str = ""
+    warmup: int = 0
+    repeats: int = 0
+
+
+LATENCY_WARMUP = 3  # untimed calls first (the first ones compile)
+LATENCY_SEED = 0  # the timed batch: seeded standard-normal images, the same on every run
 
 
 @torch.no_grad()
 def measure_latency(module: nn.Module, batch_size: int, image_size: int, repeats: int, mode: str) -> Latency:
-    """Median wall time of one batch after warm-up (first calls trigger compilation)."""
-    batch = torch.randn(batch_size, 3, image_size, image_size)
-    for _ in range(3):
+    """Median wall time of one batch of ``batch_size`` images on the CPU after warm-up (first calls trigger
+    compilation). The batch is a seeded sample of standardised noise images, not test images: the kernels' time
+    does not depend on pixel values, so the cost is (warm-up + ``repeats``) batches whatever the test set's size."""
+    batch = torch.randn(batch_size, 3, image_size, image_size,
+                        generator=torch.Generator().manual_seed(LATENCY_SEED))
+    for _ in range(LATENCY_WARMUP):
         module(batch)
     times = []
     for _ in range(repeats):
@@ -405,4 +421,6 @@ def measure_latency(module: nn.Module, batch_size: int, image_size: int, repeats
         module(batch)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
-    return Latency(median * 1e3, batch_size / median, batch_size, mode)
+    cpu = cpu_int8()
+    return Latency(median * 1e3, batch_size / median, batch_size, mode, "cpu", torch.get_num_threads(),
+                   cpu.capability, cpu.torch_capability, LATENCY_WARMUP, repeats)

@@ -5,6 +5,7 @@ fakequant, kmeans in kmeans, ptq-int8 in int8); this loader imports each of them
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,7 @@ class LoadedVariant:
     score: Callable[[np.ndarray], np.ndarray]
     latency: Callable[[], dict]
     forward: Callable[[torch.Tensor], torch.Tensor]  # a standardised input batch -> raw outputs (logits, embeddings)
+    device: torch.device  # where score and forward run: the CPU for real int8, else the device asked for
 
     @property
     def details(self) -> dict:
@@ -52,7 +54,11 @@ def size_bytes(config: dict, model: nn.Module) -> int:
     return registry.lookup(config["kind"]).size_bytes(config, model)
 
 
-def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int) -> LoadedVariant:
+def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latency_batch: int,
+                 device: torch.device | str = "cpu") -> LoadedVariant:
+    """The variant stored in ``model_dir``, ready to score on ``device`` (a float model: fp32, fake-quant, k-means,
+    pruned); real int8 runs on the CPU's x86 kernels whatever ``device`` says. Its ``latency`` is always timed on
+    the CPU (a float model scoring elsewhere is timed on a CPU copy); ``device`` records where it scores."""
     path = Path(model_dir) / checkpoints.CHECKPOINT
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
@@ -79,12 +85,17 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
             return {"compiled": asdict(measured)}
 
         return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size, score, latency,
-                             lambda batch: int8.run_fixed_tensor(compiled, batch, export_batch))
+                             lambda batch: int8.run_fixed_tensor(compiled, batch.cpu(), export_batch),
+                             torch.device("cpu"))
+
+    device = torch.device(device)
+    model.to(device)
 
     if kind.kernels == "fp32":
         def latency() -> dict:
-            eager = int8.measure_latency(model, latency_batch, image_size, repeats, "eager")
-            compiled = int8.measure_latency(int8.compile_for_cpu(model), latency_batch, image_size, repeats,
+            on_cpu = model if device.type == "cpu" else copy.deepcopy(model).cpu()
+            eager = int8.measure_latency(on_cpu, latency_batch, image_size, repeats, "eager")
+            compiled = int8.measure_latency(int8.compile_for_cpu(on_cpu), latency_batch, image_size, repeats,
                                             "compiled")
             return {"eager": asdict(eager), "compiled": asdict(compiled)}
     else:
@@ -94,4 +105,5 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
             return {}
 
     return LoadedVariant(config["name"], kind.name, kind.kernels, config, model, size,
-                         lambda images: predict_scores(model, images, batch_size), latency, model)
+                         lambda images: predict_scores(model, images, batch_size, device), latency,
+                         lambda batch: model(batch.to(device)), device)

@@ -233,9 +233,10 @@ def require_tolerance(params) -> None:
 
 
 def reference_for(model: nn.Module, images, rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
-                  rate: str, batch_size: int) -> tuple[Reference, np.ndarray]:
-    """The fp32 model's per-group accuracy and loss on ``rows`` (restricted to ``rate``'s rows), and its scores."""
-    scores = predict_scores(model, images, batch_size, rows=rows)
+                  rate: str, batch_size: int, device: torch.device | str = "cpu") -> tuple[Reference, np.ndarray]:
+    """The fp32 model's per-group accuracy and loss on ``rows`` (restricted to ``rate``'s rows), and its scores
+    (computed on ``device``, where ``model`` is)."""
+    scores = predict_scores(model, images, batch_size, device, rows=rows)
     measured = rate_rows(labels, rate)  # every group has such rows: compress_during checked
     labels = np.asarray(labels, dtype=np.int64)
     if scores.ndim == 1:

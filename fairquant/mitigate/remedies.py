@@ -120,7 +120,11 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
     names, _ = group_index(table, protected)
     if len(names) < 2:
         raise FairquantError(f"{method} needs at least two groups; the data has only {names}")
-    reference_model = copy.deepcopy(model).eval()
+    from fairquant.models import pick_device
+
+    # the remedy's scoring (the fp32 reference, the constraint report) runs where its training runs
+    device = pick_device(compressor_params.device, f"mitigate.{method}.device")
+    reference_model = copy.deepcopy(model).eval().to(device)
     train_rows, train_y, train_g, train_named = _split(table, protected, names, "train")
     val_rows, val_y, _, val_named = _split(table, protected, names, "val")
     batch = max(compressor_params.batch_size, 256)
@@ -131,8 +135,9 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
             raise FairquantError(f"{method} with rate {config.rate}: group(s) {missing} have no {what} in the {split} "
                                  "split, so the constraint cannot be measured there; use rate accuracy")
     reference, train_ref_scores = reference_for(reference_model, images, train_rows, train_y, train_g, len(names),
-                                                config.rate, batch)
-    val_ref_scores = predict_scores(reference_model, images, batch, rows=val_rows)
+                                                config.rate, batch, device)
+    val_ref_scores = predict_scores(reference_model, images, batch, device, rows=val_rows)
+    del reference_model  # its scores are all the remedy needs
     tolerance = getattr(config, "tolerance", None)
 
     def validate(candidate) -> dict:
@@ -153,11 +158,15 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
                                      section=f"mitigate.{method}", objective=make_objective)
     module, recorded = compress(model, calibration_images, finetune)
     recorded["training"] = compressor_params.model_dump(include=set(TrainingParams.model_fields))
+    module.to(device)
     constraint = {
-        "train": constraint_report(train_y, train_ref_scores, predict_scores(module, images, batch, rows=train_rows),
+        "train": constraint_report(train_y, train_ref_scores,
+                                   predict_scores(module, images, batch, device, rows=train_rows),
                                    train_named, config.rate, tolerance),
-        "validation": constraint_report(val_y, val_ref_scores, predict_scores(module, images, batch, rows=val_rows),
+        "validation": constraint_report(val_y, val_ref_scores,
+                                        predict_scores(module, images, batch, device, rows=val_rows),
                                         val_named, config.rate, tolerance)}
+    module.cpu()  # stored from the CPU, as training leaves it
     record = {"method": method, "family": "during compression", "compressor": compressor,
               "params": config.model_dump(), "groups": names, "constraint": constraint,
               **(objectives[-1].summary() if objectives else {})}
@@ -173,9 +182,10 @@ def postprocess_predictions(config, *, val, test, protected: list[str]):
 
 
 def precision_variant(config, *, model, scheme_base, calibration_images: np.ndarray, val_images: np.ndarray,
-                      val_labels: np.ndarray, val_groups: np.ndarray):
-    """Fairness-aware layer sensitivity on validation, the mixed-precision plan from it, and the fp32 model
-    quantized (simulated) with that plan and ``scheme_base``'s observers; returns the module and its config entries."""
+                      val_labels: np.ndarray, val_groups: np.ndarray, device="cpu"):
+    """Fairness-aware layer sensitivity on validation (scored on ``device``), the mixed-precision plan from it, and
+    the fp32 model quantized (simulated) with that plan and ``scheme_base``'s observers; returns the module and its
+    config entries."""
     from fairquant.compress import fakequant
     from fairquant.mitigate.sensitivity import layer_sensitivity, precision_plan
     from fairquant.params import QuantSchemeParams
@@ -190,7 +200,7 @@ def precision_variant(config, *, model, scheme_base, calibration_images: np.ndar
                                  f"fully quantized model ({floor / 1e6:.3f} MB, every layer at {config.bits} bits); "
                                  f"raise mitigate.sensitivity.size_budget_mb or lower mitigate.sensitivity.bits")
     sensitivity = layer_sensitivity(model, calibration_images, val_images, val_labels, val_groups, scheme_base,
-                                    config.bits)
+                                    config.bits, device=device)
     plan = precision_plan(sensitivity, model, scheme_base, config.bits, config.high_bits, config.keep, budget)
     scheme = QuantSchemeParams(**{**scheme_base.model_dump(), "bits": config.bits, "activation_bits": config.bits,
                                   "layers": plan["layers"]})

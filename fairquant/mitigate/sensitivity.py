@@ -116,21 +116,26 @@ def _downstream(graph: fx.GraphModule, name: str) -> list[fx.Node]:
 
 @torch.no_grad()
 def _single_layer_scores(graph: fx.GraphModule, wrapped: dict[str, fakequant.QuantizedLayer], images: np.ndarray,
-                         batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Scores of the float model and of the model with each layer alone quantized. Per batch the float graph's
-    values are kept; each layer's run swaps in its quantized version and recomputes only what lies downstream."""
+                         batch_size: int, device: torch.device | str = "cpu"
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Scores of the float model and of the model with each layer alone quantized, computed on ``device``. Per
+    batch the float graph's values are kept; each layer's run swaps in its quantized version and recomputes only
+    what lies downstream."""
+    graph.to(device)
+    for layer in wrapped.values():  # its own quantizers' scales (the wrapped layer itself is the graph's)
+        layer.to(device)
     interpreter = fx.Interpreter(graph)
     nodes = list(graph.graph.nodes)
     downstream = {name: _downstream(graph, name) for name in wrapped}
     float_scores, layer_scores = [], {name: [] for name in wrapped}
     for start in range(0, len(images), batch_size):
-        batch = to_input(images[start:start + batch_size])
+        batch = to_input(images[start:start + batch_size]).to(device)
         env = {}
         interpreter.env = env
         for node in nodes:
             env[node] = batch if node.op == "placeholder" else interpreter.run_node(node)
         output = nodes[-1]
-        float_scores.append(probabilities(logits_of(env[output]).float()))
+        float_scores.append(probabilities(logits_of(env[output]).float()).cpu())
         for name, layer in wrapped.items():
             changed = {}
             interpreter.env = collections.ChainMap(changed, env)
@@ -140,7 +145,7 @@ def _single_layer_scores(graph: fx.GraphModule, wrapped: dict[str, fakequant.Qua
                     changed[node] = layer(*args, **kwargs)
                 else:
                     changed[node] = interpreter.run_node(node)
-            layer_scores[name].append(probabilities(logits_of(interpreter.env[output]).float()))
+            layer_scores[name].append(probabilities(logits_of(interpreter.env[output]).float()).cpu())
     interpreter.env = {}
     return (torch.cat(float_scores).numpy(),
             {name: torch.cat(scores).numpy() for name, scores in layer_scores.items()})
@@ -148,7 +153,7 @@ def _single_layer_scores(graph: fx.GraphModule, wrapped: dict[str, fakequant.Qua
 
 def layer_sensitivity(model: nn.Module, calibration_images: np.ndarray, val_images: np.ndarray,
                       val_labels: np.ndarray, val_groups: np.ndarray, scheme_base: QuantSchemeParams, bits: int,
-                      batch_size: int = 256) -> dict:
+                      batch_size: int = 256, device: torch.device | str = "cpu") -> dict:
     """How much each quantizable layer, quantized alone at ``bits``, hurts the worst-off validation group.
 
     For every Conv2d/Linear: the scheme of ``scheme_base`` (observers, granularity, fold_bn; its own ``bits``,
@@ -161,7 +166,8 @@ def layer_sensitivity(model: nn.Module, calibration_images: np.ndarray, val_imag
     ``fp32`` is the float model as quantization prepares it (BatchNorm folded when ``fold_bn``): the same function
     as the checkpoint up to float rounding, so that a damage measures quantization alone. The result equals
     quantizing each layer with :func:`fakequant.quantize_model` and :func:`fakequant.calibrate`, computed faster
-    (see the module docstring). Returns JSON-ready values.
+    (see the module docstring). Calibration runs on the CPU; the validation scoring on ``device``. Returns
+    JSON-ready values.
     """
     names = _layer_names(model)
     groups = np.asarray(val_groups).astype(str)
@@ -173,7 +179,7 @@ def layer_sensitivity(model: nn.Module, calibration_images: np.ndarray, val_imag
     graph = _float_graph(model, scheme_base, names)
     wrapped = _calibrated_layers(graph, names, _scheme(scheme_base, {name: bits for name in names}), bits,
                                  calibration_images)
-    float_scores, layer_scores = _single_layer_scores(graph, wrapped, val_images, batch_size)
+    float_scores, layer_scores = _single_layer_scores(graph, wrapped, val_images, batch_size, device)
     fp32 = _accuracy(float_scores, labels, groups, group_names)
     rows = [{"layer": name, "index": index, **_accuracy(layer_scores[name], labels, groups, group_names, fp32)}
             for index, name in enumerate(names)]
@@ -181,7 +187,8 @@ def layer_sensitivity(model: nn.Module, calibration_images: np.ndarray, val_imag
 
     full = fakequant.calibrate(fakequant.quantize_model(model, _scheme(scheme_base, {name: bits for name in names})),
                                calibration_images, CALIBRATION_BATCH)
-    all_layers = _accuracy(predict_scores(full, val_images, batch_size), labels, groups, group_names, fp32)
+    all_layers = _accuracy(predict_scores(full.to(device), val_images, batch_size, device), labels, groups,
+                           group_names, fp32)
     scheme = {key: value for key, value in scheme_base.scheme().model_dump().items()
               if key not in ("bits", "activation_bits", "layers")}  # replaced by the per-layer maps
     return {"bits": bits, "scheme": scheme,

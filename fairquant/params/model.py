@@ -31,6 +31,9 @@ class FinetuneParams(_Section):
 
 class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1, le=8192)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where float models score (predict, the sweep, the verification embeddings and probe): "
+                            "auto = CUDA when visible; real int8 and the latency stage always run on the CPU")
     bootstrap: int = Field(1000, ge=100, le=100000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = 0

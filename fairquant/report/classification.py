@@ -163,7 +163,8 @@ def table1_section(results: dict[str, dict], confidence: float) -> Section:
              Cell("YES" if r["collapsed"] else "no")] for r in results.values()]
     columns = ["variant", "accuracy (%)", "EO (TPR gap)", "FPR gap", "equalized odds", "DP gap", "worst group acc (%)",
                "size (KB)", "smaller than fp32", "latency (ms/batch)", "collapsed"]
-    note = prose("Latency: median compiled time per batch where real kernels ran (fp32, int8); ", italic("simulated"),
+    note = prose("Latency: median compiled time per batch on the CPU where real kernels ran (fp32, int8; the device, "
+                 "threads and instruction set are in latency.json); ", italic("simulated"),
                  " = fake quantization (integers simulated in fp32, no speed claim); ", italic("dense-decoded"),
                  " = shared or sparse weights decoded to dense fp32 kernels (no speed claim).")
     return Section(f"Table 1: overall accuracy and gaps ({level(confidence)} CIs)", (table(columns, rows), note))

@@ -18,17 +18,18 @@ from fairquant.models import to_input
 
 @torch.no_grad()
 def embed(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int, *,
-          rows: np.ndarray | None = None, mirror: bool = True) -> np.ndarray:
-    """L2-normalised embeddings (N, D) of ``images`` (or ``images[rows]``, read batch by batch)."""
+          rows: np.ndarray | None = None, mirror: bool = True, device: torch.device | str = "cpu") -> np.ndarray:
+    """L2-normalised embeddings (N, D) of ``images`` (or ``images[rows]``, read batch by batch); each batch is
+    sent to ``device`` (where ``forward``'s model runs: a loaded variant's ``device``)."""
     if rows is not None:
         images = ImageRows(images, rows)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = to_input(images[start:start + batch_size])
+        batch = to_input(images[start:start + batch_size]).to(device)
         features = forward(batch).float()
         if mirror:
             features = features + forward(batch.flip(3)).float()
-        out.append(F.normalize(features.reshape(len(batch), -1), dim=1))
+        out.append(F.normalize(features.reshape(len(batch), -1), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
