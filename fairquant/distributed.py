@@ -75,6 +75,13 @@ def plan(settings, device: torch.device) -> Plan | None:
     return Plan(world, backend, spawn)
 
 
+def note_one_process(settings, what: str) -> None:
+    """Say (stderr, one line) that ``what`` trains on one process although ``settings.nproc`` asks for more."""
+    if settings.nproc > 1:
+        print(f"note: {what} trains on one process (distributed.nproc {settings.nproc} applies to finetune, "
+              "quantize_qat, quantize_kmeans and prune)", file=sys.stderr)
+
+
 def context() -> tuple[int, int] | None:
     """(rank, world size) when this process trains in a process group of more than one, else None."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():

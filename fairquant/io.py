@@ -15,6 +15,7 @@ import mmap
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,7 +144,10 @@ def _usual_mode(mode: int) -> int:
 def writes_outputs() -> bool:
     """False in a ``torchrun`` worker other than rank 0: every rank runs the whole stage, rank 0 alone moves its
     outputs into place (the others' temporaries are discarded), so each file is written once."""
-    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    torch = sys.modules.get("torch")  # not imported: no process group (and evaluate, report stay torch-free)
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fairquant import distributed
+from fairquant.errors import FairquantError
 from fairquant.io import ImageRows, read_rows
 from fairquant.models import to_input
 from fairquant.params import DistributedParams, FinetuneParams, TrainingParams
@@ -309,6 +310,10 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
                          freeze_bn=freeze_bn, rows=train["row"].to_numpy(), val_rows=val["row"].to_numpy(), seed=seed,
                          groups=train_groups)
         run = distributed.plan(processes, device) if processes is not None else None
+        if run is not None and params.batch_size < run.world_size:  # every batch would be skipped: nothing trains
+            raise FairquantError(f"{section}.batch_size is {params.batch_size} but training runs on {run.world_size} "
+                                 f"processes, each needing a row of every batch; raise {section}.batch_size to at "
+                                 f"least {run.world_size} or lower distributed.nproc")
         if run is not None and objective is not None:
             progress.console.print(f"{label}: a remedy's objective trains on one process (distributed.nproc applies "
                                    "to plain fine-tuning)")

@@ -20,6 +20,7 @@ from fairquant.errors import FairquantError
 from fairquant.io import writes_outputs
 from stages import INTERRUPTED
 
+DISTRIBUTED_STAGES = frozenset({"finetune", "quantize_qat", "quantize_kmeans", "prune"})  # may run under torchrun
 QUIET_LOGGERS = ("dvclive", "torch", "torchao", "PIL")  # their log records below ERROR would add lines on stderr
 
 
@@ -27,6 +28,13 @@ def run(app: typer.Typer) -> None:
     if threading.current_thread() is threading.main_thread():  # stages/__init__'s import-time handler ends here
         signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("TORCH_LOGS", "-all")
+    stage = _stage_name(app)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and stage not in DISTRIBUTED_STAGES:  # its ranks would each run it whole, or write nothing
+        print(f"error: {stage} runs on one process, but WORLD_SIZE is {world} (torchrun, SLURM or a job launcher set "
+              f"it); run it without the launcher (only {', '.join(sorted(DISTRIBUTED_STAGES))} train on several)",
+              file=sys.stderr)
+        sys.exit(2)
     if not writes_outputs():  # a torchrun rank other than 0: rank 0 says what the stage did, once
         sys.stdout = open(os.devnull, "w")
     for name in QUIET_LOGGERS:
@@ -67,6 +75,12 @@ def _first_line(message) -> str:
 def _is(exc: BaseException, name: str) -> bool:
     """``exc`` is click's ``name`` exception, whichever click raised it (typer vendors its own copy of click)."""
     return any(cls.__name__ == name and "click" in cls.__module__ for cls in type(exc).__mro__)
+
+
+def _stage_name(app: typer.Typer) -> str:
+    """The stage a typer app is the command of (stages.<name>)."""
+    command = app.registered_commands[0].callback if app.registered_commands else None
+    return (getattr(command, "__module__", "") or "").rsplit(".", 1)[-1] or "this stage"
 
 
 def _run(app: typer.Typer) -> int | None:

@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from fairquant.distributed import note_one_process
 from fairquant.errors import FairquantError
 from fairquant.io import check_outputs
 from fairquant.params import REMEDY_PARAMS, QuantizeQATParams, TrainingParams, load_params
@@ -31,6 +32,7 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
     from fairquant.mitigate.remedies import family
 
     params = load_params(params_file)
+    note_one_process(params.distributed, "the remedies")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     kind = family(method)
     given = {"seed": seed, "data": data, "model": model_dir, "compressor": compressor, "calibration": calibration_dir,

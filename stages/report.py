@@ -80,6 +80,23 @@ def _check_outputs(summary_path: Path, sweep_summary: Path | None, sweep_dir: Pa
                                  "another path")
 
 
+def _check_disjoint(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
+    """No output is, holds or lies inside an input or another output: folders of outputs are replaced whole, so
+    `--variant-metrics metrics/eval` once deleted every evaluation, and `--variant-metrics plots` the report."""
+    def overlap(a: Path, b: Path) -> bool:
+        a, b = a.resolve(), b.resolve()
+        return a == b or a in b.parents or b in a.parents
+
+    given_outputs = [(option, path) for option, path in outputs.items() if path is not None]
+    for k, (option, path) in enumerate(given_outputs):
+        others = [(o, q) for o, q in inputs.items() if q is not None] + given_outputs[k + 1:]
+        for other, where in others:
+            if overlap(path, where):
+                raise FairquantError(f"{option} {path} and {other} {where} are the same path or one holds the other; "
+                                     f"the report replaces its outputs whole: give each its own path (dvc.yaml's "
+                                     f"report command shows them)")
+
+
 def _calibration_info(path: Path) -> dict:
     """A calibration set's record, as the report's composition table reads it."""
     info = read_json(path)
@@ -127,6 +144,11 @@ def main(eval_dir: Path = typer.Option(..., "--eval", help="folder of s<seed>/<s
     seeds = params.seeds
     _check_outputs(summary_path, sweep_summary, sweep_dir, variants_dir, verify_variants_dir, verify_path, prepared,
                    predictions_dir)
+    _check_disjoint(
+        inputs={"--eval": eval_dir, "--calibration": calibration_dir, "--verify": verify_path, "--sweep": sweep_dir,
+                "--data": prepared, "--predictions": predictions_dir, "--params": params_file},
+        outputs={"--summary": summary_path, "--sweep-summary": sweep_summary, "--plots": plots_dir,
+                 "--variant-metrics": variants_dir, "--verify-variant-metrics": verify_variants_dir})
     if plots_dir.exists() and not plots_dir.is_dir():
         raise FairquantError(f"--plots {plots_dir} is a file; the report writes a folder there: remove it or choose "
                              "another path")

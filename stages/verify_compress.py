@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from fairquant.distributed import note_one_process
 from fairquant.compress import fakequant
 from fairquant.compress.checkpoints import load_fp32, save_variant
 from fairquant.data.verification import load_verification
@@ -24,6 +25,7 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder (one sub-folder per trained variant)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    note_one_process(params.distributed, "the verification branch")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)

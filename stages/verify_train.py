@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from fairquant.distributed import note_one_process
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.data.verification import load_verification
 from fairquant.io import atomic_dir, check_outputs, write_json
@@ -23,6 +24,7 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
+    note_one_process(params.distributed, "the verification branch")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     verify = params.verify
     prepared = load_verification(data, data=params.verify.data)

@@ -41,6 +41,10 @@ CLI_CASES = [
     pytest.param("report", lambda t: ["--eval", "eval", "--summary", "summary.json", "--plots", "plots", "--data",
                                       "data/prepared"],
                  "--data and --predictions go together", "plots", id="cli-report-data-without-predictions"),
+    pytest.param("report", lambda t: ["--eval", "eval", "--summary", "summary.json", "--plots", "plots",
+                                      "--variant-metrics", "eval"],
+                 "--variant-metrics eval and --eval eval are the same path or one holds the other", "plots",
+                 id="cli-report-output-overlaps-input"),
     pytest.param("predict", lambda t: ["--data", "data/prepared", "--models", "models", "--out", "variants", "--params",
                                        user_file(t / "gpu.yaml", "evaluate:\n  device: cuda\n").name],
                  "evaluate.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'", "variants",
@@ -160,4 +164,21 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
     assert not live.exists()
 
 
-CASES = (CLI_CASES + KILL_SAFE_CASES + PARAMS_FILE_CASES)
+LAUNCHER_CASES = [
+    pytest.param("report", ["--eval", "eval", "--summary", "summary.json", "--plots", "plots"],
+                 "error: report runs on one process, but WORLD_SIZE is 2", id="cli-stage-under-a-launcher"),
+]
+
+
+@pytest.mark.parametrize("stage, argv, message", LAUNCHER_CASES)
+def test_a_stage_that_does_not_train_refuses_a_launcher(tmp_path, monkeypatch, stage, argv, message):
+    """Under torchrun (or a job launcher's RANK/WORLD_SIZE) a stage that does not train once exited 0 on every rank
+    but 0 having written nothing; it refuses instead."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = run_stage(stage, argv, tmp_path)
+    assert_clean_failure(result, message, tmp_path / "plots")
+    assert not (tmp_path / "summary.json").exists()
+
+
+CASES = (LAUNCHER_CASES + CLI_CASES + KILL_SAFE_CASES + PARAMS_FILE_CASES)

@@ -107,6 +107,9 @@ OVERRIDE_CASES = [
     pytest.param({"distributed.backend": "nccl", "finetune.device": "cpu"}, "distributed.backend is nccl but "
                  "finetune.device is cpu: nccl carries CUDA tensors only; set distributed.backend to auto (gloo on the "
                  "CPU) or finetune.device to cuda/auto", id="params-distributed-nccl-on-cpu"),
+    pytest.param({"distributed.nproc": 4, "quantize_qat.batch_size": 2}, "quantize_qat.batch_size is 2 but "
+                 "distributed.nproc is 4: each process needs a row of every batch; raise quantize_qat.batch_size to at "
+                 "least 4 or lower distributed.nproc", id="params-distributed-batch-below-nproc"),
 ]
 
 # Against the data (the session's tiny CelebA-layout set): refused at prepare, before anything is written.

@@ -230,6 +230,21 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _every_process_gets_rows(self) -> "Params":
+        """Each of distributed.nproc processes trains on its slice of every global batch: a batch smaller than the
+        process count would be skipped whole, and nothing would train."""
+        nproc = self.distributed.nproc
+        if nproc == 1:
+            return self
+        for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
+                                                            if hasattr(s, "batch_size") and hasattr(s, "device"))):
+            if section.batch_size < nproc:
+                raise ValueError(f"{key}.batch_size is {section.batch_size} but distributed.nproc is {nproc}: each "
+                                 f"process needs a row of every batch; raise {key}.batch_size to at least {nproc} or "
+                                 f"lower distributed.nproc")
+        return self
+
+    @model_validator(mode="after")
     def _seeds_are_distinct(self) -> "Params":
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds lists a seed more than once ({self.seeds}); list each training seed once")
