@@ -375,8 +375,8 @@ def test_an_experiment_shared_between_teammates(study, team):
 
 
 def experiments(repo, env) -> dict:
-    """`dvc exp show --json`'s experiments by name: their params.yaml, metrics/summary.json, outputs' hashes and
-    commit."""
+    """`dvc exp show --json`'s experiments by name: their params.yaml, the metrics files (one per variant: the rows
+    of `dvc metrics show`), outputs' hashes and commit."""
     rows = json.loads(sh("dvc exp show --json", repo, env))
     found = {}
     for row in rows:
@@ -384,7 +384,8 @@ def experiments(repo, env) -> dict:
             rev = experiment["revs"][0]
             data = rev["data"]
             found[rev["name"]] = {"params": data["params"]["params.yaml"]["data"],
-                                  "metrics": data["metrics"]["metrics/summary.json"]["data"], "outs": data["outs"],
+                                  "metrics": {path: value.get("data") for path, value in data["metrics"].items()},
+                                  "outs": data["outs"],
                                   "rev": rev["rev"]}
     return found
 
