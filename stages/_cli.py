@@ -80,7 +80,11 @@ def _is(exc: BaseException, name: str) -> bool:
 def _stage_name(app: typer.Typer) -> str:
     """The stage a typer app is the command of (stages.<name>)."""
     command = app.registered_commands[0].callback if app.registered_commands else None
-    return (getattr(command, "__module__", "") or "").rsplit(".", 1)[-1] or "this stage"
+    module = getattr(command, "__module__", "") or ""
+    if module == "__main__":  # python -m stages.<name> (and torchrun -m): the name is the main module's spec
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else ""
+    return module.rsplit(".", 1)[-1] or "this stage"
 
 
 def _run(app: typer.Typer) -> int | None:

@@ -170,13 +170,14 @@ LAUNCHER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("subprocess_run", [False, True], ids=["in-process", "python-m"])
 @pytest.mark.parametrize("stage, argv, message", LAUNCHER_CASES)
-def test_a_stage_that_does_not_train_refuses_a_launcher(tmp_path, monkeypatch, stage, argv, message):
+def test_a_stage_that_does_not_train_refuses_a_launcher(tmp_path, monkeypatch, stage, argv, message, subprocess_run):
     """Under torchrun (or a job launcher's RANK/WORLD_SIZE) a stage that does not train once exited 0 on every rank
-    but 0 having written nothing; it refuses instead."""
+    but 0 having written nothing; it refuses instead (named as `python -m stages.<name>` runs it, too)."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    result = run_stage(stage, argv, tmp_path)
+    result = run_stage(stage, argv, tmp_path, subprocess_run=subprocess_run)
     assert_clean_failure(result, message, tmp_path / "plots")
     assert not (tmp_path / "summary.json").exists()
 
