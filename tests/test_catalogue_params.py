@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_stages import SMALL, assert_clean_failure, run_in_process, run_stage
+from tests.test_stages import SMALL, prepared, assert_clean_failure, run_in_process, run_stage  # noqa: F401  (the prepared fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (ROOT / "params.yaml").read_text()
@@ -176,18 +176,10 @@ def test_params_that_contradict_each_other_are_refused_on_load(tmp_path, params,
     assert_clean_failure(result, message, out)
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_celeba):
-    """The tiny CelebA prepared at 16 px (as tests/test_stages.py's fixture)."""
-    cwd = tmp_path_factory.mktemp("prepared")
-    result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd, {"data.root": str(tiny_celeba), **SMALL})
-    assert result.returncode == 0, result.stderr
-    return cwd / "prepared"
-
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device: nccl can run")
 @pytest.mark.parametrize("params, message", MACHINE_CASES)
-def test_params_this_machine_cannot_train_with_are_refused_when_training_starts(tmp_path, prepared, params, message):
+def test_params_this_machine_cannot_train_with_are_refused_when_training_starts(tmp_path, prepared, params, message):  # noqa: F811
     out, live = tmp_path / "model", tmp_path / "live"
     result = run_stage("finetune", ["--seed", "0", "--data", str(prepared), "--out", str(out), "--live", str(live)],
                        tmp_path, {**SMALL, **params})

@@ -21,7 +21,7 @@ from fairquant.io import image_store_writer, read_images, read_json
 from fairquant.models import build_model
 from fairquant.params import DistributedParams, FinetuneParams, QuantizeQATParams, TrainingParams
 from fairquant.training import augment, fit_logged
-from tests.test_stages import SMALL, run_stage, stage_params
+from tests.test_stages import SMALL, prepared, run_stage, stage_params  # noqa: F401  (the prepared fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # max |w_2proc - w_1proc| over the state dict after 8 SGD steps; measured 1.8e-7 (float32 rounding: the ranks sum
@@ -183,17 +183,9 @@ def test_one_process_needs_no_process_group():
     assert distributed.plan(DistributedParams(nproc=1), torch.device("cpu")) is None
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_celeba):
-    """The tiny CelebA prepared at 16 px (as tests/test_stages.py's fixture)."""
-    cwd = tmp_path_factory.mktemp("prepared")
-    result = run_stage("prepare", ["--out", str(cwd / "prepared")], cwd, {"data.root": str(tiny_celeba), **SMALL})
-    assert result.returncode == 0, result.stderr
-    return cwd / "prepared"
-
 
 @pytest.mark.slow  # torchrun starts two interpreters that each import torch and run the whole stage
-def test_the_finetune_stage_under_torchrun_writes_the_one_process_model_once(tmp_path, prepared):
+def test_the_finetune_stage_under_torchrun_writes_the_one_process_model_once(tmp_path, prepared):  # noqa: F811
     """Every rank runs `python -m stages.finetune`; rank 0 alone moves the model and curves into place."""
     from fairquant.io import load_checkpoint
 
