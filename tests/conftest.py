@@ -47,3 +47,15 @@ def write_prepared(folder: Path, n: int = 80, positives_of_minority_in: tuple[st
     write_images(folder / "images.npy", rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8))
     write_json(folder / "info.json", {"image_size": size, "synthetic": True, "target": "Smiling", "protected": ["Male"]})
     return folder
+
+
+# The modules that take longest, first: pytest-xdist (--dist loadscope --no-loadscope-reorder) hands out modules in
+# collection order, so the end-to-end study (one module, its tests in order on one repository: the suite's long pole)
+# starts at once on one worker while the other workers take every other module.
+LONGEST_FIRST = ("test_pipeline.py", "test_verify_backbones.py", "test_verify.py", "test_distributed.py",
+                 "test_compression.py", "test_stages.py", "test_intervals.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a module is kept
