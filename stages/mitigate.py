@@ -48,7 +48,7 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
         raise FairquantError(f"{method} ({where}) needs {' '.join(missing)}")
     config = getattr(params.mitigate, method)  # the remedy's section, named by its method
     if kind == "after":
-        _after(config, predictions, out, params)
+        _after(config, predictions, out, params, data)
     elif kind == "precision":
         _precision(config, seed, data, model_dir, calibration_dir, out, params, params_file=params_file)
     else:
@@ -106,9 +106,12 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     print(f"{name}: constraint holds on {held}; kept step {recorded['mitigation'].get('kept_step')}")
 
 
-def _after(config, predictions, out, params) -> None:
+def _after(config, predictions, out, params, data: Path | None = None) -> None:
+    """A post-processor fitted on the variant's validation predictions, applied to its test predictions; with
+    ``data``, both are checked against the prepared splits first (fitted on the validation split, never on test)."""
     from dataclasses import replace
 
+    from fairquant.fairness.evaluation import check_against_prepared
     from fairquant.io import atomic_dir, predictions_schema, read_table, write_table
     from fairquant.mitigate.remedies import mitigate
     from fairquant.results import PredictionsInfo, check_predictions
@@ -128,6 +131,16 @@ def _after(config, predictions, out, params) -> None:
     for split, frame in frames.items():  # a damaged table is refused, never fitted on
         check_predictions(frame, source=str(predictions / f"{split}.parquet"), protected=protected,
                           classes=info.details.get("classes"))
+    shared = set(frames["val"]["sample_id"].astype(str)) & set(frames["test"]["sample_id"].astype(str))
+    if shared:  # fitted on test rows, it would be measured on the rows it was fitted to
+        raise FairquantError(f"{predictions}: val.parquet and test.parquet share {len(shared)} sample ids (e.g. "
+                             f"{sorted(shared)[0]!r}); {method} is fitted on validation rows only: re-run predict "
+                             "(dvc repro)")
+    if data is not None:
+        samples = read_table(data / "samples.parquet")
+        for split, frame in frames.items():
+            check_against_prepared(frame, samples, protected, name=info.name, source=str(data / "samples.parquet"),
+                                   split=split)
     val, test, details = mitigate(config, val=frames["val"], test=frames["test"], protected=protected)
     name = f"{info.name}+{method}"
     schema = predictions_schema(protected).with_metadata(

@@ -153,6 +153,52 @@ def test_evaluate_refuses_a_study_folder_that_is_not_what_params_name(tmp_path, 
     assert_clean_failure(result, message, out)
 
 
+def _val_and_test(root: Path, damage) -> Path:
+    """A variant's predictions folder as predict writes it (val.parquet, test.parquet) and the prepared samples table
+    it came from; ``damage(val, test)`` returns the (val, test) frames the folder then holds."""
+    test = _good_frame()
+    val = test.assign(sample_id="val_" + test["sample_id"])
+    (root / "prepared").mkdir(parents=True)
+    pd.concat([val.assign(split="val"), test.assign(split="test")])[["sample_id", "split", "y_true", "Male"]].assign(
+        row=np.arange(2 * len(test))).to_parquet(root / "prepared" / "samples.parquet", index=False)
+    folder = _predictions(root / "ptq", "ptq-w8a8-train", test)
+    val, test = damage(val, test)
+    val.to_parquet(folder / "val.parquet", index=False)
+    test.to_parquet(folder / "test.parquet", index=False)
+    return folder
+
+
+POSTPROCESS_CASES = [
+    pytest.param(lambda val, test: (test.copy(), test), "val.parquet and test.parquet share 24 sample ids (e.g. "
+                 "'00000.jpg'); caleqodds is fitted on validation rows only", id="artifact-postprocess-fitted-on-test"),
+    pytest.param(lambda val, test: (val.assign(sample_id="other_" + val["sample_id"]), test),
+                 "val predictions of ptq-w8a8-train and the prepared val split", id="artifact-postprocess-val-renamed"),
+    pytest.param(lambda val, test: (val.assign(y_true=val["y_true"].to_numpy()[::-1].copy(), y_pred=val["y_pred"]),
+                                    test), "differ in 'y_true'", id="artifact-postprocess-val-labels-not-the-prepared"),
+    pytest.param(lambda val, test: (val.iloc[:-2], test), "val predictions of ptq-w8a8-train holds 22 val rows but the "
+                 "prepared val split", id="artifact-postprocess-val-rows-missing"),
+]
+
+
+@pytest.mark.parametrize("damage, message", POSTPROCESS_CASES)
+def test_a_post_processor_is_fitted_on_the_prepared_validation_split_only(tmp_path, damage, message):
+    folder = _val_and_test(tmp_path, damage)
+    out = tmp_path / "post"
+    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
+                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    assert_clean_failure(result, message, out)
+
+
+def test_a_post_processor_fits_the_prepared_validation_split(tmp_path):
+    """The undamaged folder passes the checks above: the post-processor runs and writes its predictions."""
+    folder = _val_and_test(tmp_path, lambda val, test: (val, test))
+    out = tmp_path / "post"
+    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
+                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_parquet(out / "test.parquet")) == 24
+
+
 CLASSES = ["cat", "dog", "owl"]
 
 
@@ -467,4 +513,4 @@ def test_report_refuses_damaged_verification_metrics(tmp_path, change, message):
     assert not (tmp_path / "summary.json").exists()
 
 
-CASES = (PREDICTION_CASES + STUDY_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES)
+CASES = (PREDICTION_CASES + STUDY_CASES + POSTPROCESS_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES)

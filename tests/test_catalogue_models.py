@@ -143,9 +143,9 @@ def test_pretrained_weights_holding_code_are_refused_unread(tmp_path, how, subpr
 
 @pytest.fixture(scope="module")
 def stored_variants():
-    """A tiny fp32 model's state and two of its compressed variants (simulated W4A4 PTQ, 16-cluster k-means), each
-    as (state_dict, config), as the compressor stages store them."""
-    from fairquant.compress import fakequant, kmeans
+    """A tiny fp32 model's state and three of its compressed variants (simulated W4A4 PTQ, 16-cluster k-means,
+    50% pruned), each as (state_dict, config), as the compressor stages store them."""
+    from fairquant.compress import fakequant, kmeans, pruning
     from fairquant.models import build_model
     from fairquant.params import QuantSchemeParams
 
@@ -155,7 +155,10 @@ def stored_variants():
     ptq = fakequant.calibrate(fakequant.quantize_model(build_model("face_resnet10", small_input_stem=True), scheme),
                               images).eval()
     clustered = kmeans.cluster_model(build_model("face_resnet10", small_input_stem=True), 16, 2).eval()
-    return {"fp32": (build_model("face_resnet10", small_input_stem=True).state_dict(), base),
+    pruned = pruning.prune_model(build_model("face_resnet10", small_input_stem=True), 0.5, "one_shot", 1, None).eval()
+    return {"prune": (pruned.state_dict(), {**base, "kind": "pruned", "name": "prune-s50",
+                                            "sparsity": pruning.weight_sparsity(pruned)}),
+            "fp32": (build_model("face_resnet10", small_input_stem=True).state_dict(), base),
             "ptq": (ptq.state_dict(), {**base, "kind": "fakequant", "name": "ptq-w4a4-train",
                                        "scheme": scheme.model_dump(), "calibration": {"set": "train", "size": 8}}),
             "kmeans": (clustered.state_dict(), {**base, "kind": "kmeans", "name": "kmeans-k16", "clusters": 16})}
@@ -170,6 +173,9 @@ def _variant(slot, **changes):
         for dotted, value in changes.items():
             if dotted == "nan":
                 state[value][(0,) * state[value].dim()] = float("nan")
+                continue
+            if dotted == "dense":  # the pruned zeros of one layer filled in: the weights no longer hold the sparsity
+                state[value][state[value] == 0] = 0.01
                 continue
             *parents, key = dotted.split(".")
             target = config
@@ -196,6 +202,12 @@ VARIANT_CASES = [
                  "integer", id="artifact-variant-kmeans-clusters-not-int"),
     pytest.param(_variant("kmeans", clusters=32), "its name 'kmeans-k16' does not say its 32 clusters",
                  id="artifact-variant-kmeans-clusters-edited"),
+    pytest.param(_variant("prune", sparsity=0.9), "its name 'prune-s50' does not say its sparsity 0.900 (an 's90' part)",
+                 id="artifact-variant-prune-sparsity-edited"),
+    pytest.param(_variant("prune", name="prune-iter"), "its name 'prune-iter' does not say its sparsity 0.500",
+                 id="artifact-variant-prune-name-without-sparsity"),
+    pytest.param(_variant("prune", dense="layer4.0.conv2.weight"), "its weights do not fit the face_resnet10 pruned model its "
+                 "config describes: they are 0.", id="artifact-variant-prune-weights-dense"),
     pytest.param(_variant("ptq", **{**_INT8, "export_batch": "64"}), "its config has export_batch '64': input should "
                  "be a valid integer", id="artifact-variant-int8-export-batch-not-int"),
     pytest.param(_variant("ptq", **{**_INT8, "int8_check": []}), "its config has int8_check []: input should be",

@@ -95,6 +95,17 @@ def test_figures_and_pictures_are_inlined_pngs_that_decode(rng):
                           picture.image)
 
 
+def test_a_large_picture_is_downscaled_to_bound_the_page_and_a_small_one_kept_exactly(rng):
+    from fairquant.report.html import PICTURE_SIDE, picture_png
+
+    large = rng.integers(0, 255, (1000, 600, 3), dtype=np.uint8)  # a real photograph's size (H 1000, W 600)
+    shrunk = Image.open(io.BytesIO(picture_png(large)))
+    assert shrunk.size == (144, PICTURE_SIDE)  # (W, H): the longer side at the bound, the aspect ratio kept
+    assert len(picture_png(large)) < 0.1 * large.nbytes
+    exact = rng.integers(0, 255, (PICTURE_SIDE, 64, 3), dtype=np.uint8)  # at the bound: stored as it is
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(picture_png(exact)))), exact)
+
+
 def test_an_unknown_element_and_a_bad_picture_are_errors():
     with pytest.raises(FairquantError, match="the HTML renderer has no rule for str"):
         HtmlRenderer().block("text")

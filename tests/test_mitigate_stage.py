@@ -21,8 +21,9 @@ def _predictions(folder: Path, groups: list[str], details: dict | None = None) -
     frame = pd.DataFrame({"sample_id": [str(i) for i in range(n)], "y_true": y,
                           "Male": [groups[i % len(groups)] for i in range(n)], "y_score": scores,
                           "y_pred": (scores > 0.5).astype("int8")})
-    for split in ("val", "test"):
-        write_table(folder / f"{split}.parquet", frame, predictions_schema(["Male"]))
+    for split in ("val", "test"):  # the same rows under other sample ids: validation and test never share one
+        ids = frame["sample_id"] if split == "test" else "val-" + frame["sample_id"]
+        write_table(folder / f"{split}.parquet", frame.assign(sample_id=ids), predictions_schema(["Male"]))
     write_json(folder / "info.json", {"name": "ptq-w8a8-train", "kind": "ptq-int8", "kernels": "int8", "size_bytes": 1,
                                       "latency": {}, "synthetic": True, "details": details or {}})
     return folder

@@ -72,8 +72,8 @@ def _first_problem(exc: ValidationError) -> str:
     if error["type"] == "missing":
         return f"lacks {where!r}"
     message = error["msg"].removeprefix("Value error, ")
-    if not where:  # a check across keys (the name against the scheme): its message says it all
-        return message
+    if not where:  # a check across keys (the name against the scheme): its message says which
+        return f"is inconsistent: {message}"
     return f"has {where} {error['input']!r}: {message[:1].lower()}{message[1:]}"
 
 

@@ -8,15 +8,17 @@ fine-tuning (pruned weights get no update) and are made permanent at the end.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
 from fairquant.compress import registry
-from fairquant.compress.checkpoints import build_fp32, fp32_size_bytes
+from fairquant.compress.checkpoints import WeightsMismatch, build_fp32, fp32_size_bytes
 from fairquant.compress.fakequant import quantizable_layers
-from fairquant.compress.registry import VariantKind
+from fairquant.compress.registry import StoredConfig, VariantKind
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:
@@ -75,10 +77,36 @@ def sparse_size_bytes(model: nn.Module) -> int:
     return total
 
 
+class PrunedConfig(StoredConfig):
+    """A pruned variant's config: the sparsity its weights hold, typed, and said by its name (prune-s50,
+    ceag+prune-s90-iter: an 's<percent>' part, the params' target, which the weights meet to the rounding)."""
+
+    sparsity: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _name_says_the_sparsity(self) -> "PrunedConfig":
+        named = [int(part[1:]) for part in re.split(r"[-+]", self.name) if re.fullmatch(r"s\d+", part)]
+        percent = 100 * self.sparsity
+        if len(named) != 1 or abs(named[0] - percent) > 1:
+            raise ValueError(f"its name {self.name!r} does not say its sparsity {self.sparsity:.3f} (an "
+                             f"'s{round(percent)}' part); the name or the sparsity was edited")
+        return self
+
+
+def rebuild_pruned(config: dict, state: dict) -> nn.Module:
+    """The fp32 model with the stored zeros; its weights must hold the sparsity its config records (weights
+    edited or swapped for dense ones would otherwise be measured as the pruned variant)."""
+    model = build_fp32(config, state)
+    held = weight_sparsity(model)
+    if abs(held - config["sparsity"]) > 1e-6:
+        raise WeightsMismatch(f"they are {held:.6f} sparse but the config records {config['sparsity']:.6f}")
+    return model
+
+
 # A pruned model is an fp32 model with zeros: rebuilt as one, counted in its sparse format, run dense.
-PRUNED = registry.register(VariantKind("pruned", rebuild=build_fp32,
+PRUNED = registry.register(VariantKind("pruned", rebuild=rebuild_pruned,
                                        size_bytes=lambda config, model: sparse_size_bytes(model),
-                                       kernels="dense-decoded"))
+                                       kernels="dense-decoded", config=PrunedConfig))
 
 
 def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int], nn.Module] | None) -> tuple[nn.Module, dict]:

@@ -45,12 +45,12 @@ def check_same_classes(infos: dict[str, PredictionsInfo]) -> None:
 
 
 def check_same_test_rows(frame: pd.DataFrame, reference: pd.DataFrame, columns: list[str], *, name: str,
-                         reference_name: str, fix: str) -> None:
+                         reference_name: str, fix: str, split: str = "test") -> None:
     """``frame`` holds ``reference``'s test rows, row for row: the same ``columns`` (sample id, true label, groups)
     in the same order. Predictions renamed, relabelled, reordered or of other groups would otherwise be measured as if
     they were the test split's."""
     if len(frame) != len(reference):
-        raise FairquantError(f"{name} holds {len(frame)} test rows but {reference_name} {len(reference)}; {fix}")
+        raise FairquantError(f"{name} holds {len(frame)} {split} rows but {reference_name} {len(reference)}; {fix}")
     for column in columns:
         ours, theirs = frame[column].to_numpy(), reference[column].to_numpy()
         if column != "y_true":  # ids and groups compare as text (a stored str column may read back as object)
@@ -63,16 +63,17 @@ def check_same_test_rows(frame: pd.DataFrame, reference: pd.DataFrame, columns: 
 
 
 def check_against_prepared(predictions: pd.DataFrame, samples: pd.DataFrame, protected: list[str], *,
-                           name: str = "fp32", source: str = "samples.parquet") -> None:
-    """The reference's predictions cover the prepared test split (``samples``: the prepare stage's table) row for row:
-    its sample ids, true labels and groups, in its order."""
+                           name: str = "fp32", source: str = "samples.parquet", split: str = "test") -> None:
+    """The predictions cover the prepared ``split`` (``samples``: the prepare stage's table) row for row: its sample
+    ids, true labels and groups, in its order."""
     absent = [column for column in ("sample_id", "split", "y_true", *protected) if column not in samples.columns]
     if absent:
         raise FairquantError(f"{source} lacks the columns {absent}; re-run prepare (dvc repro)")
-    test = samples[samples["split"] == "test"].reset_index(drop=True)
-    check_same_test_rows(predictions, test, ["sample_id", "y_true", *protected], name=f"predictions of {name}",
-                         reference_name=f"the prepared test split ({source})",
-                         fix="they come from another prepared dataset or were edited: re-run predict (dvc repro)")
+    rows = samples[samples["split"] == split].reset_index(drop=True)
+    check_same_test_rows(predictions, rows, ["sample_id", "y_true", *protected], name=f"{split} predictions of {name}",
+                         reference_name=f"the prepared {split} split ({source})",
+                         fix="they come from another prepared dataset or were edited: re-run predict (dvc repro)",
+                         split=split)
 
 
 def evaluate_variant(predictions: pd.DataFrame, reference: pd.DataFrame, info: PredictionsInfo, protected: list[str],

@@ -49,14 +49,21 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+PICTURE_SIDE = 240  # px: a gallery shows a picture 7.5rem (120 CSS px) wide; twice that for high-density screens
+
+
 def picture_png(image: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 image as PNG bytes."""
+    """An (H, W, 3) uint8 image as PNG bytes, its longer side at most :data:`PICTURE_SIDE` (a prepared store of
+    large real images would otherwise make the page megabytes per picture; smaller images are stored as they are)."""
     from PIL import Image
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FairquantError(f"a picture should be an (H, W, 3) uint8 image, found {image.dtype} {image.shape}")
+    picture = Image.fromarray(image, "RGB")
+    if max(picture.size) > PICTURE_SIDE:
+        picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
