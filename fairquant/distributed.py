@@ -10,6 +10,10 @@ Two ways in, one training loop (:func:`fairquant.training.train_classifier`):
 
 Each global batch (the section's ``batch_size``) is the one-process batch; rank r trains on its slice
 (:func:`rank_slice`), and the loss is scaled so that DDP's gradient average is the one-process gradient.
+A remedy's objective (group-wise losses, rates, constraints, multipliers) sees the whole global batch on every
+rank: :func:`global_rows` gathers every rank's logits (the others' detached, this rank's live), so every rank
+computes the one-process objective and updates its multipliers identically, and the gradient flowing into this
+rank's rows is the one-process objective's (chain rule through the batch's group statistics).
 BatchNorm: torch's SyncBatchNorm refuses CPU tensors (torch 2.15), so :class:`GlobalBatchNorm` all-reduces the
 batch statistics itself (sum, sum of squares, count; autograd flows through the all-reduce), on CPU and CUDA.
 """
@@ -76,10 +80,11 @@ def plan(settings, device: torch.device) -> Plan | None:
 
 
 def note_one_process(settings, what: str) -> None:
-    """Say (stderr, one line) that ``what`` trains on one process although ``settings.nproc`` asks for more."""
+    """Say (stderr, one line) that ``what`` trains on one process although ``settings.nproc`` asks for more (the
+    verification branch's embedding network; every classifier training stage, remedies included, runs parallel)."""
     if settings.nproc > 1:
         print(f"note: {what} trains on one process (distributed.nproc {settings.nproc} applies to finetune, "
-              "quantize_qat, quantize_kmeans and prune)", file=sys.stderr)
+              "quantize_qat, quantize_kmeans, prune and the remedies' training, mitigate_*)", file=sys.stderr)
 
 
 def context() -> tuple[int, int] | None:
@@ -108,6 +113,20 @@ def sum_across(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
+
+
+def global_rows(local: torch.Tensor, count: int, ranks: tuple[int, int]) -> torch.Tensor:
+    """The global batch's rows of ``local`` (this rank's slice of a batch of ``count`` rows, :func:`rank_slice`),
+    every rank's slice in rank order: the others' are copies without gradient, this rank's is ``local`` itself.
+    A loss of the result backpropagates into this rank's rows only; summed over the ranks (``world`` times DDP's
+    average), the gradient is the one-process gradient of that loss on the whole batch."""
+    rank, world = ranks
+    sizes = [rank_slice(count, r, world).stop - rank_slice(count, r, world).start for r in range(world)]
+    padded = local.detach().new_zeros((max(sizes), *local.shape[1:]))  # all_gather takes equal shapes
+    padded[:len(local)] = local.detach()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded.contiguous())
+    return torch.cat([local if r == rank else parts[r][:sizes[r]] for r in range(world)])
 
 
 # ---- BatchNorm over the global batch -------------------------------------------------------------------------

@@ -105,7 +105,12 @@ class Objective:
     cooper's constrained problems) subclass it. ``loss`` gets the batch's logits (:func:`logits_of`), targets
     (0/1 or class indices, as floats) and group indices
     and returns what the primal optimiser descends; ``after_step`` runs after the primal step (dual updates,
-    validation checks) and returns per-step values to log; ``after_epoch`` runs at every epoch's end."""
+    validation checks) and returns per-step values to log; ``after_epoch`` runs at every epoch's end.
+
+    Under several processes every rank holds its own copy and calls ``loss`` on the whole global batch (the other
+    ranks' logits gathered, :func:`fairquant.distributed.global_rows`), so every copy steps identically;
+    ``train_state`` / ``load_train_state`` carry what training changed (multipliers, checks, the kept weights) from
+    a spawned rank back to the stage's copy, in plain types (``torch.load(weights_only=True)``)."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         return mean_loss(logits, targets)
@@ -119,6 +124,14 @@ class Objective:
     def finish(self, model: nn.Module) -> nn.Module:
         """The model to keep once training ends (a remedy may restore its best validated checkpoint)."""
         return model
+
+    def train_state(self) -> dict:
+        """What training changed in this objective (tensors, numbers, lists and dicts of them)."""
+        return {}
+
+    def load_train_state(self, state: dict) -> None:
+        """Take over ``state`` (:meth:`train_state` of a copy that trained in another process)."""
+        return None
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -161,7 +174,9 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
     ``parallel``: this process is one rank of a torch.distributed group (:mod:`fairquant.distributed`): every
     rank draws the same order and augmentation, trains on its slice of each global batch (``batch_size`` rows)
     under DistributedDataParallel, BatchNorm over the global batch; rank 0 alone validates and calls
-    ``on_epoch``. Plain cross-entropy only (a remedy's objective keeps its state in one process)."""
+    ``on_epoch`` and ``on_step``. A remedy's ``objective`` gets the whole global batch's logits on every rank
+    (:func:`fairquant.distributed.global_rows`): its group statistics, multipliers and validation checks are the
+    one-process ones on every rank, and its loss, times the world size, backpropagates into this rank's rows."""
     rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(labels) != len(rows):
         raise ValueError(f"{len(labels)} labels for {len(rows)} training images; pass one label per row")
@@ -186,8 +201,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
         np.asarray(groups, dtype=np.int64))
     if len(group_index) != len(rows):
         raise ValueError(f"{len(group_index)} group indices for {len(rows)} training images; pass one per row")
-    if parallel and objective is not None and type(objective) is not Objective:
-        raise ValueError("parallel training runs plain cross-entropy only; train a remedy's objective on one process")
+    plain = objective is None or type(objective) is Objective  # cross-entropy: summed per rank, no gathering
     objective = objective or Objective()
     ranks, net, changed = None, model, []
     if parallel:
@@ -216,9 +230,14 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             logits = logits_of(net(batch.to(device).contiguous(memory_format=torch.channels_last)))
             if ranks is None:
                 loss = objective.loss(logits, y, group_index[mine].to(device))
-            else:  # DDP averages the ranks' gradients: world * (this slice's sum / global rows) averages to the mean
+            elif plain:  # DDP averages the ranks' gradients: world * (this slice's sum / global rows) averages to the mean
                 summed = per_sample_loss(logits, y).sum()
                 loss = summed * (ranks[1] / len(idx))
+            else:  # the objective of the whole batch on every rank; world * it: DDP's average is its gradient
+                whole = objective.loss(distributed.global_rows(logits, len(idx), ranks), targets[idx].to(device),
+                                       group_index[idx].to(device))
+                summed = whole.detach() * len(idx) if ranks[0] == 0 else torch.zeros(())  # the batch's once
+                loss = whole * ranks[1]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -226,7 +245,7 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, v
             step += 1
             logs = objective.after_step(step, total_steps)
             set_train_mode(net, freeze_bn)  # after_step may have validated in eval mode
-            if on_step:
+            if on_step and (ranks is None or ranks[0] == 0):
                 on_step(logs)
             total_loss += loss.item() * len(idx) if ranks is None else summed.item()
             correct += int((predicted_labels(logits) == y.long()).sum())
@@ -314,18 +333,17 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
             raise FairquantError(f"{section}.batch_size is {params.batch_size} but training runs on {run.world_size} "
                                  f"processes, each needing a row of every batch; raise {section}.batch_size to at "
                                  f"least {run.world_size} or lower distributed.nproc")
-        if run is not None and objective is not None:
-            progress.console.print(f"{label}: a remedy's objective trains on one process (distributed.nproc applies "
-                                   "to plain fine-tuning)")
-            run = None
         if run is not None and run.spawn:
             progress.console.print(f"{label}: {run.world_size} processes ({run.backend})")
             store = distributed.portable(images)  # the memory map's file, never the images through a pipe
-            payload = dict(arguments, images=store, val_images=store, model=distributed.sendable(model), device=device)
+            payload = dict(arguments, images=store, val_images=store, model=distributed.sendable(model), device=device,
+                           objective=objective)
             result = distributed.launch(_parallel_worker, payload, run, threads=params.threads)
             model.load_state_dict(result["state"])
-            for epoch in result["epochs"]:
-                log_epoch(EpochLog(**epoch))
+            if objective is not None:
+                objective.load_train_state(result["objective"])
+            for kind, values in result["events"]:  # in the order rank 0 saw them
+                log_step(values) if kind == "step" else log_epoch(EpochLog(**values))
             progress.advance(task, int(len(train) * params.epochs))
             return model.cpu().eval()
         if run is not None:  # a torchrun rank
@@ -339,18 +357,24 @@ def fit_logged(model, table, images, protected: list[str], params, live_dir, lab
 
 
 def _parallel_worker(payload: dict) -> dict:
-    """One spawned rank of :func:`fit_logged`: train its slices; rank 0 returns the weights and epoch logs."""
+    """One spawned rank of :func:`fit_logged`: train its slices; rank 0 returns the weights, the objective's state
+    and the logs (epochs and steps, in order)."""
     rank = distributed.context()[0]
     device = payload.pop("device")
     device = torch.device("cuda", rank) if device.type == "cuda" else device
     seed_everything(payload["seed"])
-    epochs: list[dict] = []
-    # spawn hands tensors over in shared memory: every rank would update the same weights; each trains its own copy
-    model = train_classifier(copy.deepcopy(payload.pop("model")), device=device, parallel=True,
-                             on_epoch=lambda log: epochs.append(asdict(log)),
+    events: list[tuple[str, dict]] = []
+    # spawn hands tensors over in shared memory: every rank would update the same weights (and multipliers); each
+    # trains its own copy, the objective's model still the model trained (one deepcopy keeps that link)
+    model, objective = copy.deepcopy((payload.pop("model"), payload.pop("objective")))
+    on_step = (lambda logs: events.append(("step", {k: float(v) for k, v in logs.items()}))
+               ) if objective is not None else None  # numpy scalars as floats: torch.load(weights_only) takes those
+    model = train_classifier(model, device=device, parallel=True, objective=objective, on_step=on_step,
+                             on_epoch=lambda log: events.append(("epoch", asdict(log))),
                              **dict(payload, images=distributed.opened(payload["images"]),
                                     val_images=distributed.opened(payload["val_images"])))
-    return {"state": model.state_dict(), "epochs": epochs}
+    return {"state": model.state_dict(), "events": events,
+            "objective": objective.train_state() if objective is not None else {}}
 
 
 def compression_finetuner(data, protected: list[str], params, live_dir, label: str, freeze_bn: bool, *,

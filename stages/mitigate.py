@@ -1,11 +1,12 @@
 """Run one remedy (params.yaml's mitigate.<method>): before, during or after compression, or a precision plan."""
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from fairquant.distributed import note_one_process
+from fairquant.distributed import under_launcher
 from fairquant.errors import FairquantError
 from fairquant.io import check_outputs
 from fairquant.params import REMEDY_PARAMS, QuantizeQATParams, TrainingParams, load_params
@@ -32,9 +33,13 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
     from fairquant.mitigate.remedies import family
 
     params = load_params(params_file)
-    note_one_process(params.distributed, "the remedies")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     kind = family(method)
+    if under_launcher() and kind not in ("before", "during"):  # its ranks would each run it whole
+        where = "a precision plan" if kind == "precision" else f"{kind} compression"
+        raise FairquantError(f"{method} ({where}) trains nothing and runs on one process, but WORLD_SIZE is "
+                             f"{os.environ['WORLD_SIZE']} (torchrun or a job launcher set it); run it without the "
+                             "launcher (only the remedies before and during compression train on several)")
     given = {"seed": seed, "data": data, "model": model_dir, "compressor": compressor, "calibration": calibration_dir,
              "predictions": predictions, "live": live_dir}
     if control and kind != "before":
@@ -83,7 +88,7 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     if kind == "before":
         check_prepared(data, params, params_file=params_file)  # before any training
         tuned, record = mitigate(config, model=model, data=data, protected=protected, live_dir=live_dir,
-                                 seed=run_seed, control=control)
+                                 seed=run_seed, control=control, processes=params.distributed)
         config_out = {**fp32_config, "name": record["method"], "mitigation": record}
         save_variant(out, tuned.state_dict(), config_out)
         print(f"{record['method']}: fine-tuned the fp32 model (seed {seed}); multipliers {record.get('multipliers', '-')}")
@@ -98,7 +103,8 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
         extra["calibration"] = {"set": set_info["set"], "size": len(images)}
     check_prepared(data, params, params_file=params_file)  # before any training
     module, recorded = mitigate(config, model=model, data=data, protected=protected, compressor_params=section,
-                                calibration_images=images, live_dir=live_dir, seed=run_seed)
+                                calibration_images=images, live_dir=live_dir, seed=run_seed,
+                                processes=params.distributed)
     name = f"{method}+{section.variant_name()}"
     config_out = base_config(fp32_config, name=name, **extra, **recorded)
     save_variant(out, module.state_dict(), config_out)

@@ -167,6 +167,9 @@ def test_stale_prepared_data_names_the_params_file_given(tmp_path, stage, messag
 LAUNCHER_CASES = [
     pytest.param("report", ["--eval", "eval", "--summary", "summary.json", "--plots", "plots"],
                  "error: report runs on one process, but WORLD_SIZE is 2", id="cli-stage-under-a-launcher"),
+    pytest.param("mitigate", ["--method", "caleqodds", "--predictions", "predictions", "--out", "plots"],
+                 "error: caleqodds (after compression) trains nothing and runs on one process, but WORLD_SIZE is 2",
+                 id="cli-mitigate-under-a-launcher"),
 ]
 
 

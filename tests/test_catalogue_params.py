@@ -110,6 +110,10 @@ OVERRIDE_CASES = [
     pytest.param({"distributed.nproc": 4, "quantize_qat.batch_size": 2}, "quantize_qat.batch_size is 2 but "
                  "distributed.nproc is 4: each process needs a row of every batch; raise quantize_qat.batch_size to at "
                  "least 4 or lower distributed.nproc", id="params-distributed-batch-below-nproc"),
+    pytest.param({"distributed.nproc": 4, "mitigate.before_compression": ["fairalm"], "mitigate.fairalm.batch_size": 2},
+                 "mitigate.fairalm.batch_size is 2 but distributed.nproc is 4: each process needs a row of every batch; "
+                 "raise mitigate.fairalm.batch_size to at least 4 or lower distributed.nproc",
+                 id="params-distributed-remedy-batch-below-nproc"),
 ]
 
 # Against the data (the session's tiny CelebA-layout set): refused at prepare, before anything is written.

@@ -101,6 +101,101 @@ def _initial(key, images, options):
     return _model(images, options.get("prune", 0.0), options.get("qat", False)).state_dict()[key]
 
 
+# Remedies: the objective's group statistics over the whole global batch on every rank (the other ranks' logits
+# gathered), its multipliers and checks stepped identically; rank 0's weights, objective state and curves come back.
+MULTIPLIER_TOLERANCE = 1e-5
+
+
+def _curves(live: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every per-step curve dvclive wrote (name -> [(step, value)])."""
+    curves = {}
+    for path in sorted((live / "plots" / "metrics").rglob("*.tsv")):
+        frame = pd.read_csv(path, sep="\t")
+        curves[str(path.relative_to(live))] = list(zip(frame["step"], frame.iloc[:, -1]))
+    return curves
+
+
+def _remedy_runs(study, tmp_path, params, make_objective, *, prune: float = 0.0, section: str):
+    """{nproc: (final weights, objective summary, curves)} for 1 and 2 processes, the same objective made afresh."""
+    table, images = study
+    runs = {}
+    for nproc in (1, 2):
+        model = _model(images, prune)
+        objective = make_objective(model)
+        live = tmp_path / f"live{nproc}"
+        model = fit_logged(model, table, images, ["Male"], params, live, "test", seed=3, section=section,
+                           objective=objective, processes=DistributedParams(nproc=nproc))
+        model = objective.finish(model)
+        runs[nproc] = (model.state_dict(), objective.summary(), _curves(live))
+    return runs
+
+
+def _remedy_differences(runs, what: str):
+    (weights1, summary1, curves1), (weights2, summary2, curves2) = runs[1], runs[2]
+    assert weights1.keys() == weights2.keys()
+    weight = max(float((weights1[k].double() - weights2[k].double()).abs().max()) for k in weights1
+                 if weights1[k].is_floating_point())
+    assert summary1["multipliers"].keys() == summary2["multipliers"].keys()
+    multiplier = max(abs(summary1["multipliers"][g] - summary2["multipliers"][g]) for g in summary1["multipliers"])
+    assert curves1.keys() == curves2.keys() and curves1  # the same curves logged, once (rank 0's)
+    curve = 0.0
+    for name in curves1:
+        assert [step for step, _ in curves1[name]] == [step for step, _ in curves2[name]], name
+        curve = max([curve] + [abs(a - b) for (_, a), (_, b) in zip(curves1[name], curves2[name])])
+    print(f"{what}: max |weight difference| {weight:.3g}, |multiplier difference| {multiplier:.3g}, "
+          f"|logged value difference| {curve:.3g}")
+    assert weight <= WEIGHT_TOLERANCE
+    assert multiplier <= MULTIPLIER_TOLERANCE
+    assert curve <= MULTIPLIER_TOLERANCE
+    assert max(abs(v) for v in summary1["multipliers"].values()) > 100 * MULTIPLIER_TOLERANCE  # the duals moved
+    return summary1, summary2
+
+
+@pytest.mark.slow  # two spawned ranks import torch and train
+def test_fairalm_on_two_processes_trains_the_one_process_model(study, tmp_path):
+    """FairALM before compression (fp32, BatchNorm trained over the global batch): global batch 16 = 2 x 8,
+    augmentation on, 2 epochs (8 steps), eta growing per epoch: the same weights, multipliers, eta and curves."""
+    from fairquant.mitigate.inprocess import FairALM
+    from fairquant.params import FairALMParams
+    from fairquant.training import group_index
+
+    names, _ = group_index(study[0], ["Male"])
+    params = FairALMParams(epochs=2, batch_size=16, lr=0.01, eta=0.5, eta_growth=1.5, augment=True, device="cpu")
+    runs = _remedy_runs(study, tmp_path, params, lambda model: FairALM(params, names), section="mitigate.fairalm")
+    one, two = _remedy_differences(runs, "fairalm")
+    assert one["final_eta"] == two["final_eta"] == 0.5 * 1.5 ** 2
+
+
+@pytest.mark.slow  # two spawned ranks import torch and train
+def test_ceag_during_pruning_on_two_processes_trains_the_one_process_model(study, tmp_path):
+    """CEAG in place of pruning's fine-tuning (masks attached, BatchNorm training): replay buffers, dual steps and
+    validation checks on every rank as on one; the same kept check, weights, multipliers and curves."""
+    from fairquant.fairness.metrics import group_labels
+    from fairquant.mitigate.constrained import constrained_objective, reference_for
+    from fairquant.mitigate.remedies import Validation
+    from fairquant.params import CEAGParams
+    from fairquant.training import group_index, predict_scores
+
+    table, images = study
+    names, _ = group_index(table, ["Male"])
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    fp32 = _model(images).eval()
+    reference, _ = reference_for(fp32, images, train["row"].to_numpy(), train["y_true"].to_numpy(),
+                                 group_index(train, ["Male"], names)[1], len(names), "accuracy", 64)
+    validate = Validation(images, val["row"].to_numpy(), val["y_true"].to_numpy(),
+                          predict_scores(fp32, images, 64, rows=val["row"].to_numpy()), group_labels(val, ["Male"]),
+                          "accuracy", 64)
+    config = CEAGParams(tolerance=0.01, buffer=4, dual_lr=0.5, checks=3)
+    params = TrainingParams(epochs=2, batch_size=16, lr=0.01, augment=True, device="cpu")
+    runs = _remedy_runs(study, tmp_path, params, lambda model: constrained_objective(config, names, reference, model,
+                                                                                   validate),
+                        prune=0.5, section="mitigate.ceag")
+    one, two = _remedy_differences(runs, "ceag during prune")
+    assert [c["step"] for c in one["checks"]] == [c["step"] for c in two["checks"]] == [3, 6, 8]
+    assert all(abs(a["accuracy"] - b["accuracy"]) <= 1e-12 for a, b in zip(one["checks"], two["checks"]))
+    assert one["kept_step"] == two["kept_step"]
+
+
 def test_each_rank_augments_its_slice_as_one_process_augments_the_batch():
     batch = torch.rand(10, 3, 16, 16)
     whole = augment(batch, torch.Generator().manual_seed(5))

@@ -17,6 +17,10 @@ Equalized loss, its baseline: each group's loss equal to the overall loss (equal
 
 Every ``total_steps / checks`` steps the model is validated; the best validation accuracy among checks whose
 constraint holds on validation is kept (CEAG), or the last one (equalized loss, which has no tolerance).
+
+Under several processes every rank holds a copy and computes the Lagrangian on the whole global batch (the other
+ranks' logits gathered, ``fairquant.training.train_classifier``): the replay buffers, the dual steps and the
+validation checks (the same weights on every rank) are the one-process ones on every rank.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class _GroupProblem(cooper.ConstrainedMinimizationProblem):
                                        strict_violation=strict_violation, strict_constraint_features=strict_features,
                                        contributes_to_dual_update=dual)
         return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
+
+    def __setstate__(self, state):  # unpickled (a spawned rank) or copied: cooper's __getattr__ would recurse
+        self.__dict__.update(state)  # looking up _constraints before it exists
 
 
 class Reference:
@@ -140,6 +147,23 @@ class ConstrainedObjective(Objective):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             self._best = (key, state)
             self.kept_step = check["step"]
+
+    def train_state(self) -> dict:
+        plain = lambda v: v.item() if isinstance(v, np.generic) else v  # noqa: E731 (weights_only takes no numpy)
+        return {"multipliers": self.problem.constraint.multiplier.weight.detach().cpu().clone(),
+                "buffers": [[bool(v) for v in b] for b in self.buffers],
+                "checks": [{k: plain(v) for k, v in c.items()} for c in self.checks],
+                "best": None if self._best is None else (tuple(plain(v) for v in self._best[0]), self._best[1]),
+                "kept_step": getattr(self, "kept_step", None)}
+
+    def load_train_state(self, state: dict) -> None:
+        with torch.no_grad():
+            self.problem.constraint.multiplier.weight.copy_(state["multipliers"])
+        self.buffers = [collections.deque(b, maxlen=self.params.buffer) for b in state["buffers"]]
+        self.checks = [dict(c) for c in state["checks"]]
+        self._best = None if state["best"] is None else (tuple(state["best"][0]), state["best"][1])
+        if state["kept_step"] is not None:
+            self.kept_step = state["kept_step"]
 
     def finish(self, model):
         if self._best is not None:

@@ -15,6 +15,8 @@ The demographic-parity regulariser adds ``weight`` times the spread (largest min
 groups' mean sigmoid scores: differentiable, unlike a spread of argmax predictions, which has no gradient.
 
 Groups absent from a batch (or without rows of the constrained label) are left out of that step's terms.
+Under several processes every rank computes these terms on the whole global batch (the other ranks' logits
+gathered, ``fairquant.training.train_classifier``): the multipliers and eta are the one-process ones on every rank.
 """
 
 from __future__ import annotations
@@ -93,6 +95,12 @@ class FairALM(Objective):
 
     def summary(self) -> dict:
         return {"multipliers": {n: float(v) for n, v in zip(self.names, self.multipliers)}, "final_eta": self.eta}
+
+    def train_state(self) -> dict:
+        return {"multipliers": self.multipliers.clone(), "eta": self.eta}
+
+    def load_train_state(self, state: dict) -> None:
+        self.multipliers, self.eta = state["multipliers"].clone(), state["eta"]
 
 
 @_before_compression(DPRegularizerParams)

@@ -36,12 +36,13 @@ def family(method: str) -> str:
     return remedy_params(method).family
 
 
-def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int, control: bool = False):
+def finetune_before(config, *, model, data, protected: list[str], live_dir, seed: int, control: bool = False,
+                    processes=None):
     """Fine-tune the fp32 ``model`` under the remedy; returns the model and what the variant records.
 
     ``control``: the same fine-tuning (section, seed, data order, schedule) with plain cross-entropy, the
     baseline a remedy is compared with: fp32 was not fine-tuned for these extra epochs, and the extra epochs
-    alone move the gaps."""
+    alone move the gaps. ``processes``: params.yaml's ``distributed`` (the training's process count)."""
     from fairquant.data.prepare import load_prepared
     from fairquant.mitigate.inprocess import objective_for
     from fairquant.training import Objective, fit_logged, group_index
@@ -62,7 +63,7 @@ def finetune_before(config, *, model, data, protected: list[str], live_dir, seed
     objective = Objective() if control else objective_for(config, names)
     label = f"{method}{'-control' if control else ''} (seed {seed})"
     model = fit_logged(model, table, images, protected, config, live_dir, label, seed=seed,
-                       section=f"mitigate.{method}", objective=objective)
+                       section=f"mitigate.{method}", objective=objective, processes=processes)
     if control:
         return model, {"method": f"{method}-control", "family": "control", "control_for": method,
                        "params": config.model_dump(include=set(TrainingParams.model_fields)), "groups": names}
@@ -93,19 +94,53 @@ def _trainable_compressor(compressor_params) -> Callable | None:
             }.get(type(compressor_params))
 
 
+class Validation:
+    """A constrained remedy's validation check of a candidate model: its accuracy and maximum excess drop against
+    the fp32 reference's validation predictions. Sent to spawned ranks by pickling, a memory-mapped store by its
+    file (:func:`fairquant.distributed.portable`); never copied (it does not change)."""
+
+    def __init__(self, images, rows, labels, reference_scores, groups_named, rate: str, batch: int):
+        self.images, self.rows, self.labels, self.reference_scores = images, rows, labels, reference_scores
+        self.groups_named, self.rate, self.batch = groups_named, rate, batch
+
+    def __call__(self, candidate) -> dict:
+        from fairquant.fairness.metrics import excess_drops
+        from fairquant.training import labels_from_scores, predict_scores
+
+        device = next(candidate.parameters()).device
+        predicted = labels_from_scores(predict_scores(candidate, self.images, self.batch, device, rows=self.rows))
+        drops = excess_drops(self.labels, labels_from_scores(self.reference_scores), predicted, self.groups_named,
+                             self.rate)
+        return {"accuracy": float((predicted == self.labels).mean()), "max_excess_drop": drops["max_excess_drop"]}
+
+    def __getstate__(self):
+        from fairquant.distributed import portable
+
+        return {**vars(self), "images": portable(self.images)}
+
+    def __setstate__(self, state):
+        from fairquant.distributed import opened
+
+        self.__dict__.update(state, images=opened(state["images"]))
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def compress_during(config, *, model, data, protected: list[str], compressor_params,
-                    calibration_images: np.ndarray | None, live_dir, seed: int):
+                    calibration_images: np.ndarray | None, live_dir, seed: int, processes=None):
     """Run the compressor whose section is ``compressor_params`` (prune, qat or kmeans) on the fp32 ``model``, its
     fine-tuning replaced by the remedy's constrained one with the same settings (epochs, lr, batch, the seed the
     caller derives from the compressor's): the variant it fixes differs only by the constraint. Returns the module
-    and the variant's config entries, with the constraint's satisfaction on the training and validation splits."""
+    and the variant's config entries, with the constraint's satisfaction on the training and validation splits.
+    ``processes``: params.yaml's ``distributed`` (the fine-tuning's process count)."""
     import copy
 
     from fairquant.data.prepare import load_prepared
-    from fairquant.fairness.metrics import excess_drops, rate_rows
+    from fairquant.fairness.metrics import rate_rows
     from fairquant.mitigate.constrained import (constrained_objective, constraint_report, reference_for,
                                                 require_tolerance)
-    from fairquant.training import compression_finetuner, group_index, labels_from_scores, predict_scores
+    from fairquant.training import compression_finetuner, group_index, predict_scores
 
     method = config.method
     compressor = getattr(compressor_params, "compressor", type(compressor_params).__name__)
@@ -140,11 +175,7 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
     del reference_model  # its scores are all the remedy needs
     tolerance = getattr(config, "tolerance", None)
 
-    def validate(candidate) -> dict:
-        device = next(candidate.parameters()).device
-        predicted = labels_from_scores(predict_scores(candidate, images, batch, device, rows=val_rows))
-        drops = excess_drops(val_y, labels_from_scores(val_ref_scores), predicted, val_named, config.rate)
-        return {"accuracy": float((predicted == val_y).mean()), "max_excess_drop": drops["max_excess_drop"]}
+    validate = Validation(images, val_rows, val_y, val_ref_scores, val_named, config.rate, batch)
 
     objectives = []
 
@@ -155,7 +186,7 @@ def compress_during(config, *, model, data, protected: list[str], compressor_par
     # quantizers and weight sharing keep BatchNorm's statistics while fine-tuning; pruning retrains them
     finetune = compression_finetuner(data, protected, compressor_params, live_dir, f"{method}+{compressor}",
                                      freeze_bn=not isinstance(compressor_params, PruneParams), seed=seed,
-                                     section=f"mitigate.{method}", objective=make_objective)
+                                     section=f"mitigate.{method}", objective=make_objective, processes=processes)
     module, recorded = compress(model, calibration_images, finetune)
     recorded["training"] = compressor_params.model_dump(include=set(TrainingParams.model_fields))
     module.to(device)
