@@ -1,6 +1,7 @@
 """Training on several processes with torch.distributed: who runs, how they meet, what they share.
 
-Two ways in, one training loop (:func:`fairquant.training.train_classifier`):
+Two ways in, one training loop per task (:func:`fairquant.training.train_classifier`, and
+:func:`fairquant.verify.training.run_training` for the embedding network with its margin head and QuantFace):
 
 - ``distributed.nproc`` > 1 in params.yaml: the stage (one process, ``python -m stages.X``) starts the workers
   itself (:func:`launch`: ``torch.multiprocessing`` spawn, a TCP store on 127.0.0.1 at a free port), waits for
@@ -79,7 +80,7 @@ def note_one_process(settings, what: str) -> None:
     """Say (stderr, one line) that ``what`` trains on one process although ``settings.nproc`` asks for more."""
     if settings.nproc > 1:
         print(f"note: {what} trains on one process (distributed.nproc {settings.nproc} applies to finetune, "
-              "quantize_qat, quantize_kmeans and prune)", file=sys.stderr)
+              "quantize_qat, quantize_kmeans, prune, verify_train and verify_compress)", file=sys.stderr)
 
 
 def context() -> tuple[int, int] | None:
