@@ -21,7 +21,8 @@ from fairquant.verify.training import margin_finetuner, quantface, train_embeddi
 from fairquant.verify.variants import quantface_scheme
 
 # max |w_2proc - w_1proc| over the state dict (and the margin head), as tests/test_distributed.py: float32 rounding
-# (the ranks sum each batch in another order). Measured: see each test's comment.
+# (the ranks sum each batch in another order), which SGD from random weights amplifies: a short last batch of
+# 2 x 2 took the embedding test to 0.24 (README: several processes). Measured: see each test's docstring.
 WEIGHT_TOLERANCE = 1e-5
 LOSS_TOLERANCE = 1e-5  # the last epoch's mean training loss (dvclive's metrics.json), a margin loss of ~2-8: float32
 IDENTITIES, WIDTH = 5, 16
@@ -63,7 +64,7 @@ def _loss(live) -> float:
 def test_two_processes_train_the_one_process_embedding_and_head(faces, tmp_path):
     """verify_train's training: softmax warm-up (1 epoch) then CosFace, BatchNorm over the global batch, the head
     trained under DDP with the network; global batch 16 = 2 x 8, augmentation on, 2 epochs (6 steps).
-    Measured: max |weight difference| 1e-7 (see README)."""
+    Measured: max |weight difference| 1.3e-6, head 1.7e-6, loss 1.9e-6."""
     images, rows, identities = faces
     params = VerifyTrainParams(epochs=2, warmup_epochs=1, batch_size=16, lr=0.01, scale=16.0, augment=True,
                                device="cpu")
@@ -101,7 +102,7 @@ def _quantized(images):
 def test_quantface_on_two_torchrun_style_ranks_trains_the_one_process_model(faces, tmp_path):
     """QuantFace W4A4 (fake quantization, BatchNorm frozen, the fp32 teacher's embeddings as targets), every rank
     calling the entry point as under torchrun; rank 0's weights against one process'. 2 epochs of 32 images at
-    global batch 16 (4 steps), augmentation on. Measured: max |weight difference| 1e-8 (see README)."""
+    global batch 16 (4 steps), augmentation on. Measured: max |weight difference| 7.5e-9."""
     images = np.array(faces[0][:32])
     # QuantFace's mean squared error moves W4A4 latent weights little: a large rate, so that they move far
     params = QuantFaceParams(epochs=2, batch_size=16, lr=1.0, augment=True, device="cpu")
@@ -122,7 +123,7 @@ def test_quantface_on_two_torchrun_style_ranks_trains_the_one_process_model(face
 def test_a_compressors_margin_fine_tune_on_two_processes_trains_the_one_process_model(faces, tmp_path):
     """margin_finetuner as verify_compress's pruning calls it: 50% of the weights masked, BatchNorm trained, the
     fp32 model's head (a copy) trained along; global batch 16 = 2 x 8, 2 epochs (6 steps), augmentation on.
-    Measured: max |weight difference| 1e-7 (see README)."""
+    Measured: max |weight difference| 1.4e-6, loss 1.8e-6."""
     images, rows, identities = faces
     torch.manual_seed(1)
     head_state = MarginHead(WIDTH, IDENTITIES, "cosface", 16.0, 0.2).state_dict()
