@@ -25,6 +25,7 @@ from fairquant import distributed
 from fairquant.errors import FairquantError
 from fairquant.io import read_rows
 from fairquant.models import to_input
+from fairquant.params import DistributedParams
 from fairquant.training import augment, seed_everything, set_train_mode
 
 
@@ -187,7 +188,7 @@ def run_training(model: nn.Module, extra: list[nn.Parameter], images: np.ndarray
 
 def fit(model: nn.Module, step_loss: StepLoss, images: np.ndarray, rows: np.ndarray, params, device: torch.device,
         *, seed: int, freeze_bn: bool, section: str, on_epoch: Callable[[int, float, float], None] | None = None,
-        on_batch: Callable[[int], None] | None = None, processes=None) -> nn.Module:
+        on_batch: Callable[[int], None] | None = None, processes: DistributedParams | None = None) -> nn.Module:
     """:func:`run_training` of ``model`` and ``step_loss.trained()``: on this process, or spread over
     ``processes`` (params.yaml's ``distributed``; None: one process) as :func:`fairquant.training.fit_logged`
     spreads the classifier: the stage starts the ranks itself, or (under torchrun) this process is one of them.
@@ -262,8 +263,8 @@ def logged(live_dir, label: str, total: float, resume: bool = False, measure: st
 
 
 def train_embedding(model: nn.Module, images: np.ndarray, rows: np.ndarray, identities: np.ndarray, params,
-                    device: torch.device, live_dir, *, seed: int, label: str = "verify_train", processes=None
-                    ) -> tuple[nn.Module, nn.Module]:
+                    device: torch.device, live_dir, *, seed: int, label: str = "verify_train",
+                    processes: DistributedParams | None = None) -> tuple[nn.Module, nn.Module]:
     """Train ``model`` (an embedding network) and a new margin head on identity labels: ``params.warmup_epochs``
     of normalised softmax (margin 0: margin losses from scratch often stall), then the margin. ``processes``:
     params.yaml's ``distributed`` (see :func:`fit`)."""
@@ -289,7 +290,7 @@ def model_width(model: nn.Module) -> int:
 
 def margin_finetuner(images: np.ndarray, rows: np.ndarray, identities: np.ndarray, head_state: dict, train_params,
                      params, live_dir, label: str, *, seed: int, freeze_bn: bool, device: torch.device,
-                     section: str = "the compressor's section", processes=None):
+                     section: str = "the compressor's section", processes: DistributedParams | None = None):
     """``finetune(model, round_index=0) -> model`` for the compressors (QAT, k-means centroids, pruning): the
     compressor's section ``params`` (epochs, lr, batch size) on the margin loss with the fp32 model's head
     (a copy, trained along); None when ``params.epochs`` is 0 (the log folder then says so). ``section`` names
@@ -324,7 +325,7 @@ def raw_embeddings(model: nn.Module, images: np.ndarray, batch_size: int = 256) 
 
 
 def quantface(quantized: nn.Module, teacher: nn.Module, images: np.ndarray, params, device: torch.device, live_dir,
-              *, seed: int, label: str, processes=None) -> nn.Module:
+              *, seed: int, label: str, processes: DistributedParams | None = None) -> nn.Module:
     """QuantFace (Boutros et al. 2022; the quantizer of "Compressed Models Decompress Race Biases"): fine-tune the
     quantized model (straight-through fake quantization) so that its embeddings match the fp32 model's on unlabelled
     ``images`` (mean squared error on the raw embeddings; no identity labels). Activation ranges stay as calibrated;
