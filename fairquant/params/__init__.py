@@ -229,7 +229,8 @@ class Params(_Section):
         if self.distributed.backend != "nccl":
             return self
         for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
-                                                            if hasattr(s, "device")), *self._verification_training()):
+                                                            if hasattr(s, "device")),
+                             *self._verification_training()):
             if section.device == "cpu":
                 raise ValueError(f"distributed.backend is nccl but {key}.device is cpu: nccl carries CUDA tensors only; "
                                  f"set distributed.backend to auto (gloo on the CPU) or {key}.device to cuda/auto")
