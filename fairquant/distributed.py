@@ -1,6 +1,7 @@
 """Training on several processes with torch.distributed: who runs, how they meet, what they share.
 
-Two ways in, one training loop (:func:`fairquant.training.train_classifier`):
+Two ways in, one training loop per task (:func:`fairquant.training.train_classifier`, and
+:func:`fairquant.verify.training.run_training` for the embedding network with its margin head and QuantFace):
 
 - ``distributed.nproc`` > 1 in params.yaml: the stage (one process, ``python -m stages.X``) starts the workers
   itself (:func:`launch`: ``torch.multiprocessing`` spawn, a TCP store on 127.0.0.1 at a free port), waits for
@@ -77,14 +78,6 @@ def plan(settings, device: torch.device) -> Plan | None:
         print(f"warning: distributed.nproc is {world} on {usable_cores()} CPU core(s): the processes share cores "
               "and train slower than fewer would", file=sys.stderr)
     return Plan(world, backend, spawn)
-
-
-def note_one_process(settings, what: str) -> None:
-    """Say (stderr, one line) that ``what`` trains on one process although ``settings.nproc`` asks for more (the
-    verification branch's embedding network; every classifier training stage, remedies included, runs parallel)."""
-    if settings.nproc > 1:
-        print(f"note: {what} trains on one process (distributed.nproc {settings.nproc} applies to finetune, "
-              "quantize_qat, quantize_kmeans, prune and the remedies' training, mitigate_*)", file=sys.stderr)
 
 
 def context() -> tuple[int, int] | None:

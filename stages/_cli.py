@@ -20,7 +20,8 @@ from fairquant.errors import FairquantError
 from fairquant.io import writes_outputs
 from stages import INTERRUPTED
 
-DISTRIBUTED_STAGES = frozenset({"finetune", "quantize_qat", "quantize_kmeans", "prune", "mitigate"})  # torchrun
+DISTRIBUTED_STAGES = frozenset({"finetune", "quantize_qat", "quantize_kmeans", "prune", "mitigate", "verify_train",
+                                "verify_compress"})  # may run under torchrun
 QUIET_LOGGERS = ("dvclive", "torch", "torchao", "PIL")  # their log records below ERROR would add lines on stderr
 
 

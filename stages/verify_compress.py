@@ -4,7 +4,6 @@ from pathlib import Path
 
 import typer
 
-from fairquant.distributed import note_one_process
 from fairquant.compress import fakequant
 from fairquant.compress.checkpoints import load_fp32, save_variant
 from fairquant.data.verification import load_verification
@@ -25,7 +24,6 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder (one sub-folder per trained variant)"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
-    note_one_process(params.distributed, "the verification branch")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     seed = params.verify.train.seed
     model, fp32_config = load_fp32(model_dir, params=params, params_file=params_file)
@@ -39,7 +37,8 @@ def main(model_dir: Path = typer.Option(..., "--model", help="fp32 embedding mod
     with atomic_dir(out) as tmp_out, atomic_dir(live_dir) as tmp_live:
         for spec in specs:
             seed_everything(seed, params.verify.quantface.threads)
-            state, config = build_variant(spec, model, fp32_config, head_state, params, inputs, tmp_live, seed=seed)
+            state, config = build_variant(spec, model, fp32_config, head_state, params, inputs, tmp_live, seed=seed,
+                                          processes=params.distributed)
             save_variant(tmp_out / config["name"], state, config)
             kernels = config["kernels"] + (f", SQNR vs reference {config['int8_check']['sqnr_db']:.1f} dB"
                                            if "int8_check" in config else "")

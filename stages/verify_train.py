@@ -4,7 +4,6 @@ from pathlib import Path
 
 import typer
 
-from fairquant.distributed import note_one_process
 from fairquant.compress.checkpoints import CHECKPOINT, save_variant
 from fairquant.data.verification import load_verification
 from fairquant.io import atomic_dir, check_outputs, write_json
@@ -24,7 +23,6 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
          live_dir: Path = typer.Option(..., "--live", help="dvclive folder for training curves"),
          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     params = load_params(params_file)
-    note_one_process(params.distributed, "the verification branch")
     check_outputs(folders={"--out": out, "--live": live_dir})  # before any work
     verify = params.verify
     prepared = load_verification(data, data=params.verify.data)
@@ -41,7 +39,8 @@ def main(data: Path = typer.Option(..., help="prepared verification data folder"
         if trained_here:
             device = pick_device(verify.train.device, "verify.train.device")
             model, head = train_embedding(model, prepared.train_images, prepared.train_rows, prepared.identities,
-                                          verify.train, device, tmp_live, seed=verify.train.seed)
+                                          verify.train, device, tmp_live, seed=verify.train.seed,
+                                          processes=params.distributed)
         else:  # audited as it is: no curves, the log folder says so
             write_json(tmp_live / "metrics.json", {"trained_here": False, "pretrained": verify.model.pretrained})
         config = {"kind": "fp32", "name": "fp32", "task": "verification", "arch": verify.model.arch,

@@ -145,6 +145,10 @@ def test_post_on_is_checked_against_the_slots_the_study_makes(mitigate):
     ({"distributed": {"backend": "mpi"}}, "'distributed.backend': expected 'auto', 'gloo' or 'nccl'; found 'mpi'"),
     ({"distributed": {"backend": "nccl"}, "prune": {"device": "cpu"}}, "distributed.backend is nccl but prune.device "
                                                                         "is cpu"),
+    ({"distributed": {"backend": "nccl"}, "verify": {"train": {"device": "cpu"}}},
+     "distributed.backend is nccl but verify.train.device is cpu"),
+    ({"distributed": {"nproc": 4}, "verify": {"quantface": {"batch_size": 2}}},
+     "verify.quantface.batch_size is 2 but distributed.nproc is 4: each process needs a row of every batch"),
 ])
 def test_params_that_contradict_each_other_are_refused_on_load(raw, message):
     with pytest.raises(FairquantError, match=re.escape(message)):

@@ -217,13 +217,20 @@ class Params(_Section):
                                  f"or set it to null (all of the set)")
         return self
 
+    def _verification_training(self) -> list[tuple[str, object]]:
+        """The verification branch's own training sections (its compressors' fine-tunes use theirs): trained on
+        distributed.nproc processes like the others, when verify.methods lists QuantFace, when verify_train trains."""
+        sections = [("verify.train", self.verify.train)] if self.verify.train.epochs else []
+        return sections + ([("verify.quantface", self.verify.quantface)] if "quantface" in self.verify.methods else [])
+
     @model_validator(mode="after")
     def _nccl_trains_on_cuda(self) -> "Params":
         """nccl moves CUDA tensors only: a training section pinned to the CPU cannot use it."""
         if self.distributed.backend != "nccl":
             return self
         for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
-                                                            if hasattr(s, "device"))):
+                                                            if hasattr(s, "device")),
+                             *self._verification_training()):
             if section.device == "cpu":
                 raise ValueError(f"distributed.backend is nccl but {key}.device is cpu: nccl carries CUDA tensors only; "
                                  f"set distributed.backend to auto (gloo on the CPU) or {key}.device to cuda/auto")
@@ -240,7 +247,8 @@ class Params(_Section):
                     for method in self.mitigate.before_compression)
         for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
                                                             if hasattr(s, "batch_size") and hasattr(s, "device")),
-                             *remedies):  # the remedies during compression train with their compressor's batch
+                             *remedies, *self._verification_training()):  # the remedies during
+                             # compression train with their compressor's batch
             if section.batch_size < nproc:
                 raise ValueError(f"{key}.batch_size is {section.batch_size} but distributed.nproc is {nproc}: each "
                                  f"process needs a row of every batch; raise {key}.batch_size to at least {nproc} or "

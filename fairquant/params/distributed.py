@@ -12,7 +12,8 @@ MAX_PROCESSES = 64
 
 
 class DistributedParams(_Section):
-    """Data-parallel training: the fp32 fine-tune, the compressors' fine-tunes (QAT, k-means, pruning).
+    """Data-parallel training: the fp32 fine-tune, the compressors' fine-tunes (QAT, k-means, pruning), and the
+    verification branch's training (the embedding network with its margin head, QuantFace, the compressors').
 
     ``nproc`` processes share each global batch (the section's ``batch_size``: each process takes its slice),
     so a model trained on N processes is the one-process model up to rounding (README: several processes).

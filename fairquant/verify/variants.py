@@ -18,7 +18,7 @@ import torch
 from fairquant.compress import calibration, fakequant, int8, kmeans, pruning
 from fairquant.compress.checkpoints import base_config, fp32_size_bytes
 from fairquant.errors import FairquantError
-from fairquant.params import Params, QuantSchemeParams
+from fairquant.params import DistributedParams, Params, QuantSchemeParams
 
 CHECK_IMAGES = 256  # training images the int8 kernels are also checked on (inputs beyond the calibrated ranges)
 
@@ -100,9 +100,11 @@ def calibration_images(data: VerificationData, name: str, size: int | None, seed
 
 
 def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, head_state: dict, params: Params,
-                  data: VerificationData, live_root: Path, *, seed: int) -> tuple[dict, dict]:
+                  data: VerificationData, live_root: Path, *, seed: int,
+                  processes: DistributedParams | None = None) -> tuple[dict, dict]:
     """(state dict to store, variant config) of one planned variant, made from a copy of ``model`` (k-means and
-    pruning change the module they are given)."""
+    pruning change the module they are given). ``processes`` (params.yaml's ``distributed``) spreads the variant's
+    training (QuantFace, or the compressor's fine-tune) over several processes; None: one process."""
     from fairquant.models import pick_device
     from fairquant.training import derived_seed
     from fairquant.verify.training import margin_finetuner, quantface
@@ -135,7 +137,7 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
             quantized = fakequant.calibrate(fakequant.quantize_model(model, scheme), images)
             quantized = quantface(quantized, model, images, settings,
                                   pick_device(settings.device, "verify.quantface.device"), live_root / spec.name,
-                                  seed=derived_seed(seed, settings.seed), label=spec.name)
+                                  seed=derived_seed(seed, settings.seed), label=spec.name, processes=processes)
             common["quantface"] = params.verify.quantface.model_dump()
         return quantized.state_dict(), base_config(
             fp32_config, "fakequant", spec.name, kernels="simulated", scheme=scheme.model_dump(),
@@ -148,7 +150,8 @@ def build_variant(spec: VariantSpec, model: torch.nn.Module, fp32_config: dict, 
                                                                     section.activation_bits)})
     finetune = margin_finetuner(data.train_images, data.train_rows, data.identities, head_state, params.verify.train,
                                 section, live_root / spec.method, spec.method, seed=derived_seed(seed, section.seed),
-                                freeze_bn=spec.method != "prune", device=pick_device(section.device, f"{key}.device"))
+                                freeze_bn=spec.method != "prune", device=pick_device(section.device, f"{key}.device"),
+                                section=key, processes=processes)
     if spec.method == "qat":
         set_name = {"train": "train", "balanced": "balanced", "synthetic": "synthetic"}.get(section.calibration)
         if set_name is None:
