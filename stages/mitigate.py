@@ -14,7 +14,7 @@ from stages._cli import run
 
 app = typer.Typer(add_completion=False)
 NEEDS = {"before": ("seed", "data", "model", "live"), "during": ("seed", "data", "model", "live", "compressor"),
-         "after": ("predictions",), "precision": ("seed", "data", "model", "calibration")}
+         "after": ("predictions", "data"), "precision": ("seed", "data", "model", "calibration")}
 
 
 @app.command()
@@ -112,9 +112,9 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     print(f"{name}: constraint holds on {held}; kept step {recorded['mitigation'].get('kept_step')}")
 
 
-def _after(config, predictions, out, params, data: Path | None = None) -> None:
-    """A post-processor fitted on the variant's validation predictions, applied to its test predictions; with
-    ``data``, both are checked against the prepared splits first (fitted on the validation split, never on test)."""
+def _after(config, predictions, out, params, data: Path) -> None:
+    """A post-processor fitted on the variant's validation predictions, applied to its test predictions; both are
+    checked against the prepared splits (``data``) first: fitted on the validation split, never on test."""
     from dataclasses import replace
 
     from fairquant.fairness.evaluation import check_against_prepared
@@ -132,6 +132,13 @@ def _after(config, predictions, out, params, data: Path | None = None) -> None:
     info = PredictionsInfo.read(predictions)
     if (info.mitigation or {}).get("family") == "post-processing":
         raise FairquantError(f"{predictions} is already post-processed; apply {method} to an unprocessed variant")
+    classes = info.details.get("classes")
+    if classes:  # the post-processors fit one threshold per group on a binary score
+        raise FairquantError(f"{method} post-processes binary predictions but {predictions} holds {len(classes)}-class "
+                             "predictions; leave mitigate.after empty for a multi-class target (its remedies run "
+                             "during compression: mitigate.during_*)")
+    if not data.is_dir():
+        raise FairquantError(f"--data {data} is not a folder; point it at the prepared data folder (data/prepared)")
     protected = params.data.protected
     frames = {split: read_table(predictions / f"{split}.parquet") for split in ("val", "test")}
     for split, frame in frames.items():  # a damaged table is refused, never fitted on
@@ -142,11 +149,10 @@ def _after(config, predictions, out, params, data: Path | None = None) -> None:
         raise FairquantError(f"{predictions}: val.parquet and test.parquet share {len(shared)} sample ids (e.g. "
                              f"{sorted(shared)[0]!r}); {method} is fitted on validation rows only: re-run predict "
                              "(dvc repro)")
-    if data is not None:
-        samples = read_table(data / "samples.parquet")
-        for split, frame in frames.items():
-            check_against_prepared(frame, samples, protected, name=info.name, source=str(data / "samples.parquet"),
-                                   split=split)
+    samples = read_table(data / "samples.parquet")
+    for split, frame in frames.items():
+        check_against_prepared(frame, samples, protected, name=info.name, source=str(data / "samples.parquet"),
+                               split=split)
     val, test, details = mitigate(config, val=frames["val"], test=frames["test"], protected=protected)
     name = f"{info.name}+{method}"
     schema = predictions_schema(protected).with_metadata(

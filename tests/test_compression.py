@@ -398,3 +398,27 @@ def test_each_compressor_names_its_variants_from_its_section(section, name):
     params = getattr(parse_params(section), key)
     assert params.variant_name() == name and params.params_section == key
     assert parse_params({}).compressors()[params.compressor] == getattr(parse_params({}), key)
+
+
+def test_a_pruned_variant_that_misses_its_target_sparsity_is_not_made():
+    """Found in review: a fine-tune that diverged to NaN (NaN x mask 0 = NaN: no zero left) was saved as prune-s50 and
+    refused later, in every stage that read it, as an edited config."""
+    import torch
+
+    from fairquant.compress import pruning
+    from fairquant.errors import FairquantError
+    from fairquant.models import build_model
+    from fairquant.params import PruneParams
+
+    def diverge(model, round_index):
+        with torch.no_grad():
+            for name, tensor in model.named_parameters():
+                if name.endswith("weight_orig"):
+                    tensor.fill_(float("nan"))
+        return model
+
+    params = PruneParams(sparsity=0.5, schedule="one_shot")
+    with pytest.raises(FairquantError, match=r"pruning to prune-s50 left 0.000 of the weights zero, not 0.5"):
+        pruning.pruned_variant(build_model("face_resnet10", small_input_stem=True), params, diverge)
+    model, record = pruning.pruned_variant(build_model("face_resnet10", small_input_stem=True), params, None)
+    assert abs(record["sparsity"] - 0.5) < 1e-6

@@ -21,16 +21,23 @@ def _predictions(folder: Path, groups: list[str], details: dict | None = None) -
     frame = pd.DataFrame({"sample_id": [str(i) for i in range(n)], "y_true": y,
                           "Male": [groups[i % len(groups)] for i in range(n)], "y_score": scores,
                           "y_pred": (scores > 0.5).astype("int8")})
+    samples = []
     for split in ("val", "test"):  # the same rows under other sample ids: validation and test never share one
         ids = frame["sample_id"] if split == "test" else "val-" + frame["sample_id"]
         write_table(folder / f"{split}.parquet", frame.assign(sample_id=ids), predictions_schema(["Male"]))
+        samples.append(frame.assign(sample_id=ids, split=split)[["sample_id", "split", "y_true", "Male"]])
+    prepared = folder.parent / "prepared"  # the prepared splits the predictions are checked against (--data)
+    prepared.mkdir(parents=True, exist_ok=True)
+    pd.concat(samples).assign(row=np.arange(2 * n)).to_parquet(prepared / "samples.parquet", index=False)
     write_json(folder / "info.json", {"name": "ptq-w8a8-train", "kind": "ptq-int8", "kernels": "int8", "size_bytes": 1,
                                       "latency": {}, "synthetic": True, "details": details or {}})
     return folder
 
 
 def _run(tmp_path, *args):
-    return run_in_process("mitigate", [*map(str, args), "--params", str(ROOT / "params.yaml")], ROOT)
+    """The mitigate stage; a post-processor gets ``--data`` (the prepared folder _predictions writes)."""
+    data = ["--data", str(tmp_path / "prepared")] if "--predictions" in args and "--data" not in args else []
+    return run_in_process("mitigate", [*map(str, args), *data, "--params", str(ROOT / "params.yaml")], ROOT)
 
 
 def _assert_refused(result, message, out: Path):
@@ -55,7 +62,12 @@ def test_post_processor_on_a_single_group(tmp_path):
 
 def test_post_processor_needs_its_input(tmp_path):
     out = tmp_path / "out"
-    _assert_refused(_run(tmp_path, "--method", "threshold", "--out", str(out)), "threshold (after compression) needs --predictions", out)
+    _assert_refused(_run(tmp_path, "--method", "threshold", "--out", str(out)),
+                    "threshold (after compression) needs --predictions --data", out)
+    source = _predictions(tmp_path / "ptq", ["Female", "Male"])  # without --data its splits could not be checked
+    _assert_refused(run_in_process("mitigate", ["--method", "caleqodds", "--predictions", str(source), "--out", str(out),
+                                                "--params", str(ROOT / "params.yaml")], ROOT),
+                    "caleqodds (after compression) needs --data", out)
     _assert_refused(_run(tmp_path, "--method", "caleqodds", "--predictions", str(tmp_path / "none"), "--out", str(out)),
                     "val.parquet is missing; run the predict stage", out)
 
@@ -79,6 +91,19 @@ def test_post_processor_writes_a_labelled_variant(tmp_path):
     assert info["latency"] == {} and info["kind"] == "ptq-int8"
     test = read_table(out / "test.parquet")
     assert list(test.columns) == ["sample_id", "y_true", "y_score", "y_pred", "Male"] and len(test) == 200
+
+
+def test_a_binary_post_processor_refuses_multiclass_predictions(tmp_path):
+    """Found in review: caleqodds turned 3-class predictions into binary labels with exit 0 (threshold: a traceback)."""
+    from fairquant.io import read_json, write_json
+
+    source = _predictions(tmp_path / "ptq", ["Female", "Male"])
+    info = read_json(source / "info.json")
+    write_json(source / "info.json", {**info, "details": {"classes": ["cat", "dog", "owl"]}})
+    for method in ("caleqodds", "threshold"):
+        out = tmp_path / f"ptq+{method}"
+        _assert_refused(_run(tmp_path, "--method", method, "--predictions", str(source), "--out", str(out)),
+                        f"{method} post-processes binary predictions but", out)
 
 
 def test_training_remedy_needs_its_inputs(tmp_path):
@@ -126,6 +151,7 @@ def test_post_processor_on_a_slot_the_study_does_not_make_names_the_choices(tmp_
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "qatt+caleqodds"
     result = subprocess.run([sys.executable, "-m", "stages.mitigate", "--method", "caleqodds", "--predictions",
-                             str(tmp_path / "variants" / "qatt"), "--out", str(out), "--params",
+                             str(tmp_path / "variants" / "qatt"), "--data", str(tmp_path / "prepared"), "--out",
+                             str(out), "--params",
                              str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
     _assert_refused(result, "mitigate.post_on names 'qatt', a slot this study does not make; choose among", out)

@@ -19,6 +19,7 @@ from fairquant.compress import registry
 from fairquant.compress.checkpoints import WeightsMismatch, build_fp32, fp32_size_bytes
 from fairquant.compress.fakequant import quantizable_layers
 from fairquant.compress.registry import StoredConfig, VariantKind
+from fairquant.errors import FairquantError
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:
@@ -114,6 +115,11 @@ def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int]
     and what its variant config records."""
     fp32_bytes = fp32_size_bytes(model)
     pruned = prune_model(model, params.sparsity, params.schedule, params.steps, finetune).eval()
+    held = weight_sparsity(pruned)
+    if abs(held - params.sparsity) > 0.01:  # the name says the target: a variant that misses it is not saved
+        raise FairquantError(f"pruning to {params.variant_name()} left {held:.3f} of the weights zero, not "
+                             f"{params.sparsity}: the fine-tuning diverged (NaN weights) or the model held more zeros "
+                             "than the target; lower the section's lr or raise its sparsity")
     return pruned, {"kind": PRUNED.name, "kernels": PRUNED.kernels, "sparsity": weight_sparsity(pruned),
                     "size_bytes": sparse_size_bytes(pruned), "fp32_size_bytes": fp32_bytes}
 

@@ -62,11 +62,11 @@ def load_variant(model_dir: str | Path, *, batch_size: int, repeats: int, latenc
     path = Path(model_dir) / checkpoints.CHECKPOINT
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
-    checkpoints.check_config(path, config)  # before anything reads it
-    damaged = first_non_finite(checkpoint["state_dict"])
+    damaged = first_non_finite(checkpoint["state_dict"])  # first: NaN weights would also break the config's checks
     if damaged is not None:
         raise FairquantError(f"{path}: tensor {damaged!r} holds NaN or infinite values; the model is damaged or "
                              f"diverged: {checkpoints.RERUN}")
+    checkpoints.check_config(path, config)  # before anything reads it
     image_size = config["image_size"]
     kind = registry.lookup(config["kind"])
     if kind.kernels == "int8":
