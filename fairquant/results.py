@@ -278,8 +278,8 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
                       post_processed: bool = False) -> None:
     """A predictions table (``val.parquet`` / ``test.parquet``) as the predict stage writes it: its columns, integer
     labels in range (0/1, or class indices below ``len(classes)``), probabilities in [0, 1] in ``y_score``, no null
-    sample id or group, no repeated sample id. Scores in ``y_pred`` or a NaN score would otherwise be cut or compared
-    silently. Labels agree with scores (:func:`check_labels_follow_scores`) unless ``post_processed`` (a
+    sample id or group, sample ids as strings (the prepared samples' names), no repeated sample id. Scores in
+    ``y_pred`` or a NaN score would otherwise be cut or compared silently. Labels agree with scores (:func:`check_labels_follow_scores`) unless ``post_processed`` (a
     post-processor's per-group thresholds or randomised labels legitimately differ from its scores)."""
     import numpy as np
     import pandas as pd
@@ -299,6 +299,10 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
         if frame[column].isna().any():
             nulls = int(frame[column].isna().sum())
             raise FairquantError(f"{source}: {column!r} holds null values ({nulls} rows); {fix}")
+    ids = frame["sample_id"]
+    if not pd.api.types.is_string_dtype(ids):  # an object column counts only when every value is a str
+        raise FairquantError(f"{source}: sample_id should hold the prepared samples' names (strings), found "
+                             f"{ids.dtype} {ids.head(2).tolist()}; {fix}")
     if frame["sample_id"].duplicated().any():
         first = frame["sample_id"][frame["sample_id"].duplicated()].iloc[0]
         raise FairquantError(f"{source}: sample {first!r} appears more than once; {fix}")

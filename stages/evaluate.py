@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from fairquant.data.prepared import read_prepared_samples
 from fairquant.errors import FairquantError
 from fairquant.fairness.evaluation import check_against_prepared, check_same_classes, classes_of, evaluate_variant
 from fairquant.io import check_outputs, read_json, read_table
@@ -57,7 +58,8 @@ def main(predictions: list[Path] = typer.Argument(..., help="prediction folders,
         check_predictions(frames[folder.name], source=str(folder / "test.parquet"), protected=params.data.protected,
                           classes=classes_of(infos[folder.name]), post_processed=infos[folder.name].post_processed)
     if data is not None:
-        check_against_prepared(reference, read_table(data / "samples.parquet"), params.data.protected,
+        check_against_prepared(reference, read_prepared_samples(data, params, params_file=params_file),
+                               params.data.protected,
                                name=predictions[0].name, source=str(data / "samples.parquet"))
     results = {}
     for folder in predictions:  # compute everything first: no metrics file is written if one variant fails

@@ -53,7 +53,7 @@ def main(method: str = typer.Option(..., help="a remedy: " + ", ".join(remedy.me
         raise FairquantError(f"{method} ({where}) needs {' '.join(missing)}")
     config = getattr(params.mitigate, method)  # the remedy's section, named by its method
     if kind == "after":
-        _after(config, predictions, out, params, data)
+        _after(config, predictions, out, params, data, params_file=params_file)
     elif kind == "precision":
         _precision(config, seed, data, model_dir, calibration_dir, out, params, params_file=params_file)
     else:
@@ -112,11 +112,12 @@ def _train(config, kind, seed, data, model_dir, compressor, calibration_dir, out
     print(f"{name}: constraint holds on {held}; kept step {recorded['mitigation'].get('kept_step')}")
 
 
-def _after(config, predictions, out, params, data: Path) -> None:
+def _after(config, predictions, out, params, data: Path, *, params_file: Path) -> None:
     """A post-processor fitted on the variant's validation predictions, applied to its test predictions; both are
     checked against the prepared splits (``data``) first: fitted on the validation split, never on test."""
     from dataclasses import replace
 
+    from fairquant.data.prepared import read_prepared_samples
     from fairquant.fairness.evaluation import check_against_prepared
     from fairquant.io import atomic_dir, predictions_schema, read_table, write_table
     from fairquant.mitigate.remedies import mitigate
@@ -137,8 +138,7 @@ def _after(config, predictions, out, params, data: Path) -> None:
         raise FairquantError(f"{method} post-processes binary predictions but {predictions} holds {len(classes)}-class "
                              "predictions; leave mitigate.after empty for a multi-class target (its remedies run "
                              "during compression: mitigate.during_*)")
-    if not data.is_dir():
-        raise FairquantError(f"--data {data} is not a folder; point it at the prepared data folder (data/prepared)")
+    samples = read_prepared_samples(data, params, params_file=params_file)  # before reading any prediction
     protected = params.data.protected
     frames = {split: read_table(predictions / f"{split}.parquet") for split in ("val", "test")}
     for split, frame in frames.items():  # a damaged table is refused, never fitted on
@@ -149,7 +149,6 @@ def _after(config, predictions, out, params, data: Path) -> None:
         raise FairquantError(f"{predictions}: val.parquet and test.parquet share {len(shared)} sample ids (e.g. "
                              f"{sorted(shared)[0]!r}); {method} is fitted on validation rows only: re-run predict "
                              "(dvc repro)")
-    samples = read_table(data / "samples.parquet")
     for split, frame in frames.items():
         check_against_prepared(frame, samples, protected, name=info.name, source=str(data / "samples.parquet"),
                                split=split)

@@ -49,6 +49,21 @@ def write_prepared(folder: Path, n: int = 80, positives_of_minority_in: tuple[st
     return folder
 
 
+
+def write_prepared_samples(folder: Path, samples) -> Path:
+    """A prepared folder holding ``samples`` (sample_id, split, y_true, Male; ``row`` is added) and the record the
+    shipped params.yaml expects (32 px, Smiling, Male), without an image store: what evaluate and a post-processor
+    read to check predictions against the prepared splits."""
+    from fairquant.io import samples_schema, write_json, write_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = samples[["sample_id", "split", "y_true", "Male"]].reset_index(drop=True)
+    table = table.assign(y_true=table["y_true"].astype("int8"), row=np.arange(len(table)))
+    write_table(folder / "samples.parquet", table, samples_schema(["Male"]))
+    write_json(folder / "info.json", {"image_size": 32, "synthetic": True, "target": "Smiling", "protected": ["Male"]})
+    return folder
+
+
 # The modules that take longest, first: pytest-xdist (--dist loadscope --no-loadscope-reorder) hands out modules in
 # collection order, so the end-to-end study (one module, its tests in order on one repository: the suite's long pole)
 # starts at once on one worker while the other workers take every other module.

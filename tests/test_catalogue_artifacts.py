@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_prepared
+from conftest import write_prepared, write_prepared_samples
 
 from tests.catalogue_builders import user_file
 from tests.test_stages import ROOT, assert_clean_failure, run_stage
@@ -63,6 +63,9 @@ PREDICTION_CASES = [
                  "'Male' holds null values", id="artifact-predictions-null-group"),
     pytest.param(_damage_column("y_score", lambda f: (1 - f["y_score"]).astype("float32")),
                  "y_pred 1 disagrees with y_score", id="artifact-predictions-labels-not-from-scores"),
+    pytest.param(_damage_column("sample_id", lambda f: np.arange(len(f))),
+                 "sample_id should hold the prepared samples' names (strings), found int64",
+                 id="artifact-predictions-integer-sample-ids"),
 ]
 
 
@@ -144,9 +147,7 @@ def test_evaluate_refuses_a_study_folder_that_is_not_what_params_name(tmp_path, 
     root = _study_predictions(tmp_path / "predictions", damage)
     test = _good_frame()[["sample_id", "y_true", "Male"]].assign(split="test")
     train = test.assign(sample_id="train_" + test["sample_id"], split="train")
-    (tmp_path / "prepared").mkdir()
-    pd.concat([train, test]).assign(row=np.arange(2 * len(test))).to_parquet(tmp_path / "prepared" /
-                                                                              "samples.parquet", index=False)
+    write_prepared_samples(tmp_path / "prepared", pd.concat([train, test]))
     out = tmp_path / "eval"
     result = run_stage("evaluate", [str(root), "--data", str(tmp_path / "prepared"), "--out", str(out)], tmp_path,
                        EVALUATE)
@@ -158,9 +159,7 @@ def _val_and_test(root: Path, damage) -> Path:
     it came from; ``damage(val, test)`` returns the (val, test) frames the folder then holds."""
     test = _good_frame()
     val = test.assign(sample_id="val_" + test["sample_id"])
-    (root / "prepared").mkdir(parents=True)
-    pd.concat([val.assign(split="val"), test.assign(split="test")])[["sample_id", "split", "y_true", "Male"]].assign(
-        row=np.arange(2 * len(test))).to_parquet(root / "prepared" / "samples.parquet", index=False)
+    write_prepared_samples(root / "prepared", pd.concat([val.assign(split="val"), test.assign(split="test")]))
     folder = _predictions(root / "ptq", "ptq-w8a8-train", test)
     val, test = damage(val, test)
     val.to_parquet(folder / "val.parquet", index=False)
@@ -177,7 +176,53 @@ POSTPROCESS_CASES = [
                                     test), "differ in 'y_true'", id="artifact-postprocess-val-labels-not-the-prepared"),
     pytest.param(lambda val, test: (val.iloc[:-2], test), "val predictions of ptq-w8a8-train holds 22 val rows but the "
                  "prepared val split", id="artifact-postprocess-val-rows-missing"),
+    pytest.param(lambda val, test: (val.assign(sample_id=np.arange(len(val))), test),
+                 "val.parquet: sample_id should hold the prepared samples' names (strings)",
+                 id="artifact-postprocess-integer-sample-ids"),
 ]
+
+
+def _prepared_record(change):
+    """The prepared folder's info.json changed by ``change(info)`` (None: the file removed)."""
+    def damage(prepared: Path, predictions: Path) -> None:
+        info = json.loads((prepared / "info.json").read_text())
+        (prepared / "info.json").unlink()
+        changed = change(info)
+        if changed is not None:
+            (prepared / "info.json").write_text(json.dumps(changed))
+    return damage
+
+
+def _multiclass_record(prepared: Path, predictions: Path) -> None:
+    from fairquant.results import PredictionsInfo
+
+    info = PredictionsInfo.read(predictions)
+    PredictionsInfo.from_dict({**info.to_dict(), "details": {"classes": ["a", "b", "c"]}}, source="test").write(
+        predictions)
+
+
+POSTPROCESS_FOLDER_CASES = [
+    pytest.param(_prepared_record(lambda info: None), "prepared/info.json: file not found",
+                 id="artifact-postprocess-prepared-without-record"),
+    pytest.param(_prepared_record(lambda info: {**info, "protected": ["Young"]}),
+                 "was made with protected ['Young'] but params.yaml has data.protected ['Male']",
+                 id="artifact-postprocess-prepared-from-other-params"),
+    pytest.param(lambda prepared, predictions: (prepared / "samples.parquet").write_bytes(b"PAR1 not a table"),
+                 "prepared/samples.parquet", id="artifact-postprocess-prepared-samples-damaged"),
+    pytest.param(_multiclass_record, "caleqodds post-processes binary predictions but",
+                 id="artifact-postprocess-multiclass-variant"),
+]
+
+
+@pytest.mark.parametrize("damage, message", POSTPROCESS_FOLDER_CASES)
+def test_a_post_processor_refuses_a_folder_that_is_not_the_studys(tmp_path, damage, message):
+    """The prepared folder (its record, its samples) and the variant's record, damaged: refused before any fit."""
+    folder = _val_and_test(tmp_path, lambda val, test: (val, test))
+    damage(tmp_path / "prepared", folder)
+    out = tmp_path / "post"
+    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
+                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    assert_clean_failure(result, message, out)
 
 
 @pytest.mark.parametrize("damage, message", POSTPROCESS_CASES)
@@ -513,4 +558,4 @@ def test_report_refuses_damaged_verification_metrics(tmp_path, change, message):
     assert not (tmp_path / "summary.json").exists()
 
 
-CASES = (PREDICTION_CASES + STUDY_CASES + POSTPROCESS_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES)
+CASES = (PREDICTION_CASES + STUDY_CASES + POSTPROCESS_CASES + POSTPROCESS_FOLDER_CASES + MULTICLASS_CASES + SWEEP_CASES + PREPARED_CASES + VERIFICATION_CASES + REPORT_CASES + REPORT_FOLDER_CASES + VERIFY_CASES)

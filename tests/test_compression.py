@@ -1,5 +1,6 @@
 """Fake quantization, k-means sharing and pruning: grids, scales, sizes by hand, and cross-checks."""
 
+import copy
 import math
 
 import numpy as np
@@ -422,3 +423,17 @@ def test_a_pruned_variant_that_misses_its_target_sparsity_is_not_made():
         pruning.pruned_variant(build_model("face_resnet10", small_input_stem=True), params, diverge)
     model, record = pruning.pruned_variant(build_model("face_resnet10", small_input_stem=True), params, None)
     assert abs(record["sparsity"] - 0.5) < 1e-6
+
+
+def test_weights_already_zero_but_unmasked_do_not_leave_pruning_short_of_its_target():
+    """Found in review: each round counted every zero weight as removed, but L1 pruning then picks the unmasked
+    exact zeros first (they are the smallest), so a model holding exact zeros ended below its target sparsity."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    with torch.no_grad():
+        model[0].weight[:4] = 0.0  # half the conv's filters exactly zero, unmasked
+    layers = [model[0], model[2]]
+    total = sum(layer.weight.numel() for layer in layers)
+    for schedule in ("one_shot", "iterative"):
+        pruned = pruning.prune_model(copy.deepcopy(model), 0.8, schedule, steps=3, finetune=None)
+        assert pruning.weight_sparsity(pruned) == round(0.8 * total) / total, schedule

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fairquant.io import predictions_schema, write_json, write_table
+from conftest import write_prepared_samples
 from tests.test_stages import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +27,7 @@ def _predictions(folder: Path, groups: list[str], details: dict | None = None) -
         ids = frame["sample_id"] if split == "test" else "val-" + frame["sample_id"]
         write_table(folder / f"{split}.parquet", frame.assign(sample_id=ids), predictions_schema(["Male"]))
         samples.append(frame.assign(sample_id=ids, split=split)[["sample_id", "split", "y_true", "Male"]])
-    prepared = folder.parent / "prepared"  # the prepared splits the predictions are checked against (--data)
-    prepared.mkdir(parents=True, exist_ok=True)
-    pd.concat(samples).assign(row=np.arange(2 * n)).to_parquet(prepared / "samples.parquet", index=False)
+    write_prepared_samples(folder.parent / "prepared", pd.concat(samples))  # what the predictions are checked against
     write_json(folder / "info.json", {"name": "ptq-w8a8-train", "kind": "ptq-int8", "kernels": "int8", "size_bytes": 1,
                                       "latency": {}, "synthetic": True, "details": details or {}})
     return folder

@@ -31,10 +31,13 @@ def prune_global(model: nn.Module, sparsity: float) -> None:
     """Zero the globally smallest-magnitude weights until ``sparsity`` of all conv/linear weights are zero.
 
     Weights already masked stay masked; the count passed to ``global_unstructured`` is the number of
-    further weights to remove, so rounds compose to the cumulative target."""
+    further weights to remove, so rounds compose to the cumulative target. Only masked weights count as removed:
+    a weight that is zero but unmasked (a model that holds exact zeros) is still among those L1 pruning picks, and
+    counting it twice would leave the model short of its target."""
     layers = list(quantizable_layers(model).values())
     total = sum(layer.weight.numel() for layer in layers)
-    wanted = round(sparsity * total) - sum(int((layer.weight == 0).sum()) for layer in layers)
+    masked = sum(int((layer.weight_mask == 0).sum()) for layer in layers if prune.is_pruned(layer))
+    wanted = round(sparsity * total) - masked
     if wanted > 0:
         # contiguous scores: after channels-last fine-tuning a pruned layer's recomputed weight keeps that layout,
         # which global_unstructured's flattening cannot view

@@ -37,6 +37,17 @@ def check_prepared(folder: str | Path, params, *, params_file: str | Path = "par
     load_prepared(folder, params, params_file=params_file)
 
 
+def read_prepared_samples(folder: str | Path, params, *, params_file: str | Path = "params.yaml") -> pd.DataFrame:
+    """The checked samples table of the prepared folder ``folder`` and its record checked against ``params``, without
+    the image store: for a stage that compares predictions with the prepared splits (evaluate, a post-processor)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FairquantError(f"{folder} is not a folder; point --data at the prepared data folder (data/prepared)")
+    info = read_info(folder)
+    check_record(info, params, folder=folder, params_file=params_file)
+    return read_samples(folder, info)
+
+
 def read_info(folder: Path) -> dict:
     path = folder / "info.json"
     info = read_json_object(path, f"the file is damaged: {RERUN}")
