@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from fairquant.report.document import Figure
 from fairquant.report.figures import drawing
@@ -104,7 +105,11 @@ def _sweep_pareto(figure: Figure) -> plt.Figure:
         ax.annotate(row.slot.split("/")[-1], (row.size_mb, row.worst_group_accuracy), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")
     fig.colorbar(points, ax=ax, label=gap.replace("_", " ").replace("tpr", "TPR"))
-    ax.set_xscale("log")
+    ax.set_xscale("log")  # ticks at 1, 2, 5 x 10^k in plain numbers: the default minor labels overlap on a short range
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.12)  # room for the rightmost point's label
     ax.set_xlabel("size (MB, log)")
     ax.set_ylabel("worst-group accuracy")
     ax.set_title(f"every sweep point: size x worst-group accuracy x {gap.replace('_', ' ').replace('tpr', 'TPR')}"
