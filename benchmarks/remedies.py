@@ -30,8 +30,9 @@ def commands(out: Path, seed: int) -> dict[str, list[str]]:
                                    f"data/calibration/s{seed}/train", "--out", str(out / f"{m}+{c}"),
                                    "--live", str(out / f"live-{m}-{c}")]
               for m in ("ceag", "equalized_loss") for c in ("prune", "qat")}
-    after = {f"ptq+{m}": stage + ["--method", m, "--predictions", f"data/predictions/s{seed}/ptq",
-                                  "--out", str(out / f"ptq+{m}")] for m in ("caleqodds", "threshold")}
+    after = {f"ptq+{m}": stage + ["--method", m, "--predictions", f"data/predictions/s{seed}/variants/ptq",
+                                  "--data", "data/prepared", "--out", str(out / f"ptq+{m}")]
+             for m in ("caleqodds", "threshold")}
     precision = {"sensitivity+ptq": stage + ["--method", "sensitivity", *base, "--calibration",
                                              f"data/calibration/s{seed}/train", "--out", str(out / "sensitivity+ptq")]}
     return {**before, **during, **after, **precision}
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="remedy names (as printed) to run; default all")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not (ROOT / f"data/predictions/s{args.seed}/ptq/test.parquet").is_file():
+    if not (ROOT / f"data/predictions/s{args.seed}/variants/ptq/test.parquet").is_file():
         raise SystemExit("error: run `dvc repro` first; the benchmark starts from the default's fp32 model and predictions")
     with tempfile.TemporaryDirectory() as scratch:
         todo = commands(Path(scratch), args.seed)

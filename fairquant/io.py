@@ -249,6 +249,9 @@ def read_json(path: str | Path) -> Any:
         raise FairquantError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
     try:
         return json.loads(path.read_text())
+    except RecursionError:  # nesting deeper than the parser recurses: no stage writes that
+        raise FairquantError(f"{path}: not valid JSON (nested too deeply to read); the file is damaged: re-run the "
+                             "stage that writes it (dvc repro -f -s <stage>)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FairquantError(f"{path}: not valid JSON ({exc}); the file is damaged: re-run the stage that writes it "
                              "(dvc repro -f -s <stage>)") from None

@@ -139,6 +139,10 @@ def _after(config, predictions, out, params, data: Path, *, params_file: Path) -
                              "predictions; leave mitigate.after empty for a multi-class target (its remedies run "
                              "during compression: mitigate.during_*)")
     samples = read_prepared_samples(data, params, params_file=params_file)  # before reading any prediction
+    for split in ("val", "test"):  # fitted on val, applied to test: neither may be empty
+        if not (samples["split"] == split).any():
+            raise FairquantError(f"{data / 'samples.parquet'} holds no {split} rows; {method} is fitted on the "
+                                 f"validation split and applied to the test split: re-run prepare (dvc repro prepare)")
     protected = params.data.protected
     frames = {split: read_table(predictions / f"{split}.parquet") for split in ("val", "test")}
     for split, frame in frames.items():  # a damaged table is refused, never fitted on

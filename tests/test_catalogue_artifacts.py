@@ -193,6 +193,15 @@ def _prepared_record(change):
     return damage
 
 
+def _prepared_samples(change):
+    """The prepared folder's samples.parquet changed by ``change(table)``."""
+    def damage(prepared: Path, predictions: Path) -> None:
+        table = pd.read_parquet(prepared / "samples.parquet")
+        (prepared / "samples.parquet").unlink()
+        change(table).to_parquet(prepared / "samples.parquet", index=False)
+    return damage
+
+
 def _multiclass_record(prepared: Path, predictions: Path) -> None:
     from fairquant.results import PredictionsInfo
 
@@ -208,9 +217,19 @@ POSTPROCESS_FOLDER_CASES = [
                  "was made with protected ['Young'] but params.yaml has data.protected ['Male']",
                  id="artifact-postprocess-prepared-from-other-params"),
     pytest.param(lambda prepared, predictions: (prepared / "samples.parquet").write_bytes(b"PAR1 not a table"),
-                 "prepared/samples.parquet", id="artifact-postprocess-prepared-samples-damaged"),
+                 "prepared/samples.parquet: not a readable parquet table",
+                 id="artifact-postprocess-prepared-samples-damaged"),
     pytest.param(_multiclass_record, "caleqodds post-processes binary predictions but",
                  id="artifact-postprocess-multiclass-variant"),
+    pytest.param(lambda prepared, predictions: (prepared / "info.json").write_text("[" * 100_000 + "]" * 100_000),
+                 "prepared/info.json: not valid JSON (nested too deeply to read)",
+                 id="artifact-postprocess-prepared-record-nested-too-deep"),
+    pytest.param(_prepared_samples(lambda table: table.assign(Male=table["Male"].where(table.index != 3, None))),
+                 "column 'Male' should be strings without nulls, found 1 null rows",
+                 id="artifact-postprocess-prepared-null-group"),
+    pytest.param(_prepared_samples(lambda table: table[table["split"] != "val"]),
+                 "samples.parquet holds no val rows; caleqodds is fitted on the validation split",
+                 id="artifact-postprocess-prepared-without-val"),
 ]
 
 

@@ -91,10 +91,11 @@ def read_samples(folder: Path, info: dict) -> pd.DataFrame:
         integer = name in ("y_true", "row")
         ok = pd.api.types.is_integer_dtype(table[name]) if integer else \
             pd.api.types.is_object_dtype(table[name]) or pd.api.types.is_string_dtype(table[name])
-        if not ok or table[name].isna().any():
+        nulls = int(table[name].isna().sum())
+        if not ok or nulls:
             what = "integers" if integer else "strings"
-            raise FairquantError(f"{path}: column {name!r} should be {what} without nulls, found {table[name].dtype}; "
-                                 f"{RERUN}")
+            found = f"{nulls} null rows" if ok else str(table[name].dtype)
+            raise FairquantError(f"{path}: column {name!r} should be {what} without nulls, found {found}; {RERUN}")
     classes = info.get("classes")
     allowed = range(len(classes)) if classes else (0, 1)
     if not table["y_true"].isin(allowed).all():
