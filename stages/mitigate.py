@@ -121,9 +121,8 @@ def _after(config, predictions, out, params, data: Path, *, params_file: Path) -
     from fairquant.fairness.evaluation import check_against_prepared
     from fairquant.io import atomic_dir, predictions_schema, read_table, write_table
     from fairquant.mitigate.remedies import mitigate
-    from fairquant.results import PredictionsInfo, check_predictions
-
     from fairquant.mitigate.slots import study_slots
+    from fairquant.results import PredictionsInfo, check_predictions
 
     method = config.method
     study_slots(params.mitigate)  # a post_on name the study does not make: one line naming the choices
