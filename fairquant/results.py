@@ -279,8 +279,9 @@ def check_predictions(frame: Any, *, source: str, protected: list[str], classes:
     """A predictions table (``val.parquet`` / ``test.parquet``) as the predict stage writes it: its columns, integer
     labels in range (0/1, or class indices below ``len(classes)``), probabilities in [0, 1] in ``y_score``, no null
     sample id or group, sample ids as strings (the prepared samples' names), no repeated sample id. Scores in
-    ``y_pred`` or a NaN score would otherwise be cut or compared silently. Labels agree with scores (:func:`check_labels_follow_scores`) unless ``post_processed`` (a
-    post-processor's per-group thresholds or randomised labels legitimately differ from its scores)."""
+    ``y_pred`` or a NaN score would otherwise be cut or compared silently. Labels agree with scores
+    (:func:`check_labels_follow_scores`) unless ``post_processed`` (a post-processor's per-group thresholds or
+    randomised labels legitimately differ from its scores)."""
     import numpy as np
     import pandas as pd
 
