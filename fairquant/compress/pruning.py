@@ -123,7 +123,7 @@ def pruned_variant(model: nn.Module, params, finetune: Callable[[nn.Module, int]
         raise FairquantError(f"pruning to {params.variant_name()} left {held:.3f} of the weights zero, not "
                              f"{params.sparsity}: the fine-tuning diverged (NaN weights) or the model held more zeros "
                              "than the target; lower the section's lr or raise its sparsity")
-    return pruned, {"kind": PRUNED.name, "kernels": PRUNED.kernels, "sparsity": weight_sparsity(pruned),
+    return pruned, {"kind": PRUNED.name, "kernels": PRUNED.kernels, "sparsity": held,
                     "size_bytes": sparse_size_bytes(pruned), "fp32_size_bytes": fp32_bytes}
 
 

@@ -243,12 +243,12 @@ class Params(_Section):
         nproc = self.distributed.nproc
         if nproc == 1:
             return self
+        # the remedies before compression train with their own batch; those during, with their compressor's
         remedies = ((f"mitigate.{method}", getattr(self.mitigate, method))
                     for method in self.mitigate.before_compression)
         for key, section in (("finetune", self.finetune), *((s.params_section, s) for s in self.compressors().values()
                                                             if hasattr(s, "batch_size") and hasattr(s, "device")),
-                             *remedies, *self._verification_training()):  # the remedies during
-                             # compression train with their compressor's batch
+                             *remedies, *self._verification_training()):
             if section.batch_size < nproc:
                 raise ValueError(f"{key}.batch_size is {section.batch_size} but distributed.nproc is {nproc}: each "
                                  f"process needs a row of every batch; raise {key}.batch_size to at least {nproc} or "
