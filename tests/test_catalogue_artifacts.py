@@ -167,6 +167,12 @@ def _val_and_test(root: Path, damage) -> Path:
     return folder
 
 
+def _post_process(tmp_path: Path, folder: Path, out: Path):
+    """caleqodds on the variant ``folder``, checked against ``tmp_path``'s prepared folder, written to ``out``."""
+    return run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
+                                  str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+
+
 POSTPROCESS_CASES = [
     pytest.param(lambda val, test: (test.copy(), test), "val.parquet and test.parquet share 24 sample ids (e.g. "
                  "'00000.jpg'); caleqodds is fitted on validation rows only", id="artifact-postprocess-fitted-on-test"),
@@ -239,8 +245,7 @@ def test_a_post_processor_refuses_a_folder_that_is_not_the_studys(tmp_path, dama
     folder = _val_and_test(tmp_path, lambda val, test: (val, test))
     damage(tmp_path / "prepared", folder)
     out = tmp_path / "post"
-    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
-                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    result = _post_process(tmp_path, folder, out)
     assert_clean_failure(result, message, out)
 
 
@@ -248,8 +253,7 @@ def test_a_post_processor_refuses_a_folder_that_is_not_the_studys(tmp_path, dama
 def test_a_post_processor_is_fitted_on_the_prepared_validation_split_only(tmp_path, damage, message):
     folder = _val_and_test(tmp_path, damage)
     out = tmp_path / "post"
-    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
-                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    result = _post_process(tmp_path, folder, out)
     assert_clean_failure(result, message, out)
 
 
@@ -257,8 +261,7 @@ def test_a_post_processor_fits_the_prepared_validation_split(tmp_path):
     """The undamaged folder passes the checks above: the post-processor runs and writes its predictions."""
     folder = _val_and_test(tmp_path, lambda val, test: (val, test))
     out = tmp_path / "post"
-    result = run_stage("mitigate", ["--method", "caleqodds", "--predictions", str(folder), "--data",
-                                    str(tmp_path / "prepared"), "--out", str(out)], tmp_path, {})
+    result = _post_process(tmp_path, folder, out)
     assert result.returncode == 0, result.stderr
     assert len(pd.read_parquet(out / "test.parquet")) == 24
 
